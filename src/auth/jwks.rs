@@ -1,0 +1,208 @@
+//! JWKS key cache: fetched with a timeout, refreshed periodically, refetched on an unknown `kid` at
+//! most once per 30 s (single flight).
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+
+/// Minimum time between two refetches caused by an unknown `kid`.
+pub const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(30);
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+#[derive(Deserialize)]
+struct JwkSet {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    alg: Option<String>,
+    #[serde(default, rename = "use")]
+    use_: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+    #[serde(default)]
+    crv: Option<String>,
+    #[serde(default)]
+    x: Option<String>,
+    #[serde(default)]
+    y: Option<String>,
+}
+
+#[derive(Clone)]
+pub(crate) struct CachedKey {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: Arc<DecodingKey>,
+}
+
+/// Turns one JWK into a verification key; symmetric and encryption keys are ignored.
+fn parse_jwk(value: serde_json::Value) -> Option<CachedKey> {
+    let jwk: Jwk = serde_json::from_value(value).ok()?;
+    if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+        return None;
+    }
+    let (key, default_alg) = match jwk.kty.as_str() {
+        "RSA" => (DecodingKey::from_rsa_components(jwk.n.as_deref()?, jwk.e.as_deref()?).ok()?, Algorithm::RS256),
+        "EC" => {
+            let alg = match jwk.crv.as_deref()? {
+                "P-256" => Algorithm::ES256,
+                "P-384" => Algorithm::ES384,
+                _ => return None,
+            };
+            (DecodingKey::from_ec_components(jwk.x.as_deref()?, jwk.y.as_deref()?).ok()?, alg)
+        }
+        "OKP" if jwk.crv.as_deref() == Some("Ed25519") => {
+            (DecodingKey::from_ed_components(jwk.x.as_deref()?).ok()?, Algorithm::EdDSA)
+        }
+        _ => return None,
+    };
+    let alg = match jwk.alg.as_deref() {
+        None => default_alg,
+        Some(a) => {
+            let alg: Algorithm = a.parse().ok()?;
+            // The key type bounds the algorithm: an HS* alg on a public key is never accepted.
+            let same_family = matches!(
+                (default_alg, alg),
+                (Algorithm::RS256, Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512)
+                    | (Algorithm::RS256, Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512)
+                    | (Algorithm::ES256, Algorithm::ES256)
+                    | (Algorithm::ES384, Algorithm::ES384)
+                    | (Algorithm::EdDSA, Algorithm::EdDSA)
+            );
+            if !same_family {
+                return None;
+            }
+            alg
+        }
+    };
+    Some(CachedKey { kid: jwk.kid, alg, key: Arc::new(key) })
+}
+
+struct State {
+    keys: Vec<CachedKey>,
+    last_unknown_refetch: Option<Instant>,
+}
+
+/// Shared JWKS cache. Readers take a short `std` read lock (never across an await); fetches are
+/// serialised by an async mutex so a burst of unknown `kid`s makes one request.
+pub struct JwksCache {
+    url: String,
+    timeout: Duration,
+    pub refresh: Duration,
+    state: RwLock<State>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Empty<Bytes>,
+>;
+
+fn client() -> Result<HttpsClient, String> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
+}
+
+impl JwksCache {
+    pub fn new(url: String, timeout: Duration, refresh: Duration) -> JwksCache {
+        JwksCache {
+            url,
+            timeout,
+            refresh,
+            state: RwLock::new(State { keys: Vec::new(), last_unknown_refetch: None }),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<DecodingKey>> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut candidates = state.keys.iter().filter(|k| k.alg == alg);
+        match kid {
+            Some(kid) => candidates.find(|k| k.kid.as_deref() == Some(kid)).map(|k| k.key.clone()),
+            None => {
+                // Without a kid, only an unambiguous key is used.
+                let first = candidates.next()?;
+                if candidates.next().is_some() {
+                    return None;
+                }
+                Some(first.key.clone())
+            }
+        }
+    }
+
+    /// The key for a token header; refetches once (rate limited) when the kid is unknown.
+    pub(crate) async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<DecodingKey>> {
+        if let Some(k) = self.lookup(kid, alg) {
+            return Some(k);
+        }
+        let _guard = self.fetching.lock().await;
+        // Someone else may have fetched while we waited.
+        if let Some(k) = self.lookup(kid, alg) {
+            return Some(k);
+        }
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if state.last_unknown_refetch.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH) {
+                return None;
+            }
+            state.last_unknown_refetch = Some(Instant::now());
+        }
+        if let Err(e) = self.fetch_locked().await {
+            tracing::warn!(url = %self.url, error = %e, "JWKS refetch failed");
+        }
+        self.lookup(kid, alg)
+    }
+
+    /// Fetches now (start-up and periodic refresh).
+    pub async fn refresh_now(&self) -> Result<usize, String> {
+        let _guard = self.fetching.lock().await;
+        self.fetch_locked().await
+    }
+
+    async fn fetch_locked(&self) -> Result<usize, String> {
+        let uri: http::Uri = self.url.parse().map_err(|e| format!("bad URL: {e}"))?;
+        let client = client()?;
+        let body = tokio::time::timeout(self.timeout, async {
+            let resp = client.get(uri).await.map_err(|e| format!("request failed: {e}"))?;
+            if !resp.status().is_success() {
+                return Err(format!("HTTP {}", resp.status()));
+            }
+            let limited = Limited::new(resp.into_body(), MAX_JWKS_BYTES);
+            limited.collect().await.map(|c| c.to_bytes()).map_err(|e| format!("reading body: {e}"))
+        })
+        .await
+        .map_err(|_| "timed out".to_string())??;
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let keys: Vec<CachedKey> = set.keys.into_iter().filter_map(parse_jwk).collect();
+        let n = keys.len();
+        self.state.write().unwrap_or_else(|e| e.into_inner()).keys = keys;
+        tracing::info!(url = %self.url, keys = n, "JWKS loaded");
+        Ok(n)
+    }
+
+    /// Background refresher: every `refresh` interval, until the task is aborted.
+    pub async fn run_refresher(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.refresh).await;
+            if let Err(e) = self.refresh_now().await {
+                tracing::warn!(url = %self.url, error = %e, "JWKS refresh failed; keeping cached keys");
+            }
+        }
+    }
+}

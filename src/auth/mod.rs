@@ -1,0 +1,265 @@
+//! Authentication: JWT verification where the configured key decides the algorithm (HS256 secret,
+//! PEM public key or JWKS), the persisted development secret, and token minting.
+
+mod jwks;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::Deserialize;
+
+use crate::config::{Config, KeySource};
+
+pub use jwks::JwksCache;
+
+/// Who a connection is: the user from the token, the device from the request.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user_id: Arc<str>,
+    pub device_id: Arc<str>,
+    /// Channel globs from the token's `channels` claim.
+    pub channels: Vec<String>,
+    /// Token expiry, seconds since the epoch.
+    pub exp: u64,
+}
+
+impl Identity {
+    pub fn user_channel(&self) -> String {
+        format!("user:{}", self.user_id)
+    }
+}
+
+/// What a verified token says.
+#[derive(Debug, Clone)]
+pub struct Claims {
+    pub user_id: String,
+    pub channels: Vec<String>,
+    pub exp: u64,
+    /// `did`: the device this token is bound to, if any.
+    pub device_id: Option<String>,
+}
+
+/// Why a token was refused. Messages say expired or invalid and nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("token expired")]
+    Expired,
+    #[error("invalid token")]
+    Invalid,
+    #[error("missing token")]
+    Missing,
+}
+
+/// Start-up failures of the key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}: {1}")]
+    Key(&'static str, String),
+    #[error("cannot keep the development secret in {0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    #[serde(default)]
+    sub: Option<serde_json::Value>,
+    #[serde(default)]
+    user_id: Option<serde_json::Value>,
+    exp: u64,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    did: Option<String>,
+}
+
+enum Keys {
+    /// One static key with the algorithms its type allows.
+    Static(DecodingKey, Vec<Algorithm>),
+    Jwks(Arc<JwksCache>),
+}
+
+/// Verifies tokens; cheap to share behind an `Arc`.
+pub struct Verifier {
+    keys: Keys,
+    /// Present when tokens can be minted (HS256 secret or the generated development secret).
+    signer: Option<EncodingKey>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
+    /// True when running on a generated secret.
+    pub development: bool,
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+const SECRET_FILE: &str = "jwt_secret";
+
+/// Loads the persisted development secret, or makes and stores a new one.
+fn development_secret(dir: &Path) -> Result<Vec<u8>, KeyError> {
+    let path = dir.join(SECRET_FILE);
+    let io = |e| KeyError::Io(path.display().to_string(), e);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let text = text.trim();
+        if text.len() >= 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(text.as_bytes().to_vec());
+        }
+        return Err(KeyError::Key("development secret", format!("{} is corrupt; delete it", path.display())));
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut raw = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
+        .map_err(|_| KeyError::Key("development secret", "no system randomness".into()))?;
+    let hex = crate::util::hex(&raw);
+    write_private(&path, hex.as_bytes()).map_err(io)?;
+    Ok(hex.into_bytes())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(data)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, data)
+}
+
+fn static_pem(pem: &str) -> Result<(DecodingKey, Vec<Algorithm>), KeyError> {
+    use Algorithm::*;
+    let bytes = pem.as_bytes();
+    if let Ok(k) = DecodingKey::from_rsa_pem(bytes) {
+        return Ok((k, vec![RS256, RS384, RS512, PS256, PS384, PS512]));
+    }
+    if let Ok(k) = DecodingKey::from_ec_pem(bytes) {
+        return Ok((k, vec![ES256, ES384]));
+    }
+    if let Ok(k) = DecodingKey::from_ed_pem(bytes) {
+        return Ok((k, vec![EdDSA]));
+    }
+    Err(KeyError::Key(
+        crate::config::JWT_PUBLIC_KEY,
+        "not an RSA, EC or Ed25519 public key in PEM form".into(),
+    ))
+}
+
+impl Verifier {
+    /// Builds the verifier from the configuration; generates the development secret if needed.
+    pub fn new(config: &Config) -> Result<Verifier, KeyError> {
+        let (keys, signer, development) = match &config.key_source {
+            KeySource::Secret(s) => (
+                Keys::Static(DecodingKey::from_secret(s), vec![Algorithm::HS256]),
+                Some(EncodingKey::from_secret(s)),
+                false,
+            ),
+            KeySource::Generated => {
+                let s = development_secret(&config.data_dir)?;
+                (
+                    Keys::Static(DecodingKey::from_secret(&s), vec![Algorithm::HS256]),
+                    Some(EncodingKey::from_secret(&s)),
+                    true,
+                )
+            }
+            KeySource::PublicKeyPem(pem) => {
+                let (k, algs) = static_pem(pem)?;
+                (Keys::Static(k, algs), None, false)
+            }
+            KeySource::Jwks(url) => (
+                Keys::Jwks(Arc::new(JwksCache::new(url.clone(), config.jwks_timeout, config.jwks_refresh))),
+                None,
+                false,
+            ),
+        };
+        Ok(Verifier {
+            keys,
+            signer,
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            leeway: config.jwt_leeway_secs,
+            development,
+        })
+    }
+
+    /// The JWKS cache, when keys come from a JWKS URL (the server starts its refresher).
+    pub fn jwks(&self) -> Option<&Arc<JwksCache>> {
+        match &self.keys {
+            Keys::Jwks(j) => Some(j),
+            Keys::Static(..) => None,
+        }
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        v.leeway = self.leeway;
+        v.validate_exp = true;
+        v.set_required_spec_claims(&["exp"]);
+        match &self.audience {
+            Some(a) => v.set_audience(&[a]),
+            None => v.validate_aud = false,
+        }
+        if let Some(i) = &self.issuer {
+            v.set_issuer(&[i]);
+        }
+        v
+    }
+
+    /// Verifies a token and extracts the claims syncgate uses.
+    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if token.is_empty() || token.len() > 16 * 1024 {
+            return Err(AuthError::Invalid);
+        }
+        // Unknown algorithms (including "none") fail to parse here.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
+        let data = match &self.keys {
+            Keys::Static(key, algs) => {
+                if !algs.contains(&header.alg) {
+                    return Err(AuthError::Invalid);
+                }
+                jsonwebtoken::decode::<RawClaims>(token, key, &self.validation(header.alg))
+            }
+            Keys::Jwks(cache) => {
+                let key = cache.key_for(header.kid.as_deref(), header.alg).await.ok_or(AuthError::Invalid)?;
+                jsonwebtoken::decode::<RawClaims>(token, &key, &self.validation(header.alg))
+            }
+        };
+        let raw = data
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid,
+            })?
+            .claims;
+        let user_id = match raw.sub.or(raw.user_id) {
+            Some(serde_json::Value::String(s)) => s,
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => return Err(AuthError::Invalid),
+        };
+        if !crate::channel::valid_user_id(&user_id) {
+            return Err(AuthError::Invalid);
+        }
+        Ok(Claims { user_id, channels: raw.channels.unwrap_or_default(), exp: raw.exp, device_id: raw.did })
+    }
+
+    /// Mints an HS256 token (only with a secret key).
+    pub fn sign(&self, user: &str, device: Option<&str>, ttl_secs: u64, channels: &[String]) -> Option<String> {
+        let key = self.signer.as_ref()?;
+        let now = now_secs();
+        let mut claims = serde_json::json!({ "sub": user, "iat": now, "exp": now + ttl_secs });
+        if let Some(d) = device {
+            claims["did"] = d.into();
+        }
+        if !channels.is_empty() {
+            claims["channels"] = channels.into();
+        }
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).ok()
+    }
+}

@@ -1,0 +1,155 @@
+//! Channel names and who may use them: `user:<id>`, `dm:<a>:<b>`, public namespaces and the
+//! token's `channels` globs.
+
+use crate::auth::Identity;
+
+/// Longest channel name, in bytes.
+pub const MAX_CHANNEL_LEN: usize = 128;
+
+/// Why a channel request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelError {
+    /// The name is not a valid channel name (`bad_request`).
+    Invalid(&'static str),
+    /// Valid, but this identity may not use it (`forbidden`).
+    Forbidden,
+}
+
+fn name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'@' | b'=' | b'-')
+}
+
+/// `[A-Za-z0-9:_.@=-]{1,128}`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_CHANNEL_LEN && name.bytes().all(name_byte)
+}
+
+/// A namespace: channel-name characters without `:`.
+pub fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty() && ns.len() < MAX_CHANNEL_LEN && ns.bytes().all(|b| b != b':' && name_byte(b))
+}
+
+/// A user id usable inside `user:<id>` and `dm:<a>:<b>`: channel characters without `:`.
+pub fn valid_user_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_CHANNEL_LEN - 5 && id.bytes().all(|b| b != b':' && name_byte(b))
+}
+
+/// Glob match where `*` matches any run of characters (including none).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] != b'*' && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Resolves the `"user"` alias to the caller's own user channel and checks that `identity` may use
+/// the channel. Returns the canonical name.
+pub fn authorize(requested: &str, identity: &Identity, public_namespaces: &[String]) -> Result<String, ChannelError> {
+    if requested == "user" {
+        return Ok(identity.user_channel());
+    }
+    if !valid_name(requested) {
+        return Err(ChannelError::Invalid(
+            "channel names are 1-128 bytes of [A-Za-z0-9:_.@=-]",
+        ));
+    }
+    let (ns, rest) = match requested.split_once(':') {
+        Some((ns, rest)) => (ns, rest),
+        None => ("", requested),
+    };
+    match ns {
+        "user" => {
+            if rest == &*identity.user_id {
+                Ok(requested.to_string())
+            } else {
+                Err(ChannelError::Forbidden)
+            }
+        }
+        "dm" => {
+            let Some((a, b)) = rest.split_once(':') else {
+                return Err(ChannelError::Invalid("direct channels are dm:<a>:<b> with a < b"));
+            };
+            if a.is_empty() || b.is_empty() || b.contains(':') || a >= b {
+                return Err(ChannelError::Invalid("direct channels are dm:<a>:<b> with a < b"));
+            }
+            if a == &*identity.user_id || b == &*identity.user_id {
+                Ok(requested.to_string())
+            } else {
+                Err(ChannelError::Forbidden)
+            }
+        }
+        _ => {
+            let public = !ns.is_empty() && public_namespaces.iter().any(|p| p == ns);
+            if public || identity.channels.iter().any(|g| glob_match(g, requested)) {
+                Ok(requested.to_string())
+            } else {
+                Err(ChannelError::Forbidden)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn who(user: &str, globs: &[&str]) -> Identity {
+        Identity {
+            user_id: Arc::from(user),
+            device_id: Arc::from("d1"),
+            channels: globs.iter().map(|s| s.to_string()).collect(),
+            exp: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("room:*", "room:a"));
+        assert!(glob_match("room:*", "room:"));
+        assert!(!glob_match("room:*", "rooms:a"));
+        assert!(glob_match("note:abc", "note:abc"));
+        assert!(!glob_match("note:abc", "note:abcd"));
+        assert!(glob_match("*:x*y", "a:xzzy"));
+        assert!(!glob_match("*:x*y", "a:xzz"));
+        assert!(glob_match("*", "anything"));
+    }
+
+    #[test]
+    fn rules() {
+        let pubs = vec!["public".to_string()];
+        let alice = who("alice", &["room:*", "note:abc"]);
+        assert_eq!(authorize("user", &alice, &pubs).unwrap(), "user:alice");
+        assert_eq!(authorize("user:alice", &alice, &pubs).unwrap(), "user:alice");
+        assert_eq!(authorize("user:bob", &alice, &pubs), Err(ChannelError::Forbidden));
+        assert!(authorize("dm:alice:bob", &alice, &pubs).is_ok());
+        assert_eq!(authorize("dm:bob:carol", &alice, &pubs), Err(ChannelError::Forbidden));
+        assert!(matches!(authorize("dm:bob:alice", &alice, &pubs), Err(ChannelError::Invalid(_))));
+        assert!(authorize("public:lobby", &alice, &pubs).is_ok());
+        assert!(authorize("room:1", &alice, &pubs).is_ok());
+        assert!(authorize("note:abc", &alice, &pubs).is_ok());
+        assert_eq!(authorize("note:abd", &alice, &pubs), Err(ChannelError::Forbidden));
+        assert_eq!(authorize("secret:x", &alice, &pubs), Err(ChannelError::Forbidden));
+        assert!(matches!(authorize("bad channel", &alice, &pubs), Err(ChannelError::Invalid(_))));
+        assert!(matches!(authorize(&"a".repeat(129), &alice, &pubs), Err(ChannelError::Invalid(_))));
+    }
+}

@@ -1,0 +1,307 @@
+//! Typed configuration read once from the environment; every key is a const here and every bad
+//! value is reported (all at once, naming the variable) before the server starts.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const LISTEN: &str = "SYNCGATE_LISTEN";
+pub const DATA_DIR: &str = "SYNCGATE_DATA_DIR";
+pub const JWT_SECRET: &str = "SYNCGATE_JWT_SECRET";
+pub const JWT_PUBLIC_KEY: &str = "SYNCGATE_JWT_PUBLIC_KEY";
+pub const JWKS_URL: &str = "SYNCGATE_JWKS_URL";
+pub const JWKS_REFRESH_SECS: &str = "SYNCGATE_JWKS_REFRESH_SECS";
+pub const JWKS_TIMEOUT_MS: &str = "SYNCGATE_JWKS_TIMEOUT_MS";
+pub const JWT_ISSUER: &str = "SYNCGATE_JWT_ISSUER";
+pub const JWT_AUDIENCE: &str = "SYNCGATE_JWT_AUDIENCE";
+pub const JWT_LEEWAY_SECS: &str = "SYNCGATE_JWT_LEEWAY_SECS";
+pub const AUTH_TIMEOUT_MS: &str = "SYNCGATE_AUTH_TIMEOUT_MS";
+pub const PUBLIC_NAMESPACES: &str = "SYNCGATE_PUBLIC_NAMESPACES";
+pub const MAX_MESSAGE_BYTES: &str = "SYNCGATE_MAX_MESSAGE_BYTES";
+pub const MESSAGES_PER_MIN: &str = "SYNCGATE_MESSAGES_PER_MIN";
+pub const MAX_CONNECTIONS_PER_USER: &str = "SYNCGATE_MAX_CONNECTIONS_PER_USER";
+pub const MAX_CHANNELS_PER_CONNECTION: &str = "SYNCGATE_MAX_CHANNELS_PER_CONNECTION";
+pub const CONNECT_RATE_PER_IP: &str = "SYNCGATE_CONNECT_RATE_PER_IP";
+pub const HEARTBEAT_MS: &str = "SYNCGATE_HEARTBEAT_MS";
+pub const OUTBOUND_QUEUE: &str = "SYNCGATE_OUTBOUND_QUEUE";
+pub const ALLOWED_ORIGINS: &str = "SYNCGATE_ALLOWED_ORIGINS";
+pub const SHUTDOWN_TIMEOUT_MS: &str = "SYNCGATE_SHUTDOWN_TIMEOUT_MS";
+pub const WS_READ_BUFFER: &str = "SYNCGATE_WS_READ_BUFFER";
+pub const WS_WRITE_BUFFER: &str = "SYNCGATE_WS_WRITE_BUFFER";
+pub const HANDSHAKE_TIMEOUT_MS: &str = "SYNCGATE_HANDSHAKE_TIMEOUT_MS";
+pub const LOG_FORMAT: &str = "SYNCGATE_LOG_FORMAT";
+
+/// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `SYNCGATE_JWT_SECRET` (HS256).
+    Secret(Vec<u8>),
+    /// `SYNCGATE_JWT_PUBLIC_KEY` (PEM; RS256, ES256 or EdDSA by key type).
+    PublicKeyPem(String),
+    /// `SYNCGATE_JWKS_URL`.
+    Jwks(String),
+    /// Nothing configured: a random HS256 secret persisted in the data directory (development).
+    Generated,
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Secret(_) => f.write_str("Secret(***)"),
+            KeySource::PublicKeyPem(_) => f.write_str("PublicKeyPem(…)"),
+            KeySource::Jwks(u) => write!(f, "Jwks({u})"),
+            KeySource::Generated => f.write_str("Generated"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The whole configuration. Cloned once into the shared server state.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub key_source: KeySource,
+    pub jwks_refresh: Duration,
+    pub jwks_timeout: Duration,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub jwt_leeway_secs: u64,
+    pub auth_timeout: Duration,
+    pub public_namespaces: Vec<String>,
+    pub max_message_bytes: usize,
+    pub messages_per_min: u32,
+    pub max_connections_per_user: u32,
+    pub max_channels_per_connection: u32,
+    pub connect_rate_per_ip: u32,
+    pub heartbeat: Duration,
+    pub outbound_queue: usize,
+    pub allowed_origins: Vec<String>,
+    pub shutdown_timeout: Duration,
+    pub ws_read_buffer: usize,
+    pub ws_write_buffer: usize,
+    pub handshake_timeout: Duration,
+    pub log_format: LogFormat,
+}
+
+/// Every bad variable found, one line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.0.join("; "))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_map(&HashMap::new()).expect("defaults are valid")
+    }
+}
+
+/// Collects parse errors so that one start-up reports every bad variable.
+struct Reader<'a> {
+    vars: &'a HashMap<String, String>,
+    errors: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn raw(&self, key: &str) -> Option<&str> {
+        self.vars.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(&mut self, key: &str, default: T, what: &str) -> T {
+        match self.raw(key) {
+            None => default,
+            Some(v) => match v.parse::<T>() {
+                Ok(x) => x,
+                Err(_) => {
+                    self.errors.push(format!("{key}={v:?} is not {what}"));
+                    default
+                }
+            },
+        }
+    }
+
+    fn ranged(&mut self, key: &str, default: u64, min: u64, max: u64) -> u64 {
+        let v = self.parse::<u64>(key, default, "a non-negative integer");
+        if v < min || v > max {
+            self.errors.push(format!("{key}={v} is out of range ({min}..={max})"));
+            return default;
+        }
+        v
+    }
+
+    fn list(&self, key: &str) -> Vec<String> {
+        self.raw(key)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Config::from_map(&vars)
+    }
+
+    /// Reads a map of variables (tests pass their own).
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let mut r = Reader { vars, errors: Vec::new() };
+        let listen = r.parse(LISTEN, SocketAddr::from(([0, 0, 0, 0], 8080)), "an address like 0.0.0.0:8080");
+        let data_dir = PathBuf::from(r.raw(DATA_DIR).unwrap_or("./data"));
+
+        let secret = r.raw(JWT_SECRET).map(|s| s.as_bytes().to_vec());
+        let pem = r.raw(JWT_PUBLIC_KEY).map(|s| s.replace("\\n", "\n"));
+        let jwks = r.raw(JWKS_URL).map(str::to_string);
+        let configured = [secret.is_some(), pem.is_some(), jwks.is_some()].iter().filter(|b| **b).count();
+        if configured > 1 {
+            r.errors.push(format!(
+                "set only one of {JWT_SECRET}, {JWT_PUBLIC_KEY}, {JWKS_URL} (the key decides the algorithm)"
+            ));
+        }
+        let key_source = if let Some(s) = secret {
+            if s.len() < 32 {
+                r.errors.push(format!("{JWT_SECRET} must be at least 32 bytes (got {})", s.len()));
+            }
+            KeySource::Secret(s)
+        } else if let Some(p) = pem {
+            if !p.contains("-----BEGIN") {
+                r.errors.push(format!("{JWT_PUBLIC_KEY} must be a PEM public key"));
+            }
+            KeySource::PublicKeyPem(p)
+        } else if let Some(u) = jwks {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                r.errors.push(format!("{JWKS_URL}={u:?} must be an http:// or https:// URL"));
+            }
+            KeySource::Jwks(u)
+        } else {
+            KeySource::Generated
+        };
+
+        let jwks_refresh = Duration::from_secs(r.ranged(JWKS_REFRESH_SECS, 300, 1, 86_400 * 7));
+        let jwks_timeout = Duration::from_millis(r.ranged(JWKS_TIMEOUT_MS, 5_000, 1, 120_000));
+        let jwt_issuer = r.raw(JWT_ISSUER).map(str::to_string);
+        let jwt_audience = r.raw(JWT_AUDIENCE).map(str::to_string);
+        let jwt_leeway_secs = r.ranged(JWT_LEEWAY_SECS, 0, 0, 3600);
+        let auth_timeout = Duration::from_millis(r.ranged(AUTH_TIMEOUT_MS, 10_000, 1, 600_000));
+        let public_namespaces = r.list(PUBLIC_NAMESPACES);
+        for ns in &public_namespaces {
+            if ns == "user" || ns == "dm" || !crate::channel::valid_namespace(ns) {
+                r.errors.push(format!("{PUBLIC_NAMESPACES}: {ns:?} cannot be a public namespace"));
+            }
+        }
+        let max_message_bytes = r.ranged(MAX_MESSAGE_BYTES, 1 << 20, 64, 64 << 20) as usize;
+        let messages_per_min = r.ranged(MESSAGES_PER_MIN, 300, 1, 10_000_000) as u32;
+        let max_connections_per_user = r.ranged(MAX_CONNECTIONS_PER_USER, 20, 1, 1_000_000) as u32;
+        let max_channels_per_connection = r.ranged(MAX_CHANNELS_PER_CONNECTION, 256, 1, 100_000) as u32;
+        let connect_rate_per_ip = r.ranged(CONNECT_RATE_PER_IP, 0, 0, 10_000_000) as u32;
+        let heartbeat = Duration::from_millis(r.ranged(HEARTBEAT_MS, 25_000, 100, 3_600_000));
+        let outbound_queue = r.ranged(OUTBOUND_QUEUE, 1024, 1, 1 << 20) as usize;
+        let allowed_origins = r.list(ALLOWED_ORIGINS);
+        let shutdown_timeout = Duration::from_millis(r.ranged(SHUTDOWN_TIMEOUT_MS, 10_000, 0, 600_000));
+        let ws_read_buffer = r.ranged(WS_READ_BUFFER, 1024, 128, 1 << 20) as usize;
+        let ws_write_buffer = r.ranged(WS_WRITE_BUFFER, 64 * 1024, 0, 16 << 20) as usize;
+        let handshake_timeout = Duration::from_millis(r.ranged(HANDSHAKE_TIMEOUT_MS, 10_000, 1, 600_000));
+        let log_format = match r.raw(LOG_FORMAT) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                r.errors.push(format!("{LOG_FORMAT}={other:?} must be one of: text, json"));
+                LogFormat::Text
+            }
+        };
+
+        if !r.errors.is_empty() {
+            return Err(ConfigError(r.errors));
+        }
+        Ok(Config {
+            listen,
+            data_dir,
+            key_source,
+            jwks_refresh,
+            jwks_timeout,
+            jwt_issuer,
+            jwt_audience,
+            jwt_leeway_secs,
+            auth_timeout,
+            public_namespaces,
+            max_message_bytes,
+            messages_per_min,
+            max_connections_per_user,
+            max_channels_per_connection,
+            connect_rate_per_ip,
+            heartbeat,
+            outbound_queue,
+            allowed_origins,
+            shutdown_timeout,
+            ws_read_buffer,
+            ws_write_buffer,
+            handshake_timeout,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.key_source, KeySource::Generated);
+        assert_eq!(c.max_message_bytes, 1 << 20);
+        assert_eq!(c.messages_per_min, 300);
+        assert_eq!(c.max_connections_per_user, 20);
+        assert_eq!(c.heartbeat, Duration::from_millis(25_000));
+    }
+
+    #[test]
+    fn every_bad_variable_is_named() {
+        let err = Config::from_map(&map(&[
+            (LISTEN, "nope"),
+            (JWT_SECRET, "short"),
+            (HEARTBEAT_MS, "-5"),
+            (LOG_FORMAT, "xml"),
+        ]))
+        .unwrap_err();
+        let text = err.to_string();
+        for key in [LISTEN, JWT_SECRET, HEARTBEAT_MS, LOG_FORMAT] {
+            assert!(text.contains(key), "{key} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn only_one_key_source() {
+        let err = Config::from_map(&map(&[
+            (JWT_SECRET, "0123456789abcdef0123456789abcdef"),
+            (JWKS_URL, "http://127.0.0.1:1/jwks"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains(JWKS_URL));
+    }
+}

@@ -1,0 +1,134 @@
+//! Error types per layer and the one place that maps them to HTTP statuses, JSON bodies and
+//! WebSocket close codes.
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::auth::AuthError;
+
+/// Refusals before the WebSocket upgrade (HTTP layer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0}")]
+    Unauthorized(AuthError),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("too many connections for this user")]
+    TooManyConnections,
+    #[error("too many new connections from this address")]
+    RateLimited,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("server is shutting down")]
+    Unavailable,
+}
+
+impl HttpError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
+            HttpError::TooManyConnections | HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::NotFound => StatusCode::NOT_FOUND,
+            HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The machine-readable `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HttpError::Unauthorized(_) => "unauthorized",
+            HttpError::Forbidden(_) => "forbidden",
+            HttpError::TooManyConnections => "too_many_connections",
+            HttpError::RateLimited => "rate_limited",
+            HttpError::BadRequest(_) => "bad_request",
+            HttpError::NotFound => "not_found",
+            HttpError::MethodNotAllowed => "method_not_allowed",
+            HttpError::Unavailable => "unavailable",
+        }
+    }
+
+    /// `{"error":CODE,"message":…}` with the matching status.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        json_response(self.status(), &body)
+    }
+}
+
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Why the server closes a WebSocket; each maps to one close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// 1000: the client closed, or a normal end.
+    Normal,
+    /// 1001: server shutting down.
+    GoingAway,
+    /// 1002: WebSocket protocol violation.
+    Protocol,
+    /// 1008: the connection kept sending far above its rate limit.
+    RateAbuse,
+    /// 1009: a message larger than the limit.
+    TooLarge,
+    /// 1011: an unexpected server error.
+    Internal,
+    /// 1013: the outbound queue overflowed (slow consumer).
+    SlowConsumer,
+    /// 4001: no valid token in time, or the token expired.
+    Unauthorized,
+    /// 4001 too: the token expired on a live connection.
+    TokenExpired,
+    /// 4003: the device or user was revoked / kicked.
+    Forbidden,
+    /// 4008: no pong or other traffic within two heartbeat intervals.
+    HeartbeatTimeout,
+    /// 4009: over the per-user connection cap (first-frame auth).
+    TooManyConnections,
+}
+
+impl CloseReason {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::Normal => 1000,
+            CloseReason::GoingAway => 1001,
+            CloseReason::Protocol => 1002,
+            CloseReason::RateAbuse => 1008,
+            CloseReason::TooLarge => 1009,
+            CloseReason::Internal => 1011,
+            CloseReason::SlowConsumer => 1013,
+            CloseReason::Unauthorized | CloseReason::TokenExpired => 4001,
+            CloseReason::Forbidden => 4003,
+            CloseReason::HeartbeatTimeout => 4008,
+            CloseReason::TooManyConnections => 4009,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            CloseReason::Normal => "bye",
+            CloseReason::GoingAway => "server shutting down",
+            CloseReason::Protocol => "protocol error",
+            CloseReason::RateAbuse => "rate limit exceeded",
+            CloseReason::TooLarge => "message too large",
+            CloseReason::Internal => "internal error",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::Unauthorized => "unauthorized",
+            CloseReason::TokenExpired => "token expired",
+            CloseReason::Forbidden => "forbidden",
+            CloseReason::HeartbeatTimeout => "heartbeat timeout",
+            CloseReason::TooManyConnections => "too many connections",
+        }
+    }
+}

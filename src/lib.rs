@@ -1,0 +1,33 @@
+//! # syncgate — a real-time WebSocket gateway
+//!
+//! ## Layout
+//! - [`config`]: one typed `Config` read from `SYNCGATE_*` env vars; bad values stop start-up.
+//! - [`error`]: error enums and the one mapping to HTTP status / JSON body / close code.
+//! - [`server`]: accept loop, HTTP routing, middleware in front of the upgrade (origin, per-IP
+//!   rate, JWT, per-user cap), two-step shutdown.
+//! - [`ws`]: the RFC 6455 upgrade and the per-connection session (reader, batched writer).
+//! - [`protocol`]: protocol v1 frames; decode with simd-json, encode once into `Bytes`.
+//! - [`registry`]: sharded channel membership, presence, user slots, zero-copy fan-out.
+//! - [`channel`]: channel names and authorization rules.
+//! - [`auth`]: JWT verification (HS256 secret, PEM key, JWKS) and token minting.
+//! - [`limits`]: message token bucket and per-IP connect limiter.
+//! - [`cli`]: `syncgate token`.
+//! - [`shutdown`]: SIGTERM/SIGINT as a future.
+//!
+//! ## How a message travels
+//! client frame → `ws::session` (rate limit, `protocol::decode`) → `channel::authorize` →
+//! `protocol::event` encodes once → `registry::Registry::fan_out` pushes a clone into each
+//! member's bounded queue → each member's session swaps its queue out and writes it in one flush.
+
+pub mod auth;
+pub mod channel;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod protocol;
+pub mod registry;
+pub mod server;
+pub mod shutdown;
+pub mod util;
+pub mod ws;

@@ -1,0 +1,79 @@
+//! `syncgate` binary: `syncgate` serves; `syncgate token --user U …` mints a development token.
+
+use mimalloc::MiMalloc;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+use std::process::ExitCode;
+
+use syncgate::config::{Config, LogFormat};
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("syncgate: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match args.first().map(String::as_str) {
+        None | Some("serve") => serve(config),
+        Some("token") => match syncgate::cli::token(&config, &args[1..]) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("syncgate token: {e}\n{}", syncgate::cli::TOKEN_USAGE);
+                ExitCode::from(2)
+            }
+        },
+        Some("-h" | "--help" | "help") => {
+            println!("usage: syncgate [serve]\n       {}", syncgate::cli::TOKEN_USAGE);
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("syncgate: unknown command {other:?} (try --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("syncgate: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("syncgate: cannot listen on {} ({}): {e}", config.listen, syncgate::config::LISTEN);
+                return ExitCode::from(1);
+            }
+        };
+        match syncgate::server::run(listener, config, syncgate::shutdown::signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("syncgate: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}

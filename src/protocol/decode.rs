@@ -1,0 +1,132 @@
+//! Inbound text frames → [`Frame`]. Every malformed input becomes a [`DecodeError`] that names the
+//! problem; nothing here panics on client bytes.
+
+use simd_json::prelude::*;
+use simd_json::BorrowedValue;
+
+use super::{ErrorCode, Frame, Request, RequestId};
+
+/// Longest accepted event name, in bytes.
+pub const MAX_EVENT_LEN: usize = 256;
+/// Longest accepted request id (JSON text), in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+/// A frame that could not be understood; `id` is echoed when it could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub id: RequestId,
+}
+
+fn bad(message: impl Into<String>, id: &RequestId) -> DecodeError {
+    DecodeError { code: ErrorCode::BadRequest, message: message.into(), id: id.clone() }
+}
+
+fn str_field<'v>(obj: &'v BorrowedValue<'_>, key: &str, id: &RequestId) -> Result<&'v str, DecodeError> {
+    match obj.get(key) {
+        None => Err(bad(format!("missing field `{key}`"), id)),
+        Some(v) => v.as_str().ok_or_else(|| bad(format!("field `{key}` must be a string"), id)),
+    }
+}
+
+/// Decodes one text frame. `buf` is scratch space that simd-json parses in place (reused by the
+/// caller across frames, so decoding does not allocate a buffer per frame).
+pub fn decode(text: &[u8], buf: &mut Vec<u8>) -> Result<Frame, DecodeError> {
+    buf.clear();
+    buf.extend_from_slice(text);
+    let none: RequestId = None;
+    let value = simd_json::to_borrowed_value(buf).map_err(|_| bad("malformed JSON", &none))?;
+    if value.as_object().is_none() {
+        return Err(bad("a frame must be a JSON object", &none));
+    }
+    let id: RequestId = match value.get("id") {
+        None => None,
+        Some(v) if v.is_str() || v.is_i64() || v.is_u64() || v.is_f64() => {
+            let text = v.encode();
+            if text.len() > MAX_ID_LEN {
+                return Err(bad(format!("`id` is longer than {MAX_ID_LEN} bytes"), &none));
+            }
+            Some(text.into_boxed_str())
+        }
+        Some(_) => return Err(bad("field `id` must be a string or a number", &none)),
+    };
+    let kind = str_field(&value, "type", &id)?;
+    let channel = || str_field(&value, "channel", &id).map(str::to_string);
+    let request = match kind {
+        "auth" => Request::Auth { token: str_field(&value, "token", &id)?.to_string() },
+        "subscribe" => Request::Subscribe { channel: channel()? },
+        "unsubscribe" => Request::Unsubscribe { channel: channel()? },
+        "publish" => {
+            let channel = channel()?;
+            let event = str_field(&value, "event", &id)?;
+            if event.is_empty() || event.len() > MAX_EVENT_LEN {
+                return Err(bad(format!("`event` must be 1-{MAX_EVENT_LEN} bytes"), &id));
+            }
+            let data = match value.get("data") {
+                Some(d) => {
+                    let mut out = Vec::with_capacity(64);
+                    d.write(&mut out).map_err(|_| bad("unencodable `data`", &id))?;
+                    out
+                }
+                None => b"null".to_vec(),
+            };
+            Request::Publish { channel, event: event.to_string(), data }
+        }
+        "typing" => {
+            let channel = channel()?;
+            let typing = match str_field(&value, "state", &id)? {
+                "start" => true,
+                "stop" => false,
+                _ => return Err(bad("`state` must be \"start\" or \"stop\"", &id)),
+            };
+            Request::Typing { channel, typing }
+        }
+        "presence" => Request::Presence { channel: channel()? },
+        "ping" => Request::Ping,
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(bad(format!("unknown type {shown:?}"), &id));
+        }
+    };
+    Ok(Frame { id, request })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Result<Frame, DecodeError> {
+        decode(s.as_bytes(), &mut Vec::new())
+    }
+
+    #[test]
+    fn publish_keeps_data_and_id() {
+        let f = d(r#"{"type":"publish","id":7,"channel":"room:1","event":"e","data":{"a":[1,"x"]}}"#).unwrap();
+        assert_eq!(f.id.as_deref(), Some("7"));
+        match f.request {
+            Request::Publish { channel, event, data } => {
+                assert_eq!(channel, "room:1");
+                assert_eq!(event, "e");
+                let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+                assert_eq!(v, serde_json::json!({"a":[1,"x"]}));
+            }
+            other => panic!("{other:?}"),
+        }
+        let f = d(r#"{"type":"ping","id":"a\"b"}"#).unwrap();
+        assert_eq!(f.id.as_deref(), Some(r#""a\"b""#));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert_eq!(d("{nope").unwrap_err().message, "malformed JSON");
+        assert_eq!(d("[1]").unwrap_err().message, "a frame must be a JSON object");
+        assert_eq!(d(r#"{"type":"dance","id":1}"#).unwrap_err().id.as_deref(), Some("1"));
+        assert!(d(r#"{"type":"subscribe","channel":5}"#).unwrap_err().message.contains("channel"));
+        assert!(d(r#"{"type":"subscribe"}"#).unwrap_err().message.contains("missing"));
+        assert!(d(r#"{"type":"typing","channel":"a:b","state":"maybe"}"#).is_err());
+        assert!(d(r#"{"type":7}"#).is_err());
+        assert!(d(r#"{"type":"ping","id":{"x":1}}"#).is_err());
+        assert!(d("").is_err());
+    }
+}

@@ -1,0 +1,244 @@
+//! Outbound frames, written straight into one buffer and frozen into `Bytes` (UTF-8 by
+//! construction) so that fan-out hands out clones, never copies.
+
+use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::{ErrorCode, RequestId};
+
+/// An encoded text frame: cloning it is a reference-count increment.
+pub type Encoded = Utf8Bytes;
+
+/// Appends `s` as a JSON string literal.
+pub fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 15) as usize]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn finish(out: Vec<u8>) -> Encoded {
+    // Every writer below emits valid UTF-8 (ASCII punctuation plus escaped Rust strings and
+    // already-valid JSON), so this conversion only fails on a bug.
+    Utf8Bytes::try_from(Bytes::from(out)).unwrap_or_else(|_| Utf8Bytes::from_static("{\"type\":\"error\",\"code\":\"internal\"}"))
+}
+
+fn push_id(out: &mut Vec<u8>, id: &RequestId) {
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        out.extend_from_slice(id.as_bytes());
+    }
+}
+
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// `{"type":"event","channel":C,"event":E,"data":D,"from":{"user_id":U,"device_id":D},"ts":MS}`.
+/// `data` must already be JSON text.
+pub fn event(channel: &str, event: &str, data: &[u8], user_id: &str, device_id: &str, ts: u64) -> Encoded {
+    let mut out = Vec::with_capacity(96 + channel.len() + event.len() + data.len() + user_id.len() + device_id.len());
+    out.extend_from_slice(b"{\"type\":\"event\",\"channel\":");
+    json_str(&mut out, channel);
+    out.extend_from_slice(b",\"event\":");
+    json_str(&mut out, event);
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b",\"from\":{\"user_id\":");
+    json_str(&mut out, user_id);
+    out.extend_from_slice(b",\"device_id\":");
+    json_str(&mut out, device_id);
+    out.extend_from_slice(b"},\"ts\":");
+    push_u64(&mut out, ts);
+    out.push(b'}');
+    finish(out)
+}
+
+/// `{"type":"error","code":K,"message":M,"id":…}`.
+pub fn error(code: ErrorCode, message: &str, id: &RequestId) -> Encoded {
+    let mut out = Vec::with_capacity(64 + message.len());
+    out.extend_from_slice(b"{\"type\":\"error\",\"code\":\"");
+    out.extend_from_slice(code.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"message\":");
+    json_str(&mut out, message);
+    push_id(&mut out, id);
+    out.push(b'}');
+    finish(out)
+}
+
+/// A reply about one channel: `{"type":T,"channel":C,"id":…}` (subscribed, unsubscribed).
+pub fn channel_reply(kind: &str, channel: &str, id: &RequestId) -> Encoded {
+    let mut out = Vec::with_capacity(48 + channel.len());
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"channel\":");
+    json_str(&mut out, channel);
+    push_id(&mut out, id);
+    out.push(b'}');
+    finish(out)
+}
+
+/// `{"type":"ack","id":…,"channel":C}`.
+pub fn ack(id: &str, channel: &str) -> Encoded {
+    let mut out = Vec::with_capacity(40 + id.len() + channel.len());
+    out.extend_from_slice(b"{\"type\":\"ack\",\"id\":");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b",\"channel\":");
+    json_str(&mut out, channel);
+    out.push(b'}');
+    finish(out)
+}
+
+/// `{"type":"join"|"leave","channel":C,"user_id":U,"device_id":D}`.
+pub fn membership(kind: &str, channel: &str, user_id: &str, device_id: &str) -> Encoded {
+    let mut out = Vec::with_capacity(64 + channel.len() + user_id.len() + device_id.len());
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"channel\":");
+    json_str(&mut out, channel);
+    out.extend_from_slice(b",\"user_id\":");
+    json_str(&mut out, user_id);
+    out.extend_from_slice(b",\"device_id\":");
+    json_str(&mut out, device_id);
+    out.push(b'}');
+    finish(out)
+}
+
+/// `{"type":"typing","channel":C,"user_id":U,"device_id":D,"state":"start"|"stop"}`.
+pub fn typing(channel: &str, user_id: &str, device_id: &str, typing: bool) -> Encoded {
+    let mut out = Vec::with_capacity(80 + channel.len() + user_id.len() + device_id.len());
+    out.extend_from_slice(b"{\"type\":\"typing\",\"channel\":");
+    json_str(&mut out, channel);
+    out.extend_from_slice(b",\"user_id\":");
+    json_str(&mut out, user_id);
+    out.extend_from_slice(b",\"device_id\":");
+    json_str(&mut out, device_id);
+    out.extend_from_slice(if typing { b",\"state\":\"start\"}" } else { b",\"state\":\"stop\"}" });
+    finish(out)
+}
+
+/// `{"type":"presence","channel":C,"members":[{"user_id":U,"device_id":D},…],"id":…}`.
+pub fn presence<'a>(channel: &str, members: impl Iterator<Item = (&'a str, &'a str)>, id: &RequestId) -> Encoded {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"{\"type\":\"presence\",\"channel\":");
+    json_str(&mut out, channel);
+    out.extend_from_slice(b",\"members\":[");
+    for (i, (u, d)) in members.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"user_id\":");
+        json_str(&mut out, u);
+        out.extend_from_slice(b",\"device_id\":");
+        json_str(&mut out, d);
+        out.push(b'}');
+    }
+    out.push(b']');
+    push_id(&mut out, id);
+    out.push(b'}');
+    finish(out)
+}
+
+/// `{"type":"pong","ts":MS,"id":…}`.
+pub fn pong(ts: u64, id: &RequestId) -> Encoded {
+    let mut out = Vec::with_capacity(40);
+    out.extend_from_slice(b"{\"type\":\"pong\",\"ts\":");
+    push_u64(&mut out, ts);
+    push_id(&mut out, id);
+    out.push(b'}');
+    finish(out)
+}
+
+/// The `welcome` frame sent once after authentication.
+pub fn welcome(user_id: &str, device_id: &str, conn_id: &str, heartbeat_ms: u64, max_message_bytes: u64) -> Encoded {
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"{\"type\":\"welcome\",\"user_id\":");
+    json_str(&mut out, user_id);
+    out.extend_from_slice(b",\"device_id\":");
+    json_str(&mut out, device_id);
+    out.extend_from_slice(b",\"conn_id\":");
+    json_str(&mut out, conn_id);
+    out.extend_from_slice(b",\"heartbeat_ms\":");
+    push_u64(&mut out, heartbeat_ms);
+    out.extend_from_slice(b",\"max_message_bytes\":");
+    push_u64(&mut out, max_message_bytes);
+    out.push(b'}');
+    finish(out)
+}
+
+/// `{"type":"auth_ok","user_id":U,"exp":N,"id":…}`: a fresh token was accepted on a live connection.
+pub fn auth_ok(user_id: &str, exp: u64, id: &RequestId) -> Encoded {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"{\"type\":\"auth_ok\",\"user_id\":");
+    json_str(&mut out, user_id);
+    out.extend_from_slice(b",\"exp\":");
+    push_u64(&mut out, exp);
+    push_id(&mut out, id);
+    out.push(b'}');
+    finish(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(e: &Encoded) -> serde_json::Value {
+        serde_json::from_str(e.as_str()).unwrap()
+    }
+
+    #[test]
+    fn frames_are_valid_json() {
+        let e = event("room:1", "a\"b\n\u{1}", b"{\"k\":[1,2]}", "alice", "d1", 42);
+        assert_eq!(
+            parse(&e),
+            serde_json::json!({"type":"event","channel":"room:1","event":"a\"b\n\u{1}","data":{"k":[1,2]},
+                "from":{"user_id":"alice","device_id":"d1"},"ts":42})
+        );
+        let id: RequestId = Some("\"x\"".into());
+        assert_eq!(parse(&error(ErrorCode::Forbidden, "no", &id))["id"], "x");
+        assert_eq!(parse(&pong(0, &None)), serde_json::json!({"type":"pong","ts":0}));
+        let p = presence("c:1", [("a", "1"), ("b", "2")].into_iter(), &Some("3".into()));
+        assert_eq!(parse(&p)["members"][1]["device_id"], "2");
+        assert_eq!(parse(&p)["id"], 3);
+        assert_eq!(parse(&typing("c:1", "u", "d", false))["state"], "stop");
+        assert_eq!(parse(&welcome("u", "d", "c", 1, 2))["max_message_bytes"], 2);
+        assert_eq!(parse(&ack("5", "c:1"))["id"], 5);
+        assert_eq!(parse(&membership("leave", "c:1", "u", "d"))["type"], "leave");
+        assert_eq!(parse(&auth_ok("u", 9, &None))["exp"], 9);
+        assert_eq!(parse(&channel_reply("subscribed", "c:1", &None))["channel"], "c:1");
+    }
+}

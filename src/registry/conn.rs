@@ -1,0 +1,158 @@
+//! One connection's shared handle: identity plus its bounded outbound queue.
+//!
+//! Publishers push already-encoded frames (cheap clones) under a short `std` mutex that is never
+//! held across an await; the connection task swaps the whole queue out in one lock and writes it.
+//! Policy when the queue is full: the connection is a slow consumer; its backlog is dropped and it
+//! is closed with 1013 (Try Again Later) so that it reconnects and recovers, instead of silently
+//! losing messages or growing memory without bound.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::error::CloseReason;
+
+/// Counters shared by all connections (process wide, lock free).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub slow_consumer_closes: AtomicU64,
+    pub deliveries: AtomicU64,
+}
+
+struct Queue {
+    items: VecDeque<Message>,
+    /// Set once: the connection must close with this reason after writing nothing more.
+    closing: Option<CloseReason>,
+}
+
+/// Result of [`ConnHandle::push`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    Queued,
+    /// The queue overflowed just now: the connection is being closed as a slow consumer.
+    Overflow,
+    /// The connection is already closing; the frame was discarded.
+    Closed,
+}
+
+/// What the registry keeps per connection. Cloning the `Arc` is shallow.
+pub struct ConnHandle {
+    pub id: u64,
+    pub user_id: Arc<str>,
+    pub device_id: Arc<str>,
+    capacity: usize,
+    queue: Mutex<Queue>,
+    notify: Notify,
+    stats: Arc<Stats>,
+}
+
+impl ConnHandle {
+    pub fn new(id: u64, user_id: Arc<str>, device_id: Arc<str>, capacity: usize, stats: Arc<Stats>) -> ConnHandle {
+        ConnHandle {
+            id,
+            user_id,
+            device_id,
+            capacity,
+            queue: Mutex::new(Queue { items: VecDeque::new(), closing: None }),
+            notify: Notify::new(),
+            stats,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A panic while holding this lock cannot leave the queue inconsistent (push/swap only).
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a frame for this connection (never blocks, never awaits).
+    pub fn push(&self, msg: Message) -> Push {
+        let mut q = self.lock();
+        if q.closing.is_some() {
+            return Push::Closed;
+        }
+        if q.items.len() >= self.capacity {
+            q.items = VecDeque::new();
+            q.closing = Some(CloseReason::SlowConsumer);
+            drop(q);
+            self.stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+            self.notify.notify_one();
+            return Push::Overflow;
+        }
+        let was_empty = q.items.is_empty();
+        q.items.push_back(msg);
+        drop(q);
+        self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Push::Queued
+    }
+
+    /// Asks the connection to close with `reason` (kicks, shutdown). The first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        let mut q = self.lock();
+        if q.closing.is_none() {
+            q.closing = Some(reason);
+            q.items.clear();
+        }
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Waits until something was queued or a close was requested.
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    /// Swaps the queued frames into `into` (which must be empty; its capacity is reused, so a
+    /// steady stream of fan-out allocates nothing). Returns the close reason, if one was set.
+    pub fn take(&self, into: &mut VecDeque<Message>) -> Option<CloseReason> {
+        let mut q = self.lock();
+        std::mem::swap(&mut q.items, into);
+        q.closing
+    }
+
+    /// Frees queue memory of an idle connection.
+    pub fn shrink(&self, spare: &mut VecDeque<Message>) {
+        spare.shrink_to_fit();
+        let mut q = self.lock();
+        if q.items.is_empty() {
+            q.items.shrink_to_fit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_closes_as_slow_consumer() {
+        let stats = Arc::new(Stats::default());
+        let c = ConnHandle::new(1, "u".into(), "d".into(), 2, stats.clone());
+        assert_eq!(c.push(Message::text("a")), Push::Queued);
+        assert_eq!(c.push(Message::text("b")), Push::Queued);
+        assert_eq!(c.push(Message::text("c")), Push::Overflow);
+        assert_eq!(c.push(Message::text("d")), Push::Closed);
+        let mut spare = VecDeque::new();
+        assert_eq!(c.take(&mut spare), Some(CloseReason::SlowConsumer));
+        assert!(spare.is_empty());
+        assert_eq!(stats.slow_consumer_closes.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn take_swaps_and_keeps_capacity() {
+        let c = ConnHandle::new(1, "u".into(), "d".into(), 8, Arc::default());
+        c.push(Message::text("a"));
+        let mut spare = VecDeque::new();
+        assert_eq!(c.take(&mut spare), None);
+        assert_eq!(spare.len(), 1);
+        spare.clear();
+        c.push(Message::text("b"));
+        assert_eq!(c.take(&mut spare), None);
+        assert_eq!(spare.pop_front(), Some(Message::text("b")));
+    }
+}

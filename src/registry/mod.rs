@@ -1,0 +1,308 @@
+//! The sharded connection registry (dashmap): channel members with presence, per-user connection
+//! slots, and encode-once fan-out.
+//!
+//! Locks: each channel entry lives in a dashmap shard; fan-out holds that shard's read lock only
+//! while it pushes `Bytes` clones into bounded queues (no await, no allocation per recipient).
+
+mod conn;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio_tungstenite::tungstenite::Message;
+
+pub use conn::{ConnHandle, Push, Stats};
+
+use crate::protocol::{self, Encoded, RequestId};
+
+/// Shards for the channel and user maps; more shards than cores keeps writers apart.
+const SHARDS: usize = 64;
+
+#[derive(Default)]
+struct ChannelEntry {
+    subs: HashMap<u64, Arc<ConnHandle>>,
+    /// Connections per (user, device): join on 0→1, leave on 1→0.
+    presence: HashMap<(Arc<str>, Arc<str>), u32>,
+}
+
+/// Outcome of a subscribe.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Subscribed {
+    New,
+    Already,
+}
+
+/// Shared registry; methods take `&self`, all state is sharded inside.
+pub struct Registry {
+    channels: DashMap<Arc<str>, ChannelEntry>,
+    /// Live connections per user (the per-user cap).
+    user_slots: DashMap<Arc<str>, u32>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+/// User channels carry no join/leave (devices of one user are not "members" of a room).
+fn announces_presence(channel: &str) -> bool {
+    !channel.starts_with("user:")
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry {
+            channels: DashMap::with_shard_amount(SHARDS),
+            user_slots: DashMap::with_shard_amount(SHARDS),
+        }
+    }
+
+    /// Adds `conn` to `channel`, announcing a join to the other members when this user+device
+    /// was not present yet.
+    pub fn subscribe(&self, channel: &str, conn: &Arc<ConnHandle>) -> Subscribed {
+        let mut entry = self.channels.entry(Arc::from(channel)).or_default();
+        if entry.subs.insert(conn.id, conn.clone()).is_some() {
+            return Subscribed::Already;
+        }
+        let count = entry.presence.entry((conn.user_id.clone(), conn.device_id.clone())).or_insert(0);
+        *count += 1;
+        if *count == 1 && announces_presence(channel) {
+            let frame = protocol::membership("join", channel, &conn.user_id, &conn.device_id);
+            for (id, other) in &entry.subs {
+                if *id != conn.id {
+                    other.push(Message::Text(frame.clone()));
+                }
+            }
+        }
+        Subscribed::New
+    }
+
+    /// Removes `conn` from `channel`; announces a leave when its user+device has no connection
+    /// left there. Returns whether it was subscribed.
+    pub fn unsubscribe(&self, channel: &str, conn: &ConnHandle) -> bool {
+        let Some(mut entry) = self.channels.get_mut(channel) else {
+            return false;
+        };
+        if entry.subs.remove(&conn.id).is_none() {
+            return false;
+        }
+        let key = (conn.user_id.clone(), conn.device_id.clone());
+        let gone = match entry.presence.get_mut(&key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                entry.presence.remove(&key);
+                true
+            }
+        };
+        if gone && announces_presence(channel) {
+            let frame = protocol::membership("leave", channel, &conn.user_id, &conn.device_id);
+            for other in entry.subs.values() {
+                other.push(Message::Text(frame.clone()));
+            }
+        }
+        let empty = entry.subs.is_empty();
+        drop(entry);
+        if empty {
+            self.channels.remove_if(channel, |_, e| e.subs.is_empty());
+        }
+        true
+    }
+
+    /// Hands `msg` to every member of `channel` except connection `except`. Returns the number of
+    /// recipients. The message is encoded once by the caller; each recipient gets a clone.
+    pub fn fan_out(&self, channel: &str, msg: &Message, except: u64) -> usize {
+        let Some(entry) = self.channels.get(channel) else {
+            return 0;
+        };
+        let mut n = 0;
+        for (id, conn) in &entry.subs {
+            if *id != except {
+                conn.push(msg.clone());
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The `presence` reply for `channel`.
+    pub fn presence(&self, channel: &str, id: &RequestId) -> Encoded {
+        match self.channels.get(channel) {
+            Some(entry) => {
+                let mut members: Vec<(&str, &str)> =
+                    entry.presence.keys().map(|(u, d)| (&**u, &**d)).collect();
+                members.sort_unstable();
+                protocol::presence(channel, members.into_iter(), id)
+            }
+            None => protocol::presence(channel, std::iter::empty(), id),
+        }
+    }
+
+    /// Number of connections subscribed to `channel`.
+    pub fn member_count(&self, channel: &str) -> usize {
+        self.channels.get(channel).map(|e| e.subs.len()).unwrap_or(0)
+    }
+
+    /// Asks every connection of `user` (optionally one device) to close.
+    pub fn close_user(&self, user: &str, device: Option<&str>, reason: crate::error::CloseReason) -> usize {
+        let channel = format!("user:{user}");
+        let Some(entry) = self.channels.get(channel.as_str()) else {
+            return 0;
+        };
+        let mut n = 0;
+        for conn in entry.subs.values() {
+            if device.is_none_or(|d| d == &*conn.device_id) {
+                conn.close(reason);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Takes one of `user`'s connection slots if fewer than `max` are in use. The slot is released
+    /// when the returned guard drops, on every exit path.
+    pub fn acquire_slot(self: &Arc<Self>, user: &Arc<str>, max: u32) -> Option<UserSlot> {
+        let mut n = self.user_slots.entry(user.clone()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot { registry: self.clone(), user: user.clone() })
+    }
+
+    /// Connections currently held by `user`.
+    pub fn user_connections(&self, user: &str) -> u32 {
+        self.user_slots.get(user).map(|n| *n).unwrap_or(0)
+    }
+}
+
+/// RAII per-user connection slot.
+pub struct UserSlot {
+    registry: Arc<Registry>,
+    user: Arc<str>,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.registry.user_slots.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+        }
+        self.registry.user_slots.remove_if(&self.user, |_, n| *n == 0);
+    }
+}
+
+/// RAII membership of one connection: every channel it joined is left when this drops, so an
+/// abrupt disconnect (or a panic in the session) still sends `leave` and frees registry entries.
+pub struct Membership {
+    registry: Arc<Registry>,
+    pub conn: Arc<ConnHandle>,
+    channels: Vec<Arc<str>>,
+}
+
+impl Membership {
+    pub fn new(registry: Arc<Registry>, conn: Arc<ConnHandle>) -> Membership {
+        Membership { registry, conn, channels: Vec::new() }
+    }
+
+    pub fn is_member(&self, channel: &str) -> bool {
+        self.channels.iter().any(|c| &**c == channel)
+    }
+
+    pub fn count(&self) -> usize {
+        self.channels.len()
+    }
+
+    pub fn join(&mut self, channel: &str) -> Subscribed {
+        let r = self.registry.subscribe(channel, &self.conn);
+        if r == Subscribed::New {
+            self.channels.push(Arc::from(channel));
+        }
+        r
+    }
+
+    pub fn leave(&mut self, channel: &str) -> bool {
+        let Some(pos) = self.channels.iter().position(|c| &**c == channel) else {
+            return false;
+        };
+        self.channels.swap_remove(pos);
+        self.registry.unsubscribe(channel, &self.conn)
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        for c in self.channels.drain(..) {
+            self.registry.unsubscribe(&c, &self.conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    fn conn(id: u64, user: &str, device: &str) -> Arc<ConnHandle> {
+        Arc::new(ConnHandle::new(id, user.into(), device.into(), 16, Arc::default()))
+    }
+
+    fn drain(c: &ConnHandle) -> Vec<String> {
+        let mut q = VecDeque::new();
+        c.take(&mut q);
+        q.into_iter().map(|m| m.into_text().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn join_leave_once_per_device() {
+        let r = Arc::new(Registry::new());
+        let a = conn(1, "alice", "d1");
+        let a2 = conn(2, "alice", "d1");
+        let b = conn(3, "bob", "d1");
+        let mut mb = Membership::new(r.clone(), b.clone());
+        mb.join("room:1");
+        let mut m1 = Membership::new(r.clone(), a.clone());
+        m1.join("room:1");
+        let mut m2 = Membership::new(r.clone(), a2.clone());
+        m2.join("room:1");
+        let got = drain(&b);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("\"join\""));
+        assert_eq!(r.member_count("room:1"), 3);
+        drop(m1);
+        assert!(drain(&b).is_empty(), "second connection of the device keeps it present");
+        drop(m2);
+        let got = drain(&b);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].contains("\"leave\""));
+        drop(mb);
+        assert_eq!(r.member_count("room:1"), 0);
+        assert!(r.channels.is_empty());
+    }
+
+    #[test]
+    fn fan_out_excludes_sender_and_slots_release() {
+        let r = Arc::new(Registry::new());
+        let conns: Vec<_> = (0..4).map(|i| conn(i, "u", &format!("d{i}"))).collect();
+        let _ms: Vec<_> = conns
+            .iter()
+            .map(|c| {
+                let mut m = Membership::new(r.clone(), c.clone());
+                m.join("user:u");
+                m
+            })
+            .collect();
+        assert_eq!(r.fan_out("user:u", &Message::text("x"), 0), 3);
+        assert!(drain(&conns[0]).is_empty());
+        assert_eq!(drain(&conns[1]), vec!["x"]);
+        let user: Arc<str> = "u".into();
+        let s1 = r.acquire_slot(&user, 2).unwrap();
+        let _s2 = r.acquire_slot(&user, 2).unwrap();
+        assert!(r.acquire_slot(&user, 2).is_none());
+        drop(s1);
+        assert!(r.acquire_slot(&user, 2).is_some());
+    }
+}

@@ -1,0 +1,107 @@
+//! The checks in front of the upgrade, in order: origin, per-IP connect rate, credentials
+//! (`?token=` then `Authorization: Bearer`), device id, per-user connection slot (RAII guard).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::Request;
+
+use super::AppState;
+use crate::auth::{AuthError, Identity};
+use crate::error::HttpError;
+use crate::registry::UserSlot;
+
+/// What passed the middleware and moves into the connection task.
+pub struct Admitted {
+    /// Present when the token came with the request; `None` means first-frame auth.
+    pub identity: Option<(Identity, UserSlot)>,
+    /// `?device_id=`, validated.
+    pub device_id: Option<String>,
+    /// `?channel=` (repeatable), checked after authentication.
+    pub channels: Vec<String>,
+}
+
+/// `[A-Za-z0-9._:-]{1,64}`.
+pub fn valid_device_id(d: &str) -> bool {
+    !d.is_empty() && d.len() <= 64 && d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Combines verified claims with the requested device into an identity.
+pub fn identity(claims: crate::auth::Claims, requested_device: Option<&str>) -> Result<Identity, AuthError> {
+    let device = match (claims.device_id, requested_device) {
+        // A token bound to a device only opens that device.
+        (Some(bound), Some(req)) if bound != req => return Err(AuthError::Invalid),
+        (Some(bound), _) if !valid_device_id(&bound) => return Err(AuthError::Invalid),
+        (Some(bound), _) => bound,
+        (None, Some(req)) => req.to_string(),
+        (None, None) => format!("d-{}", crate::util::random_hex(6)),
+    };
+    Ok(Identity { user_id: Arc::from(claims.user_id), device_id: Arc::from(device), channels: claims.channels, exp: claims.exp })
+}
+
+pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> Result<Admitted, HttpError> {
+    if *state.shutdown.borrow() {
+        return Err(HttpError::Unavailable);
+    }
+    if !state.config.allowed_origins.is_empty() {
+        if let Some(origin) = req.headers().get(http::header::ORIGIN) {
+            let ok = origin
+                .to_str()
+                .map(|o| state.config.allowed_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(o)))
+                .unwrap_or(false);
+            if !ok {
+                return Err(HttpError::Forbidden("origin not allowed"));
+            }
+        }
+    }
+    if let Some(limiter) = &state.ip_limiter {
+        if !limiter.allow(peer.ip(), Instant::now()) {
+            return Err(HttpError::RateLimited);
+        }
+    }
+
+    let mut token = None;
+    let mut device_id = None;
+    let mut channels = Vec::new();
+    for (k, v) in crate::util::query_pairs(req.uri().query().unwrap_or("")) {
+        match k.as_str() {
+            "token" if token.is_none() => token = Some(v),
+            "device_id" => {
+                if !valid_device_id(&v) {
+                    return Err(HttpError::BadRequest("device_id must be 1-64 characters of [A-Za-z0-9._:-]".into()));
+                }
+                device_id = Some(v);
+            }
+            "channel" => {
+                if channels.len() >= state.config.max_channels_per_connection as usize {
+                    return Err(HttpError::BadRequest("too many channels".into()));
+                }
+                channels.push(v);
+            }
+            _ => {}
+        }
+    }
+    if token.is_none() {
+        if let Some(h) = req.headers().get(http::header::AUTHORIZATION) {
+            let h = h.to_str().map_err(|_| HttpError::Unauthorized(AuthError::Invalid))?;
+            match h.split_once(' ') {
+                Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => token = Some(t.trim().to_string()),
+                _ => return Err(HttpError::Unauthorized(AuthError::Invalid)),
+            }
+        }
+    }
+    let identity = match token {
+        None => None,
+        Some(t) => {
+            let claims = state.verifier.verify(&t).await.map_err(HttpError::Unauthorized)?;
+            let id = identity(claims, device_id.as_deref()).map_err(HttpError::Unauthorized)?;
+            let slot = state
+                .registry
+                .acquire_slot(&id.user_id, state.config.max_connections_per_user)
+                .ok_or(HttpError::TooManyConnections)?;
+            Some((id, slot))
+        }
+    };
+    Ok(Admitted { identity, device_id, channels })
+}

@@ -1,0 +1,179 @@
+//! Accept loop, shared state and two-step shutdown: `run(listener, config, shutdown)` is the
+//! injectable entry point used by `main` and by the tests.
+
+pub(crate) mod middleware;
+mod router;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::auth::{KeyError, Verifier};
+use crate::config::Config;
+use crate::limits::IpLimiter;
+use crate::registry::{Registry, Stats};
+
+/// Everything a request or connection task needs; shared behind one `Arc`.
+pub struct AppState {
+    pub config: Config,
+    pub verifier: Verifier,
+    pub registry: Arc<Registry>,
+    pub stats: Arc<Stats>,
+    pub ip_limiter: Option<IpLimiter>,
+    pub ws_config: WebSocketConfig,
+    /// Random per-process prefix so connection ids are unique across instances.
+    pub instance: String,
+    next_conn: AtomicU64,
+    /// Flips to `true` when the server shuts down; every connection watches it.
+    pub shutdown: watch::Receiver<bool>,
+    /// Each connection task holds a clone; shutdown waits until all are dropped.
+    pub(crate) alive: mpsc::Sender<()>,
+}
+
+impl AppState {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn ws_config(config: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(config.ws_read_buffer)
+        .write_buffer_size(config.ws_write_buffer)
+        // Our own bounded queue holds the backlog; tungstenite's buffer only batches one flush.
+        .max_write_buffer_size(config.ws_write_buffer + config.max_message_bytes + (64 << 10))
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes))
+}
+
+/// Serves `listener` until `shutdown` resolves, then closes every connection with 1001 and waits
+/// (at most `SYNCGATE_SHUTDOWN_TIMEOUT_MS`) for them to finish.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let verifier = Verifier::new(&config)?;
+    if verifier.development {
+        tracing::warn!(
+            dir = %config.data_dir.display(),
+            "DEVELOPMENT SET-UP: no SYNCGATE_JWT_SECRET, SYNCGATE_JWT_PUBLIC_KEY or SYNCGATE_JWKS_URL; \
+             using a generated HS256 secret kept in the data directory. Configure a key for production."
+        );
+    }
+    let mut background = Vec::new();
+    if let Some(jwks) = verifier.jwks() {
+        if let Err(e) = jwks.refresh_now().await {
+            tracing::warn!(error = %e, "JWKS not reachable at start; will retry on demand and every refresh interval");
+        }
+        background.push(tokio::spawn(jwks.clone().run_refresher()));
+    }
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let stats = Arc::new(Stats::default());
+    let state = Arc::new(AppState {
+        ip_limiter: (config.connect_rate_per_ip > 0).then(|| IpLimiter::new(config.connect_rate_per_ip)),
+        ws_config: ws_config(&config),
+        instance: crate::util::random_hex(4),
+        verifier,
+        registry: Arc::new(Registry::new()),
+        stats,
+        next_conn: AtomicU64::new(0),
+        shutdown: shutdown_rx,
+        alive: alive_tx,
+        config,
+    });
+    if state.ip_limiter.is_some() {
+        let s = state.clone();
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                if let Some(l) = &s.ip_limiter {
+                    l.sweep(Instant::now());
+                }
+            }
+        }));
+    }
+    tracing::info!(addr = %listener.local_addr()?, "syncgate listening");
+
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    let _ = stream.set_nodelay(true);
+                    serve_connection(state.clone(), stream, peer);
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning, never stop accepting.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    tracing::info!("shutting down: closing connections with 1001");
+    drop(listener);
+    let _ = shutdown_tx.send(true);
+    let timeout = state.config.shutdown_timeout;
+    for task in background {
+        task.abort();
+    }
+    let alive = state.alive.clone();
+    drop(state);
+    drop(alive);
+    if tokio::time::timeout(timeout, alive_rx.recv()).await.is_err() {
+        tracing::warn!("shutdown timeout reached with connections still open");
+    }
+    Ok(())
+}
+
+fn serve_connection(state: Arc<AppState>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    tokio::spawn(async move {
+        let alive = state.alive.clone();
+        let mut shutdown = state.shutdown.clone();
+        let handshake_timeout = state.config.handshake_timeout;
+        let svc_state = state.clone();
+        let service = service_fn(move |req| router::route(svc_state.clone(), peer, req));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(handshake_timeout)
+            .keep_alive(true)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "http connection error");
+                }
+            }
+            _ = crate::shutdown::stopping(&mut shutdown) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+            }
+        }
+        drop(alive);
+    });
+}

@@ -1,0 +1,66 @@
+//! The WebSocket upgrade (RFC 6455 handshake on hyper) and the per-connection session.
+
+mod session;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::error::HttpError;
+use crate::server::middleware::Admitted;
+use crate::server::AppState;
+
+fn header_has_token(req: &Request<impl Sized>, name: header::HeaderName, token: &str) -> bool {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Answers 101 and hands the upgraded socket to a new session task.
+pub fn upgrade<B: Send + 'static>(state: Arc<AppState>, mut req: Request<B>, admitted: Admitted) -> Result<Response<Full<Bytes>>, HttpError>
+where
+    Request<B>: Send,
+{
+    if !header_has_token(&req, header::CONNECTION, "upgrade") || !header_has_token(&req, header::UPGRADE, "websocket") {
+        return Err(HttpError::BadRequest("expected a WebSocket upgrade".into()));
+    }
+    if req.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return Err(HttpError::BadRequest("Sec-WebSocket-Version must be 13".into()));
+    }
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| HttpError::BadRequest("missing Sec-WebSocket-Key".into()))?;
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let alive = state.alive.clone();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(state.ws_config)).await;
+                session::run(state, ws, admitted).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+        drop(alive);
+    });
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).map_err(|_| HttpError::BadRequest("bad key".into()))?,
+    );
+    Ok(resp)
+}

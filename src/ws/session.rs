@@ -1,0 +1,355 @@
+//! One connection's life in one task: optional first-frame auth, `welcome`, then a loop that
+//! reads requests, writes queued frames in batches (many frames per flush), pings, and enforces
+//! the token's expiry — until a close reason ends it. Registry membership and the user's slot are
+//! RAII guards, so every exit path (including an abrupt disconnect) sends `leave` and frees them.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::auth::{now_millis, now_secs, AuthError, Identity};
+use crate::channel::{self, ChannelError};
+use crate::error::CloseReason;
+use crate::limits::{MessageLimiter, Verdict};
+use crate::protocol::{self, ErrorCode, Request, RequestId};
+use crate::registry::{ConnHandle, Membership, UserSlot};
+use crate::server::middleware::{identity as make_identity, Admitted};
+use crate::server::AppState;
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// How long a close handshake or a stuck flush may take before the socket is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn close(ws: &mut Ws, reason: CloseReason) {
+    let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.reason().into() };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
+}
+
+async fn send(ws: &mut Ws, msg: Message) -> bool {
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, ws.send(msg)).await, Ok(Ok(())))
+}
+
+fn error_frame(code: ErrorCode, message: &str, id: &RequestId) -> Message {
+    Message::Text(protocol::error(code, message, id))
+}
+
+/// Waits for `{"type":"auth","token":…}` as the first frame.
+async fn first_frame_auth(state: &AppState, ws: &mut Ws, device: Option<&str>) -> Result<(Identity, UserSlot), CloseReason> {
+    let mut shutdown = state.shutdown.clone();
+    let first = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return Some(t),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return None,
+            }
+        }
+    };
+    let text = tokio::select! {
+        r = tokio::time::timeout(state.config.auth_timeout, first) => match r {
+            Ok(Some(t)) => t,
+            _ => return Err(CloseReason::Unauthorized),
+        },
+        _ = crate::shutdown::stopping(&mut shutdown) => return Err(CloseReason::GoingAway),
+    };
+    let token = match protocol::decode(text.as_bytes(), &mut Vec::new()) {
+        Ok(protocol::Frame { request: Request::Auth { token }, .. }) => token,
+        _ => return Err(CloseReason::Unauthorized),
+    };
+    let claims = state.verifier.verify(&token).await.map_err(|e| match e {
+        AuthError::Expired => CloseReason::TokenExpired,
+        _ => CloseReason::Unauthorized,
+    })?;
+    let identity = make_identity(claims, device).map_err(|_| CloseReason::Unauthorized)?;
+    let slot = state
+        .registry
+        .acquire_slot(&identity.user_id, state.config.max_connections_per_user)
+        .ok_or(CloseReason::TooManyConnections)?;
+    Ok((identity, slot))
+}
+
+fn deadline_for(exp: u64) -> tokio::time::Instant {
+    let left = exp.saturating_sub(now_secs()).min(365 * 86_400);
+    tokio::time::Instant::now() + Duration::from_secs(left)
+}
+
+/// Per-connection state used while handling requests.
+struct Session<'a> {
+    state: &'a AppState,
+    identity: Identity,
+    user_channel: String,
+    membership: Membership,
+    limiter: MessageLimiter,
+    /// simd-json scratch, reused across frames.
+    scratch: Vec<u8>,
+}
+
+/// What handling one inbound message asks the loop to do.
+enum Step {
+    Nothing,
+    Reply(Message),
+    /// A fresh token was accepted: reply and move the expiry.
+    Reauth(Message, u64),
+    Close(CloseReason),
+}
+
+impl Session<'_> {
+    fn conn(&self) -> &Arc<ConnHandle> {
+        &self.membership.conn
+    }
+
+    fn authorize(&self, channel: &str, id: &RequestId) -> Result<String, Message> {
+        channel::authorize(channel, &self.identity, &self.state.config.public_namespaces).map_err(|e| match e {
+            ChannelError::Invalid(m) => error_frame(ErrorCode::BadRequest, m, id),
+            ChannelError::Forbidden => error_frame(ErrorCode::Forbidden, "not allowed on this channel", id),
+        })
+    }
+
+    fn subscribe(&mut self, requested: &str, id: &RequestId) -> Message {
+        let ch = match self.authorize(requested, id) {
+            Ok(c) => c,
+            Err(m) => return m,
+        };
+        if !self.membership.is_member(&ch) && self.membership.count() >= self.state.config.max_channels_per_connection as usize {
+            return error_frame(ErrorCode::BadRequest, "too many channels on this connection", id);
+        }
+        self.membership.join(&ch);
+        Message::Text(protocol::channel_reply("subscribed", &ch, id))
+    }
+
+    async fn on_message(&mut self, msg: Message) -> Step {
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(b) => {
+                if let Some(step) = self.rate_limit(&None) {
+                    return step;
+                }
+                // The fast path: relayed verbatim to the user's other connections.
+                self.state.registry.fan_out(&self.user_channel, &Message::Binary(b), self.conn().id);
+                return Step::Nothing;
+            }
+            Message::Close(_) => return Step::Close(CloseReason::Normal),
+            _ => return Step::Nothing,
+        };
+        let frame = match protocol::decode(text.as_bytes(), &mut self.scratch) {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some(step) = self.rate_limit(&e.id) {
+                    return step;
+                }
+                return Step::Reply(error_frame(e.code, &e.message, &e.id));
+            }
+        };
+        let id = frame.id;
+        if let Some(step) = self.rate_limit(&id) {
+            return step;
+        }
+        let reply = match frame.request {
+            Request::Ping => Message::Text(protocol::pong(now_millis(), &id)),
+            Request::Subscribe { channel } => self.subscribe(&channel, &id),
+            Request::Unsubscribe { channel } => match self.authorize(&channel, &id) {
+                Err(m) => m,
+                Ok(ch) if ch == self.user_channel => {
+                    error_frame(ErrorCode::BadRequest, "the user channel cannot be left", &id)
+                }
+                Ok(ch) => {
+                    self.membership.leave(&ch);
+                    Message::Text(protocol::channel_reply("unsubscribed", &ch, &id))
+                }
+            },
+            Request::Publish { channel, event, data } => match self.authorize(&channel, &id) {
+                Err(m) => m,
+                Ok(ch) => {
+                    let frame = protocol::event(&ch, &event, &data, &self.identity.user_id, &self.identity.device_id, now_millis());
+                    self.state.registry.fan_out(&ch, &Message::Text(frame), self.conn().id);
+                    match &id {
+                        Some(id) => Message::Text(protocol::ack(id, &ch)),
+                        None => return Step::Nothing,
+                    }
+                }
+            },
+            Request::Typing { channel, typing } => match self.authorize(&channel, &id) {
+                Err(m) => m,
+                Ok(ch) => {
+                    let frame = protocol::typing(&ch, &self.identity.user_id, &self.identity.device_id, typing);
+                    self.state.registry.fan_out(&ch, &Message::Text(frame), self.conn().id);
+                    return Step::Nothing;
+                }
+            },
+            Request::Presence { channel } => match self.authorize(&channel, &id) {
+                Err(m) => m,
+                Ok(ch) => Message::Text(self.state.registry.presence(&ch, &id)),
+            },
+            Request::Auth { token } => match self.state.verifier.verify(&token).await {
+                Ok(claims) if claims.user_id == *self.identity.user_id => {
+                    if claims.device_id.as_deref().is_some_and(|d| d != &*self.identity.device_id) {
+                        error_frame(ErrorCode::Unauthorized, "invalid token", &id)
+                    } else {
+                        self.identity.exp = claims.exp;
+                        self.identity.channels = claims.channels;
+                        let reply = Message::Text(protocol::auth_ok(&self.identity.user_id, claims.exp, &id));
+                        return Step::Reauth(reply, claims.exp);
+                    }
+                }
+                Ok(_) => error_frame(ErrorCode::Unauthorized, "token is for another user", &id),
+                Err(e) => error_frame(ErrorCode::Unauthorized, &e.to_string(), &id),
+            },
+        };
+        Step::Reply(reply)
+    }
+
+    fn rate_limit(&mut self, id: &RequestId) -> Option<Step> {
+        match self.limiter.check(Instant::now()) {
+            Verdict::Allow => None,
+            Verdict::Drop => Some(Step::Reply(error_frame(ErrorCode::RateLimited, "rate limit exceeded; message dropped", id))),
+            Verdict::Close => Some(Step::Close(CloseReason::RateAbuse)),
+        }
+    }
+}
+
+fn classify(e: &WsError) -> Option<CloseReason> {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some(CloseReason::TooLarge),
+        WsError::Capacity(_) => Some(CloseReason::TooLarge),
+        WsError::Protocol(_) | WsError::Utf8(_) => Some(CloseReason::Protocol),
+        _ => None,
+    }
+}
+
+pub async fn run(state: Arc<AppState>, mut ws: Ws, admitted: Admitted) {
+    let started = Instant::now();
+    let Admitted { identity, device_id, channels } = admitted;
+    let (identity, _slot) = match identity {
+        Some(x) => x,
+        None => match first_frame_auth(&state, &mut ws, device_id.as_deref()).await {
+            Ok(x) => x,
+            Err(reason) => {
+                close(&mut ws, reason).await;
+                return;
+            }
+        },
+    };
+    let conn = Arc::new(ConnHandle::new(
+        state.next_conn_id(),
+        identity.user_id.clone(),
+        identity.device_id.clone(),
+        state.config.outbound_queue,
+        state.stats.clone(),
+    ));
+    let conn_id = format!("{}-{:x}", state.instance, conn.id);
+    let user_channel = identity.user_channel();
+    let mut s = Session {
+        state: &state,
+        user_channel,
+        membership: Membership::new(state.registry.clone(), conn.clone()),
+        limiter: MessageLimiter::new(state.config.messages_per_min, Instant::now()),
+        scratch: Vec::new(),
+        identity,
+    };
+    s.membership.join(&s.user_channel);
+    tracing::debug!(user = %s.identity.user_id, device = %s.identity.device_id, %conn_id, "connection open");
+
+    let hb = state.config.heartbeat;
+    let welcome = protocol::welcome(
+        &s.identity.user_id,
+        &s.identity.device_id,
+        &conn_id,
+        hb.as_millis() as u64,
+        state.config.max_message_bytes as u64,
+    );
+    let mut ok = ws.feed(Message::Text(welcome)).await.is_ok();
+    for ch in &channels {
+        let reply = s.subscribe(ch, &None);
+        ok = ok && ws.feed(reply).await.is_ok();
+    }
+    ok = ok && tokio::time::timeout(WRITE_TIMEOUT, ws.flush()).await.is_ok_and(|r| r.is_ok());
+
+    let mut spare: VecDeque<Message> = VecDeque::new();
+    let mut last_seen = Instant::now();
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let expiry = tokio::time::sleep_until(deadline_for(s.identity.exp));
+    tokio::pin!(expiry);
+    let mut shutdown = state.shutdown.clone();
+
+    let reason: Option<CloseReason> = if !ok {
+        None
+    } else {
+        'session: loop {
+            tokio::select! {
+                biased;
+                _ = crate::shutdown::stopping(&mut shutdown) => break Some(CloseReason::GoingAway),
+                _ = conn.notified() => {
+                    if let Some(r) = conn.take(&mut spare) {
+                        break Some(r);
+                    }
+                    for m in spare.drain(..) {
+                        if ws.feed(m).await.is_err() {
+                            break 'session None;
+                        }
+                    }
+                    match tokio::time::timeout(WRITE_TIMEOUT, ws.flush()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break None,
+                        Err(_) => break Some(CloseReason::SlowConsumer),
+                    }
+                }
+                msg = ws.next() => match msg {
+                    None => break None,
+                    Some(Ok(m)) => {
+                        last_seen = Instant::now();
+                        match s.on_message(m).await {
+                            Step::Nothing => {}
+                            Step::Reply(m) => if !send(&mut ws, m).await { break None },
+                            Step::Reauth(m, exp) => {
+                                expiry.as_mut().reset(deadline_for(exp));
+                                if !send(&mut ws, m).await { break None }
+                            }
+                            Step::Close(r) => break Some(r),
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let r = classify(&e);
+                        if r == Some(CloseReason::TooLarge) {
+                            let m = error_frame(ErrorCode::TooLarge, "message exceeds max_message_bytes", &None);
+                            let _ = send(&mut ws, m).await;
+                        }
+                        break r;
+                    }
+                },
+                _ = heartbeat.tick() => {
+                    if last_seen.elapsed() >= hb * 2 {
+                        break Some(CloseReason::HeartbeatTimeout);
+                    }
+                    if !send(&mut ws, Message::Ping(Default::default())).await {
+                        break None;
+                    }
+                    // Idle connections give back buffers grown by bursts.
+                    conn.shrink(&mut spare);
+                    if s.scratch.capacity() > 4096 {
+                        s.scratch = Vec::new();
+                    }
+                }
+                _ = &mut expiry => break Some(CloseReason::TokenExpired),
+            }
+        }
+    };
+    // Leave channels before the close handshake so peers learn at once.
+    let user = s.identity.user_id.clone();
+    drop(s);
+    if let Some(r) = reason {
+        close(&mut ws, r).await;
+    }
+    tracing::debug!(%user, %conn_id, code = reason.map(|r| r.code()), secs = started.elapsed().as_secs_f64(), "connection closed");
+}
