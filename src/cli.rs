@@ -26,7 +26,11 @@ pub fn token(config: &Config, args: &[String]) -> Result<String, String> {
     let mut channels = Vec::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let mut value = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
         match flag.as_str() {
             "--user" => user = Some(value()?),
             "--device" => device = Some(value()?),

@@ -117,7 +117,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn raw(&self, key: &str) -> Option<&str> {
-        self.vars.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
+        self.vars
+            .get(key)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
     }
 
     fn parse<T: std::str::FromStr>(&mut self, key: &str, default: T, what: &str) -> T {
@@ -136,7 +139,8 @@ impl Reader<'_> {
     fn ranged(&mut self, key: &str, default: u64, min: u64, max: u64) -> u64 {
         let v = self.parse::<u64>(key, default, "a non-negative integer");
         if v < min || v > max {
-            self.errors.push(format!("{key}={v} is out of range ({min}..={max})"));
+            self.errors
+                .push(format!("{key}={v} is out of range ({min}..={max})"));
             return default;
         }
         v
@@ -165,14 +169,24 @@ impl Config {
 
     /// Reads a map of variables (tests pass their own).
     pub fn from_map(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
-        let mut r = Reader { vars, errors: Vec::new() };
-        let listen = r.parse(LISTEN, SocketAddr::from(([0, 0, 0, 0], 8080)), "an address like 0.0.0.0:8080");
+        let mut r = Reader {
+            vars,
+            errors: Vec::new(),
+        };
+        let listen = r.parse(
+            LISTEN,
+            SocketAddr::from(([0, 0, 0, 0], 8080)),
+            "an address like 0.0.0.0:8080",
+        );
         let data_dir = PathBuf::from(r.raw(DATA_DIR).unwrap_or("./data"));
 
         let secret = r.raw(JWT_SECRET).map(|s| s.as_bytes().to_vec());
         let pem = r.raw(JWT_PUBLIC_KEY).map(|s| s.replace("\\n", "\n"));
         let jwks = r.raw(JWKS_URL).map(str::to_string);
-        let configured = [secret.is_some(), pem.is_some(), jwks.is_some()].iter().filter(|b| **b).count();
+        let configured = [secret.is_some(), pem.is_some(), jwks.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
         if configured > 1 {
             r.errors.push(format!(
                 "set only one of {JWT_SECRET}, {JWT_PUBLIC_KEY}, {JWKS_URL} (the key decides the algorithm)"
@@ -180,17 +194,23 @@ impl Config {
         }
         let key_source = if let Some(s) = secret {
             if s.len() < 32 {
-                r.errors.push(format!("{JWT_SECRET} must be at least 32 bytes (got {})", s.len()));
+                r.errors.push(format!(
+                    "{JWT_SECRET} must be at least 32 bytes (got {})",
+                    s.len()
+                ));
             }
             KeySource::Secret(s)
         } else if let Some(p) = pem {
             if !p.contains("-----BEGIN") {
-                r.errors.push(format!("{JWT_PUBLIC_KEY} must be a PEM public key"));
+                r.errors
+                    .push(format!("{JWT_PUBLIC_KEY} must be a PEM public key"));
             }
             KeySource::PublicKeyPem(p)
         } else if let Some(u) = jwks {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                r.errors.push(format!("{JWKS_URL}={u:?} must be an http:// or https:// URL"));
+                r.errors.push(format!(
+                    "{JWKS_URL}={u:?} must be an http:// or https:// URL"
+                ));
             }
             KeySource::Jwks(u)
         } else {
@@ -206,26 +226,32 @@ impl Config {
         let public_namespaces = r.list(PUBLIC_NAMESPACES);
         for ns in &public_namespaces {
             if ns == "user" || ns == "dm" || !crate::channel::valid_namespace(ns) {
-                r.errors.push(format!("{PUBLIC_NAMESPACES}: {ns:?} cannot be a public namespace"));
+                r.errors.push(format!(
+                    "{PUBLIC_NAMESPACES}: {ns:?} cannot be a public namespace"
+                ));
             }
         }
         let max_message_bytes = r.ranged(MAX_MESSAGE_BYTES, 1 << 20, 64, 64 << 20) as usize;
         let messages_per_min = r.ranged(MESSAGES_PER_MIN, 300, 1, 10_000_000) as u32;
         let max_connections_per_user = r.ranged(MAX_CONNECTIONS_PER_USER, 20, 1, 1_000_000) as u32;
-        let max_channels_per_connection = r.ranged(MAX_CHANNELS_PER_CONNECTION, 256, 1, 100_000) as u32;
+        let max_channels_per_connection =
+            r.ranged(MAX_CHANNELS_PER_CONNECTION, 256, 1, 100_000) as u32;
         let connect_rate_per_ip = r.ranged(CONNECT_RATE_PER_IP, 0, 0, 10_000_000) as u32;
         let heartbeat = Duration::from_millis(r.ranged(HEARTBEAT_MS, 25_000, 100, 3_600_000));
         let outbound_queue = r.ranged(OUTBOUND_QUEUE, 1024, 1, 1 << 20) as usize;
         let allowed_origins = r.list(ALLOWED_ORIGINS);
-        let shutdown_timeout = Duration::from_millis(r.ranged(SHUTDOWN_TIMEOUT_MS, 10_000, 0, 600_000));
+        let shutdown_timeout =
+            Duration::from_millis(r.ranged(SHUTDOWN_TIMEOUT_MS, 10_000, 0, 600_000));
         let ws_read_buffer = r.ranged(WS_READ_BUFFER, 1024, 128, 1 << 20) as usize;
         let ws_write_buffer = r.ranged(WS_WRITE_BUFFER, 64 * 1024, 0, 16 << 20) as usize;
-        let handshake_timeout = Duration::from_millis(r.ranged(HANDSHAKE_TIMEOUT_MS, 10_000, 1, 600_000));
+        let handshake_timeout =
+            Duration::from_millis(r.ranged(HANDSHAKE_TIMEOUT_MS, 10_000, 1, 600_000));
         let log_format = match r.raw(LOG_FORMAT) {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                r.errors.push(format!("{LOG_FORMAT}={other:?} must be one of: text, json"));
+                r.errors
+                    .push(format!("{LOG_FORMAT}={other:?} must be one of: text, json"));
                 LogFormat::Text
             }
         };
@@ -266,7 +292,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -29,7 +29,13 @@ pub struct MessageLimiter {
 
 impl MessageLimiter {
     pub fn new(per_min: u32, now: Instant) -> MessageLimiter {
-        MessageLimiter { per_min, tokens: per_min as f64, last: now, window_start: now, window_count: 0 }
+        MessageLimiter {
+            per_min,
+            tokens: per_min as f64,
+            last: now,
+            window_start: now,
+            window_count: 0,
+        }
     }
 
     pub fn check(&mut self, now: Instant) -> Verdict {
@@ -62,7 +68,10 @@ pub struct IpLimiter {
 
 impl IpLimiter {
     pub fn new(per_sec: u32) -> IpLimiter {
-        IpLimiter { per_sec, buckets: DashMap::with_shard_amount(32) }
+        IpLimiter {
+            per_sec,
+            buckets: DashMap::with_shard_amount(32),
+        }
     }
 
     pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
@@ -81,7 +90,8 @@ impl IpLimiter {
 
     /// Drops buckets that are full again (idle for at least a second).
     pub fn sweep(&self, now: Instant) {
-        self.buckets.retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(2));
+        self.buckets
+            .retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(2));
     }
 
     pub fn len(&self) -> usize {

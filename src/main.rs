@@ -12,7 +12,9 @@ use syncgate::config::{Config, LogFormat};
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -41,7 +43,10 @@ fn main() -> ExitCode {
             }
         },
         Some("-h" | "--help" | "help") => {
-            println!("usage: syncgate [serve]\n       {}", syncgate::cli::TOKEN_USAGE);
+            println!(
+                "usage: syncgate [serve]\n       {}",
+                syncgate::cli::TOKEN_USAGE
+            );
             ExitCode::SUCCESS
         }
         Some(other) => {
@@ -53,7 +58,10 @@ fn main() -> ExitCode {
 
 fn serve(config: Config) -> ExitCode {
     init_tracing(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("syncgate: cannot start the runtime: {e}");
@@ -64,7 +72,11 @@ fn serve(config: Config) -> ExitCode {
         let listener = match tokio::net::TcpListener::bind(config.listen).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("syncgate: cannot listen on {} ({}): {e}", config.listen, syncgate::config::LISTEN);
+                eprintln!(
+                    "syncgate: cannot listen on {} ({}): {e}",
+                    config.listen,
+                    syncgate::config::LISTEN
+                );
                 return ExitCode::from(1);
             }
         };

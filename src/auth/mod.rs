@@ -93,11 +93,17 @@ pub struct Verifier {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub fn now_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 const SECRET_FILE: &str = "jwt_secret";
@@ -111,7 +117,10 @@ fn development_secret(dir: &Path) -> Result<Vec<u8>, KeyError> {
         if text.len() >= 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(text.as_bytes().to_vec());
         }
-        return Err(KeyError::Key("development secret", format!("{} is corrupt; delete it", path.display())));
+        return Err(KeyError::Key(
+            "development secret",
+            format!("{} is corrupt; delete it", path.display()),
+        ));
     }
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut raw = [0u8; 32];
@@ -126,7 +135,11 @@ fn development_secret(dir: &Path) -> Result<Vec<u8>, KeyError> {
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(data)
 }
 
@@ -175,7 +188,11 @@ impl Verifier {
                 (Keys::Static(k, algs), None, false)
             }
             KeySource::Jwks(url) => (
-                Keys::Jwks(Arc::new(JwksCache::new(url.clone(), config.jwks_timeout, config.jwks_refresh))),
+                Keys::Jwks(Arc::new(JwksCache::new(
+                    url.clone(),
+                    config.jwks_timeout,
+                    config.jwks_refresh,
+                ))),
                 None,
                 false,
             ),
@@ -228,7 +245,10 @@ impl Verifier {
                 jsonwebtoken::decode::<RawClaims>(token, key, &self.validation(header.alg))
             }
             Keys::Jwks(cache) => {
-                let key = cache.key_for(header.kid.as_deref(), header.alg).await.ok_or(AuthError::Invalid)?;
+                let key = cache
+                    .key_for(header.kid.as_deref(), header.alg)
+                    .await
+                    .ok_or(AuthError::Invalid)?;
                 jsonwebtoken::decode::<RawClaims>(token, &key, &self.validation(header.alg))
             }
         };
@@ -246,11 +266,22 @@ impl Verifier {
         if !crate::channel::valid_user_id(&user_id) {
             return Err(AuthError::Invalid);
         }
-        Ok(Claims { user_id, channels: raw.channels.unwrap_or_default(), exp: raw.exp, device_id: raw.did })
+        Ok(Claims {
+            user_id,
+            channels: raw.channels.unwrap_or_default(),
+            exp: raw.exp,
+            device_id: raw.did,
+        })
     }
 
     /// Mints an HS256 token (only with a secret key).
-    pub fn sign(&self, user: &str, device: Option<&str>, ttl_secs: u64, channels: &[String]) -> Option<String> {
+    pub fn sign(
+        &self,
+        user: &str,
+        device: Option<&str>,
+        ttl_secs: u64,
+        channels: &[String],
+    ) -> Option<String> {
         let key = self.signer.as_ref()?;
         let now = now_secs();
         let mut claims = serde_json::json!({ "sub": user, "iat": now, "exp": now + ttl_secs });

@@ -43,7 +43,8 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
 fn finish(out: Vec<u8>) -> Encoded {
     // Every writer below emits valid UTF-8 (ASCII punctuation plus escaped Rust strings and
     // already-valid JSON), so this conversion only fails on a bug.
-    Utf8Bytes::try_from(Bytes::from(out)).unwrap_or_else(|_| Utf8Bytes::from_static("{\"type\":\"error\",\"code\":\"internal\"}"))
+    Utf8Bytes::try_from(Bytes::from(out))
+        .unwrap_or_else(|_| Utf8Bytes::from_static("{\"type\":\"error\",\"code\":\"internal\"}"))
 }
 
 fn push_id(out: &mut Vec<u8>, id: &RequestId) {
@@ -70,8 +71,17 @@ fn push_u64(out: &mut Vec<u8>, n: u64) {
 
 /// `{"type":"event","channel":C,"event":E,"data":D,"from":{"user_id":U,"device_id":D},"ts":MS}`.
 /// `data` must already be JSON text.
-pub fn event(channel: &str, event: &str, data: &[u8], user_id: &str, device_id: &str, ts: u64) -> Encoded {
-    let mut out = Vec::with_capacity(96 + channel.len() + event.len() + data.len() + user_id.len() + device_id.len());
+pub fn event(
+    channel: &str,
+    event: &str,
+    data: &[u8],
+    user_id: &str,
+    device_id: &str,
+    ts: u64,
+) -> Encoded {
+    let mut out = Vec::with_capacity(
+        96 + channel.len() + event.len() + data.len() + user_id.len() + device_id.len(),
+    );
     out.extend_from_slice(b"{\"type\":\"event\",\"channel\":");
     json_str(&mut out, channel);
     out.extend_from_slice(b",\"event\":");
@@ -147,12 +157,20 @@ pub fn typing(channel: &str, user_id: &str, device_id: &str, typing: bool) -> En
     json_str(&mut out, user_id);
     out.extend_from_slice(b",\"device_id\":");
     json_str(&mut out, device_id);
-    out.extend_from_slice(if typing { b",\"state\":\"start\"}" } else { b",\"state\":\"stop\"}" });
+    out.extend_from_slice(if typing {
+        b",\"state\":\"start\"}"
+    } else {
+        b",\"state\":\"stop\"}"
+    });
     finish(out)
 }
 
 /// `{"type":"presence","channel":C,"members":[{"user_id":U,"device_id":D},…],"id":…}`.
-pub fn presence<'a>(channel: &str, members: impl Iterator<Item = (&'a str, &'a str)>, id: &RequestId) -> Encoded {
+pub fn presence<'a>(
+    channel: &str,
+    members: impl Iterator<Item = (&'a str, &'a str)>,
+    id: &RequestId,
+) -> Encoded {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(b"{\"type\":\"presence\",\"channel\":");
     json_str(&mut out, channel);
@@ -184,7 +202,13 @@ pub fn pong(ts: u64, id: &RequestId) -> Encoded {
 }
 
 /// The `welcome` frame sent once after authentication.
-pub fn welcome(user_id: &str, device_id: &str, conn_id: &str, heartbeat_ms: u64, max_message_bytes: u64) -> Encoded {
+pub fn welcome(
+    user_id: &str,
+    device_id: &str,
+    conn_id: &str,
+    heartbeat_ms: u64,
+    max_message_bytes: u64,
+) -> Encoded {
     let mut out = Vec::with_capacity(160);
     out.extend_from_slice(b"{\"type\":\"welcome\",\"user_id\":");
     json_str(&mut out, user_id);
@@ -230,15 +254,28 @@ mod tests {
         );
         let id: RequestId = Some("\"x\"".into());
         assert_eq!(parse(&error(ErrorCode::Forbidden, "no", &id))["id"], "x");
-        assert_eq!(parse(&pong(0, &None)), serde_json::json!({"type":"pong","ts":0}));
-        let p = presence("c:1", [("a", "1"), ("b", "2")].into_iter(), &Some("3".into()));
+        assert_eq!(
+            parse(&pong(0, &None)),
+            serde_json::json!({"type":"pong","ts":0})
+        );
+        let p = presence(
+            "c:1",
+            [("a", "1"), ("b", "2")].into_iter(),
+            &Some("3".into()),
+        );
         assert_eq!(parse(&p)["members"][1]["device_id"], "2");
         assert_eq!(parse(&p)["id"], 3);
         assert_eq!(parse(&typing("c:1", "u", "d", false))["state"], "stop");
         assert_eq!(parse(&welcome("u", "d", "c", 1, 2))["max_message_bytes"], 2);
         assert_eq!(parse(&ack("5", "c:1"))["id"], 5);
-        assert_eq!(parse(&membership("leave", "c:1", "u", "d"))["type"], "leave");
+        assert_eq!(
+            parse(&membership("leave", "c:1", "u", "d"))["type"],
+            "leave"
+        );
         assert_eq!(parse(&auth_ok("u", 9, &None))["exp"], 9);
-        assert_eq!(parse(&channel_reply("subscribed", "c:1", &None))["channel"], "c:1");
+        assert_eq!(
+            parse(&channel_reply("subscribed", "c:1", &None))["channel"],
+            "c:1"
+        );
     }
 }

@@ -37,13 +37,28 @@ pub type RequestId = Option<Box<str>>;
 /// A decoded client request.
 #[derive(Debug, PartialEq)]
 pub enum Request {
-    Auth { token: String },
-    Subscribe { channel: String },
-    Unsubscribe { channel: String },
+    Auth {
+        token: String,
+    },
+    Subscribe {
+        channel: String,
+    },
+    Unsubscribe {
+        channel: String,
+    },
     /// `data` is the JSON text of the payload, re-encoded once here.
-    Publish { channel: String, event: String, data: Vec<u8> },
-    Typing { channel: String, typing: bool },
-    Presence { channel: String },
+    Publish {
+        channel: String,
+        event: String,
+        data: Vec<u8>,
+    },
+    Typing {
+        channel: String,
+        typing: bool,
+    },
+    Presence {
+        channel: String,
+    },
     Ping,
 }
 

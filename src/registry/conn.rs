@@ -50,13 +50,22 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    pub fn new(id: u64, user_id: Arc<str>, device_id: Arc<str>, capacity: usize, stats: Arc<Stats>) -> ConnHandle {
+    pub fn new(
+        id: u64,
+        user_id: Arc<str>,
+        device_id: Arc<str>,
+        capacity: usize,
+        stats: Arc<Stats>,
+    ) -> ConnHandle {
         ConnHandle {
             id,
             user_id,
             device_id,
             capacity,
-            queue: Mutex::new(Queue { items: VecDeque::new(), closing: None }),
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                closing: None,
+            }),
             notify: Notify::new(),
             stats,
         }
@@ -77,7 +86,9 @@ impl ConnHandle {
             q.items = VecDeque::new();
             q.closing = Some(CloseReason::SlowConsumer);
             drop(q);
-            self.stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .slow_consumer_closes
+                .fetch_add(1, Ordering::Relaxed);
             self.notify.notify_one();
             return Push::Overflow;
         }

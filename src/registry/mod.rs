@@ -66,7 +66,10 @@ impl Registry {
         if entry.subs.insert(conn.id, conn.clone()).is_some() {
             return Subscribed::Already;
         }
-        let count = entry.presence.entry((conn.user_id.clone(), conn.device_id.clone())).or_insert(0);
+        let count = entry
+            .presence
+            .entry((conn.user_id.clone(), conn.device_id.clone()))
+            .or_insert(0);
         *count += 1;
         if *count == 1 && announces_presence(channel) {
             let frame = protocol::membership("join", channel, &conn.user_id, &conn.device_id);
@@ -144,11 +147,19 @@ impl Registry {
 
     /// Number of connections subscribed to `channel`.
     pub fn member_count(&self, channel: &str) -> usize {
-        self.channels.get(channel).map(|e| e.subs.len()).unwrap_or(0)
+        self.channels
+            .get(channel)
+            .map(|e| e.subs.len())
+            .unwrap_or(0)
     }
 
     /// Asks every connection of `user` (optionally one device) to close.
-    pub fn close_user(&self, user: &str, device: Option<&str>, reason: crate::error::CloseReason) -> usize {
+    pub fn close_user(
+        &self,
+        user: &str,
+        device: Option<&str>,
+        reason: crate::error::CloseReason,
+    ) -> usize {
         let channel = format!("user:{user}");
         let Some(entry) = self.channels.get(channel.as_str()) else {
             return 0;
@@ -171,7 +182,10 @@ impl Registry {
             return None;
         }
         *n += 1;
-        Some(UserSlot { registry: self.clone(), user: user.clone() })
+        Some(UserSlot {
+            registry: self.clone(),
+            user: user.clone(),
+        })
     }
 
     /// Connections currently held by `user`.
@@ -191,7 +205,9 @@ impl Drop for UserSlot {
         if let Some(mut n) = self.registry.user_slots.get_mut(&self.user) {
             *n = n.saturating_sub(1);
         }
-        self.registry.user_slots.remove_if(&self.user, |_, n| *n == 0);
+        self.registry
+            .user_slots
+            .remove_if(&self.user, |_, n| *n == 0);
     }
 }
 
@@ -205,7 +221,11 @@ pub struct Membership {
 
 impl Membership {
     pub fn new(registry: Arc<Registry>, conn: Arc<ConnHandle>) -> Membership {
-        Membership { registry, conn, channels: Vec::new() }
+        Membership {
+            registry,
+            conn,
+            channels: Vec::new(),
+        }
     }
 
     pub fn is_member(&self, channel: &str) -> bool {
@@ -247,13 +267,21 @@ mod tests {
     use std::collections::VecDeque;
 
     fn conn(id: u64, user: &str, device: &str) -> Arc<ConnHandle> {
-        Arc::new(ConnHandle::new(id, user.into(), device.into(), 16, Arc::default()))
+        Arc::new(ConnHandle::new(
+            id,
+            user.into(),
+            device.into(),
+            16,
+            Arc::default(),
+        ))
     }
 
     fn drain(c: &ConnHandle) -> Vec<String> {
         let mut q = VecDeque::new();
         c.take(&mut q);
-        q.into_iter().map(|m| m.into_text().unwrap().to_string()).collect()
+        q.into_iter()
+            .map(|m| m.into_text().unwrap().to_string())
+            .collect()
     }
 
     #[test]
@@ -273,7 +301,10 @@ mod tests {
         assert!(got[0].contains("\"join\""));
         assert_eq!(r.member_count("room:1"), 3);
         drop(m1);
-        assert!(drain(&b).is_empty(), "second connection of the device keeps it present");
+        assert!(
+            drain(&b).is_empty(),
+            "second connection of the device keeps it present"
+        );
         drop(m2);
         let got = drain(&b);
         assert_eq!(got.len(), 1);

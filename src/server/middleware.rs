@@ -24,11 +24,17 @@ pub struct Admitted {
 
 /// `[A-Za-z0-9._:-]{1,64}`.
 pub fn valid_device_id(d: &str) -> bool {
-    !d.is_empty() && d.len() <= 64 && d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    !d.is_empty()
+        && d.len() <= 64
+        && d.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// Combines verified claims with the requested device into an identity.
-pub fn identity(claims: crate::auth::Claims, requested_device: Option<&str>) -> Result<Identity, AuthError> {
+pub fn identity(
+    claims: crate::auth::Claims,
+    requested_device: Option<&str>,
+) -> Result<Identity, AuthError> {
     let device = match (claims.device_id, requested_device) {
         // A token bound to a device only opens that device.
         (Some(bound), Some(req)) if bound != req => return Err(AuthError::Invalid),
@@ -37,10 +43,19 @@ pub fn identity(claims: crate::auth::Claims, requested_device: Option<&str>) -> 
         (None, Some(req)) => req.to_string(),
         (None, None) => format!("d-{}", crate::util::random_hex(6)),
     };
-    Ok(Identity { user_id: Arc::from(claims.user_id), device_id: Arc::from(device), channels: claims.channels, exp: claims.exp })
+    Ok(Identity {
+        user_id: Arc::from(claims.user_id),
+        device_id: Arc::from(device),
+        channels: claims.channels,
+        exp: claims.exp,
+    })
 }
 
-pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> Result<Admitted, HttpError> {
+pub async fn admit<B>(
+    state: &AppState,
+    peer: SocketAddr,
+    req: &Request<B>,
+) -> Result<Admitted, HttpError> {
     if *state.shutdown.borrow() {
         return Err(HttpError::Unavailable);
     }
@@ -48,7 +63,13 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
         if let Some(origin) = req.headers().get(http::header::ORIGIN) {
             let ok = origin
                 .to_str()
-                .map(|o| state.config.allowed_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(o)))
+                .map(|o| {
+                    state
+                        .config
+                        .allowed_origins
+                        .iter()
+                        .any(|a| a == "*" || a.eq_ignore_ascii_case(o))
+                })
                 .unwrap_or(false);
             if !ok {
                 return Err(HttpError::Forbidden("origin not allowed"));
@@ -69,7 +90,9 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
             "token" if token.is_none() => token = Some(v),
             "device_id" => {
                 if !valid_device_id(&v) {
-                    return Err(HttpError::BadRequest("device_id must be 1-64 characters of [A-Za-z0-9._:-]".into()));
+                    return Err(HttpError::BadRequest(
+                        "device_id must be 1-64 characters of [A-Za-z0-9._:-]".into(),
+                    ));
                 }
                 device_id = Some(v);
             }
@@ -84,9 +107,13 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
     }
     if token.is_none() {
         if let Some(h) = req.headers().get(http::header::AUTHORIZATION) {
-            let h = h.to_str().map_err(|_| HttpError::Unauthorized(AuthError::Invalid))?;
+            let h = h
+                .to_str()
+                .map_err(|_| HttpError::Unauthorized(AuthError::Invalid))?;
             match h.split_once(' ') {
-                Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => token = Some(t.trim().to_string()),
+                Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => {
+                    token = Some(t.trim().to_string())
+                }
                 _ => return Err(HttpError::Unauthorized(AuthError::Invalid)),
             }
         }
@@ -94,7 +121,11 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
     let identity = match token {
         None => None,
         Some(t) => {
-            let claims = state.verifier.verify(&t).await.map_err(HttpError::Unauthorized)?;
+            let claims = state
+                .verifier
+                .verify(&t)
+                .await
+                .map_err(HttpError::Unauthorized)?;
             let id = identity(claims, device_id.as_deref()).map_err(HttpError::Unauthorized)?;
             let slot = state
                 .registry
@@ -103,5 +134,9 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
             Some((id, slot))
         }
     };
-    Ok(Admitted { identity, device_id, channels })
+    Ok(Admitted {
+        identity,
+        device_id,
+        channels,
+    })
 }

@@ -66,7 +66,11 @@ fn ws_config(config: &Config) -> WebSocketConfig {
 
 /// Serves `listener` until `shutdown` resolves, then closes every connection with 1001 and waits
 /// (at most `SYNCGATE_SHUTDOWN_TIMEOUT_MS`) for them to finish.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let verifier = Verifier::new(&config)?;
     if verifier.development {
         tracing::warn!(
@@ -86,7 +90,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let stats = Arc::new(Stats::default());
     let state = Arc::new(AppState {
-        ip_limiter: (config.connect_rate_per_ip > 0).then(|| IpLimiter::new(config.connect_rate_per_ip)),
+        ip_limiter: (config.connect_rate_per_ip > 0)
+            .then(|| IpLimiter::new(config.connect_rate_per_ip)),
         ws_config: ws_config(&config),
         instance: crate::util::random_hex(4),
         verifier,
@@ -142,7 +147,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let alive = state.alive.clone();
     drop(state);
     drop(alive);
-    if tokio::time::timeout(timeout, alive_rx.recv()).await.is_err() {
+    if tokio::time::timeout(timeout, alive_rx.recv())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown timeout reached with connections still open");
     }
     Ok(())

@@ -26,15 +26,28 @@ fn header_has_token(req: &Request<impl Sized>, name: header::HeaderName, token: 
 }
 
 /// Answers 101 and hands the upgraded socket to a new session task.
-pub fn upgrade<B: Send + 'static>(state: Arc<AppState>, mut req: Request<B>, admitted: Admitted) -> Result<Response<Full<Bytes>>, HttpError>
+pub fn upgrade<B: Send + 'static>(
+    state: Arc<AppState>,
+    mut req: Request<B>,
+    admitted: Admitted,
+) -> Result<Response<Full<Bytes>>, HttpError>
 where
     Request<B>: Send,
 {
-    if !header_has_token(&req, header::CONNECTION, "upgrade") || !header_has_token(&req, header::UPGRADE, "websocket") {
+    if !header_has_token(&req, header::CONNECTION, "upgrade")
+        || !header_has_token(&req, header::UPGRADE, "websocket")
+    {
         return Err(HttpError::BadRequest("expected a WebSocket upgrade".into()));
     }
-    if req.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        return Err(HttpError::BadRequest("Sec-WebSocket-Version must be 13".into()));
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err(HttpError::BadRequest(
+            "Sec-WebSocket-Version must be 13".into(),
+        ));
     }
     let key = req
         .headers()
@@ -46,7 +59,12 @@ where
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(state.ws_config)).await;
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(state.ws_config),
+                )
+                .await;
                 session::run(state, ws, admitted).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),

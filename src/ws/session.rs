@@ -32,12 +32,18 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn close(ws: &mut Ws, reason: CloseReason) {
-    let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.reason().into() };
+    let frame = CloseFrame {
+        code: CloseCode::from(reason.code()),
+        reason: reason.reason().into(),
+    };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
 }
 
 async fn send(ws: &mut Ws, msg: Message) -> bool {
-    matches!(tokio::time::timeout(WRITE_TIMEOUT, ws.send(msg)).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, ws.send(msg)).await,
+        Ok(Ok(()))
+    )
 }
 
 fn error_frame(code: ErrorCode, message: &str, id: &RequestId) -> Message {
@@ -45,7 +51,11 @@ fn error_frame(code: ErrorCode, message: &str, id: &RequestId) -> Message {
 }
 
 /// Waits for `{"type":"auth","token":…}` as the first frame.
-async fn first_frame_auth(state: &AppState, ws: &mut Ws, device: Option<&str>) -> Result<(Identity, UserSlot), CloseReason> {
+async fn first_frame_auth(
+    state: &AppState,
+    ws: &mut Ws,
+    device: Option<&str>,
+) -> Result<(Identity, UserSlot), CloseReason> {
     let mut shutdown = state.shutdown.clone();
     let first = async {
         loop {
@@ -64,7 +74,10 @@ async fn first_frame_auth(state: &AppState, ws: &mut Ws, device: Option<&str>) -
         _ = crate::shutdown::stopping(&mut shutdown) => return Err(CloseReason::GoingAway),
     };
     let token = match protocol::decode(text.as_bytes(), &mut Vec::new()) {
-        Ok(protocol::Frame { request: Request::Auth { token }, .. }) => token,
+        Ok(protocol::Frame {
+            request: Request::Auth { token },
+            ..
+        }) => token,
         _ => return Err(CloseReason::Unauthorized),
     };
     let claims = state.verifier.verify(&token).await.map_err(|e| match e {
@@ -110,9 +123,16 @@ impl Session<'_> {
     }
 
     fn authorize(&self, channel: &str, id: &RequestId) -> Result<String, Message> {
-        channel::authorize(channel, &self.identity, &self.state.config.public_namespaces).map_err(|e| match e {
+        channel::authorize(
+            channel,
+            &self.identity,
+            &self.state.config.public_namespaces,
+        )
+        .map_err(|e| match e {
             ChannelError::Invalid(m) => error_frame(ErrorCode::BadRequest, m, id),
-            ChannelError::Forbidden => error_frame(ErrorCode::Forbidden, "not allowed on this channel", id),
+            ChannelError::Forbidden => {
+                error_frame(ErrorCode::Forbidden, "not allowed on this channel", id)
+            }
         })
     }
 
@@ -121,8 +141,14 @@ impl Session<'_> {
             Ok(c) => c,
             Err(m) => return m,
         };
-        if !self.membership.is_member(&ch) && self.membership.count() >= self.state.config.max_channels_per_connection as usize {
-            return error_frame(ErrorCode::BadRequest, "too many channels on this connection", id);
+        if !self.membership.is_member(&ch)
+            && self.membership.count() >= self.state.config.max_channels_per_connection as usize
+        {
+            return error_frame(
+                ErrorCode::BadRequest,
+                "too many channels on this connection",
+                id,
+            );
         }
         self.membership.join(&ch);
         Message::Text(protocol::channel_reply("subscribed", &ch, id))
@@ -136,7 +162,11 @@ impl Session<'_> {
                     return step;
                 }
                 // The fast path: relayed verbatim to the user's other connections.
-                self.state.registry.fan_out(&self.user_channel, &Message::Binary(b), self.conn().id);
+                self.state.registry.fan_out(
+                    &self.user_channel,
+                    &Message::Binary(b),
+                    self.conn().id,
+                );
                 return Step::Nothing;
             }
             Message::Close(_) => return Step::Close(CloseReason::Normal),
@@ -160,19 +190,34 @@ impl Session<'_> {
             Request::Subscribe { channel } => self.subscribe(&channel, &id),
             Request::Unsubscribe { channel } => match self.authorize(&channel, &id) {
                 Err(m) => m,
-                Ok(ch) if ch == self.user_channel => {
-                    error_frame(ErrorCode::BadRequest, "the user channel cannot be left", &id)
-                }
+                Ok(ch) if ch == self.user_channel => error_frame(
+                    ErrorCode::BadRequest,
+                    "the user channel cannot be left",
+                    &id,
+                ),
                 Ok(ch) => {
                     self.membership.leave(&ch);
                     Message::Text(protocol::channel_reply("unsubscribed", &ch, &id))
                 }
             },
-            Request::Publish { channel, event, data } => match self.authorize(&channel, &id) {
+            Request::Publish {
+                channel,
+                event,
+                data,
+            } => match self.authorize(&channel, &id) {
                 Err(m) => m,
                 Ok(ch) => {
-                    let frame = protocol::event(&ch, &event, &data, &self.identity.user_id, &self.identity.device_id, now_millis());
-                    self.state.registry.fan_out(&ch, &Message::Text(frame), self.conn().id);
+                    let frame = protocol::event(
+                        &ch,
+                        &event,
+                        &data,
+                        &self.identity.user_id,
+                        &self.identity.device_id,
+                        now_millis(),
+                    );
+                    self.state
+                        .registry
+                        .fan_out(&ch, &Message::Text(frame), self.conn().id);
                     match &id {
                         Some(id) => Message::Text(protocol::ack(id, &ch)),
                         None => return Step::Nothing,
@@ -182,8 +227,15 @@ impl Session<'_> {
             Request::Typing { channel, typing } => match self.authorize(&channel, &id) {
                 Err(m) => m,
                 Ok(ch) => {
-                    let frame = protocol::typing(&ch, &self.identity.user_id, &self.identity.device_id, typing);
-                    self.state.registry.fan_out(&ch, &Message::Text(frame), self.conn().id);
+                    let frame = protocol::typing(
+                        &ch,
+                        &self.identity.user_id,
+                        &self.identity.device_id,
+                        typing,
+                    );
+                    self.state
+                        .registry
+                        .fan_out(&ch, &Message::Text(frame), self.conn().id);
                     return Step::Nothing;
                 }
             },
@@ -193,12 +245,20 @@ impl Session<'_> {
             },
             Request::Auth { token } => match self.state.verifier.verify(&token).await {
                 Ok(claims) if claims.user_id == *self.identity.user_id => {
-                    if claims.device_id.as_deref().is_some_and(|d| d != &*self.identity.device_id) {
+                    if claims
+                        .device_id
+                        .as_deref()
+                        .is_some_and(|d| d != &*self.identity.device_id)
+                    {
                         error_frame(ErrorCode::Unauthorized, "invalid token", &id)
                     } else {
                         self.identity.exp = claims.exp;
                         self.identity.channels = claims.channels;
-                        let reply = Message::Text(protocol::auth_ok(&self.identity.user_id, claims.exp, &id));
+                        let reply = Message::Text(protocol::auth_ok(
+                            &self.identity.user_id,
+                            claims.exp,
+                            &id,
+                        ));
                         return Step::Reauth(reply, claims.exp);
                     }
                 }
@@ -212,7 +272,11 @@ impl Session<'_> {
     fn rate_limit(&mut self, id: &RequestId) -> Option<Step> {
         match self.limiter.check(Instant::now()) {
             Verdict::Allow => None,
-            Verdict::Drop => Some(Step::Reply(error_frame(ErrorCode::RateLimited, "rate limit exceeded; message dropped", id))),
+            Verdict::Drop => Some(Step::Reply(error_frame(
+                ErrorCode::RateLimited,
+                "rate limit exceeded; message dropped",
+                id,
+            ))),
             Verdict::Close => Some(Step::Close(CloseReason::RateAbuse)),
         }
     }
@@ -229,7 +293,11 @@ fn classify(e: &WsError) -> Option<CloseReason> {
 
 pub async fn run(state: Arc<AppState>, mut ws: Ws, admitted: Admitted) {
     let started = Instant::now();
-    let Admitted { identity, device_id, channels } = admitted;
+    let Admitted {
+        identity,
+        device_id,
+        channels,
+    } = admitted;
     let (identity, _slot) = match identity {
         Some(x) => x,
         None => match first_frame_auth(&state, &mut ws, device_id.as_deref()).await {
@@ -273,7 +341,10 @@ pub async fn run(state: Arc<AppState>, mut ws: Ws, admitted: Admitted) {
         let reply = s.subscribe(ch, &None);
         ok = ok && ws.feed(reply).await.is_ok();
     }
-    ok = ok && tokio::time::timeout(WRITE_TIMEOUT, ws.flush()).await.is_ok_and(|r| r.is_ok());
+    ok = ok
+        && tokio::time::timeout(WRITE_TIMEOUT, ws.flush())
+            .await
+            .is_ok_and(|r| r.is_ok());
 
     let mut spare: VecDeque<Message> = VecDeque::new();
     let mut last_seen = Instant::now();

@@ -1,0 +1,8 @@
+//! Integration tests: a real syncgate on 127.0.0.1:0 and real WebSocket clients. One test binary
+//! (modules below) so the suite links once.
+
+mod auth;
+mod common;
+mod lifecycle;
+mod limits;
+mod protocol;
