@@ -19,7 +19,6 @@ use crate::error::CloseReason;
 #[derive(Debug, Default)]
 pub struct Stats {
     pub slow_consumer_closes: AtomicU64,
-    pub deliveries: AtomicU64,
 }
 
 struct Queue {
@@ -95,7 +94,6 @@ impl ConnHandle {
         let was_empty = q.items.is_empty();
         q.items.push_back(msg);
         drop(q);
-        self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
         if was_empty {
             self.notify.notify_one();
         }

@@ -7,6 +7,7 @@
 mod conn;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -38,6 +39,8 @@ pub struct Registry {
     channels: DashMap<Arc<str>, ChannelEntry>,
     /// Live connections per user (the per-user cap).
     user_slots: DashMap<Arc<str>, u32>,
+    /// Frames handed to recipients; updated once per fan-out, not per recipient.
+    deliveries: AtomicU64,
 }
 
 impl Default for Registry {
@@ -56,6 +59,7 @@ impl Registry {
         Registry {
             channels: DashMap::with_shard_amount(SHARDS),
             user_slots: DashMap::with_shard_amount(SHARDS),
+            deliveries: AtomicU64::new(0),
         }
     }
 
@@ -129,7 +133,14 @@ impl Registry {
                 n += 1;
             }
         }
+        drop(entry);
+        self.deliveries.fetch_add(n as u64, Ordering::Relaxed);
         n
+    }
+
+    /// Frames handed to recipients by [`Registry::fan_out`] so far.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.load(Ordering::Relaxed)
     }
 
     /// The `presence` reply for `channel`.
