@@ -1,1 +1,75 @@
-fn main() {}
+//! `loadtest <scenario> …` (see `--help`); `loadtest __worker I K` is a worker process.
+
+use std::process::ExitCode;
+
+use mimalloc::MiMalloc;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if argv.first().map(String::as_str) == Some("__worker") {
+        let parsed = (|| {
+            let i: usize = argv.get(1)?.parse().ok()?;
+            let k: usize = argv.get(2)?.parse().ok()?;
+            let args: loadtest::args::Args = serde_json::from_str(&std::env::var("LOADTEST_ARGS").ok()?).ok()?;
+            Some((args, i, k))
+        })();
+        let Some((args, i, k)) = parsed else {
+            eprintln!("loadtest: bad worker invocation");
+            return ExitCode::from(2);
+        };
+        return match runtime.block_on(loadtest::worker::run(args, i, k)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadtest worker: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if argv.is_empty() || argv.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{}", loadtest::args::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    let args = match loadtest::args::parse(&argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("loadtest: {e}\n\n{}", loadtest::args::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let json = args.json.clone();
+    match runtime.block_on(loadtest::run::run(args)) {
+        Ok(report) => {
+            loadtest::run::print_summary(&report);
+            if let Some(path) = json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => {
+                        if let Err(e) = std::fs::write(&path, text) {
+                            eprintln!("loadtest: cannot write {}: {e}", path.display());
+                            return ExitCode::from(2);
+                        }
+                    }
+                    Err(e) => eprintln!("loadtest: {e}"),
+                }
+            }
+            if report.slo_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Command line: `loadtest <scenario> [--flag value …]`, parsed into one typed `Args`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    Connect,
+    Idle,
+    Fanout,
+    Broadcast,
+    Cluster,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Connect => "connect",
+            Scenario::Idle => "idle",
+            Scenario::Fanout => "fanout",
+            Scenario::Broadcast => "broadcast",
+            Scenario::Cluster => "cluster",
+        }
+    }
+}
+
+/// Traffic shape of the `cluster` scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pattern {
+    Broadcast,
+    Fanout,
+}
+
+pub const USAGE: &str = "\
+usage: loadtest <connect|idle|fanout|broadcast|cluster> [flags]
+
+target and auth:
+  --url URL              gateway URL, repeatable (default ws://127.0.0.1:8080/ws)
+  --jwt-secret S         HS256 secret for minted tokens (default: $SYNCGATE_JWT_SECRET)
+  --spawn                start the gateway binary (--gateway-bin, default target/release/syncgate) and sample it
+  --gateway-bin PATH     binary for --spawn
+  --env K=V              extra env for --spawn, repeatable
+  --server-pid PID       sample an already running gateway's memory and CPU
+
+sizes, rates, durations (defaults in brackets):
+  --connections N        connect/idle: connections [1000]
+  --rate R               connect: connects/s [2000]; fanout: msg/s per device [1];
+                         broadcast/cluster: total msg/s over all publishers [10]
+  --duration SECS        hold (connect, idle) or send (fanout, broadcast) time [10]
+  --users U --devices D  fanout: U users x D devices [100 x 3]
+  --subscribers N        broadcast/cluster: subscribers [1000]
+  --publishers P         broadcast/cluster: publishers [1]
+  --payload B            broadcast/cluster: payload bytes [64]
+  --sweep r1,r2,...      broadcast/cluster: step the rate, stop at the first step that breaks the SLO
+  --pattern broadcast|fanout   cluster traffic shape [broadcast]
+  --open-rate R          connections opened per second before traffic [5000]
+  --drain SECS           wait for in-flight messages after sending stops [2]
+  --timeout SECS         connect timeout [10]
+
+scale and output:
+  --procs K              worker processes; connections are split, histograms merged [1]
+  --slo FILE             SLO thresholds [loadtest/slo.toml if present]
+  --json FILE            write the full report as JSON
+  --quiet                no progress line
+";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Args {
+    pub scenario: Scenario,
+    pub urls: Vec<String>,
+    pub jwt_secret: String,
+    pub spawn: bool,
+    pub gateway_bin: String,
+    pub env: Vec<(String, String)>,
+    pub server_pid: Option<u32>,
+    pub connections: usize,
+    pub rate: f64,
+    pub duration_s: f64,
+    pub users: usize,
+    pub devices: usize,
+    pub subscribers: usize,
+    pub publishers: usize,
+    pub payload: usize,
+    pub sweep: Vec<f64>,
+    pub pattern: Pattern,
+    pub open_rate: f64,
+    pub drain_s: f64,
+    pub timeout_s: f64,
+    pub procs: usize,
+    pub slo: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+impl Args {
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration_s)
+    }
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_s)
+    }
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout_s)
+    }
+}
+
+fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{flag}: {v:?} is not a valid number"))
+}
+
+fn positive(flag: &str, v: f64) -> Result<f64, String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{flag} must be positive"))
+    }
+}
+
+/// Parses `args` (without the program name).
+pub fn parse(args: &[String]) -> Result<Args, String> {
+    let scenario = match args.first().map(String::as_str) {
+        Some("connect") => Scenario::Connect,
+        Some("idle") => Scenario::Idle,
+        Some("fanout") => Scenario::Fanout,
+        Some("broadcast") => Scenario::Broadcast,
+        Some("cluster") => Scenario::Cluster,
+        Some(other) => return Err(format!("unknown scenario {other:?}")),
+        None => return Err("missing scenario".into()),
+    };
+    let default_rate = match scenario {
+        Scenario::Connect => 2000.0,
+        Scenario::Fanout => 1.0,
+        _ => 10.0,
+    };
+    let mut a = Args {
+        scenario,
+        urls: Vec::new(),
+        jwt_secret: std::env::var("SYNCGATE_JWT_SECRET").unwrap_or_default(),
+        spawn: false,
+        gateway_bin: "target/release/syncgate".into(),
+        env: Vec::new(),
+        server_pid: None,
+        connections: 1000,
+        rate: default_rate,
+        duration_s: 10.0,
+        users: 100,
+        devices: 3,
+        subscribers: 1000,
+        publishers: 1,
+        payload: 64,
+        sweep: Vec::new(),
+        pattern: Pattern::Broadcast,
+        open_rate: 5000.0,
+        drain_s: 2.0,
+        timeout_s: 10.0,
+        procs: 1,
+        slo: None,
+        json: None,
+        quiet: false,
+    };
+    let mut it = args[1..].iter();
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().map(String::as_str).ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--url" => a.urls.push(val()?.to_string()),
+            "--jwt-secret" => a.jwt_secret = val()?.to_string(),
+            "--spawn" => a.spawn = true,
+            "--gateway-bin" => a.gateway_bin = val()?.to_string(),
+            "--env" => {
+                let v = val()?;
+                let (k, v) = v.split_once('=').ok_or("--env takes K=V")?;
+                a.env.push((k.to_string(), v.to_string()));
+            }
+            "--server-pid" => a.server_pid = Some(num(flag, val()?)?),
+            "--connections" => a.connections = num(flag, val()?)?,
+            "--rate" => a.rate = positive(flag, num(flag, val()?)?)?,
+            "--duration" => a.duration_s = positive(flag, num(flag, val()?)?)?,
+            "--users" => a.users = num(flag, val()?)?,
+            "--devices" => a.devices = num(flag, val()?)?,
+            "--subscribers" => a.subscribers = num(flag, val()?)?,
+            "--publishers" => a.publishers = num(flag, val()?)?,
+            "--payload" => a.payload = num(flag, val()?)?,
+            "--sweep" => {
+                a.sweep = val()?
+                    .split(',')
+                    .map(|r| num::<f64>(flag, r.trim()).and_then(|r| positive(flag, r)))
+                    .collect::<Result<_, _>>()?
+            }
+            "--pattern" => {
+                a.pattern = match val()? {
+                    "broadcast" => Pattern::Broadcast,
+                    "fanout" => Pattern::Fanout,
+                    other => return Err(format!("--pattern: unknown {other:?}")),
+                }
+            }
+            "--open-rate" => a.open_rate = positive(flag, num(flag, val()?)?)?,
+            "--drain" => a.drain_s = num(flag, val()?)?,
+            "--timeout" => a.timeout_s = positive(flag, num(flag, val()?)?)?,
+            "--procs" => a.procs = num(flag, val()?)?,
+            "--slo" => a.slo = Some(PathBuf::from(val()?)),
+            "--json" => a.json = Some(PathBuf::from(val()?)),
+            "--quiet" => a.quiet = true,
+            other => return Err(format!("unknown flag {other:?}")),
+        }
+    }
+    if a.urls.is_empty() {
+        a.urls.push("ws://127.0.0.1:8080/ws".into());
+    }
+    for u in &a.urls {
+        if !u.starts_with("ws://") {
+            return Err(format!("--url {u:?}: only ws:// URLs are supported"));
+        }
+    }
+    if a.procs == 0 || a.procs > 64 {
+        return Err("--procs must be 1..=64".into());
+    }
+    if a.publishers == 0 {
+        return Err("--publishers must be at least 1".into());
+    }
+    if a.devices == 0 || a.users == 0 {
+        return Err("--users and --devices must be at least 1".into());
+    }
+    if a.jwt_secret.is_empty() && !a.spawn {
+        return Err("--jwt-secret (or SYNCGATE_JWT_SECRET) is required to mint tokens".into());
+    }
+    if a.spawn && a.jwt_secret.is_empty() {
+        a.jwt_secret = "loadtest-secret-loadtest-secret-0123456789".into();
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Args, String> {
+        parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_flags() {
+        let a = p("broadcast --jwt-secret s --url ws://127.0.0.1:1/ws --url ws://127.0.0.2:1/ws --sweep 5,10,20 --procs 2").unwrap();
+        assert_eq!(a.scenario, Scenario::Broadcast);
+        assert_eq!(a.urls.len(), 2);
+        assert_eq!(a.sweep, vec![5.0, 10.0, 20.0]);
+        assert_eq!(a.procs, 2);
+        assert!(p("nope").is_err());
+        assert!(p("connect --jwt-secret s --rate -1").is_err());
+        assert!(p("connect --jwt-secret s --bogus 1").is_err());
+        assert!(p("connect --jwt-secret s --url http://x").is_err());
+    }
+}

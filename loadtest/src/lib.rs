@@ -1,0 +1,17 @@
+//! # loadtest — syncgate's capacity planner
+//!
+//! - [`args`]: the command line.
+//! - [`plan`]: which connections each scenario opens, where, as whom; open-loop send pacing.
+//! - [`worker`]: a worker process: paced connects, traffic, latency from intended send times.
+//! - [`run`]: the parent: spawns workers (and optionally the gateway), drives steps, merges.
+//! - [`hist`]: HDR histograms (µs), sharded recording, lossless merge across processes.
+//! - [`slo`]: thresholds from TOML and their evaluation (exit code 1 when broken).
+//! - [`sampler`]: server memory and CPU from `/proc`.
+
+pub mod args;
+pub mod hist;
+pub mod plan;
+pub mod run;
+pub mod sampler;
+pub mod slo;
+pub mod worker;

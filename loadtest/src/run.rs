@@ -1,0 +1,502 @@
+//! The parent process: optionally spawns the gateway, starts K worker processes, drives the
+//! traffic steps, samples server memory/CPU, merges histograms, checks the SLO and reports.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+use crate::args::{Args, Scenario};
+use crate::hist::{new_hist, summarize, Summary};
+use crate::plan;
+use crate::sampler::{self, Sample};
+use crate::slo::{self, Check, Measured, SloFile};
+use crate::worker::{OpenReport, Progress, StepReport};
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ServerReport {
+    pub pid: u32,
+    pub rss_before_kib: u64,
+    pub rss_after_open_kib: u64,
+    pub memory_per_conn_bytes: Option<f64>,
+    pub cpu_seconds: f64,
+    pub cpu_percent_of_one_core: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct StepResult {
+    pub rate: f64,
+    pub duration_s: f64,
+    pub messages_sent: u64,
+    pub deliveries_expected: u64,
+    pub deliveries_received: u64,
+    pub duplicates: u64,
+    pub lost: u64,
+    pub loss_rate: f64,
+    pub errors: u64,
+    pub deliveries_per_s: f64,
+    pub latency: Summary,
+    pub disconnects: BTreeMap<String, u64>,
+    pub server: Option<ServerReport>,
+    pub slo: Vec<Check>,
+    pub slo_ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: &'static str,
+    pub args: Args,
+    pub procs: usize,
+    pub note: &'static str,
+    pub connections_attempted: u64,
+    pub connections_opened: u64,
+    pub connect_failures: BTreeMap<String, u64>,
+    pub connect_latency: Summary,
+    pub connects_per_s: f64,
+    pub steps: Vec<StepResult>,
+    /// Highest step rate that met the SLO (sweeps).
+    pub capacity_rate: Option<f64>,
+    pub slo_ok: bool,
+}
+
+enum Line {
+    Ready(OpenReport),
+    Progress(Progress),
+    Step(StepReport),
+    Done,
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+}
+
+fn parse_line(line: &str) -> Option<Line> {
+    let (tag, body) = line.split_once(' ').unwrap_or((line, ""));
+    match tag {
+        "READY" => serde_json::from_str(body).ok().map(Line::Ready),
+        "P" => serde_json::from_str(body).ok().map(Line::Progress),
+        "S" => serde_json::from_str(body).ok().map(Line::Step),
+        "R" => Some(Line::Done),
+        _ => None,
+    }
+}
+
+async fn spawn_workers(args: &Args, tx: mpsc::UnboundedSender<(usize, Line)>) -> Result<Vec<Worker>, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+    let json = serde_json::to_string(args).map_err(|e| e.to_string())?;
+    let mut workers = Vec::new();
+    for i in 0..args.procs {
+        let mut child = Command::new(&exe)
+            .args(["__worker", &i.to_string(), &args.procs.to_string()])
+            .env("LOADTEST_ARGS", &json)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start worker: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no worker stdout")?;
+        let stdin = child.stdin.take().ok_or("no worker stdin")?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if let Some(parsed) = parse_line(&l) {
+                    if tx.send((i, parsed)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        workers.push(Worker { child, stdin });
+    }
+    Ok(workers)
+}
+
+/// Prints the live progress line.
+struct ProgressLine {
+    quiet: bool,
+    tty: bool,
+    started: Instant,
+    last_print: Instant,
+    latest: Vec<Progress>,
+    prev: (u64, u64, Instant),
+    interval: hdrhistogram::Histogram<u64>,
+    target_conns: u64,
+}
+
+impl ProgressLine {
+    fn update(&mut self, worker: usize, p: Progress) {
+        p.interval.merge_into(&mut self.interval);
+        self.latest[worker] = p;
+        if self.quiet || self.last_print.elapsed() < Duration::from_millis(if self.tty { 900 } else { 4900 }) {
+            return;
+        }
+        let open: u64 = self.latest.iter().map(|p| p.open).sum();
+        let sent: u64 = self.latest.iter().map(|p| p.sent).sum();
+        let recv: u64 = self.latest.iter().map(|p| p.received).sum();
+        let dt = self.prev.2.elapsed().as_secs_f64().max(0.001);
+        let (sr, rr) = ((sent - self.prev.0.min(sent)) as f64 / dt, (recv - self.prev.1.min(recv)) as f64 / dt);
+        self.prev = (sent, recv, Instant::now());
+        let p99 = if self.interval.is_empty() { 0.0 } else { self.interval.value_at_quantile(0.99) as f64 / 1000.0 };
+        self.interval.reset();
+        let bar_w = 20usize;
+        let filled = ((open as f64 / self.target_conns.max(1) as f64) * bar_w as f64).round() as usize;
+        let bar: String = "#".repeat(filled.min(bar_w)) + &"-".repeat(bar_w - filled.min(bar_w));
+        let line = format!(
+            "[{:>5.0}s] [{bar}] conns {open}/{} | sent {sr:.0}/s | delivered {rr:.0}/s | p99 {p99:.1} ms",
+            self.started.elapsed().as_secs_f64(),
+            self.target_conns
+        );
+        let mut err = std::io::stderr();
+        if self.tty {
+            let _ = write!(err, "\r{line:<110}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+        self.last_print = Instant::now();
+    }
+
+    fn end_line(&self) {
+        if self.tty && !self.quiet {
+            eprintln!();
+        }
+    }
+}
+
+async fn free_port() -> Result<u16, String> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// `--spawn`: starts the gateway with the given env on a free loopback port.
+async fn spawn_gateway(args: &mut Args) -> Result<Child, String> {
+    let port = free_port().await?;
+    let dir = std::env::temp_dir().join(format!("loadtest-gw-{}-{port}", std::process::id()));
+    let mut cmd = Command::new(&args.gateway_bin);
+    cmd.env("SYNCGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SYNCGATE_JWT_SECRET", &args.jwt_secret)
+        .env("SYNCGATE_DATA_DIR", &dir)
+        // Load generators publish far above an end user's allowance.
+        .env("SYNCGATE_MESSAGES_PER_MIN", "10000000")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in &args.env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", args.gateway_bin))?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        if Instant::now() > deadline {
+            return Err("spawned gateway did not start listening within 15 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    args.urls = vec![format!("ws://127.0.0.1:{port}/ws")];
+    Ok(child)
+}
+
+fn load_slo(args: &Args) -> Result<Option<SloFile>, String> {
+    let path = match &args.slo {
+        Some(p) => p.clone(),
+        None => {
+            let default = std::path::PathBuf::from("loadtest/slo.toml");
+            if !default.exists() {
+                return Ok(None);
+            }
+            default
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    SloFile::parse(&text).map(Some)
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn measured_from(lat: &Summary) -> Measured {
+    Measured {
+        p50_ms: ms(lat.p50_us),
+        p90_ms: ms(lat.p90_us),
+        p99_ms: ms(lat.p99_us),
+        p999_ms: ms(lat.p999_us),
+        max_ms: ms(lat.max_us),
+        ..Default::default()
+    }
+}
+
+/// Runs a whole scenario; returns the report (its `slo_ok` decides the exit code).
+pub async fn run(mut args: Args) -> Result<Report, String> {
+    let slo = load_slo(&args)?;
+    let thresholds = slo.as_ref().map(|f| f.for_scenario(args.scenario.name()));
+    let mut gateway = None;
+    if args.spawn {
+        let child = spawn_gateway(&mut args).await?;
+        args.server_pid = child.id();
+        gateway = Some(child);
+    }
+    let pid = args.server_pid;
+    let before = pid.and_then(sampler::sample);
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut workers = spawn_workers(&args, tx).await?;
+    let target = plan::build(&args).len() as u64;
+    let mut progress = ProgressLine {
+        quiet: args.quiet,
+        tty: std::io::stderr().is_terminal(),
+        started: Instant::now(),
+        last_print: Instant::now(),
+        latest: vec![Progress::default(); args.procs],
+        prev: (0, 0, Instant::now()),
+        interval: new_hist(),
+        target_conns: target,
+    };
+
+    // Open phase.
+    let open_rate = if args.scenario == Scenario::Connect { args.rate } else { args.open_rate };
+    let open_deadline = Instant::now() + Duration::from_secs_f64(target as f64 / open_rate + args.timeout_s + 30.0);
+    let mut opens: Vec<Option<OpenReport>> = vec![None; args.procs];
+    while opens.iter().any(Option::is_none) {
+        let left = open_deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((w, Line::Ready(r)))) => opens[w] = Some(r),
+            Ok(Some((w, Line::Progress(p)))) => progress.update(w, p),
+            Ok(Some(_)) => {}
+            Ok(None) => return Err("a worker exited during the open phase".into()),
+            Err(_) => return Err("workers did not finish opening connections in time".into()),
+        }
+    }
+    let opens: Vec<OpenReport> = opens.into_iter().flatten().collect();
+    let mut connect_hist = new_hist();
+    let mut failures = BTreeMap::new();
+    for o in &opens {
+        o.connect_latency.merge_into(&mut connect_hist);
+        for (k, v) in &o.failures {
+            *failures.entry(k.clone()).or_insert(0) += v;
+        }
+    }
+    let attempted: u64 = opens.iter().map(|o| o.attempted).sum();
+    let opened: u64 = opens.iter().map(|o| o.opened).sum();
+    let first = opens.iter().map(|o| o.first_us).min().unwrap_or(0);
+    let last = opens.iter().map(|o| o.last_us).max().unwrap_or(0);
+    let connects_per_s = if last > first { opened as f64 / ((last - first) as f64 / 1e6) } else { 0.0 };
+    let error_rate = if attempted > 0 { (attempted - opened) as f64 / attempted as f64 } else { 0.0 };
+
+    // Let the server settle before sampling memory after the open phase.
+    if pid.is_some() {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let after_open = pid.and_then(sampler::sample);
+
+    let rates: Vec<f64> = match args.scenario {
+        Scenario::Connect | Scenario::Idle => vec![0.0],
+        _ if !args.sweep.is_empty() => args.sweep.clone(),
+        _ => vec![args.rate],
+    };
+    let recipients = plan::recipients(&args);
+    let mut steps = Vec::new();
+    let mut capacity = None;
+    for rate in rates {
+        let cpu0 = pid.and_then(sampler::sample);
+        for w in &mut workers {
+            w.stdin.write_all(format!("GO {rate}\n").as_bytes()).await.map_err(|e| format!("worker stdin: {e}"))?;
+            w.stdin.flush().await.map_err(|e| e.to_string())?;
+        }
+        let mut reports: Vec<Option<StepReport>> = vec![None; args.procs];
+        let step_deadline = Instant::now() + args.duration() + args.drain() + Duration::from_secs(60);
+        while reports.iter().any(Option::is_none) {
+            let left = step_deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some((w, Line::Step(s)))) => reports[w] = Some(s),
+                Ok(Some((w, Line::Progress(p)))) => progress.update(w, p),
+                Ok(Some(_)) => {}
+                Ok(None) => return Err("a worker exited during traffic".into()),
+                Err(_) => return Err("workers did not finish the step in time".into()),
+            }
+        }
+        let cpu1 = pid.and_then(sampler::sample);
+        let reports: Vec<StepReport> = reports.into_iter().flatten().collect();
+        let mut lat = new_hist();
+        let mut disconnects = BTreeMap::new();
+        for r in &reports {
+            r.latency.merge_into(&mut lat);
+            for (k, v) in &r.closes {
+                *disconnects.entry(k.clone()).or_insert(0) += v;
+            }
+        }
+        let sent: u64 = reports.iter().map(|r| r.sent).sum();
+        let unique: u64 = reports.iter().map(|r| r.unique).sum();
+        let expected = sent * recipients;
+        let lost = expected.saturating_sub(unique);
+        let latency = summarize(&lat);
+        let server = pid.map(|pid| server_report(pid, &before, &after_open, &cpu0, &cpu1, opened, args.duration_s));
+        let mut step = StepResult {
+            rate,
+            duration_s: args.duration_s,
+            messages_sent: sent,
+            deliveries_expected: expected,
+            deliveries_received: unique,
+            duplicates: reports.iter().map(|r| r.duplicates).sum(),
+            lost,
+            loss_rate: if expected > 0 { lost as f64 / expected as f64 } else { 0.0 },
+            errors: reports.iter().map(|r| r.errors).sum(),
+            deliveries_per_s: unique as f64 / args.duration_s,
+            latency,
+            disconnects,
+            server,
+            slo: Vec::new(),
+            slo_ok: true,
+        };
+        if let Some(t) = &thresholds {
+            let (lat_src, throughput) = match args.scenario {
+                Scenario::Connect | Scenario::Idle => (summarize(&connect_hist), connects_per_s),
+                _ => (step.latency.clone(), step.deliveries_per_s),
+            };
+            let mut m = measured_from(&lat_src);
+            m.error_rate = error_rate;
+            m.loss_rate = step.loss_rate;
+            m.duplicates = step.duplicates;
+            m.throughput = throughput;
+            m.memory_per_conn_kib = step.server.as_ref().and_then(|s| s.memory_per_conn_bytes).map(|b| b / 1024.0);
+            step.slo = slo::evaluate(t, &m);
+            step.slo_ok = step.slo.iter().all(|c| c.ok);
+        }
+        progress.end_line();
+        print_step(&args, &step);
+        let ok = step.slo_ok;
+        if ok {
+            capacity = Some(rate);
+        }
+        steps.push(step);
+        if !ok && !args.sweep.is_empty() {
+            eprintln!("sweep stopped: rate {rate} broke the SLO");
+            break;
+        }
+    }
+    for w in &mut workers {
+        let _ = w.stdin.write_all(b"END\n").await;
+        let _ = w.stdin.flush().await;
+    }
+    let end_deadline = Instant::now() + Duration::from_secs(20);
+    let mut done = 0;
+    while done < args.procs {
+        let left = end_deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((_, Line::Done))) => done += 1,
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    for w in &mut workers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), w.child.wait()).await;
+        let _ = w.child.start_kill();
+    }
+    if let Some(mut g) = gateway {
+        let _ = g.start_kill();
+        let _ = g.wait().await;
+    }
+    let slo_ok = steps.iter().all(|s| s.slo_ok);
+    Ok(Report {
+        scenario: args.scenario.name(),
+        procs: args.procs,
+        note: "load generator and gateway share this machine's cores",
+        connections_attempted: attempted,
+        connections_opened: opened,
+        connect_failures: failures,
+        connect_latency: summarize(&connect_hist),
+        connects_per_s,
+        steps,
+        capacity_rate: if args.sweep.is_empty() { None } else { capacity },
+        slo_ok,
+        args,
+    })
+}
+
+fn server_report(
+    pid: u32,
+    before: &Option<Sample>,
+    after_open: &Option<Sample>,
+    cpu0: &Option<Sample>,
+    cpu1: &Option<Sample>,
+    opened: u64,
+    secs: f64,
+) -> ServerReport {
+    let rss_before = before.as_ref().map(|s| s.rss_kib).unwrap_or(0);
+    let rss_after = after_open.as_ref().map(|s| s.rss_kib).unwrap_or(0);
+    let cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => (b.cpu_seconds - a.cpu_seconds).max(0.0),
+        _ => 0.0,
+    };
+    ServerReport {
+        pid,
+        rss_before_kib: rss_before,
+        rss_after_open_kib: rss_after,
+        memory_per_conn_bytes: (opened > 0 && rss_after > 0 && before.is_some())
+            .then(|| (rss_after as f64 - rss_before as f64) * 1024.0 / opened as f64),
+        cpu_seconds: cpu,
+        cpu_percent_of_one_core: cpu / secs * 100.0,
+    }
+}
+
+fn print_step(args: &Args, s: &StepResult) {
+    let l = &s.latency;
+    match args.scenario {
+        Scenario::Connect | Scenario::Idle => {}
+        _ => println!(
+            "rate {:>9.1} msg/s | sent {:>9} | delivered {:>10}/{:<10} | lost {} | dup {} | errors {} | {:>10.0} deliveries/s | p50 {:.2} p90 {:.2} p99 {:.2} p999 {:.2} max {:.2} ms",
+            s.rate, s.messages_sent, s.deliveries_received, s.deliveries_expected, s.lost, s.duplicates, s.errors,
+            s.deliveries_per_s, ms(l.p50_us), ms(l.p90_us), ms(l.p99_us), ms(l.p999_us), ms(l.max_us)
+        ),
+    }
+    if !s.disconnects.is_empty() {
+        println!("  disconnects during the run: {:?}", s.disconnects);
+    }
+    if let Some(sv) = &s.server {
+        println!(
+            "  server pid {}: rss {} KiB before, {} KiB after opening{} | cpu {:.2} s ({:.1}% of one core)",
+            sv.pid,
+            sv.rss_before_kib,
+            sv.rss_after_open_kib,
+            sv.memory_per_conn_bytes.map(|b| format!(" ({:.2} KiB per connection)", b / 1024.0)).unwrap_or_default(),
+            sv.cpu_seconds,
+            sv.cpu_percent_of_one_core
+        );
+    }
+    for c in &s.slo {
+        if !c.ok {
+            println!("  SLO BROKEN: {} limit {} actual {:.3}", c.name, c.limit, c.actual);
+        }
+    }
+}
+
+/// The summary table printed at the end.
+pub fn print_summary(r: &Report) {
+    let c = &r.connect_latency;
+    println!("== loadtest {} ({} worker process{}; {}) ==", r.scenario, r.procs, if r.procs == 1 { "" } else { "es" }, r.note);
+    println!("connections   {} opened / {} attempted", r.connections_opened, r.connections_attempted);
+    if !r.connect_failures.is_empty() {
+        println!("failures      {:?}", r.connect_failures);
+    }
+    println!(
+        "connect       {:.0}/s | p50 {:.2} p90 {:.2} p99 {:.2} p999 {:.2} max {:.2} ms",
+        r.connects_per_s,
+        ms(c.p50_us),
+        ms(c.p90_us),
+        ms(c.p99_us),
+        ms(c.p999_us),
+        ms(c.max_us)
+    );
+    if let Some(cap) = r.capacity_rate {
+        println!("capacity      {cap} msg/s (highest step within the SLO)");
+    }
+    println!("SLO           {}", if r.slo_ok { "met" } else { "BROKEN" });
+}
