@@ -32,6 +32,7 @@ pub const WS_READ_BUFFER: &str = "SYNCGATE_WS_READ_BUFFER";
 pub const WS_WRITE_BUFFER: &str = "SYNCGATE_WS_WRITE_BUFFER";
 pub const HANDSHAKE_TIMEOUT_MS: &str = "SYNCGATE_HANDSHAKE_TIMEOUT_MS";
 pub const LOG_FORMAT: &str = "SYNCGATE_LOG_FORMAT";
+pub const LISTEN_BACKLOG: &str = "SYNCGATE_LISTEN_BACKLOG";
 
 /// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
 #[derive(Clone, PartialEq, Eq)]
@@ -89,6 +90,7 @@ pub struct Config {
     pub ws_write_buffer: usize,
     pub handshake_timeout: Duration,
     pub log_format: LogFormat,
+    pub listen_backlog: u32,
 }
 
 /// Every bad variable found, one line each.
@@ -246,6 +248,7 @@ impl Config {
         let ws_write_buffer = r.ranged(WS_WRITE_BUFFER, 64 * 1024, 0, 16 << 20) as usize;
         let handshake_timeout =
             Duration::from_millis(r.ranged(HANDSHAKE_TIMEOUT_MS, 10_000, 1, 600_000));
+        let listen_backlog = r.ranged(LISTEN_BACKLOG, 4096, 1, 1 << 20) as u32;
         let log_format = match r.raw(LOG_FORMAT) {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -283,6 +286,7 @@ impl Config {
             ws_write_buffer,
             handshake_timeout,
             log_format,
+            listen_backlog,
         })
     }
 }

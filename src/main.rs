@@ -69,7 +69,7 @@ fn serve(config: Config) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        let listener = match syncgate::server::bind(&config) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!(

@@ -109,7 +109,8 @@ impl Args {
 }
 
 fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("{flag}: {v:?} is not a valid number"))
+    v.parse()
+        .map_err(|_| format!("{flag}: {v:?} is not a valid number"))
 }
 
 fn positive(flag: &str, v: f64) -> Result<f64, String> {
@@ -164,7 +165,11 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
     };
     let mut it = args[1..].iter();
     while let Some(flag) = it.next() {
-        let mut val = || it.next().map(String::as_str).ok_or_else(|| format!("{flag} needs a value"));
+        let mut val = || {
+            it.next()
+                .map(String::as_str)
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
         match flag.as_str() {
             "--url" => a.urls.push(val()?.to_string()),
             "--jwt-secret" => a.jwt_secret = val()?.to_string(),

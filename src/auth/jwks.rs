@@ -193,7 +193,7 @@ impl JwksCache {
             }
             state.last_unknown_refetch = Some(Instant::now());
         }
-        if let Err(e) = self.fetch_locked().await {
+        if let Err(e) = Box::pin(self.fetch_locked()).await {
             tracing::warn!(url = %self.url, error = %e, "JWKS refetch failed");
         }
         self.lookup(kid, alg)

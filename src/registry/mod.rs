@@ -20,11 +20,46 @@ use crate::protocol::{self, Encoded, RequestId};
 /// Shards for the channel and user maps; more shards than cores keeps writers apart.
 const SHARDS: usize = 64;
 
-#[derive(Default)]
-struct ChannelEntry {
+/// Members of one channel. Most channels (every user channel of a one-device user, most
+/// rooms of idle users) have one member, so that case is stored inline: 16 bytes instead of two
+/// hash maps.
+enum ChannelEntry {
+    One(Arc<ConnHandle>),
+    Many(Box<Many>),
+}
+
+struct Many {
     subs: HashMap<u64, Arc<ConnHandle>>,
     /// Connections per (user, device): join on 0→1, leave on 1→0.
     presence: HashMap<(Arc<str>, Arc<str>), u32>,
+}
+
+impl Many {
+    fn add(&mut self, conn: &Arc<ConnHandle>) -> bool {
+        self.subs.insert(conn.id, conn.clone());
+        let n = self
+            .presence
+            .entry((conn.user_id.clone(), conn.device_id.clone()))
+            .or_insert(0);
+        *n += 1;
+        *n == 1
+    }
+}
+
+impl ChannelEntry {
+    fn for_each(&self, mut f: impl FnMut(&Arc<ConnHandle>)) {
+        match self {
+            ChannelEntry::One(c) => f(c),
+            ChannelEntry::Many(m) => m.subs.values().for_each(f),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ChannelEntry::One(_) => 1,
+            ChannelEntry::Many(m) => m.subs.len(),
+        }
+    }
 }
 
 /// Outcome of a subscribe.
@@ -54,6 +89,23 @@ fn announces_presence(channel: &str) -> bool {
     !channel.starts_with("user:")
 }
 
+fn announce(entry: &ChannelEntry, kind: &str, channel: &str, who: &ConnHandle) {
+    if !announces_presence(channel) {
+        return;
+    }
+    let frame = Message::Text(protocol::membership(
+        kind,
+        channel,
+        &who.user_id,
+        &who.device_id,
+    ));
+    entry.for_each(|other| {
+        if other.id != who.id {
+            other.push(frame.clone());
+        }
+    });
+}
+
 impl Registry {
     pub fn new() -> Registry {
         Registry {
@@ -66,22 +118,34 @@ impl Registry {
     /// Adds `conn` to `channel`, announcing a join to the other members when this user+device
     /// was not present yet.
     pub fn subscribe(&self, channel: &str, conn: &Arc<ConnHandle>) -> Subscribed {
-        let mut entry = self.channels.entry(Arc::from(channel)).or_default();
-        if entry.subs.insert(conn.id, conn.clone()).is_some() {
-            return Subscribed::Already;
-        }
-        let count = entry
-            .presence
-            .entry((conn.user_id.clone(), conn.device_id.clone()))
-            .or_insert(0);
-        *count += 1;
-        if *count == 1 && announces_presence(channel) {
-            let frame = protocol::membership("join", channel, &conn.user_id, &conn.device_id);
-            for (id, other) in &entry.subs {
-                if *id != conn.id {
-                    other.push(Message::Text(frame.clone()));
-                }
+        let mut entry = match self.channels.entry(Arc::from(channel)) {
+            dashmap::Entry::Vacant(v) => {
+                v.insert(ChannelEntry::One(conn.clone()));
+                return Subscribed::New;
             }
+            dashmap::Entry::Occupied(o) => o.into_ref(),
+        };
+        let joined = match &mut *entry {
+            ChannelEntry::One(existing) if existing.id == conn.id => return Subscribed::Already,
+            ChannelEntry::One(existing) => {
+                let mut many = Many {
+                    subs: HashMap::with_capacity(2),
+                    presence: HashMap::with_capacity(2),
+                };
+                many.add(existing);
+                let joined = many.add(conn);
+                *entry = ChannelEntry::Many(Box::new(many));
+                joined
+            }
+            ChannelEntry::Many(m) => {
+                if m.subs.contains_key(&conn.id) {
+                    return Subscribed::Already;
+                }
+                m.add(conn)
+            }
+        };
+        if joined {
+            announce(&entry, "join", channel, conn);
         }
         Subscribed::New
     }
@@ -92,30 +156,46 @@ impl Registry {
         let Some(mut entry) = self.channels.get_mut(channel) else {
             return false;
         };
-        if entry.subs.remove(&conn.id).is_none() {
-            return false;
-        }
-        let key = (conn.user_id.clone(), conn.device_id.clone());
-        let gone = match entry.presence.get_mut(&key) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            _ => {
-                entry.presence.remove(&key);
-                true
+        let (gone, left) = match &mut *entry {
+            ChannelEntry::One(c) if c.id == conn.id => (true, 0),
+            ChannelEntry::One(_) => return false,
+            ChannelEntry::Many(m) => {
+                if m.subs.remove(&conn.id).is_none() {
+                    return false;
+                }
+                let key = (conn.user_id.clone(), conn.device_id.clone());
+                let gone = match m.presence.get_mut(&key) {
+                    Some(n) if *n > 1 => {
+                        *n -= 1;
+                        false
+                    }
+                    _ => {
+                        m.presence.remove(&key);
+                        true
+                    }
+                };
+                (gone, m.subs.len())
             }
         };
-        if gone && announces_presence(channel) {
-            let frame = protocol::membership("leave", channel, &conn.user_id, &conn.device_id);
-            for other in entry.subs.values() {
-                other.push(Message::Text(frame.clone()));
+        if left == 1 {
+            // Back to the compact form.
+            let last = match &*entry {
+                ChannelEntry::Many(m) => m.subs.values().next().cloned(),
+                ChannelEntry::One(_) => None,
+            };
+            if let Some(last) = last {
+                *entry = ChannelEntry::One(last);
             }
         }
-        let empty = entry.subs.is_empty();
+        if gone && left > 0 {
+            announce(&entry, "leave", channel, conn);
+        }
         drop(entry);
-        if empty {
-            self.channels.remove_if(channel, |_, e| e.subs.is_empty());
+        if left == 0 {
+            self.channels.remove_if(channel, |_, e| match e {
+                ChannelEntry::One(c) => c.id == conn.id,
+                ChannelEntry::Many(m) => m.subs.is_empty(),
+            });
         }
         true
     }
@@ -127,12 +207,12 @@ impl Registry {
             return 0;
         };
         let mut n = 0;
-        for (id, conn) in &entry.subs {
-            if *id != except {
+        entry.for_each(|conn| {
+            if conn.id != except {
                 conn.push(msg.clone());
                 n += 1;
             }
-        }
+        });
         drop(entry);
         self.deliveries.fetch_add(n as u64, Ordering::Relaxed);
         n
@@ -145,10 +225,13 @@ impl Registry {
 
     /// The `presence` reply for `channel`.
     pub fn presence(&self, channel: &str, id: &RequestId) -> Encoded {
-        match self.channels.get(channel) {
-            Some(entry) => {
+        match self.channels.get(channel).as_deref() {
+            Some(ChannelEntry::One(c)) => {
+                protocol::presence(channel, std::iter::once((&*c.user_id, &*c.device_id)), id)
+            }
+            Some(ChannelEntry::Many(m)) => {
                 let mut members: Vec<(&str, &str)> =
-                    entry.presence.keys().map(|(u, d)| (&**u, &**d)).collect();
+                    m.presence.keys().map(|(u, d)| (&**u, &**d)).collect();
                 members.sort_unstable();
                 protocol::presence(channel, members.into_iter(), id)
             }
@@ -158,10 +241,7 @@ impl Registry {
 
     /// Number of connections subscribed to `channel`.
     pub fn member_count(&self, channel: &str) -> usize {
-        self.channels
-            .get(channel)
-            .map(|e| e.subs.len())
-            .unwrap_or(0)
+        self.channels.get(channel).map(|e| e.len()).unwrap_or(0)
     }
 
     /// Asks every connection of `user` (optionally one device) to close.
@@ -176,12 +256,12 @@ impl Registry {
             return 0;
         };
         let mut n = 0;
-        for conn in entry.subs.values() {
+        entry.for_each(|conn| {
             if device.is_none_or(|d| d == &*conn.device_id) {
                 conn.close(reason);
                 n += 1;
             }
-        }
+        });
         n
     }
 

@@ -64,6 +64,19 @@ fn ws_config(config: &Config) -> WebSocketConfig {
         .max_frame_size(Some(config.max_message_bytes))
 }
 
+/// Binds the listening socket with `SO_REUSEADDR` and the configured backlog (the kernel caps it
+/// at `net.core.somaxconn`; a short backlog drops SYNs during connect storms).
+pub fn bind(config: &Config) -> std::io::Result<TcpListener> {
+    let socket = if config.listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(config.listen)?;
+    socket.listen(config.listen_backlog)
+}
+
 /// Serves `listener` until `shutdown` resolves, then closes every connection with 1001 and waits
 /// (at most `SYNCGATE_SHUTDOWN_TIMEOUT_MS`) for them to finish.
 pub async fn run(

@@ -80,10 +80,13 @@ async fn first_frame_auth(
         }) => token,
         _ => return Err(CloseReason::Unauthorized),
     };
-    let claims = state.verifier.verify(&token).await.map_err(|e| match e {
-        AuthError::Expired => CloseReason::TokenExpired,
-        _ => CloseReason::Unauthorized,
-    })?;
+    // Boxed: JWKS verification can await a fetch, and its future must not bloat every session.
+    let claims = Box::pin(state.verifier.verify(&token))
+        .await
+        .map_err(|e| match e {
+            AuthError::Expired => CloseReason::TokenExpired,
+            _ => CloseReason::Unauthorized,
+        })?;
     let identity = make_identity(claims, device).map_err(|_| CloseReason::Unauthorized)?;
     let slot = state
         .registry
@@ -112,8 +115,8 @@ struct Session<'a> {
 enum Step {
     Nothing,
     Reply(Message),
-    /// A fresh token was accepted: reply and move the expiry.
-    Reauth(Message, u64),
+    /// A fresh `auth` frame: verify it (rare and possibly slow, so its future is boxed).
+    Reauth(String, RequestId),
     Close(CloseReason),
 }
 
@@ -154,7 +157,7 @@ impl Session<'_> {
         Message::Text(protocol::channel_reply("subscribed", &ch, id))
     }
 
-    async fn on_message(&mut self, msg: Message) -> Step {
+    fn on_message(&mut self, msg: Message) -> Step {
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(b) => {
@@ -243,30 +246,41 @@ impl Session<'_> {
                 Err(m) => m,
                 Ok(ch) => Message::Text(self.state.registry.presence(&ch, &id)),
             },
-            Request::Auth { token } => match self.state.verifier.verify(&token).await {
-                Ok(claims) if claims.user_id == *self.identity.user_id => {
-                    if claims
-                        .device_id
-                        .as_deref()
-                        .is_some_and(|d| d != &*self.identity.device_id)
-                    {
-                        error_frame(ErrorCode::Unauthorized, "invalid token", &id)
-                    } else {
-                        self.identity.exp = claims.exp;
-                        self.identity.channels = claims.channels;
-                        let reply = Message::Text(protocol::auth_ok(
-                            &self.identity.user_id,
-                            claims.exp,
-                            &id,
-                        ));
-                        return Step::Reauth(reply, claims.exp);
-                    }
-                }
-                Ok(_) => error_frame(ErrorCode::Unauthorized, "token is for another user", &id),
-                Err(e) => error_frame(ErrorCode::Unauthorized, &e.to_string(), &id),
-            },
+            Request::Auth { token } => return Step::Reauth(token, id),
         };
         Step::Reply(reply)
+    }
+
+    /// Verifies a fresh token for the same user; returns the reply and, on success, the new expiry.
+    async fn reauth(&mut self, token: &str, id: &RequestId) -> (Message, Option<u64>) {
+        match self.state.verifier.verify(token).await {
+            Ok(claims) if claims.user_id == *self.identity.user_id => {
+                if claims
+                    .device_id
+                    .as_deref()
+                    .is_some_and(|d| d != &*self.identity.device_id)
+                {
+                    return (
+                        error_frame(ErrorCode::Unauthorized, "invalid token", id),
+                        None,
+                    );
+                }
+                self.identity.exp = claims.exp;
+                self.identity.channels = claims.channels;
+                (
+                    Message::Text(protocol::auth_ok(&self.identity.user_id, claims.exp, id)),
+                    Some(claims.exp),
+                )
+            }
+            Ok(_) => (
+                error_frame(ErrorCode::Unauthorized, "token is for another user", id),
+                None,
+            ),
+            Err(e) => (
+                error_frame(ErrorCode::Unauthorized, &e.to_string(), id),
+                None,
+            ),
+        }
     }
 
     fn rate_limit(&mut self, id: &RequestId) -> Option<Step> {
@@ -348,10 +362,11 @@ pub async fn run(state: Arc<AppState>, mut ws: Ws, admitted: Admitted) {
 
     let mut spare: VecDeque<Message> = VecDeque::new();
     let mut last_seen = Instant::now();
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let expiry = tokio::time::sleep_until(deadline_for(s.identity.exp));
-    tokio::pin!(expiry);
+    // One timer serves both the heartbeat and the token expiry (smaller per-connection state).
+    let mut next_ping = tokio::time::Instant::now() + hb;
+    let mut expires = deadline_for(s.identity.exp);
+    let timer = tokio::time::sleep_until(next_ping.min(expires));
+    tokio::pin!(timer);
     let mut shutdown = state.shutdown.clone();
 
     let reason: Option<CloseReason> = if !ok {
@@ -380,12 +395,16 @@ pub async fn run(state: Arc<AppState>, mut ws: Ws, admitted: Admitted) {
                     None => break None,
                     Some(Ok(m)) => {
                         last_seen = Instant::now();
-                        match s.on_message(m).await {
+                        match s.on_message(m) {
                             Step::Nothing => {}
                             Step::Reply(m) => if !send(&mut ws, m).await { break None },
-                            Step::Reauth(m, exp) => {
-                                expiry.as_mut().reset(deadline_for(exp));
-                                if !send(&mut ws, m).await { break None }
+                            Step::Reauth(token, id) => {
+                                let (reply, exp) = Box::pin(s.reauth(&token, &id)).await;
+                                if let Some(exp) = exp {
+                                    expires = deadline_for(exp);
+                                    timer.as_mut().reset(next_ping.min(expires));
+                                }
+                                if !send(&mut ws, reply).await { break None }
                             }
                             Step::Close(r) => break Some(r),
                         }
@@ -399,20 +418,27 @@ pub async fn run(state: Arc<AppState>, mut ws: Ws, admitted: Admitted) {
                         break r;
                     }
                 },
-                _ = heartbeat.tick() => {
-                    if last_seen.elapsed() >= hb * 2 {
-                        break Some(CloseReason::HeartbeatTimeout);
+                _ = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if now >= expires {
+                        break Some(CloseReason::TokenExpired);
                     }
-                    if !send(&mut ws, Message::Ping(Default::default())).await {
-                        break None;
+                    if now >= next_ping {
+                        if last_seen.elapsed() >= hb * 2 {
+                            break Some(CloseReason::HeartbeatTimeout);
+                        }
+                        if !send(&mut ws, Message::Ping(Default::default())).await {
+                            break None;
+                        }
+                        next_ping = now + hb;
+                        // Idle connections give back buffers grown by bursts.
+                        conn.shrink(&mut spare);
+                        if s.scratch.capacity() > 4096 {
+                            s.scratch = Vec::new();
+                        }
                     }
-                    // Idle connections give back buffers grown by bursts.
-                    conn.shrink(&mut spare);
-                    if s.scratch.capacity() > 4096 {
-                        s.scratch = Vec::new();
-                    }
+                    timer.as_mut().reset(next_ping.min(expires));
                 }
-                _ = &mut expiry => break Some(CloseReason::TokenExpired),
             }
         }
     };
