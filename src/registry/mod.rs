@@ -244,6 +244,21 @@ impl Registry {
         self.channels.get(channel).map(|e| e.len()).unwrap_or(0)
     }
 
+    /// Asks every registered connection to close (shutdown). Each connection is in exactly one
+    /// user channel, so walking those reaches each once.
+    pub fn close_all(&self, reason: crate::error::CloseReason) -> usize {
+        let mut n = 0;
+        for entry in self.channels.iter() {
+            if entry.key().starts_with("user:") {
+                entry.value().for_each(|c| {
+                    c.close(reason);
+                    n += 1;
+                });
+            }
+        }
+        n
+    }
+
     /// Asks every connection of `user` (optionally one device) to close.
     pub fn close_user(
         &self,

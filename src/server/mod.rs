@@ -153,6 +153,10 @@ pub async fn run(
     tracing::info!("shutting down: closing connections with 1001");
     drop(listener);
     let _ = shutdown_tx.send(true);
+    let closing = state
+        .registry
+        .close_all(crate::error::CloseReason::GoingAway);
+    tracing::info!(connections = closing, "closing connections");
     let timeout = state.config.shutdown_timeout;
     for task in background {
         task.abort();

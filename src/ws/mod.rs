@@ -7,10 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
 
 use crate::error::HttpError;
 use crate::server::middleware::Admitted;
@@ -55,22 +52,6 @@ where
         .ok_or_else(|| HttpError::BadRequest("missing Sec-WebSocket-Key".into()))?;
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let alive = state.alive.clone();
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(state.ws_config),
-                )
-                .await;
-                session::run(state, ws, admitted).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-        }
-        drop(alive);
-    });
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -80,5 +61,16 @@ where
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&accept).map_err(|_| HttpError::BadRequest("bad key".into()))?,
     );
+    let alive = state.alive.clone();
+    let task = session::run(state, on_upgrade, Box::new(admitted), alive);
+    // The task's future is most of a connection's memory: log its size once.
+    static SIZE_LOGGED: std::sync::Once = std::sync::Once::new();
+    SIZE_LOGGED.call_once(|| {
+        tracing::debug!(
+            bytes = std::mem::size_of_val(&task),
+            "connection task state"
+        )
+    });
+    tokio::spawn(task);
     Ok(resp)
 }

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -32,18 +34,19 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn close(ws: &mut Ws, reason: CloseReason) {
+    if reason == CloseReason::TooLarge {
+        let m = error_frame(
+            ErrorCode::TooLarge,
+            "message exceeds max_message_bytes",
+            &None,
+        );
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(m)).await;
+    }
     let frame = CloseFrame {
         code: CloseCode::from(reason.code()),
         reason: reason.reason().into(),
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
-}
-
-async fn send(ws: &mut Ws, msg: Message) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, ws.send(msg)).await,
-        Ok(Ok(()))
-    )
 }
 
 fn error_frame(code: ErrorCode, message: &str, id: &RequestId) -> Message {
@@ -305,20 +308,25 @@ fn classify(e: &WsError) -> Option<CloseReason> {
     }
 }
 
-pub async fn run(state: Arc<AppState>, mut ws: Ws, admitted: Admitted) {
-    let started = Instant::now();
+/// Authenticates (first frame, if needed), registers the connection and sends `welcome` plus the
+/// replies for `?channel=`. Runs boxed, so its state is freed before the long-lived loop starts.
+async fn open<'a>(
+    state: &'a AppState,
+    ws: &mut Ws,
+    admitted: Box<Admitted>,
+) -> Option<(Session<'a>, UserSlot)> {
     let Admitted {
         identity,
         device_id,
         channels,
-    } = admitted;
-    let (identity, _slot) = match identity {
+    } = *admitted;
+    let (identity, slot) = match identity {
         Some(x) => x,
-        None => match first_frame_auth(&state, &mut ws, device_id.as_deref()).await {
+        None => match first_frame_auth(state, ws, device_id.as_deref()).await {
             Ok(x) => x,
             Err(reason) => {
-                close(&mut ws, reason).await;
-                return;
+                close(ws, reason).await;
+                return None;
             }
         },
     };
@@ -330,24 +338,28 @@ pub async fn run(state: Arc<AppState>, mut ws: Ws, admitted: Admitted) {
         state.stats.clone(),
     ));
     let conn_id = format!("{}-{:x}", state.instance, conn.id);
-    let user_channel = identity.user_channel();
     let mut s = Session {
-        state: &state,
-        user_channel,
-        membership: Membership::new(state.registry.clone(), conn.clone()),
+        state,
+        user_channel: identity.user_channel(),
+        membership: Membership::new(state.registry.clone(), conn),
         limiter: MessageLimiter::new(state.config.messages_per_min, Instant::now()),
         scratch: Vec::new(),
         identity,
     };
     s.membership.join(&s.user_channel);
+    // Registered before this check, so a shutdown either is seen here or closes us via the
+    // registry (server::run sets the flag, then closes every registered connection).
+    if *state.shutdown.borrow() {
+        drop(s);
+        close(ws, CloseReason::GoingAway).await;
+        return None;
+    }
     tracing::debug!(user = %s.identity.user_id, device = %s.identity.device_id, %conn_id, "connection open");
-
-    let hb = state.config.heartbeat;
     let welcome = protocol::welcome(
         &s.identity.user_id,
         &s.identity.device_id,
         &conn_id,
-        hb.as_millis() as u64,
+        state.config.heartbeat.as_millis() as u64,
         state.config.max_message_bytes as u64,
     );
     let mut ok = ws.feed(Message::Text(welcome)).await.is_ok();
@@ -359,7 +371,37 @@ pub async fn run(state: Arc<AppState>, mut ws: Ws, admitted: Admitted) {
         && tokio::time::timeout(WRITE_TIMEOUT, ws.flush())
             .await
             .is_ok_and(|r| r.is_ok());
+    ok.then_some((s, slot))
+}
 
+/// A connection's whole life after the 101 response. This future is most of what an idle
+/// connection costs, so it holds only the loop's state: the open phase and every rare or
+/// slow step (first-frame auth, re-auth, the close handshake) run boxed.
+pub async fn run(
+    state: Arc<AppState>,
+    on_upgrade: OnUpgrade,
+    admitted: Box<Admitted>,
+    _alive: mpsc::Sender<()>,
+) {
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut ws = Box::pin(WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Server,
+        Some(state.ws_config),
+    ))
+    .await;
+    let started = Instant::now();
+    let Some((mut s, _slot)) = Box::pin(open(&state, &mut ws, admitted)).await else {
+        return;
+    };
+    let conn = s.conn().clone();
+    let hb = state.config.heartbeat;
     let mut spare: VecDeque<Message> = VecDeque::new();
     let mut last_seen = Instant::now();
     // One timer serves both the heartbeat and the token expiry (smaller per-connection state).
@@ -367,78 +409,67 @@ pub async fn run(state: Arc<AppState>, mut ws: Ws, admitted: Admitted) {
     let mut expires = deadline_for(s.identity.exp);
     let timer = tokio::time::sleep_until(next_ping.min(expires));
     tokio::pin!(timer);
-    let mut shutdown = state.shutdown.clone();
 
-    let reason: Option<CloseReason> = if !ok {
-        None
-    } else {
-        'session: loop {
-            tokio::select! {
-                biased;
-                _ = crate::shutdown::stopping(&mut shutdown) => break Some(CloseReason::GoingAway),
-                _ = conn.notified() => {
-                    if let Some(r) = conn.take(&mut spare) {
-                        break Some(r);
-                    }
-                    for m in spare.drain(..) {
-                        if ws.feed(m).await.is_err() {
-                            break 'session None;
-                        }
-                    }
-                    match tokio::time::timeout(WRITE_TIMEOUT, ws.flush()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break None,
-                        Err(_) => break Some(CloseReason::SlowConsumer),
+    // Everything the connection writes goes through its bounded queue (replies included), so
+    // there is one write path: swap the queue out, feed every frame, flush once.
+    let reason: Option<CloseReason> = 'session: loop {
+        tokio::select! {
+            biased;
+            _ = conn.notified() => {
+                if let Some(r) = conn.take(&mut spare) {
+                    break Some(r);
+                }
+                for m in spare.drain(..) {
+                    if ws.feed(m).await.is_err() {
+                        break 'session None;
                     }
                 }
-                msg = ws.next() => match msg {
-                    None => break None,
-                    Some(Ok(m)) => {
-                        last_seen = Instant::now();
-                        match s.on_message(m) {
-                            Step::Nothing => {}
-                            Step::Reply(m) => if !send(&mut ws, m).await { break None },
-                            Step::Reauth(token, id) => {
-                                let (reply, exp) = Box::pin(s.reauth(&token, &id)).await;
-                                if let Some(exp) = exp {
-                                    expires = deadline_for(exp);
-                                    timer.as_mut().reset(next_ping.min(expires));
-                                }
-                                if !send(&mut ws, reply).await { break None }
+                match tokio::time::timeout(WRITE_TIMEOUT, ws.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break None,
+                    Err(_) => break Some(CloseReason::SlowConsumer),
+                }
+            }
+            msg = ws.next() => match msg {
+                None => break None,
+                Some(Ok(m)) => {
+                    last_seen = Instant::now();
+                    match s.on_message(m) {
+                        Step::Nothing => {}
+                        Step::Reply(m) => {
+                            conn.push(m);
+                        }
+                        Step::Reauth(token, id) => {
+                            let (reply, exp) = Box::pin(s.reauth(&token, &id)).await;
+                            if let Some(exp) = exp {
+                                expires = deadline_for(exp);
+                                timer.as_mut().reset(next_ping.min(expires));
                             }
-                            Step::Close(r) => break Some(r),
+                            conn.push(reply);
                         }
+                        Step::Close(r) => break Some(r),
                     }
-                    Some(Err(e)) => {
-                        let r = classify(&e);
-                        if r == Some(CloseReason::TooLarge) {
-                            let m = error_frame(ErrorCode::TooLarge, "message exceeds max_message_bytes", &None);
-                            let _ = send(&mut ws, m).await;
-                        }
-                        break r;
-                    }
-                },
-                _ = &mut timer => {
-                    let now = tokio::time::Instant::now();
-                    if now >= expires {
-                        break Some(CloseReason::TokenExpired);
-                    }
-                    if now >= next_ping {
-                        if last_seen.elapsed() >= hb * 2 {
-                            break Some(CloseReason::HeartbeatTimeout);
-                        }
-                        if !send(&mut ws, Message::Ping(Default::default())).await {
-                            break None;
-                        }
-                        next_ping = now + hb;
-                        // Idle connections give back buffers grown by bursts.
-                        conn.shrink(&mut spare);
-                        if s.scratch.capacity() > 4096 {
-                            s.scratch = Vec::new();
-                        }
-                    }
-                    timer.as_mut().reset(next_ping.min(expires));
                 }
+                Some(Err(e)) => break classify(&e),
+            },
+            _ = &mut timer => {
+                let now = tokio::time::Instant::now();
+                if now >= expires {
+                    break Some(CloseReason::TokenExpired);
+                }
+                if now >= next_ping {
+                    if last_seen.elapsed() >= hb * 2 {
+                        break Some(CloseReason::HeartbeatTimeout);
+                    }
+                    conn.push(Message::Ping(Default::default()));
+                    next_ping = now + hb;
+                    // Idle connections give back buffers grown by bursts.
+                    conn.shrink(&mut spare);
+                    if s.scratch.capacity() > 4096 {
+                        s.scratch = Vec::new();
+                    }
+                }
+                timer.as_mut().reset(next_ping.min(expires));
             }
         }
     };
@@ -446,7 +477,38 @@ pub async fn run(state: Arc<AppState>, mut ws: Ws, admitted: Admitted) {
     let user = s.identity.user_id.clone();
     drop(s);
     if let Some(r) = reason {
-        close(&mut ws, r).await;
+        Box::pin(close(&mut ws, r)).await;
     }
-    tracing::debug!(%user, %conn_id, code = reason.map(|r| r.code()), secs = started.elapsed().as_secs_f64(), "connection closed");
+    tracing::debug!(%user, conn = conn.id, code = reason.map(|r| r.code()), secs = started.elapsed().as_secs_f64(), "connection closed");
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        use std::mem::size_of;
+        eprintln!("Ws {}", size_of::<super::Ws>());
+        eprintln!("Sleep {}", size_of::<tokio::time::Sleep>());
+        eprintln!("Session {}", size_of::<super::Session<'static>>());
+        eprintln!("Message {}", size_of::<super::Message>());
+        eprintln!(
+            "Timeout<Sleep> {}",
+            size_of::<tokio::time::Timeout<tokio::time::Sleep>>()
+        );
+        eprintln!(
+            "Notified {}",
+            size_of::<tokio::sync::futures::Notified<'static>>()
+        );
+        eprintln!("Limiter {}", size_of::<crate::limits::MessageLimiter>());
+        eprintln!("Identity {}", size_of::<crate::auth::Identity>());
+        eprintln!(
+            "Admitted {}",
+            size_of::<crate::server::middleware::Admitted>()
+        );
+        eprintln!(
+            "WsConfig {}",
+            size_of::<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>()
+        );
+        eprintln!("OnUpgrade {}", size_of::<hyper::upgrade::OnUpgrade>());
+    }
 }
