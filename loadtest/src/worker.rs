@@ -150,6 +150,27 @@ fn host_port(url: &str) -> Option<(String, u16)> {
     ))
 }
 
+/// `IP_BIND_ADDRESS_NO_PORT`: bind only the source address and let `connect` pick the port per
+/// destination. Without it, every `bind(ip:0)` scans the ephemeral range (seconds of kernel time
+/// at 10k+ sockets) and ports cannot be shared between destinations.
+fn bind_address_no_port(sock: &tokio::net::TcpSocket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket fd and a correctly sized int option value.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
 /// Opens one connection, binding to `source` when the target is loopback, and waits for
 /// `welcome` plus one reply per connect-time channel.
 async fn open(spec: &ConnSpec, token: &str, source: Option<Ipv4Addr>) -> Result<Ws, String> {
@@ -168,6 +189,7 @@ async fn open(spec: &ConnSpec, token: &str, source: Option<Ipv4Addr>) -> Result<
     .map_err(|e| format!("io: {}", e.kind()))?;
     if let (Some(src), IpAddr::V4(dst)) = (source, ip) {
         if dst.is_loopback() {
+            bind_address_no_port(&sock);
             sock.bind(SocketAddr::new(IpAddr::V4(src), 0))
                 .map_err(|e| format!("bind: {}", e.kind()))?;
         }
