@@ -33,6 +33,7 @@ pub const WS_WRITE_BUFFER: &str = "SYNCGATE_WS_WRITE_BUFFER";
 pub const HANDSHAKE_TIMEOUT_MS: &str = "SYNCGATE_HANDSHAKE_TIMEOUT_MS";
 pub const LOG_FORMAT: &str = "SYNCGATE_LOG_FORMAT";
 pub const LISTEN_BACKLOG: &str = "SYNCGATE_LISTEN_BACKLOG";
+pub const JOIN_LEAVE_MAX_MEMBERS: &str = "SYNCGATE_JOIN_LEAVE_MAX_MEMBERS";
 
 /// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
 #[derive(Clone, PartialEq, Eq)]
@@ -91,6 +92,7 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub log_format: LogFormat,
     pub listen_backlog: u32,
+    pub join_leave_max_members: usize,
 }
 
 /// Every bad variable found, one line each.
@@ -244,10 +246,11 @@ impl Config {
         let allowed_origins = r.list(ALLOWED_ORIGINS);
         let shutdown_timeout =
             Duration::from_millis(r.ranged(SHUTDOWN_TIMEOUT_MS, 10_000, 0, 600_000));
-        let ws_read_buffer = r.ranged(WS_READ_BUFFER, 1024, 128, 1 << 20) as usize;
+        let ws_read_buffer = r.ranged(WS_READ_BUFFER, 512, 128, 1 << 20) as usize;
         let ws_write_buffer = r.ranged(WS_WRITE_BUFFER, 64 * 1024, 0, 16 << 20) as usize;
         let handshake_timeout =
             Duration::from_millis(r.ranged(HANDSHAKE_TIMEOUT_MS, 10_000, 1, 600_000));
+        let join_leave_max_members = r.ranged(JOIN_LEAVE_MAX_MEMBERS, 1000, 0, 10_000_000) as usize;
         let listen_backlog = r.ranged(LISTEN_BACKLOG, 4096, 1, 1 << 20) as u32;
         let log_format = match r.raw(LOG_FORMAT) {
             None | Some("text") => LogFormat::Text,
@@ -287,6 +290,7 @@ impl Config {
             handshake_timeout,
             log_format,
             listen_backlog,
+            join_leave_max_members,
         })
     }
 }

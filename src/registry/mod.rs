@@ -76,6 +76,8 @@ pub struct Registry {
     user_slots: DashMap<Arc<str>, u32>,
     /// Frames handed to recipients; updated once per fan-out, not per recipient.
     deliveries: AtomicU64,
+    /// Channels with more members than this send no join/leave.
+    join_leave_max: usize,
 }
 
 impl Default for Registry {
@@ -89,8 +91,13 @@ fn announces_presence(channel: &str) -> bool {
     !channel.starts_with("user:")
 }
 
-fn announce(entry: &ChannelEntry, kind: &str, channel: &str, who: &ConnHandle) {
-    if !announces_presence(channel) {
+/// Default for [`Registry::with_join_leave_limit`].
+pub const DEFAULT_JOIN_LEAVE_MAX_MEMBERS: usize = 1000;
+
+fn announce(entry: &ChannelEntry, kind: &str, channel: &str, who: &ConnHandle, limit: usize) {
+    // Join/leave cost O(members) each, O(members²) for a crowd arriving; large channels (live
+    // audiences) skip them, as Pusher and Centrifugo do. `presence` still answers.
+    if !announces_presence(channel) || entry.len() > limit {
         return;
     }
     let frame = Message::Text(protocol::membership(
@@ -108,10 +115,16 @@ fn announce(entry: &ChannelEntry, kind: &str, channel: &str, who: &ConnHandle) {
 
 impl Registry {
     pub fn new() -> Registry {
+        Registry::with_join_leave_limit(DEFAULT_JOIN_LEAVE_MAX_MEMBERS)
+    }
+
+    /// A registry whose channels above `max_members` members send no join/leave.
+    pub fn with_join_leave_limit(max_members: usize) -> Registry {
         Registry {
             channels: DashMap::with_shard_amount(SHARDS),
             user_slots: DashMap::with_shard_amount(SHARDS),
             deliveries: AtomicU64::new(0),
+            join_leave_max: max_members,
         }
     }
 
@@ -145,7 +158,7 @@ impl Registry {
             }
         };
         if joined {
-            announce(&entry, "join", channel, conn);
+            announce(&entry, "join", channel, conn, self.join_leave_max);
         }
         Subscribed::New
     }
@@ -188,7 +201,7 @@ impl Registry {
             }
         }
         if gone && left > 0 {
-            announce(&entry, "leave", channel, conn);
+            announce(&entry, "leave", channel, conn, self.join_leave_max);
         }
         drop(entry);
         if left == 0 {
