@@ -108,7 +108,9 @@ pub async fn run(
         ws_config: ws_config(&config),
         instance: crate::util::random_hex(4),
         verifier,
-        registry: Arc::new(Registry::with_join_leave_limit(config.join_leave_max_members)),
+        registry: Arc::new(Registry::with_join_leave_limit(
+            config.join_leave_max_members,
+        )),
         stats,
         next_conn: AtomicU64::new(0),
         shutdown: shutdown_rx,

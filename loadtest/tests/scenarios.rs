@@ -1,0 +1,202 @@
+//! Every scenario, briefly, against a real syncgate on 127.0.0.1:0: the report's counts must be
+//! exact (delivered = expected, nothing lost or duplicated), and a broken SLO must exit 1.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use serde_json::Value;
+
+const SECRET: &str = "loadtest-integration-secret-0123456789abcdef";
+
+struct Gateway {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn gateway() -> Gateway {
+    let dir = std::env::temp_dir().join(format!("loadtest-it-{}", syncgate::util::random_hex(6)));
+    let vars: HashMap<String, String> = [
+        ("SYNCGATE_JWT_SECRET", SECRET),
+        ("SYNCGATE_MESSAGES_PER_MIN", "1000000"),
+        ("SYNCGATE_DATA_DIR", dir.to_str().unwrap()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = syncgate::config::Config::from_map(&vars).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        syncgate::server::run(listener, config, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    Gateway {
+        url,
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl Gateway {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Runs the loadtest binary; returns (exit code, JSON report).
+async fn loadtest(args: Vec<String>) -> (i32, Value) {
+    let json = std::env::temp_dir().join(format!(
+        "loadtest-report-{}.json",
+        syncgate::util::random_hex(6)
+    ));
+    let mut all = args;
+    all.extend([
+        "--jwt-secret".into(),
+        SECRET.into(),
+        "--quiet".into(),
+        "--json".into(),
+        json.display().to_string(),
+    ]);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_loadtest"))
+            .args(&all)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| panic!("no report\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    (out.status.code().unwrap_or(-1), report)
+}
+
+fn slo_file(text: &str) -> String {
+    let path = std::env::temp_dir().join(format!("slo-{}.toml", syncgate::util::random_hex(6)));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn args(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+fn assert_exact(report: &Value) {
+    assert_eq!(
+        report["connections_opened"], report["connections_attempted"],
+        "{report:#}"
+    );
+    for step in report["steps"].as_array().unwrap() {
+        assert!(step["messages_sent"].as_u64().unwrap() > 0, "{step:#}");
+        assert_eq!(
+            step["deliveries_received"], step["deliveries_expected"],
+            "{step:#}"
+        );
+        assert_eq!(step["lost"], 0);
+        assert_eq!(step["duplicates"], 0);
+        assert_eq!(step["latency"]["count"], step["deliveries_received"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_idle() {
+    let g = gateway().await;
+    let slo = slo_file("[default]\nmax_error_rate = 0.0\n");
+    let (code, r) = loadtest(args(&format!(
+        "connect --url {} --connections 300 --rate 500 --duration 1 --slo {slo}",
+        g.url
+    )))
+    .await;
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["connections_opened"], 300);
+    assert_eq!(r["connect_latency"]["count"], 300);
+    assert!(r["connects_per_s"].as_f64().unwrap() > 100.0);
+
+    let pid = std::process::id();
+    let (code, r) = loadtest(args(&format!(
+        "idle --url {} --connections 300 --duration 1 --server-pid {pid} --slo {slo}",
+        g.url
+    )))
+    .await;
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["connections_opened"], 300);
+    let server = &r["steps"][0]["server"];
+    assert_eq!(server["pid"], pid);
+    assert!(server["memory_per_conn_bytes"].is_number(), "{server:#}");
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_and_broadcast_deliver_everything() {
+    let g = gateway().await;
+    let slo = slo_file("[default]\nmax_loss_rate = 0.0\nmax_duplicates = 0\n");
+    let (code, r) = loadtest(args(&format!(
+        "fanout --url {} --users 50 --devices 3 --rate 2 --duration 2 --slo {slo}",
+        g.url
+    )))
+    .await;
+    assert_eq!(code, 0, "{r:#}");
+    assert_exact(&r);
+    // 150 devices x 2 msg/s x 2 s, each delivered to the user's 2 other devices.
+    let step = &r["steps"][0];
+    assert_eq!(step["messages_sent"], 600);
+    assert_eq!(step["deliveries_expected"], 1200);
+
+    let (code, r) = loadtest(args(&format!(
+        "broadcast --url {} --subscribers 200 --publishers 2 --rate 20 --payload 256 --duration 2 --procs 2 --slo {slo}",
+        g.url
+    )))
+    .await;
+    assert_eq!(code, 0, "{r:#}");
+    assert_exact(&r);
+    assert_eq!(r["procs"], 2);
+    assert_eq!(r["steps"][0]["messages_sent"], 40);
+    assert_eq!(r["steps"][0]["deliveries_expected"], 8000);
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_and_cluster_and_broken_slo() {
+    let g1 = gateway().await;
+    let slo = slo_file("[default]\nmax_loss_rate = 0.0\n");
+    let (code, r) = loadtest(args(&format!(
+        "broadcast --url {} --subscribers 100 --sweep 5,10 --duration 1 --slo {slo}",
+        g1.url
+    )))
+    .await;
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["steps"].as_array().unwrap().len(), 2);
+    assert_eq!(r["capacity_rate"], 10.0);
+    assert_exact(&r);
+
+    // cluster against one URL (the in-process bus): publishers and subscribers on it.
+    let (code, r) = loadtest(args(&format!(
+        "cluster --url {} --subscribers 100 --publishers 2 --rate 10 --duration 1 --slo {slo}",
+        g1.url
+    )))
+    .await;
+    assert_eq!(code, 0, "{r:#}");
+    assert_exact(&r);
+
+    // An impossible latency threshold: the sweep stops at the first step and the exit code is 1.
+    let strict = slo_file("[broadcast]\np50_ms = 0.000001\n");
+    let (code, r) = loadtest(args(&format!(
+        "broadcast --url {} --subscribers 50 --sweep 5,10 --duration 1 --slo {strict}",
+        g1.url
+    )))
+    .await;
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(r["steps"].as_array().unwrap().len(), 1);
+    assert_eq!(r["slo_ok"], false);
+    assert_eq!(r["steps"][0]["slo"][0]["name"], "p50_ms");
+    g1.stop().await;
+}
