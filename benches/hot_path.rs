@@ -49,6 +49,7 @@ fn fan_out(c: &mut Criterion) {
                 Arc::from(format!("user{i}")),
                 Arc::from("d"),
                 1 << 16,
+                usize::MAX,
                 stats.clone(),
             ))
         })
@@ -95,6 +96,7 @@ fn fan_out(c: &mut Criterion) {
             "z".into(),
             "d".into(),
             8,
+            1 << 20,
             stats.clone(),
         ));
         b.iter_batched(

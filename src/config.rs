@@ -26,6 +26,7 @@ pub const MAX_CHANNELS_PER_CONNECTION: &str = "SYNCGATE_MAX_CHANNELS_PER_CONNECT
 pub const CONNECT_RATE_PER_IP: &str = "SYNCGATE_CONNECT_RATE_PER_IP";
 pub const HEARTBEAT_MS: &str = "SYNCGATE_HEARTBEAT_MS";
 pub const OUTBOUND_QUEUE: &str = "SYNCGATE_OUTBOUND_QUEUE";
+pub const OUTBOUND_QUEUE_BYTES: &str = "SYNCGATE_OUTBOUND_QUEUE_BYTES";
 pub const ALLOWED_ORIGINS: &str = "SYNCGATE_ALLOWED_ORIGINS";
 pub const SHUTDOWN_TIMEOUT_MS: &str = "SYNCGATE_SHUTDOWN_TIMEOUT_MS";
 pub const WS_READ_BUFFER: &str = "SYNCGATE_WS_READ_BUFFER";
@@ -85,6 +86,7 @@ pub struct Config {
     pub connect_rate_per_ip: u32,
     pub heartbeat: Duration,
     pub outbound_queue: usize,
+    pub outbound_queue_bytes: usize,
     pub allowed_origins: Vec<String>,
     pub shutdown_timeout: Duration,
     pub ws_read_buffer: usize,
@@ -243,6 +245,7 @@ impl Config {
         let connect_rate_per_ip = r.ranged(CONNECT_RATE_PER_IP, 0, 0, 10_000_000) as u32;
         let heartbeat = Duration::from_millis(r.ranged(HEARTBEAT_MS, 25_000, 100, 3_600_000));
         let outbound_queue = r.ranged(OUTBOUND_QUEUE, 1024, 1, 1 << 20) as usize;
+        let outbound_queue_bytes = r.ranged(OUTBOUND_QUEUE_BYTES, 4 << 20, 1024, 1 << 32) as usize;
         let allowed_origins = r.list(ALLOWED_ORIGINS);
         let shutdown_timeout =
             Duration::from_millis(r.ranged(SHUTDOWN_TIMEOUT_MS, 10_000, 0, 600_000));
@@ -283,6 +286,7 @@ impl Config {
             connect_rate_per_ip,
             heartbeat,
             outbound_queue,
+            outbound_queue_bytes,
             allowed_origins,
             shutdown_timeout,
             ws_read_buffer,

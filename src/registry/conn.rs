@@ -23,6 +23,8 @@ pub struct Stats {
 
 struct Queue {
     items: VecDeque<Message>,
+    /// Payload bytes queued (bounded too: 1024 frames of 1 MiB would be 1 GiB).
+    bytes: usize,
     /// Set once: the connection must close with this reason after writing nothing more.
     closing: Option<CloseReason>,
 }
@@ -43,17 +45,20 @@ pub struct ConnHandle {
     pub user_id: Arc<str>,
     pub device_id: Arc<str>,
     capacity: usize,
+    max_bytes: usize,
     queue: Mutex<Queue>,
     notify: Notify,
     stats: Arc<Stats>,
 }
 
 impl ConnHandle {
+    /// A handle whose queue holds at most `capacity` frames and `max_bytes` payload bytes.
     pub fn new(
         id: u64,
         user_id: Arc<str>,
         device_id: Arc<str>,
         capacity: usize,
+        max_bytes: usize,
         stats: Arc<Stats>,
     ) -> ConnHandle {
         ConnHandle {
@@ -61,8 +66,10 @@ impl ConnHandle {
             user_id,
             device_id,
             capacity,
+            max_bytes,
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
+                bytes: 0,
                 closing: None,
             }),
             notify: Notify::new(),
@@ -81,8 +88,12 @@ impl ConnHandle {
         if q.closing.is_some() {
             return Push::Closed;
         }
-        if q.items.len() >= self.capacity {
+        let len = msg.len();
+        // A single frame larger than the byte budget still fits into an empty queue.
+        if q.items.len() >= self.capacity || (q.bytes + len > self.max_bytes && !q.items.is_empty())
+        {
             q.items = VecDeque::new();
+            q.bytes = 0;
             q.closing = Some(CloseReason::SlowConsumer);
             drop(q);
             self.stats
@@ -93,6 +104,7 @@ impl ConnHandle {
         }
         let was_empty = q.items.is_empty();
         q.items.push_back(msg);
+        q.bytes += len;
         drop(q);
         if was_empty {
             self.notify.notify_one();
@@ -106,9 +118,15 @@ impl ConnHandle {
         if q.closing.is_none() {
             q.closing = Some(reason);
             q.items.clear();
+            q.bytes = 0;
         }
         drop(q);
         self.notify.notify_one();
+    }
+
+    /// The close reason, once a close was requested.
+    pub fn closing(&self) -> Option<CloseReason> {
+        self.lock().closing
     }
 
     /// Waits until something was queued or a close was requested.
@@ -121,6 +139,7 @@ impl ConnHandle {
     pub fn take(&self, into: &mut VecDeque<Message>) -> Option<CloseReason> {
         let mut q = self.lock();
         std::mem::swap(&mut q.items, into);
+        q.bytes = 0;
         q.closing
     }
 
@@ -141,7 +160,7 @@ mod tests {
     #[test]
     fn overflow_closes_as_slow_consumer() {
         let stats = Arc::new(Stats::default());
-        let c = ConnHandle::new(1, "u".into(), "d".into(), 2, stats.clone());
+        let c = ConnHandle::new(1, "u".into(), "d".into(), 2, 1 << 20, stats.clone());
         assert_eq!(c.push(Message::text("a")), Push::Queued);
         assert_eq!(c.push(Message::text("b")), Push::Queued);
         assert_eq!(c.push(Message::text("c")), Push::Overflow);
@@ -153,8 +172,24 @@ mod tests {
     }
 
     #[test]
+    fn byte_budget_bounds_the_queue() {
+        let c = ConnHandle::new(1, "u".into(), "d".into(), 100, 10, Arc::default());
+        assert_eq!(
+            c.push(Message::text("x".repeat(25))),
+            Push::Queued,
+            "one oversized frame fits an empty queue"
+        );
+        assert_eq!(c.push(Message::text("y")), Push::Overflow);
+        let c = ConnHandle::new(1, "u".into(), "d".into(), 100, 10, Arc::default());
+        for _ in 0..10 {
+            assert_eq!(c.push(Message::text("z")), Push::Queued);
+        }
+        assert_eq!(c.push(Message::text("z")), Push::Overflow);
+    }
+
+    #[test]
     fn take_swaps_and_keeps_capacity() {
-        let c = ConnHandle::new(1, "u".into(), "d".into(), 8, Arc::default());
+        let c = ConnHandle::new(1, "u".into(), "d".into(), 8, 1 << 20, Arc::default());
         c.push(Message::text("a"));
         let mut spare = VecDeque::new();
         assert_eq!(c.take(&mut spare), None);

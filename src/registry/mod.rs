@@ -391,6 +391,7 @@ mod tests {
             user.into(),
             device.into(),
             16,
+            1 << 20,
             Arc::default(),
         ))
     }

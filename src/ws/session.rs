@@ -335,6 +335,7 @@ async fn open<'a>(
         identity.user_id.clone(),
         identity.device_id.clone(),
         state.config.outbound_queue,
+        state.config.outbound_queue_bytes,
         state.stats.clone(),
     ));
     let conn_id = format!("{}-{:x}", state.instance, conn.id);
@@ -416,18 +417,37 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = conn.notified() => {
-                if let Some(r) = conn.take(&mut spare) {
-                    break Some(r);
-                }
-                for m in spare.drain(..) {
-                    if ws.feed(m).await.is_err() {
-                        break 'session None;
+                // Drain until the queue stays empty: frames queued while we were flushing are
+                // written in the next round (their wake-up was consumed below).
+                loop {
+                    if let Some(r) = conn.take(&mut spare) {
+                        break 'session Some(r);
                     }
-                }
-                match tokio::time::timeout(WRITE_TIMEOUT, ws.flush()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break None,
-                    Err(_) => break Some(CloseReason::SlowConsumer),
+                    if spare.is_empty() {
+                        break;
+                    }
+                    for m in spare.drain(..) {
+                        if ws.feed(m).await.is_err() {
+                            break 'session None;
+                        }
+                    }
+                    // A stalled flush still notices a close request (slow consumer, kick).
+                    let flushed = tokio::time::timeout(WRITE_TIMEOUT, async {
+                        loop {
+                            tokio::select! {
+                                r = ws.flush() => return r.map_err(|_| None),
+                                _ = conn.notified() => if let Some(r) = conn.closing() {
+                                    return Err(Some(r));
+                                },
+                            }
+                        }
+                    })
+                    .await;
+                    match flushed {
+                        Ok(Ok(())) => {}
+                        Ok(Err(r)) => break 'session r,
+                        Err(_) => break 'session Some(CloseReason::SlowConsumer),
+                    }
                 }
             }
             msg = ws.next() => match msg {

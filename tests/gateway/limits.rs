@@ -213,3 +213,53 @@ async fn s_user_conns(s: &Server) -> usize {
     tokio::time::sleep(Duration::from_millis(20)).await;
     n - 1
 }
+
+#[tokio::test]
+async fn slow_consumer_with_default_limits_is_closed_by_the_byte_budget() {
+    let s = Server::start(&[]).await;
+    let mut fast = s.client("carol", "fast").await;
+    let mut slow = s.client("carol", "slow").await;
+    let payload = "z".repeat(256 * 1024);
+    let mut closed = false;
+    // Stays within the default 300 messages/minute.
+    for i in 0..250 {
+        fast.send(json!({"type":"publish","channel":"user","event":"bulk","data":payload,"id":i}))
+            .await;
+        assert_eq!(fast.recv().await["type"], "ack");
+        if i % 10 == 9 {
+            let p = fast
+                .request(json!({"type":"presence","channel":"user"}))
+                .await;
+            if p["members"].as_array().unwrap().len() == 1 {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "a reader that never reads must be cut off");
+    assert_eq!(slow.close_code_within(Duration::from_secs(20)).await, 1013);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn large_channels_send_no_join_leave() {
+    let s = Server::start(&[
+        ("SYNCGATE_PUBLIC_NAMESPACES", "live"),
+        ("SYNCGATE_JOIN_LEAVE_MAX_MEMBERS", "2"),
+    ])
+    .await;
+    let mut a = s.client("a", "d").await;
+    let mut b = s.client("b", "d").await;
+    a.subscribe("live:show").await;
+    b.subscribe("live:show").await;
+    assert_eq!(a.recv().await["type"], "join");
+    let mut c = s.client("c", "d").await;
+    c.subscribe("live:show").await;
+    a.silent(300).await;
+    b.silent(10).await;
+    let p = c
+        .request(json!({"type":"presence","channel":"live:show"}))
+        .await;
+    assert_eq!(p["members"].as_array().unwrap().len(), 3);
+    s.stop().await;
+}
