@@ -35,6 +35,11 @@ pub const HANDSHAKE_TIMEOUT_MS: &str = "SYNCGATE_HANDSHAKE_TIMEOUT_MS";
 pub const LOG_FORMAT: &str = "SYNCGATE_LOG_FORMAT";
 pub const LISTEN_BACKLOG: &str = "SYNCGATE_LISTEN_BACKLOG";
 pub const JOIN_LEAVE_MAX_MEMBERS: &str = "SYNCGATE_JOIN_LEAVE_MAX_MEMBERS";
+pub const REDIS_URL: &str = "REDIS_URL";
+pub const REDIS_PREFIX: &str = "SYNCGATE_REDIS_PREFIX";
+pub const REDIS_FLUSH_US: &str = "SYNCGATE_REDIS_FLUSH_US";
+pub const PRESENCE_TTL_MS: &str = "SYNCGATE_PRESENCE_TTL_MS";
+pub const API_KEY: &str = "SYNCGATE_API_KEY";
 
 /// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
 #[derive(Clone, PartialEq, Eq)]
@@ -95,6 +100,13 @@ pub struct Config {
     pub log_format: LogFormat,
     pub listen_backlog: u32,
     pub join_leave_max_members: usize,
+    /// `REDIS_URL`: the Redis bus; `None` is the in-process bus.
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    pub redis_flush: Duration,
+    pub presence_ttl: Duration,
+    /// `SYNCGATE_API_KEY`: enables the server API (`/api/publish`, `/api/disconnect`).
+    pub api_key: Option<String>,
 }
 
 /// Every bad variable found, one line each.
@@ -254,6 +266,28 @@ impl Config {
         let handshake_timeout =
             Duration::from_millis(r.ranged(HANDSHAKE_TIMEOUT_MS, 10_000, 1, 600_000));
         let join_leave_max_members = r.ranged(JOIN_LEAVE_MAX_MEMBERS, 1000, 0, 10_000_000) as usize;
+        let redis_url = r.raw(REDIS_URL).map(str::to_string);
+        if let Some(u) = &redis_url {
+            if !(u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || u.starts_with("redis-sentinel://"))
+            {
+                r.errors.push(format!("{REDIS_URL} must be a redis:// URL"));
+            }
+        }
+        let redis_prefix = r.raw(REDIS_PREFIX).unwrap_or("syncgate:").to_string();
+        if redis_prefix.len() > 64 || redis_prefix.contains(char::is_whitespace) {
+            r.errors.push(format!(
+                "{REDIS_PREFIX} must be at most 64 characters without spaces"
+            ));
+        }
+        let redis_flush = Duration::from_micros(r.ranged(REDIS_FLUSH_US, 200, 0, 100_000));
+        let presence_ttl = Duration::from_millis(r.ranged(PRESENCE_TTL_MS, 15_000, 200, 3_600_000));
+        let api_key = r.raw(API_KEY).map(str::to_string);
+        if api_key.as_ref().is_some_and(|k| k.len() < 16) {
+            r.errors
+                .push(format!("{API_KEY} must be at least 16 characters"));
+        }
         let listen_backlog = r.ranged(LISTEN_BACKLOG, 4096, 1, 1 << 20) as u32;
         let log_format = match r.raw(LOG_FORMAT) {
             None | Some("text") => LogFormat::Text,
@@ -295,6 +329,11 @@ impl Config {
             log_format,
             listen_backlog,
             join_leave_max_members,
+            redis_url,
+            redis_prefix,
+            redis_flush,
+            presence_ttl,
+            api_key,
         })
     }
 }

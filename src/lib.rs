@@ -7,6 +7,8 @@
 //!   rate, JWT, per-user cap), two-step shutdown.
 //! - [`ws`]: the RFC 6455 upgrade and the per-connection session (reader, batched writer).
 //! - [`protocol`]: protocol v1 frames; decode with simd-json, encode once into `Bytes`.
+//! - [`api`]: REST handlers (server API: publish, disconnect).
+//! - [`bus`]: `Bus` trait; in-process and Redis (fred) implementations; the Redis wire format.
 //! - [`registry`]: sharded channel membership, presence, user slots, zero-copy fan-out.
 //! - [`channel`]: channel names and authorization rules.
 //! - [`auth`]: JWT verification (HS256 secret, PEM key, JWKS) and token minting.
@@ -19,7 +21,9 @@
 //! `protocol::event` encodes once → `registry::Registry::fan_out` pushes a clone into each
 //! member's bounded queue → each member's session swaps its queue out and writes it in one flush.
 
+pub mod api;
 pub mod auth;
+pub mod bus;
 pub mod channel;
 pub mod cli;
 pub mod config;

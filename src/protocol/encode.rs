@@ -98,6 +98,22 @@ pub fn event(
     finish(out)
 }
 
+/// An `event` published by the server (HTTP API, external Redis publisher):
+/// `"from":{"user_id":"server"}`.
+pub fn server_event(channel: &str, event: &str, data: &[u8], ts: u64) -> Encoded {
+    let mut out = Vec::with_capacity(96 + channel.len() + event.len() + data.len());
+    out.extend_from_slice(b"{\"type\":\"event\",\"channel\":");
+    json_str(&mut out, channel);
+    out.extend_from_slice(b",\"event\":");
+    json_str(&mut out, event);
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b",\"from\":{\"user_id\":\"server\"},\"ts\":");
+    push_u64(&mut out, ts);
+    out.push(b'}');
+    finish(out)
+}
+
 /// `{"type":"error","code":K,"message":M,"id":…}`.
 pub fn error(code: ErrorCode, message: &str, id: &RequestId) -> Encoded {
     let mut out = Vec::with_capacity(64 + message.len());

@@ -78,6 +78,9 @@ pub struct Registry {
     deliveries: AtomicU64,
     /// Channels with more members than this send no join/leave.
     join_leave_max: usize,
+    /// Set when a cluster bus runs: presence changes and departures are reported to it, and
+    /// join/leave are announced cluster-wide by the bus instead of locally.
+    hooks: std::sync::OnceLock<Arc<dyn crate::bus::ClusterHooks>>,
 }
 
 impl Default for Registry {
@@ -125,6 +128,36 @@ impl Registry {
             user_slots: DashMap::with_shard_amount(SHARDS),
             deliveries: AtomicU64::new(0),
             join_leave_max: max_members,
+            hooks: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Connects a cluster bus (once, at start-up).
+    pub fn set_hooks(&self, hooks: Arc<dyn crate::bus::ClusterHooks>) {
+        let _ = self.hooks.set(hooks);
+    }
+
+    /// Join/leave for `who` in `channel`: announced locally, or reported to the cluster bus.
+    fn presence_changed(
+        &self,
+        entry: &ChannelEntry,
+        channel: &str,
+        who: &ConnHandle,
+        joined: bool,
+    ) {
+        match self.hooks.get() {
+            Some(h) => {
+                if entry.len() <= self.join_leave_max {
+                    h.presence_changed(channel, &who.user_id, &who.device_id, joined, who.id);
+                }
+            }
+            None => announce(
+                entry,
+                if joined { "join" } else { "leave" },
+                channel,
+                who,
+                self.join_leave_max,
+            ),
         }
     }
 
@@ -133,7 +166,11 @@ impl Registry {
     pub fn subscribe(&self, channel: &str, conn: &Arc<ConnHandle>) -> Subscribed {
         let mut entry = match self.channels.entry(Arc::from(channel)) {
             dashmap::Entry::Vacant(v) => {
-                v.insert(ChannelEntry::One(conn.clone()));
+                let entry = v.insert(ChannelEntry::One(conn.clone()));
+                if let Some(h) = self.hooks.get() {
+                    h.presence_changed(channel, &conn.user_id, &conn.device_id, true, conn.id);
+                }
+                drop(entry);
                 return Subscribed::New;
             }
             dashmap::Entry::Occupied(o) => o.into_ref(),
@@ -158,7 +195,7 @@ impl Registry {
             }
         };
         if joined {
-            announce(&entry, "join", channel, conn, self.join_leave_max);
+            self.presence_changed(&entry, channel, conn, true);
         }
         Subscribed::New
     }
@@ -200,10 +237,13 @@ impl Registry {
                 *entry = ChannelEntry::One(last);
             }
         }
-        if gone && left > 0 {
-            announce(&entry, "leave", channel, conn, self.join_leave_max);
+        if gone && (left > 0 || self.hooks.get().is_some()) {
+            self.presence_changed(&entry, channel, conn, false);
         }
         drop(entry);
+        if let Some(h) = self.hooks.get() {
+            h.member_left(channel);
+        }
         if left == 0 {
             self.channels.remove_if(channel, |_, e| match e {
                 ChannelEntry::One(c) => c.id == conn.id,
@@ -304,6 +344,7 @@ impl Registry {
         Some(UserSlot {
             registry: self.clone(),
             user: user.clone(),
+            cluster: false,
         })
     }
 
@@ -317,6 +358,15 @@ impl Registry {
 pub struct UserSlot {
     registry: Arc<Registry>,
     user: Arc<str>,
+    /// Also holds a cluster-wide slot (released through the bus).
+    cluster: bool,
+}
+
+impl UserSlot {
+    /// Records that a cluster-wide slot was taken too, so that dropping releases it.
+    pub fn mark_cluster(&mut self) {
+        self.cluster = true;
+    }
 }
 
 impl Drop for UserSlot {
@@ -327,6 +377,11 @@ impl Drop for UserSlot {
         self.registry
             .user_slots
             .remove_if(&self.user, |_, n| *n == 0);
+        if self.cluster {
+            if let Some(h) = self.registry.hooks.get() {
+                h.user_released(&self.user);
+            }
+        }
     }
 }
 

@@ -127,10 +127,19 @@ pub async fn admit<B>(
                 .await
                 .map_err(HttpError::Unauthorized)?;
             let id = identity(claims, device_id.as_deref()).map_err(HttpError::Unauthorized)?;
-            let slot = state
+            let mut slot = state
                 .registry
                 .acquire_slot(&id.user_id, state.config.max_connections_per_user)
                 .ok_or(HttpError::TooManyConnections)?;
+            // Cluster-wide cap (the Redis bus counts every instance's connections).
+            if !state
+                .bus
+                .acquire_user(&id.user_id, state.config.max_connections_per_user)
+                .await
+            {
+                return Err(HttpError::TooManyConnections);
+            }
+            slot.mark_cluster();
             Some((id, slot))
         }
     };

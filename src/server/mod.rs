@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::auth::{KeyError, Verifier};
+use crate::bus::{Bus, LocalBus, RedisBus, RedisSettings};
 use crate::config::Config;
 use crate::limits::IpLimiter;
 use crate::registry::{Registry, Stats};
@@ -27,6 +28,8 @@ pub struct AppState {
     pub config: Config,
     pub verifier: Verifier,
     pub registry: Arc<Registry>,
+    /// In-process or Redis; every publish goes through it.
+    pub bus: Arc<dyn Bus>,
     pub stats: Arc<Stats>,
     pub ip_limiter: Option<IpLimiter>,
     pub ws_config: WebSocketConfig,
@@ -52,6 +55,8 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Bus(String),
 }
 
 fn ws_config(config: &Config) -> WebSocketConfig {
@@ -102,15 +107,34 @@ pub async fn run(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let stats = Arc::new(Stats::default());
+    let registry = Arc::new(Registry::with_join_leave_limit(
+        config.join_leave_max_members,
+    ));
+    let bus: Arc<dyn Bus> = match &config.redis_url {
+        None => Arc::new(LocalBus::new(registry.clone())),
+        Some(url) => {
+            let settings = RedisSettings {
+                url: url.clone(),
+                prefix: config.redis_prefix.clone(),
+                flush: config.redis_flush,
+                presence_ttl: config.presence_ttl,
+            };
+            let redis = RedisBus::start(settings, registry.clone())
+                .await
+                .map_err(StartError::Bus)?;
+            registry.set_hooks(redis.clone());
+            tracing::info!(instance = redis.instance, "Redis bus");
+            redis
+        }
+    };
     let state = Arc::new(AppState {
         ip_limiter: (config.connect_rate_per_ip > 0)
             .then(|| IpLimiter::new(config.connect_rate_per_ip)),
         ws_config: ws_config(&config),
         instance: crate::util::random_hex(4),
         verifier,
-        registry: Arc::new(Registry::with_join_leave_limit(
-            config.join_leave_max_members,
-        )),
+        registry,
+        bus,
         stats,
         next_conn: AtomicU64::new(0),
         shutdown: shutdown_rx,

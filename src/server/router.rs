@@ -13,6 +13,22 @@ use hyper::body::Incoming;
 use super::{middleware, AppState};
 use crate::error::HttpError;
 
+/// `GET /ready`: 200 while serving; 503 while shutting down or while the bus is down.
+fn ready(state: &AppState) -> Response<Full<Bytes>> {
+    let stopping = *state.shutdown.borrow();
+    let bus = state.bus.state();
+    let ok = !stopping && state.bus.healthy();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    crate::error::json_response(
+        status,
+        &serde_json::json!({"ready": ok, "bus": bus, "draining": stopping}),
+    )
+}
+
 pub async fn route(
     state: Arc<AppState>,
     peer: SocketAddr,
@@ -34,7 +50,16 @@ pub async fn route(
             );
             r
         }
-        (_, "/ws" | "/health") => HttpError::MethodNotAllowed.into_response(),
+        (&Method::GET | &Method::HEAD, "/ready") => ready(&state),
+        (&Method::POST, "/api/publish") => crate::api::server_api::publish(state, req)
+            .await
+            .unwrap_or_else(HttpError::into_response),
+        (&Method::POST, "/api/disconnect") => crate::api::server_api::disconnect(state, req)
+            .await
+            .unwrap_or_else(HttpError::into_response),
+        (_, "/ws" | "/health" | "/ready" | "/api/publish" | "/api/disconnect") => {
+            HttpError::MethodNotAllowed.into_response()
+        }
         _ => HttpError::NotFound.into_response(),
     };
     Ok(resp)

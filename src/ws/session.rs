@@ -91,10 +91,18 @@ async fn first_frame_auth(
             _ => CloseReason::Unauthorized,
         })?;
     let identity = make_identity(claims, device).map_err(|_| CloseReason::Unauthorized)?;
-    let slot = state
+    let mut slot = state
         .registry
         .acquire_slot(&identity.user_id, state.config.max_connections_per_user)
         .ok_or(CloseReason::TooManyConnections)?;
+    if !state
+        .bus
+        .acquire_user(&identity.user_id, state.config.max_connections_per_user)
+        .await
+    {
+        return Err(CloseReason::TooManyConnections);
+    }
+    slot.mark_cluster();
     Ok((identity, slot))
 }
 
@@ -120,6 +128,11 @@ enum Step {
     Reply(Message),
     /// A fresh `auth` frame: verify it (rare and possibly slow, so its future is boxed).
     Reauth(String, RequestId),
+    /// Joined a channel for the first time on this connection: the bus subscription must be
+    /// confirmed before `subscribed` goes out.
+    Subscribed(String, RequestId),
+    /// A cluster-wide presence query.
+    Presence(String, RequestId),
     Close(CloseReason),
 }
 
@@ -142,22 +155,21 @@ impl Session<'_> {
         })
     }
 
-    fn subscribe(&mut self, requested: &str, id: &RequestId) -> Message {
-        let ch = match self.authorize(requested, id) {
-            Ok(c) => c,
-            Err(m) => return m,
-        };
+    /// Joins `requested`; `Ok((channel, new))` where `new` means the bus subscription must be
+    /// taken (and confirmed) before replying.
+    fn subscribe(&mut self, requested: &str, id: &RequestId) -> Result<(String, bool), Message> {
+        let ch = self.authorize(requested, id)?;
         if !self.membership.is_member(&ch)
             && self.membership.count() >= self.state.config.max_channels_per_connection as usize
         {
-            return error_frame(
+            return Err(error_frame(
                 ErrorCode::BadRequest,
                 "too many channels on this connection",
                 id,
-            );
+            ));
         }
-        self.membership.join(&ch);
-        Message::Text(protocol::channel_reply("subscribed", &ch, id))
+        let new = self.membership.join(&ch) == crate::registry::Subscribed::New;
+        Ok((ch, new))
     }
 
     fn on_message(&mut self, msg: Message) -> Step {
@@ -168,11 +180,9 @@ impl Session<'_> {
                     return step;
                 }
                 // The fast path: relayed verbatim to the user's other connections.
-                self.state.registry.fan_out(
-                    &self.user_channel,
-                    &Message::Binary(b),
-                    self.conn().id,
-                );
+                self.state
+                    .bus
+                    .publish(&self.user_channel, Message::Binary(b), self.conn().id);
                 return Step::Nothing;
             }
             Message::Close(_) => return Step::Close(CloseReason::Normal),
@@ -193,7 +203,11 @@ impl Session<'_> {
         }
         let reply = match frame.request {
             Request::Ping => Message::Text(protocol::pong(now_millis(), &id)),
-            Request::Subscribe { channel } => self.subscribe(&channel, &id),
+            Request::Subscribe { channel } => match self.subscribe(&channel, &id) {
+                Err(m) => m,
+                Ok((ch, true)) => return Step::Subscribed(ch, id),
+                Ok((ch, false)) => Message::Text(protocol::channel_reply("subscribed", &ch, &id)),
+            },
             Request::Unsubscribe { channel } => match self.authorize(&channel, &id) {
                 Err(m) => m,
                 Ok(ch) if ch == self.user_channel => error_frame(
@@ -222,8 +236,8 @@ impl Session<'_> {
                         now_millis(),
                     );
                     self.state
-                        .registry
-                        .fan_out(&ch, &Message::Text(frame), self.conn().id);
+                        .bus
+                        .publish(&ch, Message::Text(frame), self.conn().id);
                     match &id {
                         Some(id) => Message::Text(protocol::ack(id, &ch)),
                         None => return Step::Nothing,
@@ -240,14 +254,14 @@ impl Session<'_> {
                         typing,
                     );
                     self.state
-                        .registry
-                        .fan_out(&ch, &Message::Text(frame), self.conn().id);
+                        .bus
+                        .publish(&ch, Message::Text(frame), self.conn().id);
                     return Step::Nothing;
                 }
             },
             Request::Presence { channel } => match self.authorize(&channel, &id) {
                 Err(m) => m,
-                Ok(ch) => Message::Text(self.state.registry.presence(&ch, &id)),
+                Ok(ch) => return Step::Presence(ch, id),
             },
             Request::Auth { token } => return Step::Reauth(token, id),
         };
@@ -348,6 +362,8 @@ async fn open<'a>(
         identity,
     };
     s.membership.join(&s.user_channel);
+    // Confirmed before `welcome`: a message published right after it is never missed.
+    state.bus.subscribe(&s.user_channel).await;
     // Registered before this check, so a shutdown either is seen here or closes us via the
     // registry (server::run sets the flag, then closes every registered connection).
     if *state.shutdown.borrow() {
@@ -365,7 +381,15 @@ async fn open<'a>(
     );
     let mut ok = ws.feed(Message::Text(welcome)).await.is_ok();
     for ch in &channels {
-        let reply = s.subscribe(ch, &None);
+        let reply = match s.subscribe(ch, &None) {
+            Err(m) => m,
+            Ok((ch, new)) => {
+                if new {
+                    state.bus.subscribe(&ch).await;
+                }
+                Message::Text(protocol::channel_reply("subscribed", &ch, &None))
+            }
+        };
         ok = ok && ws.feed(reply).await.is_ok();
     }
     ok = ok
@@ -466,6 +490,14 @@ pub async fn run(
                                 timer.as_mut().reset(next_ping.min(expires));
                             }
                             conn.push(reply);
+                        }
+                        Step::Subscribed(ch, id) => {
+                            state.bus.subscribe(&ch).await;
+                            conn.push(Message::Text(protocol::channel_reply("subscribed", &ch, &id)));
+                        }
+                        Step::Presence(ch, id) => {
+                            let reply = state.bus.presence(&ch, &id).await;
+                            conn.push(Message::Text(reply));
                         }
                         Step::Close(r) => break Some(r),
                     }

@@ -1,0 +1,92 @@
+//! The server API for backends: publish an event into a channel, disconnect a user or device —
+//! on every instance, through the bus.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde::Deserialize;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{json_body, require_api_key};
+use crate::bus::Control;
+use crate::error::{json_response, HttpError};
+use crate::protocol;
+use crate::server::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    channel: String,
+    event: String,
+    #[serde(default)]
+    data: Option<Box<serde_json::value::RawValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    user_id: String,
+    #[serde(default)]
+    device_id: Option<String>,
+}
+
+/// `POST /api/publish {"channel","event","data"}` → 200 `{"ok":true,"local_recipients":N}`.
+/// Members receive an `event` with `"from":{"user_id":"server"}`.
+pub async fn publish(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    require_api_key(&req, state.config.api_key.as_deref())?;
+    let body: PublishBody = json_body(req, state.config.max_message_bytes).await?;
+    if !crate::channel::valid_name(&body.channel) {
+        return Err(HttpError::BadRequest(
+            "channel names are 1-128 bytes of [A-Za-z0-9:_.@=-]".into(),
+        ));
+    }
+    if body.event.is_empty() || body.event.len() > protocol::MAX_EVENT_LEN {
+        return Err(HttpError::BadRequest(format!(
+            "event must be 1-{} bytes",
+            protocol::MAX_EVENT_LEN
+        )));
+    }
+    let data = body
+        .data
+        .as_deref()
+        .map(|d| d.get().as_bytes())
+        .unwrap_or(b"null");
+    let frame = protocol::server_event(&body.channel, &body.event, data, crate::auth::now_millis());
+    let n = state.bus.publish(&body.channel, Message::Text(frame), 0);
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"ok": true, "local_recipients": n}),
+    ))
+}
+
+/// `POST /api/disconnect {"user_id","device_id"?}` → 200; the connections close with 4003 on
+/// every instance.
+pub async fn disconnect(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    require_api_key(&req, state.config.api_key.as_deref())?;
+    let body: DisconnectBody = json_body(req, 64 * 1024).await?;
+    if !crate::channel::valid_user_id(&body.user_id) {
+        return Err(HttpError::BadRequest("invalid user_id".into()));
+    }
+    if let Some(d) = &body.device_id {
+        if !crate::server::middleware::valid_device_id(d) {
+            return Err(HttpError::BadRequest("invalid device_id".into()));
+        }
+    }
+    state.bus.control(Control::Disconnect {
+        user_id: body.user_id,
+        device_id: body.device_id,
+    });
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"ok": true}),
+    ))
+}

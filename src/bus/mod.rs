@@ -1,0 +1,74 @@
+//! The message bus between instances: `Bus` with an in-process implementation (one instance, the
+//! default) and a Redis one (fred; any instance serves any user).
+//!
+//! Every implementation delivers to the local members itself (so local traffic never waits for,
+//! or depends on, Redis) and the Redis bus additionally carries the already-encoded frame to the
+//! other instances, which forward the bytes without decoding them.
+
+mod local;
+mod redis;
+pub mod wire;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_tungstenite::tungstenite::Message;
+
+pub use local::LocalBus;
+pub use redis::{RedisBus, RedisSettings};
+
+use crate::protocol::{Encoded, RequestId};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Instructions every instance applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Close the user's connections (or one device's) with 4003.
+    Disconnect {
+        user_id: String,
+        device_id: Option<String>,
+    },
+}
+
+/// The bus. Methods take `&self`; implementations shard or serialise their state inside.
+pub trait Bus: Send + Sync + 'static {
+    /// Registers one more local interest in `channel`; resolves once this instance is certain to
+    /// receive messages published to it anywhere in the cluster (the Redis subscription is
+    /// confirmed). Pair every call with [`Bus::unsubscribe`].
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, ()>;
+    /// Releases one local interest; the last one unsubscribes the instance.
+    fn unsubscribe(&self, channel: &str);
+    /// Delivers `frame` to every member of `channel` in the cluster except connection `origin`
+    /// (0: nobody excluded). Returns the number of local recipients.
+    fn publish(&self, channel: &str, frame: Message, origin: u64) -> usize;
+    /// Applies `ctl` on every instance, this one included.
+    fn control(&self, ctl: Control);
+    /// The `presence` reply (cluster-wide).
+    fn presence<'a>(&'a self, channel: &'a str, id: &'a RequestId) -> BoxFuture<'a, Encoded>;
+    /// Takes a cluster-wide connection slot for `user` (false: the user is at `max`).
+    fn acquire_user<'a>(&'a self, user: &'a str, max: u32) -> BoxFuture<'a, bool>;
+    /// False while a required backend is unreachable (`/ready` answers 503).
+    fn healthy(&self) -> bool;
+    /// Short state for `/ready` and logs: `"local"`, `"up"`, `"down"`.
+    fn state(&self) -> &'static str;
+}
+
+/// What the registry tells a cluster bus about local membership changes (sync, never blocks:
+/// implementations queue the work).
+pub trait ClusterHooks: Send + Sync {
+    /// A user+device started (`joined`) or stopped being present in `channel` on this instance.
+    fn presence_changed(
+        &self,
+        channel: &str,
+        user: &Arc<str>,
+        device: &Arc<str>,
+        joined: bool,
+        origin: u64,
+    );
+    /// One local member left `channel` (pairs with [`Bus::subscribe`]).
+    fn member_left(&self, channel: &str);
+    /// A connection slot taken with [`Bus::acquire_user`] was released.
+    fn user_released(&self, user: &Arc<str>);
+}
