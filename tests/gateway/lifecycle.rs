@@ -25,7 +25,12 @@ fn spawn(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, String) {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let addr = read_addr(child.stderr.take().unwrap());
+    (child, addr)
+}
+
+/// Reads the bound address from a JSON-logging syncgate's stderr (and keeps draining it).
+pub fn read_addr(stderr: std::process::ChildStderr) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut sent = false;
@@ -40,10 +45,7 @@ fn spawn(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, String) {
             }
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server logs its address");
-    (child, addr)
+    rx.recv_timeout(Duration::from_secs(10)).expect("server logs its address")
 }
 
 fn token_cli(dir: &std::path::Path, args: &[&str]) -> String {

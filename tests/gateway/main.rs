@@ -2,6 +2,7 @@
 //! (modules below) so the suite links once.
 
 mod auth;
+mod cluster;
 mod common;
 mod lifecycle;
 mod limits;

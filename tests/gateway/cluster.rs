@@ -1,0 +1,291 @@
+//! Several instances over a real Redis (127.0.0.1:6379, started by scripts/test.sh): cross-instance
+//! fan-out, presence, caps, external publishes, subscription hygiene, the server API, SIGKILL.
+
+use std::time::Duration;
+
+use fred::prelude::{Builder, ClientLike, Config, PubsubInterface, Value};
+
+type RedisClient = fred::prelude::Client;
+use serde_json::json;
+
+use crate::common::*;
+
+pub const REDIS: &str = "redis://127.0.0.1:6379";
+const API_KEY: &str = "test-api-key-0123456789";
+
+/// A Redis key prefix of its own per test, so parallel tests never see each other.
+fn prefix() -> String {
+    format!("sgtest:{}:", syncgate::util::random_hex(6))
+}
+
+async fn instance(prefix: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("REDIS_URL", REDIS),
+        ("SYNCGATE_REDIS_PREFIX", prefix),
+        ("SYNCGATE_PUBLIC_NAMESPACES", "room"),
+        ("SYNCGATE_API_KEY", API_KEY),
+        ("SYNCGATE_PRESENCE_TTL_MS", "1000"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(&env).await
+}
+
+pub async fn redis_client() -> RedisClient {
+    let client = Builder::from_config(Config::from_url(REDIS).unwrap()).build().unwrap();
+    client.init().await.expect("Redis at 127.0.0.1:6379 (scripts/test.sh starts it)");
+    client
+}
+
+async fn numsub(client: &RedisClient, channel: &str) -> i64 {
+    let v: Vec<Value> = client.pubsub_numsub(channel).await.unwrap();
+    v.get(1).and_then(|v| v.as_i64()).unwrap_or(0)
+}
+
+async fn http(s: &Server, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn cross_instance_fan_out_with_sender_exclusion() {
+    let p = prefix();
+    let (s1, s2, s3) = (instance(&p, &[]).await, instance(&p, &[]).await, instance(&p, &[]).await);
+    let mut phone = s1.client("alice", "phone").await;
+    let mut laptop = s2.client("alice", "laptop").await;
+    let mut tablet = s3.client("alice", "tablet").await;
+    let mut bob = s2.client("bob", "d").await;
+    let ack = phone.request(json!({"type":"publish","channel":"user","event":"clip","data":"x","id":1})).await;
+    assert_eq!(ack["type"], "ack");
+    for d in [&mut laptop, &mut tablet] {
+        let e = d.recv().await;
+        assert_eq!(e["event"], "clip");
+        assert_eq!(e["from"], json!({"user_id":"alice","device_id":"phone"}));
+    }
+    phone.silent(300).await;
+    bob.silent(50).await;
+
+    // Binary frames cross instances verbatim too.
+    use futures_util::SinkExt;
+    laptop.ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(phone.recv().await, json!({"binary":[1,2,3]}));
+    assert_eq!(tablet.recv().await, json!({"binary":[1,2,3]}));
+
+    // A room spread over three instances; exactly one delivery each.
+    let mut members = vec![s1.client("m1", "d").await, s2.client("m2", "d").await, s3.client("m3", "d").await];
+    for m in &mut members {
+        assert_eq!(m.subscribe("room:x").await["type"], "subscribed");
+    }
+    // Drain the join announcements.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for m in &mut members {
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), futures_util::StreamExt::next(&mut m.ws)).await {}
+    }
+    for i in 0..20 {
+        members[0].send(json!({"type":"publish","channel":"room:x","event":"n","data":i})).await;
+    }
+    for m in members.iter_mut().skip(1) {
+        for i in 0..20 {
+            let e = m.recv().await;
+            assert_eq!(e["data"], i, "in order, exactly once");
+        }
+        m.silent(300).await;
+    }
+    members[0].silent(50).await;
+    for s in [s1, s2, s3] {
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn presence_join_leave_and_caps_across_instances() {
+    let p = prefix();
+    let s1 = instance(&p, &[("SYNCGATE_MAX_CONNECTIONS_PER_USER", "2")]).await;
+    let s2 = instance(&p, &[("SYNCGATE_MAX_CONNECTIONS_PER_USER", "2")]).await;
+    let mut a = s1.client("a", "d1").await;
+    a.subscribe("room:p").await;
+    let mut b = s2.client("b", "d1").await;
+    b.subscribe("room:p").await;
+    assert_eq!(a.recv().await, json!({"type":"join","channel":"room:p","user_id":"b","device_id":"d1"}));
+    // b's second connection (same device) on the other instance is not a new join.
+    let mut b2 = s1.client("b", "d1").await;
+    b2.subscribe("room:p").await;
+    a.silent(400).await;
+    let pr = a.request(json!({"type":"presence","channel":"room:p"})).await;
+    assert_eq!(pr["members"], json!([{"user_id":"a","device_id":"d1"},{"user_id":"b","device_id":"d1"}]));
+
+    // Cap 2 counts b's connections on both instances.
+    let r = Client::connect(&s2.url(&format!("token={}", token("b")))).await.err().unwrap();
+    assert_eq!(r.status, 429);
+    let mut c = Client::connect(&s1.url("")).await.unwrap();
+    c.send(json!({"type":"auth","token":token("b")})).await;
+    assert_eq!(c.close_code().await, 4009);
+
+    // Leave only when b's last connection (on either instance) goes.
+    drop(b);
+    a.silent(500).await;
+    drop(b2);
+    assert_eq!(a.recv().await, json!({"type":"leave","channel":"room:p","user_id":"b","device_id":"d1"}));
+    // And the cap slot came back.
+    let mut ok = false;
+    for _ in 0..40 {
+        if Client::connect(&s2.url(&format!("token={}", token("b")))).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok);
+    s1.stop().await;
+    s2.stop().await;
+}
+
+#[tokio::test]
+async fn external_publish_and_subscription_hygiene() {
+    let p = prefix();
+    let s1 = instance(&p, &[]).await;
+    let redis = redis_client().await;
+    let key = format!("{p}room:ext");
+    assert_eq!(numsub(&redis, &key).await, 0);
+    let mut m1 = s1.client("m1", "d").await;
+    let mut m2 = s1.client("m2", "d").await;
+    m1.subscribe("room:ext").await;
+    m2.subscribe("room:ext").await;
+    // Two local members, one Redis subscription.
+    assert_eq!(numsub(&redis, &key).await, 1);
+
+    let _: i64 = redis.publish(&key, r#"{"event":"message:created","data":{"id":7,"text":"hi"}}"#).await.unwrap();
+    let _ = m1.recv().await; // m2's join
+    for m in [&mut m1, &mut m2] {
+        let e = m.recv().await;
+        assert_eq!(e["type"], "event");
+        assert_eq!(e["channel"], "room:ext");
+        assert_eq!(e["event"], "message:created");
+        assert_eq!(e["data"], json!({"id":7,"text":"hi"}));
+        assert_eq!(e["from"], json!({"user_id":"server"}));
+    }
+    // Garbage from outside is ignored; the instance keeps serving.
+    let _: i64 = redis.publish(&key, "not json").await.unwrap();
+    assert_eq!(m1.request(json!({"type":"ping"})).await["type"], "pong");
+
+    m1.request(json!({"type":"unsubscribe","channel":"room:ext"})).await;
+    assert_eq!(numsub(&redis, &key).await, 1);
+    drop(m2);
+    let mut gone = false;
+    for _ in 0..40 {
+        if numsub(&redis, &key).await == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "unsubscribed after the last local member left");
+    s1.stop().await;
+}
+
+#[tokio::test]
+async fn server_api_publish_and_disconnect_on_every_instance() {
+    let p = prefix();
+    let s1 = instance(&p, &[]).await;
+    let s2 = instance(&p, &[]).await;
+    let mut a1 = s1.client("alice", "phone").await;
+    let mut a2 = s2.client("alice", "laptop").await;
+    let mut r = s2.client("r", "d").await;
+    r.subscribe("room:api").await;
+
+    let (status, body) = http(&s1, "POST", "/api/publish", Some(API_KEY), r#"{"channel":"room:api","event":"deploy","data":{"v":2}}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let e = r.recv().await;
+    assert_eq!((e["event"].as_str(), e["from"].clone()), (Some("deploy"), json!({"user_id":"server"})));
+    assert_eq!(e["data"], json!({"v":2}));
+
+    assert_eq!(http(&s1, "POST", "/api/publish", Some("wrong-key-wrong-key"), "{}").await.0, 401);
+    assert_eq!(http(&s1, "POST", "/api/publish", None, "{}").await.0, 401);
+    for bad in ["not json", r#"{"channel":"room:api"}"#, r#"{"channel":"bad name","event":"e"}"#, r#"{"channel":5,"event":"e"}"#] {
+        let (status, body) = http(&s1, "POST", "/api/publish", Some(API_KEY), bad).await;
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(body["error"], "bad_request");
+        assert!(body["message"].is_string());
+    }
+
+    let (status, _) = http(&s2, "POST", "/api/disconnect", Some(API_KEY), r#"{"user_id":"alice"}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(a1.close_code().await, 4003);
+    assert_eq!(a2.close_code().await, 4003);
+    assert_eq!(r.request(json!({"type":"ping"})).await["type"], "pong");
+    assert_eq!(http(&s2, "POST", "/api/disconnect", Some(API_KEY), r#"{"device_id":"x"}"#).await.0, 400);
+
+    let (status, body) = http(&s1, "GET", "/ready", None, "").await;
+    assert_eq!((status, body["bus"].as_str()), (200, Some("up")));
+    s1.stop().await;
+    s2.stop().await;
+}
+
+#[tokio::test]
+async fn server_api_on_the_local_bus_and_off_without_a_key() {
+    let s = Server::start(&[("SYNCGATE_API_KEY", API_KEY), ("SYNCGATE_PUBLIC_NAMESPACES", "room")]).await;
+    let mut m = s.client("m", "d").await;
+    m.subscribe("room:l").await;
+    let (status, _) = http(&s, "POST", "/api/publish", Some(API_KEY), r#"{"channel":"room:l","event":"e","data":[1]}"#).await;
+    assert_eq!(status, 200);
+    let e = m.recv().await;
+    assert_eq!(e["from"], json!({"user_id":"server"}));
+    let (status, _) = http(&s, "POST", "/api/disconnect", Some(API_KEY), r#"{"user_id":"m","device_id":"d"}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(m.close_code().await, 4003);
+    let (status, body) = http(&s, "GET", "/ready", None, "").await;
+    assert_eq!((status, body["bus"].as_str()), (200, Some("local")));
+    s.stop().await;
+
+    let s = Server::start(&[]).await;
+    assert_eq!(http(&s, "POST", "/api/publish", Some(API_KEY), "{}").await.0, 404);
+    assert_eq!(http(&s, "POST", "/api/disconnect", None, "{}").await.0, 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn members_of_a_killed_instance_leave_within_the_ttl() {
+    let p = prefix();
+    let s1 = instance(&p, &[]).await;
+    let mut watcher = s1.client("w", "d").await;
+    watcher.subscribe("room:k").await;
+    // A second instance as a real process, killed with SIGKILL.
+    let dir = temp_dir();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_syncgate"))
+        .env_clear()
+        .env("SYNCGATE_LISTEN", "127.0.0.1:0")
+        .env("SYNCGATE_DATA_DIR", &dir)
+        .env("SYNCGATE_JWT_SECRET", SECRET)
+        .env("REDIS_URL", REDIS)
+        .env("SYNCGATE_REDIS_PREFIX", &p)
+        .env("SYNCGATE_PUBLIC_NAMESPACES", "room")
+        .env("SYNCGATE_PRESENCE_TTL_MS", "1000")
+        .env("SYNCGATE_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = crate::lifecycle::read_addr(child.stderr.take().unwrap());
+    let mut victim = Client::connect(&format!("ws://{addr}/ws?token={}&device_id=d", token("v"))).await.unwrap();
+    assert_eq!(victim.recv().await["type"], "welcome");
+    victim.subscribe("room:k").await;
+    assert_eq!(watcher.recv().await["type"], "join");
+    child.kill().unwrap();
+    let killed = std::time::Instant::now();
+    let _ = child.wait();
+    let leave = tokio::time::timeout(Duration::from_millis(1500), watcher.recv()).await.expect("leave within the TTL");
+    assert_eq!(leave, json!({"type":"leave","channel":"room:k","user_id":"v","device_id":"d"}));
+    assert!(killed.elapsed() <= Duration::from_millis(1200), "{:?}", killed.elapsed());
+    let pr = watcher.request(json!({"type":"presence","channel":"room:k"})).await;
+    assert_eq!(pr["members"], json!([{"user_id":"w","device_id":"d"}]));
+    s1.stop().await;
+}
