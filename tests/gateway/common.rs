@@ -185,6 +185,17 @@ impl Client {
         }
     }
 
+    /// The next frame of type `ty`, skipping others (join/leave announcements are asynchronous
+    /// on a cluster bus, so their order relative to other traffic is not fixed).
+    pub async fn recv_type(&mut self, ty: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == ty {
+                return v;
+            }
+        }
+    }
+
     /// Reads until the server's close frame; returns its code.
     pub async fn close_code(&mut self) -> u16 {
         self.close_code_within(WAIT).await
