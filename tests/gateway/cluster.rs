@@ -288,3 +288,87 @@ async fn members_of_a_killed_instance_leave_within_the_ttl() {
     assert_eq!(pr["members"], json!([{"user_id":"w","device_id":"d"}]));
     s1.stop().await;
 }
+
+/// A private redis-server on a free port, so the restart cannot disturb other tests.
+struct OwnRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test.sh installs it)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis { port, child }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn wait_ready(s: &Server, want: u16) {
+    for _ in 0..100 {
+        if http(s, "GET", "/ready", None, "").await.0 == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("/ready never answered {want}");
+}
+
+#[tokio::test]
+async fn redis_restart_mid_test_resumes_delivery_without_duplicates() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut redis = OwnRedis::start(port);
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let p = prefix();
+    let s1 = instance(&p, &[("REDIS_URL", url.as_str())]).await;
+    let s2 = instance(&p, &[("REDIS_URL", url.as_str())]).await;
+    let mut tx = s1.client("alice", "a").await;
+    let mut rx = s2.client("alice", "b").await;
+    let mut local = s1.client("alice", "c").await;
+    tx.send(json!({"type":"publish","channel":"user","event":"n","data":0})).await;
+    assert_eq!(rx.recv_type("event").await["data"], 0);
+    assert_eq!(local.recv_type("event").await["data"], 0);
+
+    redis.kill();
+    wait_ready(&s1, 503).await;
+    // Local traffic goes on while Redis is down.
+    tx.send(json!({"type":"publish","channel":"user","event":"n","data":1})).await;
+    assert_eq!(local.recv_type("event").await["data"], 1);
+    assert_eq!(tx.request(json!({"type":"ping"})).await["type"], "pong");
+
+    let _redis = OwnRedis::start(port);
+    wait_ready(&s1, 200).await;
+    wait_ready(&s2, 200).await;
+    // Resubscribed: delivery resumes, exactly once per message.
+    for i in 2..7 {
+        tx.send(json!({"type":"publish","channel":"user","event":"n","data":i})).await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let e = rx.recv_type("event").await;
+        got.push(e["data"].as_i64().unwrap());
+    }
+    got.retain(|d| *d >= 2);
+    assert_eq!(got, vec![2, 3, 4, 5, 6]);
+    rx.silent(500).await;
+    s1.stop().await;
+    s2.stop().await;
+}

@@ -2,6 +2,7 @@
 //! (modules below) so the suite links once.
 
 mod auth;
+mod bus_contract;
 mod cluster;
 mod common;
 mod lifecycle;
