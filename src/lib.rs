@@ -14,6 +14,7 @@
 //! - [`auth`]: JWT verification (HS256 secret, PEM key, JWKS) and token minting.
 //! - [`limits`]: message token bucket and per-IP connect limiter.
 //! - [`cli`]: `syncgate token`.
+//! - [`metrics`]: Prometheus text for `/metrics`.
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
 //!
 //! ## How a message travels
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod registry;
 pub mod server;

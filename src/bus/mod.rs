@@ -53,6 +53,8 @@ pub trait Bus: Send + Sync + 'static {
     fn healthy(&self) -> bool;
     /// Short state for `/ready` and logs: `"local"`, `"up"`, `"down"`.
     fn state(&self) -> &'static str;
+    /// Appends the bus's Prometheus series to `out`.
+    fn metrics(&self, _out: &mut String) {}
 }
 
 /// What the registry tells a cluster bus about local membership changes (sync, never blocks:

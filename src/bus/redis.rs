@@ -182,8 +182,9 @@ impl RedisBus {
             presence_ops: pres_tx,
             stats: BusStats::default(),
         });
-        let _ = bus.client.connect();
-        let _ = bus.subscriber.connect();
+        // The connection tasks run detached for the process's life (reconnecting per policy).
+        drop(bus.client.connect());
+        drop(bus.subscriber.connect());
         let up = tokio::time::timeout(Duration::from_secs(3), async {
             let _ = bus.client.wait_for_connect().await;
             let _ = bus.subscriber.wait_for_connect().await;
@@ -609,6 +610,27 @@ impl Bus for RedisBus {
 
     fn healthy(&self) -> bool {
         self.client.is_connected() && self.subscriber.is_connected()
+    }
+
+    fn metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let s = &self.stats;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = write!(
+            out,
+            "# HELP syncgate_redis_up 1 while both Redis connections are up.\n# TYPE syncgate_redis_up gauge\nsyncgate_redis_up {}\n\
+             # HELP syncgate_bus_messages_total Messages sent to Redis.\n# TYPE syncgate_bus_messages_total counter\nsyncgate_bus_messages_total {}\n\
+             # HELP syncgate_bus_publish_commands_total PUBLISH commands (several messages per command when batched).\n# TYPE syncgate_bus_publish_commands_total counter\nsyncgate_bus_publish_commands_total {}\n\
+             # HELP syncgate_bus_dropped_total Messages not carried between instances (queue full or Redis down).\n# TYPE syncgate_bus_dropped_total counter\nsyncgate_bus_dropped_total {}\n\
+             # HELP syncgate_bus_received_total Messages received from other instances or external publishers.\n# TYPE syncgate_bus_received_total counter\nsyncgate_bus_received_total {}\n\
+             # HELP syncgate_redis_reconnects_total Redis reconnections.\n# TYPE syncgate_redis_reconnects_total counter\nsyncgate_redis_reconnects_total {}\n",
+            u8::from(self.healthy()),
+            load(&s.messages),
+            load(&s.publish_commands),
+            load(&s.dropped),
+            load(&s.received),
+            load(&s.reconnects),
+        );
     }
 
     fn state(&self) -> &'static str {

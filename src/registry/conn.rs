@@ -19,6 +19,24 @@ use crate::error::CloseReason;
 #[derive(Debug, Default)]
 pub struct Stats {
     pub slow_consumer_closes: AtomicU64,
+    /// Open WebSocket connections (held by [`OpenGuard`]).
+    pub open_connections: AtomicU64,
+}
+
+/// Counts one open connection for as long as it lives.
+pub struct OpenGuard(Arc<Stats>);
+
+impl OpenGuard {
+    pub fn new(stats: Arc<Stats>) -> OpenGuard {
+        stats.open_connections.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(stats)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct Queue {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use tokio_tungstenite::tungstenite::Message;
 
-pub use conn::{ConnHandle, Push, Stats};
+pub use conn::{ConnHandle, OpenGuard, Push, Stats};
 
 use crate::protocol::{self, Encoded, RequestId};
 

@@ -51,6 +51,14 @@ pub async fn route(
             r
         }
         (&Method::GET | &Method::HEAD, "/ready") => ready(&state),
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render(&state))));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
         (&Method::POST, "/api/publish") => crate::api::server_api::publish(state, req)
             .await
             .unwrap_or_else(HttpError::into_response),

@@ -426,6 +426,7 @@ pub async fn run(
         return;
     };
     let conn = s.conn().clone();
+    let _open = crate::registry::OpenGuard::new(state.stats.clone());
     let hb = state.config.heartbeat;
     let mut spare: VecDeque<Message> = VecDeque::new();
     let mut last_seen = Instant::now();

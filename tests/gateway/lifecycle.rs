@@ -45,7 +45,8 @@ pub fn read_addr(stderr: std::process::ChildStderr) -> String {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(10)).expect("server logs its address")
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("server logs its address")
 }
 
 fn token_cli(dir: &std::path::Path, args: &[&str]) -> String {
