@@ -43,6 +43,8 @@ pub struct StepResult {
     pub latency: Summary,
     pub disconnects: BTreeMap<String, u64>,
     pub server: Option<ServerReport>,
+    /// Redis bus: PUBLISH commands per message over all instances (from their `/metrics`).
+    pub bus_commands_per_message: Option<f64>,
     pub slo: Vec<Check>,
     pub slo_ok: bool,
 }
@@ -339,6 +341,7 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
     let mut steps = Vec::new();
     let mut capacity = None;
     for rate in rates {
+        let bus0 = bus_counters(&args.urls).await;
         let cpu0 = pid.and_then(sampler::sample);
         for w in &mut workers {
             w.stdin
@@ -361,6 +364,13 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
             }
         }
         let cpu1 = pid.and_then(sampler::sample);
+        let bus1 = bus_counters(&args.urls).await;
+        let bus_commands_per_message = match (bus0, bus1) {
+            (Some((m0, c0)), Some((m1, c1))) if m1 > m0 => {
+                Some((c1 - c0) as f64 / (m1 - m0) as f64)
+            }
+            _ => None,
+        };
         let reports: Vec<StepReport> = reports.into_iter().flatten().collect();
         let mut lat = new_hist();
         let mut disconnects = BTreeMap::new();
@@ -404,6 +414,7 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
             latency,
             disconnects,
             server,
+            bus_commands_per_message,
             slo: Vec::new(),
             slo_ok: true,
         };
@@ -480,6 +491,44 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
     })
 }
 
+/// Sums `syncgate_bus_messages_total` and `syncgate_bus_publish_commands_total` over the
+/// gateways' `/metrics` (same host and port as their WebSocket URLs). `None` when no gateway
+/// reports a Redis bus.
+async fn bus_counters(urls: &[String]) -> Option<(u64, u64)> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut msgs, mut cmds, mut any) = (0u64, 0u64, false);
+    for url in urls {
+        let Some(hostport) = url.strip_prefix("ws://").and_then(|r| r.split('/').next()) else {
+            continue;
+        };
+        if !seen.insert(hostport.to_string()) {
+            continue;
+        }
+        let fetch = async {
+            let mut s = tokio::net::TcpStream::connect(hostport).await.ok()?;
+            let req =
+                format!("GET /metrics HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.ok()?;
+            Some(out)
+        };
+        let Ok(Some(text)) = tokio::time::timeout(Duration::from_secs(2), fetch).await else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("syncgate_bus_messages_total ") {
+                msgs += v.trim().parse::<u64>().unwrap_or(0);
+                any = true;
+            } else if let Some(v) = line.strip_prefix("syncgate_bus_publish_commands_total ") {
+                cmds += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    any.then_some((msgs, cmds))
+}
+
 fn server_report(
     pid: u32,
     before: &Option<Sample>,
@@ -518,6 +567,9 @@ fn print_step(args: &Args, s: &StepResult) {
     }
     if !s.disconnects.is_empty() {
         println!("  disconnects during the run: {:?}", s.disconnects);
+    }
+    if let Some(c) = s.bus_commands_per_message {
+        println!("  Redis bus: {c:.4} PUBLISH commands per message");
     }
     if let Some(sv) = &s.server {
         println!(
