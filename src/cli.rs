@@ -57,6 +57,47 @@ pub fn token(config: &Config, args: &[String]) -> Result<String, String> {
         .ok_or_else(|| "tokens can only be minted with an HS256 secret (SYNCGATE_JWT_SECRET or the development secret)".into())
 }
 
+/// `syncgate check-config`: the effective configuration (secrets masked) and the OS limits that
+/// matter, against what the configuration needs. Contacts no backend. Invalid values never get
+/// here (main exits 1 naming the variable); limit problems are warnings (exit 0).
+pub fn check_config(config: &Config) -> std::process::ExitCode {
+    println!("# effective configuration");
+    for (k, v) in config.describe() {
+        println!("{k}={v}");
+    }
+    println!("\n# OS limits");
+    match crate::oslimits::nofile() {
+        Some((soft, hard)) => {
+            println!("open files: soft {soft}, hard {hard} (raised to the hard limit at start)")
+        }
+        None => println!("open files: unknown"),
+    }
+    match crate::oslimits::somaxconn() {
+        Some(m) => println!(
+            "net.core.somaxconn: {m} (listen backlog asked: {})",
+            config.listen_backlog
+        ),
+        None => println!("net.core.somaxconn: unknown"),
+    }
+    match crate::oslimits::port_range() {
+        Some((lo, hi)) => println!("net.ipv4.ip_local_port_range: {lo}-{hi} ({} ports per source address for clients and load balancers)", hi - lo + 1),
+        None => println!("net.ipv4.ip_local_port_range: unknown"),
+    }
+    let warnings = crate::oslimits::warnings(config);
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "\nconfiguration OK{}",
+        if warnings.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} warnings)", warnings.len())
+        }
+    );
+    std::process::ExitCode::SUCCESS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,10 @@ pub const REDIS_PREFIX: &str = "SYNCGATE_REDIS_PREFIX";
 pub const REDIS_FLUSH_US: &str = "SYNCGATE_REDIS_FLUSH_US";
 pub const PRESENCE_TTL_MS: &str = "SYNCGATE_PRESENCE_TTL_MS";
 pub const API_KEY: &str = "SYNCGATE_API_KEY";
+pub const MAX_CONNECTIONS: &str = "SYNCGATE_MAX_CONNECTIONS";
+pub const DRAIN_DELAY_MS: &str = "SYNCGATE_DRAIN_DELAY_MS";
+pub const DRAIN_SPREAD_MS: &str = "SYNCGATE_DRAIN_SPREAD_MS";
+pub const REUSEPORT: &str = "SYNCGATE_REUSEPORT";
 
 /// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
 #[derive(Clone, PartialEq, Eq)]
@@ -107,6 +111,11 @@ pub struct Config {
     pub presence_ttl: Duration,
     /// `SYNCGATE_API_KEY`: enables the server API (`/api/publish`, `/api/disconnect`).
     pub api_key: Option<String>,
+    /// Per-instance connection limit (0: unlimited); beyond it upgrades get 503.
+    pub max_connections: u64,
+    pub drain_delay: Duration,
+    pub drain_spread: Duration,
+    pub reuseport: bool,
 }
 
 /// Every bad variable found, one line each.
@@ -176,7 +185,104 @@ impl Reader<'_> {
     }
 }
 
+/// `redis://user:secret@host` → `redis://user:***@host` (any URL with credentials).
+pub fn mask_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => format!("{}***{}", &url[..s + 3], &url[at..]),
+        },
+        _ => url.to_string(),
+    }
+}
+
 impl Config {
+    /// The effective configuration as (variable, value) rows, secrets masked.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let ms = |d: Duration| d.as_millis().to_string();
+        let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "(unset)".into());
+        let key = match &self.key_source {
+            KeySource::Secret(s) => format!("*** ({} bytes)", s.len()),
+            _ => "(unset)".into(),
+        };
+        let pem = match &self.key_source {
+            KeySource::PublicKeyPem(p) => format!("PEM ({} bytes)", p.len()),
+            _ => "(unset)".into(),
+        };
+        let jwks = match &self.key_source {
+            KeySource::Jwks(u) => mask_url(u),
+            _ => "(unset)".into(),
+        };
+        vec![
+            (LISTEN, self.listen.to_string()),
+            (DATA_DIR, self.data_dir.display().to_string()),
+            (JWT_SECRET, key),
+            (JWT_PUBLIC_KEY, pem),
+            (JWKS_URL, jwks),
+            (JWKS_REFRESH_SECS, self.jwks_refresh.as_secs().to_string()),
+            (JWKS_TIMEOUT_MS, ms(self.jwks_timeout)),
+            (JWT_ISSUER, opt(&self.jwt_issuer)),
+            (JWT_AUDIENCE, opt(&self.jwt_audience)),
+            (JWT_LEEWAY_SECS, self.jwt_leeway_secs.to_string()),
+            (AUTH_TIMEOUT_MS, ms(self.auth_timeout)),
+            (PUBLIC_NAMESPACES, self.public_namespaces.join(",")),
+            (MAX_MESSAGE_BYTES, self.max_message_bytes.to_string()),
+            (MESSAGES_PER_MIN, self.messages_per_min.to_string()),
+            (
+                MAX_CONNECTIONS_PER_USER,
+                self.max_connections_per_user.to_string(),
+            ),
+            (
+                MAX_CHANNELS_PER_CONNECTION,
+                self.max_channels_per_connection.to_string(),
+            ),
+            (CONNECT_RATE_PER_IP, self.connect_rate_per_ip.to_string()),
+            (HEARTBEAT_MS, ms(self.heartbeat)),
+            (OUTBOUND_QUEUE, self.outbound_queue.to_string()),
+            (OUTBOUND_QUEUE_BYTES, self.outbound_queue_bytes.to_string()),
+            (ALLOWED_ORIGINS, self.allowed_origins.join(",")),
+            (SHUTDOWN_TIMEOUT_MS, ms(self.shutdown_timeout)),
+            (WS_READ_BUFFER, self.ws_read_buffer.to_string()),
+            (WS_WRITE_BUFFER, self.ws_write_buffer.to_string()),
+            (HANDSHAKE_TIMEOUT_MS, ms(self.handshake_timeout)),
+            (LOG_FORMAT, format!("{:?}", self.log_format).to_lowercase()),
+            (LISTEN_BACKLOG, self.listen_backlog.to_string()),
+            (
+                JOIN_LEAVE_MAX_MEMBERS,
+                self.join_leave_max_members.to_string(),
+            ),
+            (
+                REDIS_URL,
+                self.redis_url
+                    .as_deref()
+                    .map(mask_url)
+                    .unwrap_or_else(|| "(unset: in-process bus)".into()),
+            ),
+            (REDIS_PREFIX, self.redis_prefix.clone()),
+            (REDIS_FLUSH_US, self.redis_flush.as_micros().to_string()),
+            (PRESENCE_TTL_MS, ms(self.presence_ttl)),
+            (
+                API_KEY,
+                if self.api_key.is_some() {
+                    "***".into()
+                } else {
+                    "(unset: server API off)".into()
+                },
+            ),
+            (
+                MAX_CONNECTIONS,
+                if self.max_connections == 0 {
+                    "0 (unlimited)".into()
+                } else {
+                    self.max_connections.to_string()
+                },
+            ),
+            (DRAIN_DELAY_MS, ms(self.drain_delay)),
+            (DRAIN_SPREAD_MS, ms(self.drain_spread)),
+            (REUSEPORT, u8::from(self.reuseport).to_string()),
+        ]
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
         let vars: HashMap<String, String> = std::env::vars_os()
@@ -288,6 +394,18 @@ impl Config {
             r.errors
                 .push(format!("{API_KEY} must be at least 16 characters"));
         }
+        let max_connections = r.ranged(MAX_CONNECTIONS, 0, 0, 100_000_000);
+        let drain_delay = Duration::from_millis(r.ranged(DRAIN_DELAY_MS, 0, 0, 3_600_000));
+        let drain_spread = Duration::from_millis(r.ranged(DRAIN_SPREAD_MS, 0, 0, 3_600_000));
+        let reuseport = match r.raw(REUSEPORT) {
+            None | Some("0") | Some("false") => false,
+            Some("1") | Some("true") => true,
+            Some(other) => {
+                r.errors
+                    .push(format!("{REUSEPORT}={other:?} must be 0 or 1"));
+                false
+            }
+        };
         let listen_backlog = r.ranged(LISTEN_BACKLOG, 4096, 1, 1 << 20) as u32;
         let log_format = match r.raw(LOG_FORMAT) {
             None | Some("text") => LogFormat::Text,
@@ -334,6 +452,10 @@ impl Config {
             redis_flush,
             presence_ttl,
             api_key,
+            max_connections,
+            drain_delay,
+            drain_spread,
+            reuseport,
         })
     }
 }

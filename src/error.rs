@@ -26,6 +26,8 @@ pub enum HttpError {
     MethodNotAllowed,
     #[error("server is shutting down")]
     Unavailable,
+    #[error("server at capacity; retry on another instance")]
+    Overloaded,
 }
 
 impl HttpError {
@@ -37,7 +39,7 @@ impl HttpError {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            HttpError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Unavailable | HttpError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -52,6 +54,7 @@ impl HttpError {
             HttpError::NotFound => "not_found",
             HttpError::MethodNotAllowed => "method_not_allowed",
             HttpError::Unavailable => "unavailable",
+            HttpError::Overloaded => "overloaded",
         }
     }
 

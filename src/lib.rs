@@ -15,6 +15,7 @@
 //! - [`limits`]: message token bucket and per-IP connect limiter.
 //! - [`cli`]: `syncgate token`.
 //! - [`metrics`]: Prometheus text for `/metrics`.
+//! - [`oslimits`]: open files, somaxconn, port range; raised and checked at start.
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
 //!
 //! ## How a message travels
@@ -31,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod oslimits;
 pub mod protocol;
 pub mod registry;
 pub mod server;

@@ -27,6 +27,9 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("syncgate: {e}");
+            for line in &e.0 {
+                eprintln!("  error: {line}");
+            }
             return ExitCode::from(1);
         }
     };
@@ -42,9 +45,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some("check-config") => syncgate::cli::check_config(&config),
         Some("-h" | "--help" | "help") => {
             println!(
-                "usage: syncgate [serve]\n       {}",
+                "usage: syncgate [serve]\n       syncgate check-config\n       {}",
                 syncgate::cli::TOKEN_USAGE
             );
             ExitCode::SUCCESS
@@ -58,6 +62,15 @@ fn main() -> ExitCode {
 
 fn serve(config: Config) -> ExitCode {
     init_tracing(config.log_format);
+    match syncgate::oslimits::raise_nofile() {
+        Some((before, after, hard)) => {
+            tracing::info!(soft_before = before, soft = after, hard, "open files limit")
+        }
+        None => tracing::warn!("cannot read the open files limit"),
+    }
+    for w in syncgate::oslimits::warnings(&config) {
+        tracing::warn!("{w}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -80,7 +93,16 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        match syncgate::server::run(listener, config, syncgate::shutdown::signal()).await {
+        let shutdown = async {
+            syncgate::shutdown::signal().await;
+            // A second signal exits at once.
+            tokio::spawn(async {
+                syncgate::shutdown::signal().await;
+                eprintln!("syncgate: second signal, exiting now");
+                std::process::exit(130);
+            });
+        };
+        match syncgate::server::run(listener, config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("syncgate: {e}");

@@ -90,3 +90,31 @@ pub async fn disconnect(
         &serde_json::json!({"ok": true}),
     ))
 }
+
+/// `GET /api/status` (Bearer `SYNCGATE_API_KEY`; 401 without it, and always 401 when no key is
+/// configured: it lists user ids, so it is never public).
+pub async fn status(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    if state.config.api_key.is_none() {
+        return Err(HttpError::Unauthorized(crate::auth::AuthError::Missing));
+    }
+    require_api_key(&req, state.config.api_key.as_deref())?;
+    let cluster = state.bus.status(10).await;
+    let m = &state.metrics;
+    let body = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": m.uptime_secs(),
+        "instance": state.instance,
+        "ready": state.ready(),
+        "totals": {
+            "connections": state.stats.open_connections.load(std::sync::atomic::Ordering::Relaxed),
+            "deliveries": state.registry.deliveries(),
+            "slow_consumer_disconnects": state.stats.slow_consumer_closes.load(std::sync::atomic::Ordering::Relaxed),
+            "rate_limited_messages": m.rate_limited.get(),
+        },
+        "cluster": cluster,
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}

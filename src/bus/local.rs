@@ -48,6 +48,15 @@ impl Bus for LocalBus {
         Box::pin(std::future::ready(true))
     }
 
+    fn status<'a>(&'a self, top: usize) -> BoxFuture<'a, serde_json::Value> {
+        let (users, total) = self.registry.top_users(top);
+        Box::pin(std::future::ready(serde_json::json!({
+            "bus": "local",
+            "instances": [{"instance": "local", "connections": total, "self": true}],
+            "top_users": users.into_iter().map(|(u, n)| serde_json::json!({"user_id": u, "connections": n})).collect::<Vec<_>>(),
+        })))
+    }
+
     fn healthy(&self) -> bool {
         true
     }

@@ -49,6 +49,9 @@ pub trait Bus: Send + Sync + 'static {
     fn presence<'a>(&'a self, channel: &'a str, id: &'a RequestId) -> BoxFuture<'a, Encoded>;
     /// Takes a cluster-wide connection slot for `user` (false: the user is at `max`).
     fn acquire_user<'a>(&'a self, user: &'a str, max: u32) -> BoxFuture<'a, bool>;
+    /// Cluster view for `/api/status`: instances with their connection counts and the `top` users
+    /// with most connections.
+    fn status<'a>(&'a self, top: usize) -> BoxFuture<'a, serde_json::Value>;
     /// False while a required backend is unreachable (`/ready` answers 503).
     fn healthy(&self) -> bool;
     /// Short state for `/ready` and logs: `"local"`, `"up"`, `"down"`.

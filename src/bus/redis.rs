@@ -135,6 +135,8 @@ pub struct RedisBus {
     out: mpsc::Sender<Outgoing>,
     presence_ops: mpsc::Sender<PresenceOp>,
     pub stats: BusStats,
+    /// Messages per PUBLISH batch.
+    batch_sizes: crate::metrics::Histogram,
 }
 
 fn now_ms() -> u64 {
@@ -181,6 +183,7 @@ impl RedisBus {
             out: out_tx,
             presence_ops: pres_tx,
             stats: BusStats::default(),
+            batch_sizes: crate::metrics::Histogram::new(&crate::metrics::BATCH_BOUNDS),
         });
         // The connection tasks run detached for the process's life (reconnecting per policy).
         drop(bus.client.connect());
@@ -191,7 +194,7 @@ impl RedisBus {
         })
         .await;
         if up.is_err() || !bus.healthy() {
-            tracing::warn!(url = %redact(&bus.settings.url), "Redis not reachable at start; serving local traffic and retrying");
+            tracing::warn!(url = %crate::config::mask_url(&bus.settings.url), "Redis not reachable at start; serving local traffic and retrying");
         }
         // Receive before subscribing anything.
         tokio::spawn(bus.clone().receive(bus.subscriber.message_rx()));
@@ -343,6 +346,7 @@ impl RedisBus {
                     Err(_) => break,
                 }
             }
+            self.batch_sizes.observe(n as f64);
             let pipeline = self.client.pipeline();
             let mut commands = 0u64;
             for (channel, payload) in batches.drain() {
@@ -503,20 +507,6 @@ pub fn external_event(channel: &str, payload: &[u8]) -> Option<Encoded> {
     Some(protocol::server_event(channel, &ext.event, data, now_ms()))
 }
 
-/// `redis://user:password@host` → `redis://user:***@host`.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
-                None => format!("{}***{}", &url[..s + 3], &url[at..]),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 impl Bus for RedisBus {
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(self.subscribe_key(self.key(channel)))
@@ -608,6 +598,42 @@ impl Bus for RedisBus {
         })
     }
 
+    fn status<'a>(&'a self, top: usize) -> BoxFuture<'a, serde_json::Value> {
+        Box::pin(async move {
+            let now = now_ms();
+            let alive_after =
+                now.saturating_sub(self.settings.presence_ttl.as_millis() as u64 / 2) as f64;
+            let alive: Vec<String> = self
+                .client
+                .zrangebyscore(self.key("instances"), alive_after, "+inf", false, None)
+                .await
+                .unwrap_or_default();
+            let conns: HashMap<String, u64> = self
+                .client
+                .hgetall(self.key("conns"))
+                .await
+                .unwrap_or_default();
+            let mut users: Vec<(String, i64)> = self
+                .client
+                .hgetall::<HashMap<String, i64>, _>(self.key("uc"))
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            users.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            users.truncate(top);
+            let instances: Vec<serde_json::Value> = alive
+                .iter()
+                .map(|i| serde_json::json!({"instance": i, "connections": conns.get(i).copied().unwrap_or(0), "self": *i == self.instance.to_string()}))
+                .collect();
+            serde_json::json!({
+                "bus": self.state(),
+                "instances": instances,
+                "top_users": users.into_iter().map(|(u, n)| serde_json::json!({"user_id": u, "connections": n})).collect::<Vec<_>>(),
+            })
+        })
+    }
+
     fn healthy(&self) -> bool {
         self.client.is_connected() && self.subscriber.is_connected()
     }
@@ -630,6 +656,11 @@ impl Bus for RedisBus {
             load(&s.dropped),
             load(&s.received),
             load(&s.reconnects),
+        );
+        self.batch_sizes.render(
+            out,
+            "syncgate_bus_batch_messages",
+            "Messages per Redis PUBLISH batch.",
         );
     }
 

@@ -297,6 +297,30 @@ impl Registry {
         self.channels.get(channel).map(|e| e.len()).unwrap_or(0)
     }
 
+    /// Every registered connection (each is in exactly one user channel).
+    pub fn all_conns(&self) -> Vec<Arc<ConnHandle>> {
+        let mut out = Vec::new();
+        for entry in self.channels.iter() {
+            if entry.key().starts_with("user:") {
+                entry.value().for_each(|c| out.push(c.clone()));
+            }
+        }
+        out
+    }
+
+    /// Connections per user, largest first (at most `n`), and the instance total.
+    pub fn top_users(&self, n: usize) -> (Vec<(String, u32)>, u64) {
+        let mut all: Vec<(String, u32)> = self
+            .user_slots
+            .iter()
+            .map(|e| (e.key().to_string(), *e.value()))
+            .collect();
+        let total = all.iter().map(|(_, c)| *c as u64).sum();
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        (all, total)
+    }
+
     /// Asks every registered connection to close (shutdown). Each connection is in exactly one
     /// user channel, so walking those reaches each once.
     pub fn close_all(&self, reason: crate::error::CloseReason) -> usize {

@@ -13,7 +13,28 @@ use crate::error::HttpError;
 use crate::registry::UserSlot;
 
 /// What passed the middleware and moves into the connection task.
+/// One admitted connection against `SYNCGATE_MAX_CONNECTIONS`; released on drop.
+pub struct AdmitGuard(Arc<std::sync::atomic::AtomicU64>);
+
+impl AdmitGuard {
+    /// Takes a place if fewer than `max` (0: unlimited) are taken.
+    pub fn try_new(gauge: &Arc<std::sync::atomic::AtomicU64>, max: u64) -> Option<AdmitGuard> {
+        use std::sync::atomic::Ordering;
+        let before = gauge.fetch_add(1, Ordering::Relaxed);
+        let guard = AdmitGuard(gauge.clone());
+        (max == 0 || before < max).then_some(guard)
+    }
+}
+
+impl Drop for AdmitGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 pub struct Admitted {
+    /// The instance-wide connection place (load shedding).
+    pub _place: AdmitGuard,
     /// Present when the token came with the request; `None` means first-frame auth.
     pub identity: Option<(Identity, UserSlot)>,
     /// `?device_id=`, validated.
@@ -76,6 +97,9 @@ pub async fn admit<B>(
             }
         }
     }
+    // Load shedding: beyond SYNCGATE_MAX_CONNECTIONS new upgrades get 503; open ones are untouched.
+    let place = AdmitGuard::try_new(&state.admitted, state.config.max_connections)
+        .ok_or(HttpError::Overloaded)?;
     if let Some(limiter) = &state.ip_limiter {
         if !limiter.allow(peer.ip(), Instant::now()) {
             return Err(HttpError::RateLimited);
@@ -144,6 +168,7 @@ pub async fn admit<B>(
         }
     };
     Ok(Admitted {
+        _place: place,
         identity,
         device_id,
         channels,

@@ -38,11 +38,21 @@ pub struct AppState {
     next_conn: AtomicU64,
     /// Flips to `true` when the server shuts down; every connection watches it.
     pub shutdown: watch::Receiver<bool>,
+    /// Set on the first SIGTERM: `/ready` answers 503 while connections are still served.
+    pub draining: std::sync::atomic::AtomicBool,
+    pub metrics: crate::metrics::Metrics,
+    /// Connections admitted (upgrade accepted) and not yet finished: the `SYNCGATE_MAX_CONNECTIONS` gauge.
+    pub admitted: Arc<AtomicU64>,
     /// Each connection task holds a clone; shutdown waits until all are dropped.
     pub(crate) alive: mpsc::Sender<()>,
 }
 
 impl AppState {
+    /// What `/ready` says: serving, not draining, and every required backend reachable.
+    pub fn ready(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed) && !*self.shutdown.borrow() && self.bus.healthy()
+    }
+
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -78,6 +88,10 @@ pub fn bind(config: &Config) -> std::io::Result<TcpListener> {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if config.reuseport {
+        // Several processes share the port; the kernel spreads new connections between them.
+        socket.set_reuseport(true)?;
+    }
     socket.bind(config.listen)?;
     socket.listen(config.listen_backlog)
 }
@@ -137,6 +151,9 @@ pub async fn run(
         bus,
         stats,
         next_conn: AtomicU64::new(0),
+        draining: std::sync::atomic::AtomicBool::new(false),
+        metrics: crate::metrics::Metrics::default(),
+        admitted: Arc::new(AtomicU64::new(0)),
         shutdown: shutdown_rx,
         alive: alive_tx,
         config,
@@ -157,9 +174,23 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);
+    // After the first signal: /ready answers 503 at once while connections are still served
+    // (and accepted) until the load balancer has noticed.
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
+        let drained = async {
+            match drain_until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if drain_until.is_none() => {
+                state.draining.store(true, Ordering::Relaxed);
+                tracing::info!(delay_ms = state.config.drain_delay.as_millis() as u64, "draining: /ready is 503");
+                drain_until = Some(tokio::time::Instant::now() + state.config.drain_delay);
+            }
+            _ = drained => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
@@ -176,13 +207,29 @@ pub async fn run(
         }
     }
 
-    tracing::info!("shutting down: closing connections with 1001");
     drop(listener);
     let _ = shutdown_tx.send(true);
-    let closing = state
+    // Close with 1001, spread over the window so clients do not reconnect all at once.
+    let conns = state.registry.all_conns();
+    let spread = state.config.drain_spread;
+    tracing::info!(
+        connections = conns.len(),
+        spread_ms = spread.as_millis() as u64,
+        "closing connections with 1001"
+    );
+    let start = tokio::time::Instant::now();
+    let n = conns.len().max(1) as u32;
+    for (i, c) in conns.iter().enumerate() {
+        if !spread.is_zero() {
+            tokio::time::sleep_until(start + spread * i as u32 / n).await;
+        }
+        c.close(crate::error::CloseReason::GoingAway);
+    }
+    drop(conns);
+    // Connections that registered meanwhile see the flag in their open phase; sweep once more.
+    state
         .registry
         .close_all(crate::error::CloseReason::GoingAway);
-    tracing::info!(connections = closing, "closing connections");
     let timeout = state.config.shutdown_timeout;
     for task in background {
         task.abort();

@@ -13,11 +13,32 @@ use hyper::body::Incoming;
 use super::{middleware, AppState};
 use crate::error::HttpError;
 
+/// Counts a refused upgrade by result (and auth failures by reason).
+fn count_refusal(state: &AppState, e: &HttpError) {
+    use crate::metrics::ConnectResult as R;
+    let m = &state.metrics;
+    match e {
+        HttpError::Unauthorized(a) => {
+            m.connect(R::Unauthorized);
+            m.auth_failure(match a {
+                crate::auth::AuthError::Expired => "expired",
+                _ => "invalid",
+            });
+        }
+        HttpError::Forbidden(_) => m.connect(R::Origin),
+        HttpError::RateLimited => m.connect(R::RateLimited),
+        HttpError::TooManyConnections => m.connect(R::OverCap),
+        HttpError::Overloaded | HttpError::Unavailable => m.connect(R::Shed),
+        _ => m.connect(R::BadRequest),
+    }
+}
+
 /// `GET /ready`: 200 while serving; 503 while shutting down or while the bus is down.
 fn ready(state: &AppState) -> Response<Full<Bytes>> {
-    let stopping = *state.shutdown.borrow();
+    let stopping =
+        *state.shutdown.borrow() || state.draining.load(std::sync::atomic::Ordering::Relaxed);
     let bus = state.bus.state();
-    let ok = !stopping && state.bus.healthy();
+    let ok = state.ready();
     let status = if ok {
         StatusCode::OK
     } else {
@@ -35,12 +56,16 @@ pub async fn route(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/ws") => match middleware::admit(&state, peer, &req).await {
-            Ok(admitted) => {
-                crate::ws::upgrade(state, req, admitted).unwrap_or_else(HttpError::into_response)
-            }
-            Err(e) => e.into_response(),
-        },
+        (&Method::GET, "/ws") => {
+            let result = match middleware::admit(&state, peer, &req).await {
+                Ok(admitted) => crate::ws::upgrade(state.clone(), req, admitted),
+                Err(e) => Err(e),
+            };
+            result.unwrap_or_else(|e| {
+                count_refusal(&state, &e);
+                e.into_response()
+            })
+        }
         (&Method::GET | &Method::HEAD, "/health") => {
             let mut r = Response::new(Full::new(Bytes::from_static(b"OK")));
             *r.status_mut() = StatusCode::OK;
@@ -65,9 +90,11 @@ pub async fn route(
         (&Method::POST, "/api/disconnect") => crate::api::server_api::disconnect(state, req)
             .await
             .unwrap_or_else(HttpError::into_response),
-        (_, "/ws" | "/health" | "/ready" | "/api/publish" | "/api/disconnect") => {
-            HttpError::MethodNotAllowed.into_response()
-        }
+        (
+            _,
+            "/ws" | "/health" | "/ready" | "/api/publish" | "/api/disconnect" | "/api/status"
+            | "/metrics",
+        ) => HttpError::MethodNotAllowed.into_response(),
         _ => HttpError::NotFound.into_response(),
     };
     Ok(resp)

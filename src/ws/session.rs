@@ -24,7 +24,7 @@ use crate::error::CloseReason;
 use crate::limits::{MessageLimiter, Verdict};
 use crate::protocol::{self, ErrorCode, Request, RequestId};
 use crate::registry::{ConnHandle, Membership, UserSlot};
-use crate::server::middleware::{identity as make_identity, Admitted};
+use crate::server::middleware::{identity as make_identity, AdmitGuard, Admitted};
 use crate::server::AppState;
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
@@ -69,10 +69,19 @@ async fn first_frame_auth(
             }
         }
     };
+    let refuse = |reason: &str| {
+        state
+            .metrics
+            .connect(crate::metrics::ConnectResult::Unauthorized);
+        state.metrics.auth_failure(reason);
+    };
     let text = tokio::select! {
         r = tokio::time::timeout(state.config.auth_timeout, first) => match r {
             Ok(Some(t)) => t,
-            _ => return Err(CloseReason::Unauthorized),
+            _ => {
+                refuse("timeout");
+                return Err(CloseReason::Unauthorized);
+            }
         },
         _ = crate::shutdown::stopping(&mut shutdown) => return Err(CloseReason::GoingAway),
     };
@@ -81,26 +90,44 @@ async fn first_frame_auth(
             request: Request::Auth { token },
             ..
         }) => token,
-        _ => return Err(CloseReason::Unauthorized),
+        _ => {
+            refuse("invalid");
+            return Err(CloseReason::Unauthorized);
+        }
     };
     // Boxed: JWKS verification can await a fetch, and its future must not bloat every session.
     let claims = Box::pin(state.verifier.verify(&token))
         .await
         .map_err(|e| match e {
-            AuthError::Expired => CloseReason::TokenExpired,
-            _ => CloseReason::Unauthorized,
+            AuthError::Expired => {
+                refuse("expired");
+                CloseReason::TokenExpired
+            }
+            _ => {
+                refuse("invalid");
+                CloseReason::Unauthorized
+            }
         })?;
-    let identity = make_identity(claims, device).map_err(|_| CloseReason::Unauthorized)?;
+    let identity = make_identity(claims, device).map_err(|_| {
+        refuse("device");
+        CloseReason::Unauthorized
+    })?;
+    let over_cap = || {
+        state
+            .metrics
+            .connect(crate::metrics::ConnectResult::OverCap);
+        CloseReason::TooManyConnections
+    };
     let mut slot = state
         .registry
         .acquire_slot(&identity.user_id, state.config.max_connections_per_user)
-        .ok_or(CloseReason::TooManyConnections)?;
+        .ok_or_else(over_cap)?;
     if !state
         .bus
         .acquire_user(&identity.user_id, state.config.max_connections_per_user)
         .await
     {
-        return Err(CloseReason::TooManyConnections);
+        return Err(over_cap());
     }
     slot.mark_cluster();
     Ok((identity, slot))
@@ -172,25 +199,47 @@ impl Session<'_> {
         Ok((ch, new))
     }
 
+    /// Fans out through the bus, timing publish → every local recipient enqueued.
+    fn publish(&self, channel: &str, msg: Message) {
+        let started = Instant::now();
+        self.state.bus.publish(channel, msg, self.conn().id);
+        self.state
+            .metrics
+            .fanout_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn count_in(&self, kind: usize, bytes: usize) {
+        let m = &self.state.metrics;
+        m.frames_in[kind].inc();
+        m.bytes_in.add(bytes as u64);
+    }
+
     fn on_message(&mut self, msg: Message) -> Step {
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(b) => {
+                self.count_in(7, b.len());
                 if let Some(step) = self.rate_limit(&None) {
                     return step;
                 }
                 // The fast path: relayed verbatim to the user's other connections.
-                self.state
-                    .bus
-                    .publish(&self.user_channel, Message::Binary(b), self.conn().id);
+                self.publish(&self.user_channel.clone(), Message::Binary(b));
                 return Step::Nothing;
             }
-            Message::Close(_) => return Step::Close(CloseReason::Normal),
-            _ => return Step::Nothing,
+            Message::Close(_) => {
+                self.count_in(9, 0);
+                return Step::Close(CloseReason::Normal);
+            }
+            other => {
+                self.count_in(9, other.len());
+                return Step::Nothing;
+            }
         };
         let frame = match protocol::decode(text.as_bytes(), &mut self.scratch) {
             Ok(f) => f,
             Err(e) => {
+                self.count_in(8, text.len());
                 if let Some(step) = self.rate_limit(&e.id) {
                     return step;
                 }
@@ -198,6 +247,16 @@ impl Session<'_> {
             }
         };
         let id = frame.id;
+        let kind = match frame.request {
+            Request::Auth { .. } => 0,
+            Request::Subscribe { .. } => 1,
+            Request::Unsubscribe { .. } => 2,
+            Request::Publish { .. } => 3,
+            Request::Typing { .. } => 4,
+            Request::Presence { .. } => 5,
+            Request::Ping => 6,
+        };
+        self.count_in(kind, text.len());
         if let Some(step) = self.rate_limit(&id) {
             return step;
         }
@@ -235,9 +294,7 @@ impl Session<'_> {
                         &self.identity.device_id,
                         now_millis(),
                     );
-                    self.state
-                        .bus
-                        .publish(&ch, Message::Text(frame), self.conn().id);
+                    self.publish(&ch, Message::Text(frame));
                     match &id {
                         Some(id) => Message::Text(protocol::ack(id, &ch)),
                         None => return Step::Nothing,
@@ -253,9 +310,7 @@ impl Session<'_> {
                         &self.identity.device_id,
                         typing,
                     );
-                    self.state
-                        .bus
-                        .publish(&ch, Message::Text(frame), self.conn().id);
+                    self.publish(&ch, Message::Text(frame));
                     return Step::Nothing;
                 }
             },
@@ -303,11 +358,14 @@ impl Session<'_> {
     fn rate_limit(&mut self, id: &RequestId) -> Option<Step> {
         match self.limiter.check(Instant::now()) {
             Verdict::Allow => None,
-            Verdict::Drop => Some(Step::Reply(error_frame(
-                ErrorCode::RateLimited,
-                "rate limit exceeded; message dropped",
-                id,
-            ))),
+            Verdict::Drop => {
+                self.state.metrics.rate_limited.inc();
+                Some(Step::Reply(error_frame(
+                    ErrorCode::RateLimited,
+                    "rate limit exceeded; message dropped",
+                    id,
+                )))
+            }
             Verdict::Close => Some(Step::Close(CloseReason::RateAbuse)),
         }
     }
@@ -328,8 +386,9 @@ async fn open<'a>(
     state: &'a AppState,
     ws: &mut Ws,
     admitted: Box<Admitted>,
-) -> Option<(Session<'a>, UserSlot)> {
+) -> Option<(Session<'a>, (UserSlot, AdmitGuard))> {
     let Admitted {
+        _place: place,
         identity,
         device_id,
         channels,
@@ -371,7 +430,7 @@ async fn open<'a>(
         close(ws, CloseReason::GoingAway).await;
         return None;
     }
-    tracing::debug!(user = %s.identity.user_id, device = %s.identity.device_id, %conn_id, "connection open");
+    tracing::info!(user = %s.identity.user_id, device = %s.identity.device_id, conn = %conn_id, "connection open");
     let welcome = protocol::welcome(
         &s.identity.user_id,
         &s.identity.device_id,
@@ -396,7 +455,10 @@ async fn open<'a>(
         && tokio::time::timeout(WRITE_TIMEOUT, ws.flush())
             .await
             .is_ok_and(|r| r.is_ok());
-    ok.then_some((s, slot))
+    if ok {
+        state.metrics.connect(crate::metrics::ConnectResult::Ok);
+    }
+    ok.then_some((s, (slot, place)))
 }
 
 /// A connection's whole life after the 101 response. This future is most of what an idle
@@ -452,6 +514,14 @@ pub async fn run(
                         break;
                     }
                     for m in spare.drain(..) {
+                        let kind = match &m {
+                            Message::Text(_) => 0,
+                            Message::Binary(_) => 1,
+                            Message::Ping(_) => 2,
+                            _ => 3,
+                        };
+                        state.metrics.frames_out[kind].inc();
+                        state.metrics.bytes_out.add(m.len() as u64);
                         if ws.feed(m).await.is_err() {
                             break 'session None;
                         }
@@ -532,7 +602,10 @@ pub async fn run(
     if let Some(r) = reason {
         Box::pin(close(&mut ws, r)).await;
     }
-    tracing::debug!(%user, conn = conn.id, code = reason.map(|r| r.code()), secs = started.elapsed().as_secs_f64(), "connection closed");
+    // No close reason: the peer vanished (1006, abnormal closure).
+    let code = reason.map(|r| r.code()).unwrap_or(1006);
+    state.metrics.disconnect(code);
+    tracing::info!(%user, conn = format_args!("{}-{:x}", state.instance, conn.id), code, secs = started.elapsed().as_secs_f64(), "connection closed");
 }
 
 #[cfg(test)]
