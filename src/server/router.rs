@@ -87,6 +87,9 @@ pub async fn route(
         (&Method::POST, "/api/publish") => crate::api::server_api::publish(state, req)
             .await
             .unwrap_or_else(HttpError::into_response),
+        (&Method::GET, "/api/status") => crate::api::server_api::status(state, req)
+            .await
+            .unwrap_or_else(HttpError::into_response),
         (&Method::POST, "/api/disconnect") => crate::api::server_api::disconnect(state, req)
             .await
             .unwrap_or_else(HttpError::into_response),

@@ -372,7 +372,10 @@ impl Session<'_> {
 }
 
 fn classify(e: &WsError) -> Option<CloseReason> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
     match e {
+        // The peer vanished: nothing to send a close frame to (counted as 1006).
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some(CloseReason::TooLarge),
         WsError::Capacity(_) => Some(CloseReason::TooLarge),
         WsError::Protocol(_) | WsError::Utf8(_) => Some(CloseReason::Protocol),

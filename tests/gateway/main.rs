@@ -7,4 +7,5 @@ mod cluster;
 mod common;
 mod lifecycle;
 mod limits;
+mod ops;
 mod protocol;
