@@ -111,5 +111,52 @@ fn fan_out(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, fan_out);
+/// Metrics on the hot path: one sharded counter add and one histogram observation, single
+/// threaded and with two threads hammering the same series (versus one shared atomic).
+fn metrics(c: &mut Criterion) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use syncgate::metrics::{Counter, Histogram, Metrics};
+    let mut g = c.benchmark_group("metrics");
+    g.throughput(Throughput::Elements(1));
+    let m = Metrics::default();
+    g.bench_function("counter_inc", |b| b.iter(|| m.frames_out[0].inc()));
+    g.bench_function("fanout_histogram_observe", |b| {
+        b.iter(|| m.fanout_seconds.observe(black_box(0.00042)))
+    });
+    const N: u64 = 1_000_000;
+    g.throughput(Throughput::Elements(2 * N));
+    g.sample_size(10);
+    let sharded = Arc::new(Counter::default());
+    g.bench_function("two_threads_1m_incs_sharded", |b| {
+        b.iter(|| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    let c = sharded.clone();
+                    std::thread::spawn(move || (0..N).for_each(|_| c.inc()))
+                })
+                .collect();
+            hs.into_iter().for_each(|h| h.join().unwrap());
+        })
+    });
+    let shared = Arc::new(AtomicU64::new(0));
+    g.bench_function("two_threads_1m_incs_one_shared_atomic", |b| {
+        b.iter(|| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    let c = shared.clone();
+                    std::thread::spawn(move || {
+                        (0..N).for_each(|_| {
+                            c.fetch_add(1, Ordering::Relaxed);
+                        })
+                    })
+                })
+                .collect();
+            hs.into_iter().for_each(|h| h.join().unwrap());
+        })
+    });
+    let _ = Histogram::new(&[1.0]);
+    g.finish();
+}
+
+criterion_group!(benches, codec, fan_out, metrics);
 criterion_main!(benches);
