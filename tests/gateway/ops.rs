@@ -466,3 +466,48 @@ async fn nothing_secret_in_the_logs() {
     let sig = t.rsplit('.').next().unwrap();
     assert!(!text.contains(sig));
 }
+
+#[tokio::test]
+async fn reuseport_lets_two_processes_share_a_port() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let start = |reuse: &str| {
+        Command::new(BIN)
+            .env_clear()
+            .env("SYNCGATE_LISTEN", &listen)
+            .env("SYNCGATE_REUSEPORT", reuse)
+            .env("SYNCGATE_DATA_DIR", temp_dir())
+            .env("SYNCGATE_JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start("1");
+    let mut second = start("1");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(first.try_wait().unwrap().is_none(), "first exited");
+    assert!(
+        second.try_wait().unwrap().is_none(),
+        "second could not share the port"
+    );
+    // Without the option a third process cannot bind.
+    let mut third = start("0");
+    let status = tokio::task::spawn_blocking(move || third.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let mut c = Client::connect(&format!("ws://{listen}/ws?token={}", token("u")))
+        .await
+        .unwrap();
+    assert_eq!(c.recv().await["type"], "welcome");
+    first.kill().unwrap();
+    second.kill().unwrap();
+    let _ = first.wait();
+    let _ = second.wait();
+}
