@@ -69,6 +69,37 @@ fn push_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(&buf[i..]);
 }
 
+/// The shared shape of `event` frames; `from` is `None` for the server.
+fn event_frame(
+    channel: &str,
+    event: &str,
+    data: &[u8],
+    from: Option<(&str, &str)>,
+    ts: u64,
+) -> Encoded {
+    let from_len = from.map(|(u, d)| u.len() + d.len()).unwrap_or(0);
+    let mut out = Vec::with_capacity(96 + channel.len() + event.len() + data.len() + from_len);
+    out.extend_from_slice(b"{\"type\":\"event\",\"channel\":");
+    json_str(&mut out, channel);
+    out.extend_from_slice(b",\"event\":");
+    json_str(&mut out, event);
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data);
+    match from {
+        Some((user_id, device_id)) => {
+            out.extend_from_slice(b",\"from\":{\"user_id\":");
+            json_str(&mut out, user_id);
+            out.extend_from_slice(b",\"device_id\":");
+            json_str(&mut out, device_id);
+            out.extend_from_slice(b"},\"ts\":");
+        }
+        None => out.extend_from_slice(b",\"from\":{\"user_id\":\"server\"},\"ts\":"),
+    }
+    push_u64(&mut out, ts);
+    out.push(b'}');
+    finish(out)
+}
+
 /// `{"type":"event","channel":C,"event":E,"data":D,"from":{"user_id":U,"device_id":D},"ts":MS}`.
 /// `data` must already be JSON text.
 pub fn event(
@@ -79,39 +110,13 @@ pub fn event(
     device_id: &str,
     ts: u64,
 ) -> Encoded {
-    let mut out = Vec::with_capacity(
-        96 + channel.len() + event.len() + data.len() + user_id.len() + device_id.len(),
-    );
-    out.extend_from_slice(b"{\"type\":\"event\",\"channel\":");
-    json_str(&mut out, channel);
-    out.extend_from_slice(b",\"event\":");
-    json_str(&mut out, event);
-    out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(data);
-    out.extend_from_slice(b",\"from\":{\"user_id\":");
-    json_str(&mut out, user_id);
-    out.extend_from_slice(b",\"device_id\":");
-    json_str(&mut out, device_id);
-    out.extend_from_slice(b"},\"ts\":");
-    push_u64(&mut out, ts);
-    out.push(b'}');
-    finish(out)
+    event_frame(channel, event, data, Some((user_id, device_id)), ts)
 }
 
 /// An `event` published by the server (HTTP API, external Redis publisher):
 /// `"from":{"user_id":"server"}`.
 pub fn server_event(channel: &str, event: &str, data: &[u8], ts: u64) -> Encoded {
-    let mut out = Vec::with_capacity(96 + channel.len() + event.len() + data.len());
-    out.extend_from_slice(b"{\"type\":\"event\",\"channel\":");
-    json_str(&mut out, channel);
-    out.extend_from_slice(b",\"event\":");
-    json_str(&mut out, event);
-    out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(data);
-    out.extend_from_slice(b",\"from\":{\"user_id\":\"server\"},\"ts\":");
-    push_u64(&mut out, ts);
-    out.push(b'}');
-    finish(out)
+    event_frame(channel, event, data, None, ts)
 }
 
 /// `{"type":"error","code":K,"message":M,"id":…}`.
