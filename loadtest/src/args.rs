@@ -50,7 +50,7 @@ sizes, rates, durations (defaults in brackets):
   --connections N        connect/idle: connections [1000]
   --rate R               connect: connects/s [2000]; fanout: msg/s per device [1];
                          broadcast/cluster: total msg/s over all publishers [10]
-  --duration SECS        hold (connect, idle) or send (fanout, broadcast) time [10]
+  --duration T           hold (connect, idle) or send (fanout, broadcast) time: 10, 10s, 500ms, 2m [10s]
   --users U --devices D  fanout: U users x D devices [100 x 3]
   --subscribers N        broadcast/cluster: subscribers [1000]
   --publishers P         broadcast/cluster: publishers [1]
@@ -111,6 +111,20 @@ impl Args {
 fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()
         .map_err(|_| format!("{flag}: {v:?} is not a valid number"))
+}
+
+/// Seconds from `10`, `10s`, `500ms` or `2m`.
+fn secs(flag: &str, v: &str) -> Result<f64, String> {
+    let (digits, scale) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (v, 1.0)
+    };
+    num::<f64>(flag, digits).map(|n| n * scale)
 }
 
 fn positive(flag: &str, v: f64) -> Result<f64, String> {
@@ -183,7 +197,7 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
             "--server-pid" => a.server_pid = Some(num(flag, val()?)?),
             "--connections" => a.connections = num(flag, val()?)?,
             "--rate" => a.rate = positive(flag, num(flag, val()?)?)?,
-            "--duration" => a.duration_s = positive(flag, num(flag, val()?)?)?,
+            "--duration" => a.duration_s = positive(flag, secs(flag, val()?)?)?,
             "--users" => a.users = num(flag, val()?)?,
             "--devices" => a.devices = num(flag, val()?)?,
             "--subscribers" => a.subscribers = num(flag, val()?)?,
@@ -203,8 +217,8 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
                 }
             }
             "--open-rate" => a.open_rate = positive(flag, num(flag, val()?)?)?,
-            "--drain" => a.drain_s = num(flag, val()?)?,
-            "--timeout" => a.timeout_s = positive(flag, num(flag, val()?)?)?,
+            "--drain" => a.drain_s = secs(flag, val()?)?,
+            "--timeout" => a.timeout_s = positive(flag, secs(flag, val()?)?)?,
             "--procs" => a.procs = num(flag, val()?)?,
             "--slo" => a.slo = Some(PathBuf::from(val()?)),
             "--json" => a.json = Some(PathBuf::from(val()?)),
@@ -257,5 +271,19 @@ mod tests {
         assert!(p("connect --jwt-secret s --rate -1").is_err());
         assert!(p("connect --jwt-secret s --bogus 1").is_err());
         assert!(p("connect --jwt-secret s --url http://x").is_err());
+        assert_eq!(
+            p("idle --jwt-secret s --duration 500ms")
+                .unwrap()
+                .duration_s,
+            0.5
+        );
+        assert_eq!(
+            p("idle --jwt-secret s --duration 2m").unwrap().duration_s,
+            120.0
+        );
+        assert_eq!(
+            p("idle --jwt-secret s --duration 3s").unwrap().duration_s,
+            3.0
+        );
     }
 }
