@@ -44,6 +44,10 @@ pub const MAX_CONNECTIONS: &str = "SYNCGATE_MAX_CONNECTIONS";
 pub const DRAIN_DELAY_MS: &str = "SYNCGATE_DRAIN_DELAY_MS";
 pub const DRAIN_SPREAD_MS: &str = "SYNCGATE_DRAIN_SPREAD_MS";
 pub const REUSEPORT: &str = "SYNCGATE_REUSEPORT";
+pub const DATABASE_URL: &str = "DATABASE_URL";
+pub const ACCESS_TTL_SECS: &str = "SYNCGATE_ACCESS_TTL_SECS";
+pub const REFRESH_TTL_SECS: &str = "SYNCGATE_REFRESH_TTL_SECS";
+pub const HASH_CONCURRENCY: &str = "SYNCGATE_HASH_CONCURRENCY";
 
 /// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
 #[derive(Clone, PartialEq, Eq)]
@@ -116,6 +120,12 @@ pub struct Config {
     pub drain_delay: Duration,
     pub drain_spread: Duration,
     pub reuseport: bool,
+    /// `DATABASE_URL`: PostgreSQL (or an explicit SQLite URL); default SQLite in the data dir.
+    pub database_url: Option<String>,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    /// Password hashes computed at once on the blocking pool.
+    pub hash_concurrency: usize,
 }
 
 /// Every bad variable found, one line each.
@@ -280,6 +290,16 @@ impl Config {
             (DRAIN_DELAY_MS, ms(self.drain_delay)),
             (DRAIN_SPREAD_MS, ms(self.drain_spread)),
             (REUSEPORT, u8::from(self.reuseport).to_string()),
+            (
+                DATABASE_URL,
+                self.database_url
+                    .as_deref()
+                    .map(mask_url)
+                    .unwrap_or_else(|| "(unset: SQLite in the data directory)".into()),
+            ),
+            (ACCESS_TTL_SECS, self.access_ttl_secs.to_string()),
+            (REFRESH_TTL_SECS, self.refresh_ttl_secs.to_string()),
+            (HASH_CONCURRENCY, self.hash_concurrency.to_string()),
         ]
     }
 
@@ -406,6 +426,20 @@ impl Config {
                 false
             }
         };
+        let database_url = r.raw(DATABASE_URL).map(str::to_string);
+        if let Some(u) = &database_url {
+            if !(u.starts_with("postgres://")
+                || u.starts_with("postgresql://")
+                || u.starts_with("sqlite:"))
+            {
+                r.errors.push(format!(
+                    "{DATABASE_URL} must be a postgres:// or sqlite: URL"
+                ));
+            }
+        }
+        let access_ttl_secs = r.ranged(ACCESS_TTL_SECS, 900, 10, 86_400);
+        let refresh_ttl_secs = r.ranged(REFRESH_TTL_SECS, 30 * 86_400, 60, 365 * 86_400);
+        let hash_concurrency = r.ranged(HASH_CONCURRENCY, 2, 1, 256) as usize;
         let listen_backlog = r.ranged(LISTEN_BACKLOG, 4096, 1, 1 << 20) as u32;
         let log_format = match r.raw(LOG_FORMAT) {
             None | Some("text") => LogFormat::Text,
@@ -456,6 +490,10 @@ impl Config {
             drain_delay,
             drain_spread,
             reuseport,
+            database_url,
+            access_ttl_secs,
+            refresh_ttl_secs,
+            hash_concurrency,
         })
     }
 }

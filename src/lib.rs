@@ -16,6 +16,7 @@
 //! - [`cli`]: `syncgate token`.
 //! - [`metrics`]: Prometheus text for `/metrics`.
 //! - [`oslimits`]: open files, somaxconn, port range; raised and checked at start.
+//! - [`store`]: sqlx store (SQLite default, PostgreSQL): accounts, refresh tokens.
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
 //!
 //! ## How a message travels
@@ -37,5 +38,6 @@ pub mod protocol;
 pub mod registry;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 pub mod util;
 pub mod ws;

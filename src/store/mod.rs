@@ -1,0 +1,165 @@
+//! Durable storage (sqlx): SQLite in the data directory by default (WAL mode), PostgreSQL when
+//! `DATABASE_URL=postgres://…`. One `Store` API over sqlx's `Any` driver — the same SQL (`$N`
+//! placeholders) runs on both. Migrations live in `migrations/sqlite` and `migrations/postgres`,
+//! are embedded in the binary and run at start and by `syncgate migrate`.
+//!
+//! - [`users`]: accounts.
+//! - [`tokens`]: rotating refresh tokens with reuse detection.
+
+pub mod tokens;
+pub mod users;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+
+use crate::config::Config;
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists")]
+    Conflict,
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// (version, name, SQL) of every migration, in order.
+type Migration = (i64, &'static str, &'static str);
+
+const SQLITE_MIGRATIONS: &[Migration] = &[(
+    1,
+    "accounts",
+    include_str!("../../migrations/sqlite/0001_accounts.sql"),
+)];
+const POSTGRES_MIGRATIONS: &[Migration] = &[(
+    1,
+    "accounts",
+    include_str!("../../migrations/postgres/0001_accounts.sql"),
+)];
+
+/// Cheap to clone (the pool is a handle).
+#[derive(Clone)]
+pub struct Store {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+/// The database URL: `DATABASE_URL`, or a SQLite file in the data directory.
+pub fn database_url(config: &Config) -> Result<(String, Backend), StoreError> {
+    match &config.database_url {
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok((u.clone(), Backend::Postgres))
+        }
+        Some(u) if u.starts_with("sqlite:") => Ok((u.clone(), Backend::Sqlite)),
+        Some(_) => Err(StoreError::Config(
+            "DATABASE_URL must be postgres://… or sqlite:…".into(),
+        )),
+        None => {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|e| StoreError::Config(format!("{}: {e}", config.data_dir.display())))?;
+            let path = config.data_dir.join("syncgate.db");
+            Ok((
+                format!("sqlite://{}?mode=rwc", path.display()),
+                Backend::Sqlite,
+            ))
+        }
+    }
+}
+
+impl Store {
+    /// Connects and runs the migrations.
+    pub async fn open(config: &Config) -> Result<Store, StoreError> {
+        let (url, backend) = database_url(config)?;
+        sqlx::any::install_default_drivers();
+        let max = match backend {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(&url)
+            .await?;
+        let store = Store { pool, backend };
+        if backend == Backend::Sqlite {
+            // WAL: readers never block the writer; persistent for the database file.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&store.pool)
+                .await?;
+            sqlx::query("PRAGMA foreign_keys=ON")
+                .execute(&store.pool)
+                .await?;
+        }
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the embedded migrations not yet recorded; returns how many ran.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let ledger = match self.backend {
+            Backend::Postgres => {
+                "CREATE TABLE IF NOT EXISTS syncgate_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+            }
+            Backend::Sqlite => {
+                "CREATE TABLE IF NOT EXISTS syncgate_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+            }
+        };
+        sqlx::query(ledger).execute(&self.pool).await?;
+        let list = match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        };
+        let mut ran = 0;
+        for (version, name, sql) in list {
+            let done: Option<(i64,)> =
+                sqlx::query_as("SELECT version FROM syncgate_migrations WHERE version = $1")
+                    .bind(*version)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            for statement in sql
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && !is_comment(s))
+            {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            sqlx::query(
+                "INSERT INTO syncgate_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(*version)
+            .bind(*name)
+            .bind(crate::auth::now_millis() as i64)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            ran += 1;
+        }
+        Ok(ran)
+    }
+
+    /// A unique-constraint violation becomes [`StoreError::Conflict`].
+    pub(crate) fn map_unique(e: sqlx::Error) -> StoreError {
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
+            _ => StoreError::Db(e),
+        }
+    }
+}
+
+fn is_comment(statement: &str) -> bool {
+    statement
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"))
+}
