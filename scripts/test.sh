@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, integration tests over real sockets (several instances over a
-# real Redis), loadtest scenarios, and a build of the benches. Starts — or installs — the backends
+# real Redis and accounts on SQLite and a real PostgreSQL), loadtest scenarios, and a build of the benches. Starts — or installs — the backends
 # the tests need first; a test that needs a missing backend fails, it is never skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,29 @@ ensure_redis() {
   redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null
 }
 
+ensure_postgres() {
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "installing postgresql"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+    echo "starting postgresql"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+    for _ in $(seq 100); do
+      pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null && break
+      sleep 0.1
+    done
+  fi
+  # The tests connect as postgres (trust auth on loopback) to the database `test`.
+  if ! psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; then
+    psql -h 127.0.0.1 -U postgres -d postgres -c 'CREATE DATABASE test' >/dev/null 2>&1 \
+      || su postgres -c "psql -c 'CREATE DATABASE test'" >/dev/null 2>&1 || true
+  fi
+  psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null
+}
+
 ensure_redis
+ensure_postgres
 
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"

@@ -28,6 +28,13 @@ pub enum HttpError {
     Unavailable,
     #[error("server at capacity; retry on another instance")]
     Overloaded,
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// Login failures: one answer for unknown user, wrong password and bad refresh tokens.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("internal error")]
+    Internal,
 }
 
 impl HttpError {
@@ -40,6 +47,9 @@ impl HttpError {
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Unavailable | HttpError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Conflict(_) => StatusCode::CONFLICT,
+            HttpError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -55,6 +65,9 @@ impl HttpError {
             HttpError::MethodNotAllowed => "method_not_allowed",
             HttpError::Unavailable => "unavailable",
             HttpError::Overloaded => "overloaded",
+            HttpError::Conflict(_) => "conflict",
+            HttpError::InvalidCredentials => "unauthorized",
+            HttpError::Internal => "internal",
         }
     }
 

@@ -1,8 +1,10 @@
 //! REST handlers. `server` routes to them; each file serves one resource.
 //!
+//! - [`accounts`]: register, login, refresh, logout, change-password.
 //! - [`server_api`]: `POST /api/publish` and `POST /api/disconnect` for backends
 //!   (Bearer `SYNCGATE_API_KEY`).
 
+pub mod accounts;
 pub mod server_api;
 
 use bytes::Bytes;

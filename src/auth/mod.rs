@@ -2,6 +2,7 @@
 //! PEM public key or JWKS), the persisted development secret, and token minting.
 
 mod jwks;
+pub mod password;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -272,6 +273,11 @@ impl Verifier {
             exp: raw.exp,
             device_id: raw.did,
         })
+    }
+
+    /// True when tokens can be minted (HS256 secret or the development secret).
+    pub fn can_sign(&self) -> bool {
+        self.signer.is_some()
     }
 
     /// Mints an HS256 token (only with a secret key).

@@ -41,6 +41,9 @@ pub struct AppState {
     /// Set on the first SIGTERM: `/ready` answers 503 while connections are still served.
     pub draining: std::sync::atomic::AtomicBool,
     pub metrics: crate::metrics::Metrics,
+    /// Accounts, refresh tokens, devices (SQLite or PostgreSQL).
+    pub store: crate::store::Store,
+    pub hasher: crate::auth::password::Hasher,
     /// Connections admitted (upgrade accepted) and not yet finished: the `SYNCGATE_MAX_CONNECTIONS` gauge.
     pub admitted: Arc<AtomicU64>,
     /// Each connection task holds a clone; shutdown waits until all are dropped.
@@ -67,6 +70,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Bus(String),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 fn ws_config(config: &Config) -> WebSocketConfig {
@@ -120,6 +125,8 @@ pub async fn run(
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let store = crate::store::Store::open(&config).await?;
+    tracing::info!(backend = ?store.backend, "store ready");
     let stats = Arc::new(Stats::default());
     let registry = Arc::new(Registry::with_join_leave_limit(
         config.join_leave_max_members,
@@ -153,6 +160,8 @@ pub async fn run(
         next_conn: AtomicU64::new(0),
         draining: std::sync::atomic::AtomicBool::new(false),
         metrics: crate::metrics::Metrics::default(),
+        store,
+        hasher: crate::auth::password::Hasher::new(config.hash_concurrency),
         admitted: Arc::new(AtomicU64::new(0)),
         shutdown: shutdown_rx,
         alive: alive_tx,

@@ -11,6 +11,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::{middleware, AppState};
+use crate::api::accounts;
 use crate::error::HttpError;
 
 /// Counts a refused upgrade by result (and auth failures by reason).
@@ -85,6 +86,21 @@ pub async fn route(
             r
         }
         (&Method::POST, "/api/publish") => crate::api::server_api::publish(state, req)
+            .await
+            .unwrap_or_else(HttpError::into_response),
+        (&Method::POST, "/register") => accounts::register(state, req)
+            .await
+            .unwrap_or_else(HttpError::into_response),
+        (&Method::POST, "/login") => accounts::login(state, req)
+            .await
+            .unwrap_or_else(HttpError::into_response),
+        (&Method::POST, "/token/refresh") => accounts::refresh(state, req)
+            .await
+            .unwrap_or_else(HttpError::into_response),
+        (&Method::POST, "/logout") => accounts::logout(state, req)
+            .await
+            .unwrap_or_else(HttpError::into_response),
+        (&Method::POST, "/change-password") => accounts::change_password(state, req)
             .await
             .unwrap_or_else(HttpError::into_response),
         (&Method::GET, "/api/status") => crate::api::server_api::status(state, req)

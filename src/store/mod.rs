@@ -3,8 +3,8 @@
 //! placeholders) runs on both. Migrations live in `migrations/sqlite` and `migrations/postgres`,
 //! are embedded in the binary and run at start and by `syncgate migrate`.
 //!
-//! - [`users`]: accounts.
-//! - [`tokens`]: rotating refresh tokens with reuse detection.
+//! - [`users`] — accounts.
+//! - [`tokens`] — rotating refresh tokens with reuse detection.
 
 pub mod tokens;
 pub mod users;

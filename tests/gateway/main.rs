@@ -1,6 +1,7 @@
 //! Integration tests: a real syncgate on 127.0.0.1:0 and real WebSocket clients. One test binary
 //! (modules below) so the suite links once.
 
+mod accounts;
 mod auth;
 mod bus_contract;
 mod cluster;

@@ -1,0 +1,336 @@
+//! Accounts for products without an identity provider: register, login, refresh (rotating),
+//! logout, change-password. Access tokens are the gateway's own HS256 JWTs, accepted by `/ws`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::json_body;
+use crate::error::{json_response, HttpError};
+use crate::server::AppState;
+use crate::store::tokens::Redeemed;
+use crate::store::users::User;
+use crate::store::StoreError;
+
+const BODY_LIMIT: usize = 16 * 1024;
+const MIN_PASSWORD: usize = 8;
+const MAX_PASSWORD: usize = 1024;
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    email: String,
+    password: String,
+    #[serde(default)]
+    username: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+#[derive(Deserialize)]
+struct ChangePasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+impl From<StoreError> for HttpError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => HttpError::Conflict("already registered"),
+            other => {
+                tracing::error!(error = %other, "store error");
+                HttpError::Internal
+            }
+        }
+    }
+}
+
+/// Trimmed and lower-cased; `None` when it is not a plausible address.
+pub fn normalize_email(raw: &str) -> Option<String> {
+    let e = raw.trim().to_lowercase();
+    let (local, domain) = e.split_once('@')?;
+    let ok = !local.is_empty()
+        && e.len() <= 254
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && e.chars().all(|c| !c.is_whitespace() && !c.is_control());
+    ok.then_some(e)
+}
+
+fn valid_username(u: &str) -> bool {
+    (3..=32).contains(&u.len())
+        && u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn check_password(p: &str) -> Result<(), HttpError> {
+    if p.chars().count() < MIN_PASSWORD {
+        return Err(HttpError::BadRequest(format!(
+            "password must be at least {MIN_PASSWORD} characters"
+        )));
+    }
+    if p.len() > MAX_PASSWORD {
+        return Err(HttpError::BadRequest("password is too long".into()));
+    }
+    Ok(())
+}
+
+fn enabled(state: &AppState) -> Result<(), HttpError> {
+    // Accounts mint HS256 tokens: only with a secret (configured or the development one).
+    if state.verifier.can_sign() {
+        Ok(())
+    } else {
+        Err(HttpError::NotFound)
+    }
+}
+
+/// Issues an access token and a new refresh token in `family`.
+async fn session(
+    state: &AppState,
+    user: User,
+    family: &str,
+    device: Option<&str>,
+    status: StatusCode,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    let ttl = state.config.access_ttl_secs;
+    let access = state
+        .verifier
+        .sign(&user.id, device, ttl, &[])
+        .ok_or(HttpError::Internal)?;
+    let refresh = crate::util::random_hex(32);
+    state
+        .store
+        .insert_refresh(
+            &refresh,
+            &user.id,
+            family,
+            device,
+            state.config.refresh_ttl_secs,
+        )
+        .await?;
+    Ok(json_response(
+        status,
+        &serde_json::json!({
+            "access_token": access,
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "expires_in": ttl,
+            "user": user,
+        }),
+    ))
+}
+
+/// `POST /register {email, password, username?}` → 201.
+pub async fn register(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    enabled(&state)?;
+    let body: RegisterBody = json_body(req, BODY_LIMIT).await?;
+    let email = normalize_email(&body.email)
+        .ok_or_else(|| HttpError::BadRequest("malformed email".into()))?;
+    check_password(&body.password)?;
+    let username = body
+        .username
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty());
+    if let Some(u) = &username {
+        if !valid_username(u) {
+            return Err(HttpError::BadRequest(
+                "username must be 3-32 characters of [A-Za-z0-9_.-]".into(),
+            ));
+        }
+    }
+    let hash = state
+        .hasher
+        .hash(body.password)
+        .await
+        .ok_or(HttpError::Internal)?;
+    let user = state
+        .store
+        .create_user(&email, username.as_deref(), &hash)
+        .await?;
+    session(
+        &state,
+        user,
+        &crate::util::random_hex(16),
+        None,
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+/// `POST /login {email or username, password}` → 200. Unknown user and wrong password are the
+/// same 401, in about the same time (a dummy hash is verified for unknown users).
+pub async fn login(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    enabled(&state)?;
+    let body: LoginBody = json_body(req, BODY_LIMIT).await?;
+    let login = match (&body.email, &body.username) {
+        (Some(e), _) => e.trim().to_lowercase(),
+        (None, Some(u)) => u.trim().to_string(),
+        (None, None) => {
+            return Err(HttpError::BadRequest(
+                "email or username is required".into(),
+            ))
+        }
+    };
+    let found = state.store.credentials_by_login(&login).await?;
+    let ok = state
+        .hasher
+        .verify(
+            body.password,
+            found.as_ref().map(|c| c.password_hash.clone()),
+        )
+        .await;
+    match found {
+        Some(c) if ok => {
+            session(
+                &state,
+                c.user,
+                &crate::util::random_hex(16),
+                None,
+                StatusCode::OK,
+            )
+            .await
+        }
+        _ => Err(HttpError::InvalidCredentials),
+    }
+}
+
+/// `POST /token/refresh {refresh_token}` → a new pair; a rotated token presented again revokes
+/// that whole login.
+pub async fn refresh(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    enabled(&state)?;
+    let body: RefreshBody = json_body(req, BODY_LIMIT).await?;
+    match state.store.redeem_refresh(&body.refresh_token).await? {
+        Redeemed::Valid {
+            user_id,
+            family,
+            device_id,
+        } => {
+            let user = state
+                .store
+                .credentials_by_id(&user_id)
+                .await?
+                .ok_or(HttpError::InvalidCredentials)?
+                .user;
+            session(&state, user, &family, device_id.as_deref(), StatusCode::OK).await
+        }
+        Redeemed::Reused => {
+            tracing::warn!("a rotated refresh token was presented again; its login was revoked");
+            Err(HttpError::InvalidCredentials)
+        }
+        Redeemed::Invalid => Err(HttpError::InvalidCredentials),
+    }
+}
+
+/// `POST /logout {refresh_token}` → 200 (also for unknown tokens: nothing to reveal).
+pub async fn logout(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    enabled(&state)?;
+    let body: RefreshBody = json_body(req, BODY_LIMIT).await?;
+    state.store.revoke_by_token(&body.refresh_token).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"ok": true}),
+    ))
+}
+
+/// `POST /change-password {current_password, new_password}` with `Authorization: Bearer
+/// <access token>` → 200; every refresh token of the user is revoked.
+pub async fn change_password(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    enabled(&state)?;
+    let token = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::to_string)
+        .ok_or(HttpError::Unauthorized(crate::auth::AuthError::Missing))?;
+    let claims = state
+        .verifier
+        .verify(&token)
+        .await
+        .map_err(HttpError::Unauthorized)?;
+    let body: ChangePasswordBody = json_body(req, BODY_LIMIT).await?;
+    check_password(&body.new_password)?;
+    let creds = state
+        .store
+        .credentials_by_id(&claims.user_id)
+        .await?
+        .ok_or(HttpError::InvalidCredentials)?;
+    if !state
+        .hasher
+        .verify(body.current_password, Some(creds.password_hash))
+        .await
+    {
+        return Err(HttpError::InvalidCredentials);
+    }
+    let hash = state
+        .hasher
+        .hash(body.new_password)
+        .await
+        .ok_or(HttpError::Internal)?;
+    state.store.set_password(&claims.user_id, &hash).await?;
+    state.store.revoke_user_tokens(&claims.user_id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"ok": true}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            normalize_email("  Alice@Example.COM ").as_deref(),
+            Some("alice@example.com")
+        );
+        for bad in [
+            "",
+            "alice",
+            "@x.com",
+            "a@b",
+            "a@.com",
+            "a@com.",
+            "a b@x.com",
+            "a@b@c.com",
+        ] {
+            assert!(normalize_email(bad).is_none(), "{bad}");
+        }
+        assert!(valid_username("alice_1"));
+        assert!(!valid_username("al"));
+        assert!(!valid_username("has space"));
+    }
+}

@@ -1,0 +1,286 @@
+//! Accounts over HTTP, on SQLite (the default) and on a real PostgreSQL (127.0.0.1:5432, a fresh
+//! database per test): register, login, rotating refresh with reuse detection, logout,
+//! change-password, and the access token opening `/ws`.
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A fresh PostgreSQL database; returns its URL.
+pub async fn fresh_pg_database() -> String {
+    use sqlx::Executor;
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(PG_ADMIN)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432 (scripts/test.sh starts it)");
+    let name = format!("sgtest_{}", syncgate::util::random_hex(6));
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap();
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+async fn post(s: &Server, path: &str, body: &str, bearer: Option<&str>) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let auth = bearer
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    (
+        status,
+        serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or(Value::Null),
+    )
+}
+
+async fn accounts_flow(s: &Server) {
+    // Register: 201 with a token pair; emails are trimmed and lower-cased.
+    let (status, r) = post(
+        s,
+        "/register",
+        r#"{"email":"  Alice@Example.com ","password":"correct horse","username":"alice"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{r}");
+    assert_eq!(r["user"]["email"], "alice@example.com");
+    assert_eq!(r["user"]["username"], "alice");
+    assert!(r["expires_in"].as_u64().unwrap() > 0);
+    let user_id = r["user"]["id"].as_str().unwrap().to_string();
+    let access = r["access_token"].as_str().unwrap().to_string();
+
+    // The access token opens /ws as that user.
+    let mut c = Client::connect(&s.url(&format!("token={access}")))
+        .await
+        .unwrap();
+    assert_eq!(c.recv().await["user_id"], user_id.as_str());
+
+    // Duplicates and invalid bodies.
+    assert_eq!(
+        post(
+            s,
+            "/register",
+            r#"{"email":"alice@example.com","password":"another pw"}"#,
+            None
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        post(
+            s,
+            "/register",
+            r#"{"email":"bob@example.com","password":"another pw","username":"alice"}"#,
+            None
+        )
+        .await
+        .0,
+        409
+    );
+    for bad in [
+        "not json",
+        r#"{"password":"long enough"}"#,
+        r#"{"email":"x@example.com"}"#,
+        r#"{"email":5,"password":"long enough"}"#,
+        r#"{"email":"not-an-email","password":"long enough"}"#,
+        r#"{"email":"c@example.com","password":"short"}"#,
+    ] {
+        let (status, body) = post(s, "/register", bad, None).await;
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(body["error"], "bad_request");
+        assert!(body["message"].is_string());
+    }
+
+    // Login by email or username; unknown user and wrong password are the same 401.
+    let (status, l) = post(
+        s,
+        "/login",
+        r#"{"email":"ALICE@example.com","password":"correct horse"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{l}");
+    let (status, _) = post(
+        s,
+        "/login",
+        r#"{"username":"alice","password":"correct horse"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let wrong = post(
+        s,
+        "/login",
+        r#"{"email":"alice@example.com","password":"wrong password"}"#,
+        None,
+    )
+    .await;
+    let unknown = post(
+        s,
+        "/login",
+        r#"{"email":"nobody@example.com","password":"wrong password"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(wrong, unknown);
+    assert_eq!(wrong.0, 401);
+
+    // Refresh rotates; presenting a rotated token revokes the whole login.
+    let r1 = l["refresh_token"].as_str().unwrap().to_string();
+    let (status, n1) = post(
+        s,
+        "/token/refresh",
+        &json!({"refresh_token": r1}).to_string(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let r2 = n1["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(r1, r2);
+    assert_eq!(
+        post(
+            s,
+            "/token/refresh",
+            &json!({"refresh_token": r1}).to_string(),
+            None
+        )
+        .await
+        .0,
+        401,
+        "reuse"
+    );
+    assert_eq!(
+        post(
+            s,
+            "/token/refresh",
+            &json!({"refresh_token": r2}).to_string(),
+            None
+        )
+        .await
+        .0,
+        401,
+        "family revoked"
+    );
+    assert_eq!(
+        post(s, "/token/refresh", r#"{"refresh_token":"garbage"}"#, None)
+            .await
+            .0,
+        401
+    );
+
+    // Logout revokes that login.
+    let (_, l2) = post(
+        s,
+        "/login",
+        r#"{"email":"alice@example.com","password":"correct horse"}"#,
+        None,
+    )
+    .await;
+    let r3 = l2["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        post(
+            s,
+            "/logout",
+            &json!({"refresh_token": r3}).to_string(),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        post(
+            s,
+            "/token/refresh",
+            &json!({"refresh_token": r3}).to_string(),
+            None
+        )
+        .await
+        .0,
+        401
+    );
+
+    // Change password: authenticated; old password then fails, every refresh token is revoked.
+    let (_, l3) = post(
+        s,
+        "/login",
+        r#"{"email":"alice@example.com","password":"correct horse"}"#,
+        None,
+    )
+    .await;
+    let r4 = l3["refresh_token"].as_str().unwrap().to_string();
+    let a3 = l3["access_token"].as_str().unwrap().to_string();
+    let body = r#"{"current_password":"correct horse","new_password":"battery staple"}"#;
+    assert_eq!(post(s, "/change-password", body, None).await.0, 401);
+    assert_eq!(
+        post(
+            s,
+            "/change-password",
+            r#"{"current_password":"nope nope","new_password":"battery staple"}"#,
+            Some(&a3)
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(post(s, "/change-password", body, Some(&a3)).await.0, 200);
+    assert_eq!(
+        post(
+            s,
+            "/login",
+            r#"{"email":"alice@example.com","password":"correct horse"}"#,
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        post(
+            s,
+            "/login",
+            r#"{"email":"alice@example.com","password":"battery staple"}"#,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        post(
+            s,
+            "/token/refresh",
+            &json!({"refresh_token": r4}).to_string(),
+            None
+        )
+        .await
+        .0,
+        401
+    );
+}
+
+#[tokio::test]
+async fn accounts_on_sqlite() {
+    let s = Server::start(&[]).await;
+    accounts_flow(&s).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn accounts_on_postgres() {
+    let url = fresh_pg_database().await;
+    let s = Server::start(&[("DATABASE_URL", url.as_str())]).await;
+    accounts_flow(&s).await;
+    s.stop().await;
+}
