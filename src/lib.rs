@@ -2,6 +2,7 @@
 //!
 //! ## Layout
 //! - [`config`]: one typed `Config` read from `SYNCGATE_*` env vars; bad values stop start-up.
+//! - [`devices`]: batched device sightings, in-memory revocation check.
 //! - [`error`]: error enums and the one mapping to HTTP status / JSON body / close code.
 //! - [`server`]: accept loop, HTTP routing, middleware in front of the upgrade (origin, per-IP
 //!   rate, JWT, per-user cap), two-step shutdown.
@@ -30,6 +31,7 @@ pub mod bus;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod devices;
 pub mod error;
 pub mod limits;
 pub mod metrics;

@@ -20,8 +20,9 @@ CREATE TABLE refresh_tokens (
 CREATE INDEX refresh_tokens_family ON refresh_tokens(family);
 CREATE INDEX refresh_tokens_user ON refresh_tokens(user_id);
 
+-- Devices of any user id (accounts or an external identity provider), hence no foreign key.
 CREATE TABLE devices (
-    user_id   TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    user_id   TEXT NOT NULL,
     device_id TEXT NOT NULL,
     name      TEXT,
     last_seen BIGINT NOT NULL,
@@ -29,3 +30,7 @@ CREATE TABLE devices (
     revoked   BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, device_id)
 );
+
+-- Username similarity for people search.
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE INDEX users_username_trgm ON users USING gin (username gin_trgm_ops);

@@ -20,8 +20,9 @@ CREATE TABLE refresh_tokens (
 CREATE INDEX refresh_tokens_family ON refresh_tokens(family);
 CREATE INDEX refresh_tokens_user ON refresh_tokens(user_id);
 
+-- Devices of any user id (accounts or an external identity provider), hence no foreign key.
 CREATE TABLE devices (
-    user_id   TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    user_id   TEXT NOT NULL,
     device_id TEXT NOT NULL,
     name      TEXT,
     last_seen INTEGER NOT NULL,

@@ -35,6 +35,9 @@ struct LoginBody {
     #[serde(default)]
     username: Option<String>,
     password: String,
+    /// Binds the tokens to this device (`did`): revoking the device revokes this login.
+    #[serde(default)]
+    device_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +188,13 @@ pub async fn login(
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
     let body: LoginBody = json_body(req, BODY_LIMIT).await?;
+    if let Some(d) = &body.device_id {
+        if !crate::server::middleware::valid_device_id(d) {
+            return Err(HttpError::BadRequest(
+                "device_id must be 1-64 characters of [A-Za-z0-9._:-]".into(),
+            ));
+        }
+    }
     let login = match (&body.email, &body.username) {
         (Some(e), _) => e.trim().to_lowercase(),
         (None, Some(u)) => u.trim().to_string(),
@@ -204,11 +214,15 @@ pub async fn login(
         .await;
     match found {
         Some(c) if ok => {
+            let device = body.device_id.as_deref();
+            if device.is_some_and(|d| state.registry.is_revoked(&c.user.id, d)) {
+                return Err(HttpError::Forbidden("device revoked"));
+            }
             session(
                 &state,
                 c.user,
                 &crate::util::random_hex(16),
-                None,
+                device,
                 StatusCode::OK,
             )
             .await

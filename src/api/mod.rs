@@ -1,10 +1,12 @@
 //! REST handlers. `server` routes to them; each file serves one resource.
 //!
 //! - [`accounts`]: register, login, refresh, logout, change-password.
+//! - [`devices`]: list and revoke the caller's devices.
 //! - [`server_api`]: `POST /api/publish` and `POST /api/disconnect` for backends
 //!   (Bearer `SYNCGATE_API_KEY`).
 
 pub mod accounts;
+pub mod devices;
 pub mod server_api;
 
 use bytes::Bytes;
@@ -46,6 +48,28 @@ pub fn require_api_key<B>(req: &Request<B>, key: Option<&str>) -> Result<(), Htt
         Some(g) if same_secret(g.as_bytes(), key.as_bytes()) => Ok(()),
         _ => Err(HttpError::Unauthorized(crate::auth::AuthError::Invalid)),
     }
+}
+
+/// Verifies `Authorization: Bearer <access token>` (any JWT `/ws` would accept).
+pub async fn authenticate<B>(
+    state: &crate::server::AppState,
+    req: &Request<B>,
+) -> Result<crate::auth::Claims, HttpError> {
+    let token = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or(HttpError::Unauthorized(crate::auth::AuthError::Missing))?;
+    state
+        .verifier
+        .verify(token)
+        .await
+        .map_err(HttpError::Unauthorized)
 }
 
 /// Reads a JSON body of at most `limit` bytes.

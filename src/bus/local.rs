@@ -36,6 +36,9 @@ impl Bus for LocalBus {
                 self.registry
                     .close_user(&user_id, device_id.as_deref(), CloseReason::Forbidden);
             }
+            Control::RevokeDevice { user_id, device_id } => {
+                self.registry.revoke_device(&user_id, &device_id);
+            }
         }
     }
 

@@ -30,6 +30,8 @@ pub enum Control {
         user_id: String,
         device_id: Option<String>,
     },
+    /// Revoke a device: it is closed with 4003 and may never connect again.
+    RevokeDevice { user_id: String, device_id: String },
 }
 
 /// The bus. Methods take `&self`; implementations shard or serialise their state inside.

@@ -325,6 +325,13 @@ impl RedisBus {
                     CloseReason::Forbidden,
                 );
             }
+            Ok(Ctl {
+                op,
+                user_id,
+                device_id: Some(device_id),
+            }) if op == "revoke" => {
+                self.registry.revoke_device(&user_id, &device_id);
+            }
             _ => tracing::debug!("ignored a malformed control message"),
         }
     }
@@ -536,13 +543,19 @@ impl Bus for RedisBus {
     }
 
     fn control(&self, ctl: Control) {
-        let Control::Disconnect { user_id, device_id } = &ctl;
         // Applied here at once; the other instances get it through Redis.
-        self.registry
-            .close_user(user_id, device_id.as_deref(), CloseReason::Forbidden);
-        let payload =
-            serde_json::json!({"op": "disconnect", "user_id": user_id, "device_id": device_id})
-                .to_string();
+        let payload = match &ctl {
+            Control::Disconnect { user_id, device_id } => {
+                self.registry
+                    .close_user(user_id, device_id.as_deref(), CloseReason::Forbidden);
+                serde_json::json!({"op": "disconnect", "user_id": user_id, "device_id": device_id})
+            }
+            Control::RevokeDevice { user_id, device_id } => {
+                self.registry.revoke_device(user_id, device_id);
+                serde_json::json!({"op": "revoke", "user_id": user_id, "device_id": device_id})
+            }
+        }
+        .to_string();
         let client = self.client.clone();
         let key = self.key(CONTROL);
         tokio::spawn(async move {

@@ -81,6 +81,8 @@ pub struct Registry {
     /// Set when a cluster bus runs: presence changes and departures are reported to it, and
     /// join/leave are announced cluster-wide by the bus instead of locally.
     hooks: std::sync::OnceLock<Arc<dyn crate::bus::ClusterHooks>>,
+    /// `user\x1fdevice` of every revoked device: such a device never connects again.
+    revoked: dashmap::DashSet<String>,
 }
 
 impl Default for Registry {
@@ -129,7 +131,32 @@ impl Registry {
             deliveries: AtomicU64::new(0),
             join_leave_max: max_members,
             hooks: std::sync::OnceLock::new(),
+            revoked: dashmap::DashSet::new(),
         }
+    }
+
+    pub fn is_revoked(&self, user: &str, device: &str) -> bool {
+        !self.revoked.is_empty() && self.revoked.contains(&format!("{user}\u{1f}{device}"))
+    }
+
+    pub fn mark_revoked(&self, user: &str, device: &str) {
+        self.revoked.insert(format!("{user}\u{1f}{device}"));
+    }
+
+    /// Revokes a device here: marks it and closes its connections with 4003.
+    pub fn revoke_device(&self, user: &str, device: &str) -> usize {
+        self.mark_revoked(user, device);
+        self.close_user(user, Some(device), crate::error::CloseReason::Forbidden)
+    }
+
+    /// Whether `user` still has a connection of `device` on this instance.
+    pub fn device_connected(&self, user: &str, device: &str) -> bool {
+        let channel = format!("user:{user}");
+        let mut found = false;
+        if let Some(e) = self.channels.get(channel.as_str()) {
+            e.for_each(|c| found |= &*c.device_id == device);
+        }
+        found
     }
 
     /// Connects a cluster bus (once, at start-up).

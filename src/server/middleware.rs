@@ -41,6 +41,8 @@ pub struct Admitted {
     pub device_id: Option<String>,
     /// `?channel=` (repeatable), checked after authentication.
     pub channels: Vec<String>,
+    /// `?device_name=`: a label for the device list (at most 64 characters).
+    pub device_name: Option<String>,
 }
 
 /// `[A-Za-z0-9._:-]{1,64}`.
@@ -109,6 +111,7 @@ pub async fn admit<B>(
     let mut token = None;
     let mut device_id = None;
     let mut channels = Vec::new();
+    let mut device_name = None;
     for (k, v) in crate::util::query_pairs(req.uri().query().unwrap_or("")) {
         match k.as_str() {
             "token" if token.is_none() => token = Some(v),
@@ -119,6 +122,14 @@ pub async fn admit<B>(
                     ));
                 }
                 device_id = Some(v);
+            }
+            "device_name" => {
+                if v.chars().count() > 64 || v.chars().any(char::is_control) {
+                    return Err(HttpError::BadRequest(
+                        "device_name must be at most 64 printable characters".into(),
+                    ));
+                }
+                device_name = Some(v);
             }
             "channel" => {
                 if channels.len() >= state.config.max_channels_per_connection as usize {
@@ -151,6 +162,10 @@ pub async fn admit<B>(
                 .await
                 .map_err(HttpError::Unauthorized)?;
             let id = identity(claims, device_id.as_deref()).map_err(HttpError::Unauthorized)?;
+            // A revoked device can never simply reconnect.
+            if state.registry.is_revoked(&id.user_id, &id.device_id) {
+                return Err(HttpError::Forbidden("device revoked"));
+            }
             let mut slot = state
                 .registry
                 .acquire_slot(&id.user_id, state.config.max_connections_per_user)
@@ -172,5 +187,6 @@ pub async fn admit<B>(
         identity,
         device_id,
         channels,
+        device_name,
     })
 }

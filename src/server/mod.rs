@@ -44,6 +44,7 @@ pub struct AppState {
     /// Accounts, refresh tokens, devices (SQLite or PostgreSQL).
     pub store: crate::store::Store,
     pub hasher: crate::auth::password::Hasher,
+    pub devices: Arc<crate::devices::Devices>,
     /// Connections admitted (upgrade accepted) and not yet finished: the `SYNCGATE_MAX_CONNECTIONS` gauge.
     pub admitted: Arc<AtomicU64>,
     /// Each connection task holds a clone; shutdown waits until all are dropped.
@@ -131,6 +132,7 @@ pub async fn run(
     let registry = Arc::new(Registry::with_join_leave_limit(
         config.join_leave_max_members,
     ));
+    let devices = crate::devices::Devices::start(store.clone(), &registry).await?;
     let bus: Arc<dyn Bus> = match &config.redis_url {
         None => Arc::new(LocalBus::new(registry.clone())),
         Some(url) => {
@@ -161,6 +163,7 @@ pub async fn run(
         draining: std::sync::atomic::AtomicBool::new(false),
         metrics: crate::metrics::Metrics::default(),
         store,
+        devices: devices.clone(),
         hasher: crate::auth::password::Hasher::new(config.hash_concurrency),
         admitted: Arc::new(AtomicU64::new(0)),
         shutdown: shutdown_rx,

@@ -103,6 +103,17 @@ pub async fn route(
         (&Method::POST, "/change-password") => accounts::change_password(state, req)
             .await
             .unwrap_or_else(HttpError::into_response),
+        (&Method::GET, "/api/devices") => crate::api::devices::list(state, req)
+            .await
+            .unwrap_or_else(HttpError::into_response),
+        (&Method::DELETE, p)
+            if p.starts_with("/api/devices/") && p.len() > "/api/devices/".len() =>
+        {
+            let id = p["/api/devices/".len()..].to_string();
+            crate::api::devices::revoke(state, req, &id)
+                .await
+                .unwrap_or_else(HttpError::into_response)
+        }
         (&Method::GET, "/api/status") => crate::api::server_api::status(state, req)
             .await
             .unwrap_or_else(HttpError::into_response),

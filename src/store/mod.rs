@@ -4,8 +4,10 @@
 //! are embedded in the binary and run at start and by `syncgate migrate`.
 //!
 //! - [`users`] — accounts.
+//! - [`devices`] — devices per user, revocation.
 //! - [`tokens`] — rotating refresh tokens with reuse detection.
 
+pub mod devices;
 pub mod tokens;
 pub mod users;
 

@@ -112,6 +112,13 @@ async fn first_frame_auth(
         refuse("device");
         CloseReason::Unauthorized
     })?;
+    if state
+        .registry
+        .is_revoked(&identity.user_id, &identity.device_id)
+    {
+        refuse("device");
+        return Err(CloseReason::Forbidden);
+    }
     let over_cap = || {
         state
             .metrics
@@ -395,6 +402,7 @@ async fn open<'a>(
         identity,
         device_id,
         channels,
+        device_name,
     } = *admitted;
     let (identity, slot) = match identity {
         Some(x) => x,
@@ -460,6 +468,12 @@ async fn open<'a>(
             .is_ok_and(|r| r.is_ok());
     if ok {
         state.metrics.connect(crate::metrics::ConnectResult::Ok);
+        state.devices.seen(
+            &s.identity.user_id,
+            &s.identity.device_id,
+            device_name.as_deref(),
+            true,
+        );
     }
     ok.then_some((s, (slot, place)))
 }
@@ -601,7 +615,11 @@ pub async fn run(
     };
     // Leave channels before the close handshake so peers learn at once.
     let user = s.identity.user_id.clone();
+    let device = s.identity.device_id.clone();
     drop(s);
+    if !state.registry.device_connected(&user, &device) {
+        state.devices.seen(&user, &device, None, false);
+    }
     if let Some(r) = reason {
         Box::pin(close(&mut ws, r)).await;
     }

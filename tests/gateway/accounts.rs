@@ -284,3 +284,180 @@ async fn accounts_on_postgres() {
     accounts_flow(&s).await;
     s.stop().await;
 }
+
+async fn get(s: &Server, path: &str, bearer: &str) -> (u16, Value) {
+    request(s, "GET", path, bearer).await
+}
+
+async fn request(s: &Server, method: &str, path: &str, bearer: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {bearer}\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    (
+        out[9..12].parse().unwrap(),
+        serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or(Value::Null),
+    )
+}
+
+async fn devices_flow(s: &Server) {
+    let (_, r) = post(
+        s,
+        "/register",
+        r#"{"email":"dev@example.com","password":"device owner"}"#,
+        None,
+    )
+    .await;
+    let access = r["access_token"].as_str().unwrap().to_string();
+    let mut phone = Client::connect(&s.url(&format!(
+        "token={access}&device_id=phone&device_name=My%20Phone"
+    )))
+    .await
+    .unwrap();
+    assert_eq!(phone.recv().await["device_id"], "phone");
+    let mut laptop = Client::connect(&s.url(&format!("token={access}&device_id=laptop")))
+        .await
+        .unwrap();
+    assert_eq!(laptop.recv().await["type"], "welcome");
+    // A login bound to a third device.
+    let (status, t) = post(
+        s,
+        "/login",
+        r#"{"email":"dev@example.com","password":"device owner","device_id":"tablet"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let tablet_refresh = t["refresh_token"].as_str().unwrap().to_string();
+    let mut tablet =
+        Client::connect(&s.url(&format!("token={}", t["access_token"].as_str().unwrap())))
+            .await
+            .unwrap();
+    assert_eq!(tablet.recv().await["device_id"], "tablet");
+
+    let mut listed = Value::Null;
+    for _ in 0..50 {
+        let (status, v) = get(s, "/api/devices", &access).await;
+        assert_eq!(status, 200);
+        if v["devices"].as_array().unwrap().len() == 3 {
+            listed = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let devices = listed["devices"].as_array().expect("three devices listed");
+    let phone_row = devices.iter().find(|d| d["id"] == "phone").unwrap();
+    assert_eq!(phone_row["name"], "My Phone");
+    assert_eq!(phone_row["online"], true);
+    assert!(phone_row["last_seen"].as_i64().unwrap() > 0);
+    assert_eq!(get(s, "/api/devices", "garbage").await.0, 401);
+
+    // Revoke: live connection closed with 4003 within a second; never again.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        request(s, "DELETE", "/api/devices/phone", &access).await.0,
+        200
+    );
+    assert_eq!(
+        phone
+            .close_code_within(std::time::Duration::from_secs(1))
+            .await,
+        4003
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    assert_eq!(laptop.request(json!({"type":"ping"})).await["type"], "pong");
+    let r = Client::connect(&s.url(&format!("token={access}&device_id=phone")))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(r.status, 403);
+    let (_, fresh) = post(
+        s,
+        "/login",
+        r#"{"email":"dev@example.com","password":"device owner"}"#,
+        None,
+    )
+    .await;
+    let fresh_access = fresh["access_token"].as_str().unwrap().to_string();
+    let mut ff = Client::connect(&s.url("device_id=phone")).await.unwrap();
+    ff.send(json!({"type":"auth","token":fresh_access})).await;
+    assert_eq!(ff.close_code().await, 4003);
+    assert_eq!(
+        post(
+            s,
+            "/login",
+            r#"{"email":"dev@example.com","password":"device owner","device_id":"phone"}"#,
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    let (_, v) = get(s, "/api/devices", &access).await;
+    assert!(v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["id"] != "phone"));
+
+    // Revoking the tablet revokes its login's refresh tokens too.
+    assert_eq!(
+        request(s, "DELETE", "/api/devices/tablet", &access).await.0,
+        200
+    );
+    assert_eq!(
+        tablet
+            .close_code_within(std::time::Duration::from_secs(1))
+            .await,
+        4003
+    );
+    assert_eq!(
+        post(
+            s,
+            "/token/refresh",
+            &json!({"refresh_token": tablet_refresh}).to_string(),
+            None
+        )
+        .await
+        .0,
+        401
+    );
+
+    // Another user's device (or an unknown one) is 404.
+    let (_, other) = post(
+        s,
+        "/register",
+        r#"{"email":"other@example.com","password":"other owner"}"#,
+        None,
+    )
+    .await;
+    let other_access = other["access_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        request(s, "DELETE", "/api/devices/laptop", &other_access)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        request(s, "DELETE", "/api/devices/nope", &access).await.0,
+        404
+    );
+    assert_eq!(laptop.request(json!({"type":"ping"})).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn devices_on_sqlite() {
+    let s = Server::start(&[]).await;
+    devices_flow(&s).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn devices_on_postgres() {
+    let url = fresh_pg_database().await;
+    let s = Server::start(&[("DATABASE_URL", url.as_str())]).await;
+    devices_flow(&s).await;
+    s.stop().await;
+}
