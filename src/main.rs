@@ -46,9 +46,10 @@ fn main() -> ExitCode {
             }
         },
         Some("check-config") => syncgate::cli::check_config(&config),
+        Some("migrate") => migrate(&config),
         Some("-h" | "--help" | "help") => {
             println!(
-                "usage: syncgate [serve]\n       syncgate check-config\n       {}",
+                "usage: syncgate [serve]\n       syncgate check-config\n       syncgate migrate\n       {}",
                 syncgate::cli::TOKEN_USAGE
             );
             ExitCode::SUCCESS
@@ -58,6 +59,35 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `syncgate migrate`: applies pending migrations to the configured database and exits.
+fn migrate(config: &Config) -> ExitCode {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return ExitCode::from(1);
+    };
+    rt.block_on(async {
+        let store = match syncgate::store::Store::connect(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("syncgate migrate: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        match store.migrate().await {
+            Ok(n) => {
+                println!("{n} migration(s) applied ({:?})", store.backend);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("syncgate migrate: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
 }
 
 fn serve(config: Config) -> ExitCode {

@@ -51,3 +51,24 @@ pub async fn revoke(
         &serde_json::json!({"ok": true}),
     ))
 }
+
+/// `GET /api/users/search?q=` (authenticated): up to 20 users ranked by username similarity;
+/// never emails, never the caller.
+pub async fn search_users(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    let claims = authenticate(&state, &req).await?;
+    let q = crate::util::query_pairs(req.uri().query().unwrap_or(""))
+        .find(|(k, _)| k == "q")
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    if q.is_empty() || q.chars().count() > 64 {
+        return Err(HttpError::BadRequest("q must be 1-64 characters".into()));
+    }
+    let users = state.store.search_users(&q, &claims.user_id, 20).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "users": users }),
+    ))
+}

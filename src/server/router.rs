@@ -103,6 +103,9 @@ pub async fn route(
         (&Method::POST, "/change-password") => accounts::change_password(state, req)
             .await
             .unwrap_or_else(HttpError::into_response),
+        (&Method::GET, "/api/users/search") => crate::api::devices::search_users(state, req)
+            .await
+            .unwrap_or_else(HttpError::into_response),
         (&Method::GET, "/api/devices") => crate::api::devices::list(state, req)
             .await
             .unwrap_or_else(HttpError::into_response),

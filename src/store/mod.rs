@@ -79,6 +79,13 @@ pub fn database_url(config: &Config) -> Result<(String, Backend), StoreError> {
 impl Store {
     /// Connects and runs the migrations.
     pub async fn open(config: &Config) -> Result<Store, StoreError> {
+        let store = Store::connect(config).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating.
+    pub async fn connect(config: &Config) -> Result<Store, StoreError> {
         let (url, backend) = database_url(config)?;
         sqlx::any::install_default_drivers();
         let max = match backend {
@@ -100,7 +107,6 @@ impl Store {
                 .execute(&store.pool)
                 .await?;
         }
-        store.migrate().await?;
         Ok(store)
     }
 

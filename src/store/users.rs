@@ -85,3 +85,106 @@ impl Store {
         Ok(())
     }
 }
+
+/// pg_trgm's trigram similarity, for SQLite: words padded with two spaces in front and one
+/// behind, lower-cased; |shared trigrams| / |all trigrams|.
+pub fn trigram_similarity(a: &str, b: &str) -> f64 {
+    fn grams(s: &str) -> std::collections::HashSet<[char; 3]> {
+        let mut out = std::collections::HashSet::new();
+        for word in s
+            .to_lowercase()
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
+            let padded: Vec<char> = "  "
+                .chars()
+                .chain(word.chars())
+                .chain(" ".chars())
+                .collect();
+            for w in padded.windows(3) {
+                out.insert([w[0], w[1], w[2]]);
+            }
+        }
+        out
+    }
+    let (ga, gb) = (grams(a), grams(b));
+    let union = ga.union(&gb).count();
+    if union == 0 {
+        return 0.0;
+    }
+    ga.intersection(&gb).count() as f64 / union as f64
+}
+
+/// Search results: never an email.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Found {
+    pub id: String,
+    pub username: String,
+}
+
+impl Store {
+    /// Up to `limit` users ranked by username similarity to `q`, excluding `caller`.
+    pub async fn search_users(
+        &self,
+        q: &str,
+        caller: &str,
+        limit: usize,
+    ) -> Result<Vec<Found>, StoreError> {
+        match self.backend {
+            super::Backend::Postgres => {
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT id, username FROM users WHERE username IS NOT NULL AND id <> $2 \
+                     AND (username % $1 OR username ILIKE '%' || $1 || '%') \
+                     ORDER BY similarity(username, $1) DESC, username LIMIT $3",
+                )
+                .bind(q)
+                .bind(caller)
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, username)| Found { id, username })
+                    .collect())
+            }
+            super::Backend::Sqlite => {
+                // Rank in Rust over a bounded candidate set.
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as("SELECT id, username FROM users WHERE username IS NOT NULL AND id <> $1 LIMIT 10000")
+                        .bind(caller)
+                        .fetch_all(&self.pool)
+                        .await?;
+                let needle = q.to_lowercase();
+                let mut scored: Vec<(f64, Found)> = rows
+                    .into_iter()
+                    .filter_map(|(id, username)| {
+                        let mut s = trigram_similarity(q, &username);
+                        if username.to_lowercase().contains(&needle) {
+                            s = s.max(0.3) + 0.01;
+                        }
+                        (s >= 0.3).then_some((s, Found { id, username }))
+                    })
+                    .collect();
+                scored.sort_by(|a, b| {
+                    b.0.total_cmp(&a.0)
+                        .then_with(|| a.1.username.cmp(&b.1.username))
+                });
+                Ok(scored.into_iter().take(limit).map(|(_, f)| f).collect())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trigram_similarity as sim;
+
+    #[test]
+    fn trigrams_like_pg_trgm() {
+        assert_eq!(sim("word", "word"), 1.0);
+        // The example from the pg_trgm documentation: 0.36363637.
+        assert!((sim("word", "two words") - 4.0 / 11.0).abs() < 1e-9);
+        assert!(sim("alice", "alicia") > sim("alice", "bob"));
+        assert_eq!(sim("", "x"), 0.0);
+    }
+}

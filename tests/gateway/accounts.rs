@@ -461,3 +461,84 @@ async fn devices_on_postgres() {
     devices_flow(&s).await;
     s.stop().await;
 }
+
+async fn search_flow(s: &Server) {
+    let mut access = String::new();
+    for (name, mail) in [
+        ("alice", "a1"),
+        ("alicia", "a2"),
+        ("malice", "a3"),
+        ("bob", "b1"),
+        ("alfred", "a4"),
+    ] {
+        let (status, r) =
+            post(s, "/register", &json!({"email": format!("{mail}@search.test"), "password": "search pw 123", "username": name}).to_string(), None)
+                .await;
+        assert_eq!(status, 201, "{r}");
+        if name == "alice" {
+            access = r["access_token"].as_str().unwrap().to_string();
+        }
+    }
+    let (status, v) = get(s, "/api/users/search?q=alic", &access).await;
+    assert_eq!(status, 200, "{v}");
+    let users = v["users"].as_array().unwrap();
+    let names: Vec<&str> = users
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"alice"), "never the caller: {names:?}");
+    assert!(
+        names.contains(&"alicia") && names.contains(&"malice"),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"bob"), "{names:?}");
+    assert_eq!(names[0], "alicia", "best match first: {names:?}");
+    for u in users {
+        assert!(u.get("email").is_none(), "never an email: {u}");
+        assert!(u["id"].is_string());
+    }
+    assert_eq!(get(s, "/api/users/search?q=alic", "nope").await.0, 401);
+    assert_eq!(get(s, "/api/users/search?q=", &access).await.0, 400);
+}
+
+#[tokio::test]
+async fn search_on_sqlite() {
+    let s = Server::start(&[]).await;
+    search_flow(&s).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn search_on_postgres_with_pg_trgm() {
+    let url = fresh_pg_database().await;
+    let s = Server::start(&[("DATABASE_URL", url.as_str())]).await;
+    search_flow(&s).await;
+    s.stop().await;
+}
+
+#[test]
+fn migrate_command_on_sqlite_and_postgres() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pg = rt.block_on(fresh_pg_database());
+    for url in [None, Some(pg)] {
+        let dir = temp_dir();
+        let run = || {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_syncgate"));
+            cmd.arg("migrate")
+                .env_clear()
+                .env("SYNCGATE_DATA_DIR", &dir);
+            if let Some(u) = &url {
+                cmd.env("DATABASE_URL", u);
+            }
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert!(run().starts_with("1 migration(s) applied"), "{url:?}");
+        assert!(run().starts_with("0 migration(s) applied"), "{url:?}");
+    }
+}
