@@ -48,6 +48,8 @@ pub const DATABASE_URL: &str = "DATABASE_URL";
 pub const ACCESS_TTL_SECS: &str = "SYNCGATE_ACCESS_TTL_SECS";
 pub const REFRESH_TTL_SECS: &str = "SYNCGATE_REFRESH_TTL_SECS";
 pub const HASH_CONCURRENCY: &str = "SYNCGATE_HASH_CONCURRENCY";
+pub const AUTH_ATTEMPTS_PER_MIN: &str = "SYNCGATE_AUTH_ATTEMPTS_PER_MIN";
+pub const REGISTER_PER_HOUR: &str = "SYNCGATE_REGISTER_PER_HOUR";
 
 /// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
 #[derive(Clone, PartialEq, Eq)]
@@ -126,6 +128,10 @@ pub struct Config {
     pub refresh_ttl_secs: u64,
     /// Password hashes computed at once on the blocking pool.
     pub hash_concurrency: usize,
+    /// Login/forgot/reset attempts per IP and per account per minute.
+    pub auth_attempts_per_min: u32,
+    /// Registrations per IP per hour.
+    pub register_per_hour: u32,
 }
 
 /// Every bad variable found, one line each.
@@ -300,6 +306,11 @@ impl Config {
             (ACCESS_TTL_SECS, self.access_ttl_secs.to_string()),
             (REFRESH_TTL_SECS, self.refresh_ttl_secs.to_string()),
             (HASH_CONCURRENCY, self.hash_concurrency.to_string()),
+            (
+                AUTH_ATTEMPTS_PER_MIN,
+                self.auth_attempts_per_min.to_string(),
+            ),
+            (REGISTER_PER_HOUR, self.register_per_hour.to_string()),
         ]
     }
 
@@ -440,6 +451,8 @@ impl Config {
         let access_ttl_secs = r.ranged(ACCESS_TTL_SECS, 900, 10, 86_400);
         let refresh_ttl_secs = r.ranged(REFRESH_TTL_SECS, 30 * 86_400, 60, 365 * 86_400);
         let hash_concurrency = r.ranged(HASH_CONCURRENCY, 2, 1, 256) as usize;
+        let auth_attempts_per_min = r.ranged(AUTH_ATTEMPTS_PER_MIN, 10, 1, 1_000_000) as u32;
+        let register_per_hour = r.ranged(REGISTER_PER_HOUR, 30, 1, 1_000_000) as u32;
         let listen_backlog = r.ranged(LISTEN_BACKLOG, 4096, 1, 1 << 20) as u32;
         let log_format = match r.raw(LOG_FORMAT) {
             None | Some("text") => LogFormat::Text,
@@ -494,6 +507,8 @@ impl Config {
             access_ttl_secs,
             refresh_ttl_secs,
             hash_concurrency,
+            auth_attempts_per_min,
+            register_per_hour,
         })
     }
 }

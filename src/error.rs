@@ -35,6 +35,8 @@ pub enum HttpError {
     InvalidCredentials,
     #[error("internal error")]
     Internal,
+    #[error("too many attempts; try again later")]
+    TooManyAttempts,
 }
 
 impl HttpError {
@@ -50,6 +52,7 @@ impl HttpError {
             HttpError::Conflict(_) => StatusCode::CONFLICT,
             HttpError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            HttpError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -68,6 +71,7 @@ impl HttpError {
             HttpError::Conflict(_) => "conflict",
             HttpError::InvalidCredentials => "unauthorized",
             HttpError::Internal => "internal",
+            HttpError::TooManyAttempts => "rate_limited",
         }
     }
 

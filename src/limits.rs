@@ -148,3 +148,64 @@ mod tests {
         assert!(l.is_empty());
     }
 }
+
+/// Attempts per key (`ip:…`, `account:…`) per fixed window: login, password reset and register
+/// abuse limits. Entries whose window ended are swept.
+pub struct AttemptLimiter {
+    limit: u32,
+    window: Duration,
+    map: DashMap<String, (u32, Instant)>,
+}
+
+impl AttemptLimiter {
+    pub fn new(limit: u32, window: Duration) -> AttemptLimiter {
+        AttemptLimiter {
+            limit,
+            window,
+            map: DashMap::with_shard_amount(32),
+        }
+    }
+
+    /// Counts one attempt for every key; false if any of them is over its limit.
+    pub fn allow(&self, keys: &[String], now: Instant) -> bool {
+        let mut ok = true;
+        for k in keys {
+            let mut e = self.map.entry(k.clone()).or_insert((0, now));
+            if now.duration_since(e.1) >= self.window {
+                *e = (0, now);
+            }
+            e.0 = e.0.saturating_add(1);
+            ok &= e.0 <= self.limit;
+        }
+        ok
+    }
+
+    pub fn sweep(&self, now: Instant) {
+        self.map
+            .retain(|_, (_, start)| now.duration_since(*start) < self.window);
+    }
+}
+
+#[cfg(test)]
+mod attempt_tests {
+    use super::*;
+
+    #[test]
+    fn per_key_windows() {
+        let t0 = Instant::now();
+        let l = AttemptLimiter::new(2, Duration::from_secs(60));
+        let k = |s: &str| vec![s.to_string()];
+        assert!(l.allow(&k("ip:1"), t0));
+        assert!(l.allow(&k("ip:1"), t0));
+        assert!(!l.allow(&k("ip:1"), t0));
+        assert!(l.allow(&k("ip:2"), t0));
+        assert!(l.allow(&k("ip:1"), t0 + Duration::from_secs(61)));
+        // Any key over its limit refuses.
+        assert!(!l.allow(
+            &["ip:3".to_string(), "ip:1".to_string()],
+            t0 + Duration::from_secs(61)
+        ));
+        l.sweep(t0 + Duration::from_secs(200));
+        assert!(l.map.is_empty());
+    }
+}

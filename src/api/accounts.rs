@@ -1,6 +1,7 @@
 //! Accounts for products without an identity provider: register, login, refresh (rotating),
 //! logout, change-password. Access tokens are the gateway's own HS256 JWTs, accepted by `/ws`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -140,12 +141,23 @@ async fn session(
     ))
 }
 
+/// Counts an attempt against every key; 429 when one is over its limit.
+fn attempt(limiter: &crate::limits::AttemptLimiter, keys: &[String]) -> Result<(), HttpError> {
+    if limiter.allow(keys, std::time::Instant::now()) {
+        Ok(())
+    } else {
+        Err(HttpError::TooManyAttempts)
+    }
+}
+
 /// `POST /register {email, password, username?}` → 201.
 pub async fn register(
     state: Arc<AppState>,
     req: Request<Incoming>,
+    peer: IpAddr,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
+    attempt(&state.registrations, &[format!("ip:{peer}")])?;
     let body: RegisterBody = json_body(req, BODY_LIMIT).await?;
     let email = normalize_email(&body.email)
         .ok_or_else(|| HttpError::BadRequest("malformed email".into()))?;
@@ -185,6 +197,7 @@ pub async fn register(
 pub async fn login(
     state: Arc<AppState>,
     req: Request<Incoming>,
+    peer: IpAddr,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
     let body: LoginBody = json_body(req, BODY_LIMIT).await?;
@@ -204,6 +217,11 @@ pub async fn login(
             ))
         }
     };
+    // Per IP (spraying) and per account (guessing), before any hashing work.
+    attempt(
+        &state.auth_attempts,
+        &[format!("ip:{peer}"), format!("account:{login}")],
+    )?;
     let found = state.store.credentials_by_login(&login).await?;
     let ok = state
         .hasher

@@ -45,6 +45,10 @@ pub struct AppState {
     pub store: crate::store::Store,
     pub hasher: crate::auth::password::Hasher,
     pub devices: Arc<crate::devices::Devices>,
+    /// Login, forgot and reset attempts per IP and per account.
+    pub auth_attempts: crate::limits::AttemptLimiter,
+    /// Registrations per IP.
+    pub registrations: crate::limits::AttemptLimiter,
     /// Connections admitted (upgrade accepted) and not yet finished: the `SYNCGATE_MAX_CONNECTIONS` gauge.
     pub admitted: Arc<AtomicU64>,
     /// Each connection task holds a clone; shutdown waits until all are dropped.
@@ -164,21 +168,32 @@ pub async fn run(
         metrics: crate::metrics::Metrics::default(),
         store,
         devices: devices.clone(),
+        auth_attempts: crate::limits::AttemptLimiter::new(
+            config.auth_attempts_per_min,
+            Duration::from_secs(60),
+        ),
+        registrations: crate::limits::AttemptLimiter::new(
+            config.register_per_hour,
+            Duration::from_secs(3600),
+        ),
         hasher: crate::auth::password::Hasher::new(config.hash_concurrency),
         admitted: Arc::new(AtomicU64::new(0)),
         shutdown: shutdown_rx,
         alive: alive_tx,
         config,
     });
-    if state.ip_limiter.is_some() {
+    {
         let s = state.clone();
         background.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tick.tick().await;
+                let now = Instant::now();
                 if let Some(l) = &s.ip_limiter {
-                    l.sweep(Instant::now());
+                    l.sweep(now);
                 }
+                s.auth_attempts.sweep(now);
+                s.registrations.sweep(now);
             }
         }));
     }

@@ -88,10 +88,10 @@ pub async fn route(
         (&Method::POST, "/api/publish") => crate::api::server_api::publish(state, req)
             .await
             .unwrap_or_else(HttpError::into_response),
-        (&Method::POST, "/register") => accounts::register(state, req)
+        (&Method::POST, "/register") => accounts::register(state, req, peer.ip())
             .await
             .unwrap_or_else(HttpError::into_response),
-        (&Method::POST, "/login") => accounts::login(state, req)
+        (&Method::POST, "/login") => accounts::login(state, req, peer.ip())
             .await
             .unwrap_or_else(HttpError::into_response),
         (&Method::POST, "/token/refresh") => accounts::refresh(state, req)

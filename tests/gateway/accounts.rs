@@ -542,3 +542,50 @@ fn migrate_command_on_sqlite_and_postgres() {
         assert!(run().starts_with("0 migration(s) applied"), "{url:?}");
     }
 }
+
+#[tokio::test]
+async fn abuse_limits_on_login_and_register() {
+    let s = Server::start(&[
+        ("SYNCGATE_AUTH_ATTEMPTS_PER_MIN", "3"),
+        ("SYNCGATE_REGISTER_PER_HOUR", "2"),
+    ])
+    .await;
+    for i in 0..2 {
+        let body =
+            json!({"email": format!("r{i}@limits.test"), "password": "limits pw 123"}).to_string();
+        assert_eq!(post(&s, "/register", &body, None).await.0, 201);
+    }
+    let (status, body) = post(
+        &s,
+        "/register",
+        r#"{"email":"r3@limits.test","password":"limits pw 123"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"], "rate_limited");
+    for _ in 0..3 {
+        assert_eq!(
+            post(
+                &s,
+                "/login",
+                r#"{"email":"r0@limits.test","password":"wrong wrong"}"#,
+                None
+            )
+            .await
+            .0,
+            401
+        );
+    }
+    // Over the limit even with the right password: guessing stops here.
+    let (status, body) = post(
+        &s,
+        "/login",
+        r#"{"email":"r0@limits.test","password":"limits pw 123"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert!(body["message"].is_string());
+    s.stop().await;
+}
