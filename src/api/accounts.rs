@@ -366,3 +366,92 @@ mod tests {
         assert!(!valid_username("has space"));
     }
 }
+
+#[derive(Deserialize)]
+struct ForgotBody {
+    email: String,
+}
+
+#[derive(Deserialize)]
+struct ResetBody {
+    email: String,
+    otp: String,
+    new_password: String,
+}
+
+/// `POST /forgot-password {email}` → 202 whether or not the account exists. The code goes by
+/// SMTP once configured; in the development set-up (generated key) it is written to the log
+/// behind a clear marker; otherwise it is not delivered and a warning says so (never the code).
+pub async fn forgot_password(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    peer: IpAddr,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    enabled(&state)?;
+    let body: ForgotBody = json_body(req, BODY_LIMIT).await?;
+    let email = normalize_email(&body.email)
+        .ok_or_else(|| HttpError::BadRequest("malformed email".into()))?;
+    attempt(
+        &state.auth_attempts,
+        &[format!("ip:{peer}"), format!("account:{email}")],
+    )?;
+    if let Some(c) = state.store.credentials_by_login(&email).await? {
+        let code = crate::store::otps::new_code().ok_or(HttpError::Internal)?;
+        state.store.put_otp(&c.user.id, &code).await?;
+        if state.verifier.development {
+            tracing::warn!(
+                "DEVELOPMENT OTP (no SMTP in the development set-up) for {email}: {code}"
+            );
+        } else {
+            tracing::warn!("password reset requested but no delivery channel (SMTP) is configured");
+        }
+    }
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({"ok": true}),
+    ))
+}
+
+/// `POST /reset-password {email, otp, new_password}` → 200; revokes every refresh token of the
+/// user and closes their live connections (4003) on every instance. A wrong, expired or used
+/// code is 401; five wrong tries burn the code.
+pub async fn reset_password(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    peer: IpAddr,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    enabled(&state)?;
+    let body: ResetBody = json_body(req, BODY_LIMIT).await?;
+    let email = normalize_email(&body.email)
+        .ok_or_else(|| HttpError::BadRequest("malformed email".into()))?;
+    check_password(&body.new_password)?;
+    attempt(
+        &state.auth_attempts,
+        &[format!("ip:{peer}"), format!("account:{email}")],
+    )?;
+    let code = body.otp.trim();
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HttpError::BadRequest("otp must be 6 digits".into()));
+    }
+    let Some(c) = state.store.credentials_by_login(&email).await? else {
+        return Err(HttpError::InvalidCredentials);
+    };
+    if state.store.check_otp(&c.user.id, code).await? != crate::store::otps::OtpCheck::Valid {
+        return Err(HttpError::InvalidCredentials);
+    }
+    let hash = state
+        .hasher
+        .hash(body.new_password)
+        .await
+        .ok_or(HttpError::Internal)?;
+    state.store.set_password(&c.user.id, &hash).await?;
+    state.store.revoke_user_tokens(&c.user.id).await?;
+    state.bus.control(crate::bus::Control::Disconnect {
+        user_id: c.user.id,
+        device_id: None,
+    });
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"ok": true}),
+    ))
+}

@@ -103,6 +103,12 @@ pub async fn route(
         (&Method::POST, "/change-password") => accounts::change_password(state, req)
             .await
             .unwrap_or_else(HttpError::into_response),
+        (&Method::POST, "/forgot-password") => accounts::forgot_password(state, req, peer.ip())
+            .await
+            .unwrap_or_else(HttpError::into_response),
+        (&Method::POST, "/reset-password") => accounts::reset_password(state, req, peer.ip())
+            .await
+            .unwrap_or_else(HttpError::into_response),
         (&Method::GET, "/api/users/search") => crate::api::devices::search_users(state, req)
             .await
             .unwrap_or_else(HttpError::into_response),

@@ -5,9 +5,11 @@
 //!
 //! - [`users`] — accounts.
 //! - [`devices`] — devices per user, revocation.
+//! - [`otps`] — password-reset codes.
 //! - [`tokens`] — rotating refresh tokens with reuse detection.
 
 pub mod devices;
+pub mod otps;
 pub mod tokens;
 pub mod users;
 
@@ -36,16 +38,30 @@ pub enum StoreError {
 /// (version, name, SQL) of every migration, in order.
 type Migration = (i64, &'static str, &'static str);
 
-const SQLITE_MIGRATIONS: &[Migration] = &[(
-    1,
-    "accounts",
-    include_str!("../../migrations/sqlite/0001_accounts.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[Migration] = &[(
-    1,
-    "accounts",
-    include_str!("../../migrations/postgres/0001_accounts.sql"),
-)];
+const SQLITE_MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "accounts",
+        include_str!("../../migrations/sqlite/0001_accounts.sql"),
+    ),
+    (
+        2,
+        "otps",
+        include_str!("../../migrations/sqlite/0002_otps.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "accounts",
+        include_str!("../../migrations/postgres/0001_accounts.sql"),
+    ),
+    (
+        2,
+        "otps",
+        include_str!("../../migrations/postgres/0002_otps.sql"),
+    ),
+];
 
 /// Cheap to clone (the pool is a handle).
 #[derive(Clone)]

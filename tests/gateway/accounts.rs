@@ -538,7 +538,7 @@ fn migrate_command_on_sqlite_and_postgres() {
             );
             String::from_utf8(out.stdout).unwrap()
         };
-        assert!(run().starts_with("1 migration(s) applied"), "{url:?}");
+        assert!(run().starts_with("2 migration(s) applied"), "{url:?}");
         assert!(run().starts_with("0 migration(s) applied"), "{url:?}");
     }
 }
@@ -588,4 +588,223 @@ async fn abuse_limits_on_login_and_register() {
     assert_eq!(status, 429);
     assert!(body["message"].is_string());
     s.stop().await;
+}
+
+/// The binary in the development set-up (no key): the reset code is written to the log.
+fn spawn_dev(
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    String,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_syncgate"));
+    cmd.env_clear()
+        .env("SYNCGATE_LISTEN", "127.0.0.1:0")
+        .env("SYNCGATE_DATA_DIR", temp_dir())
+        .env("SYNCGATE_LOG_FORMAT", "json")
+        .env("SYNCGATE_AUTH_ATTEMPTS_PER_MIN", "100")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("address logged");
+        if let Some(a) = serde_json::from_str::<Value>(&line)
+            .ok()
+            .and_then(|v| v["fields"]["addr"].as_str().map(str::to_string))
+        {
+            break a;
+        }
+    };
+    (child, addr, rx)
+}
+
+fn otp_from(logs: &std::sync::mpsc::Receiver<String>, email: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let line = logs
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("OTP logged");
+        if line.contains("DEVELOPMENT OTP") && line.contains(email) {
+            let digits: String = line
+                .rsplit(": ")
+                .next()
+                .unwrap()
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            assert_eq!(digits.len(), 6, "{line}");
+            return digits;
+        }
+    }
+}
+
+async fn reset_flow(env: &[(&str, &str)]) {
+    let (mut child, addr, logs) = spawn_dev(env);
+    let s = Server::attach(addr.parse().unwrap());
+    let (_, r) = post(
+        &s,
+        "/register",
+        r#"{"email":"reset@example.com","password":"old password"}"#,
+        None,
+    )
+    .await;
+    let access = r["access_token"].as_str().unwrap().to_string();
+    let refresh = r["refresh_token"].as_str().unwrap().to_string();
+    let mut live = Client::connect(&s.url(&format!("token={access}")))
+        .await
+        .unwrap();
+    assert_eq!(live.recv().await["type"], "welcome");
+
+    assert_eq!(
+        post(
+            &s,
+            "/forgot-password",
+            r#"{"email":"nobody@example.com"}"#,
+            None
+        )
+        .await
+        .0,
+        202
+    );
+    assert_eq!(
+        post(
+            &s,
+            "/forgot-password",
+            r#"{"email":"Reset@Example.com"}"#,
+            None
+        )
+        .await
+        .0,
+        202
+    );
+    let code = otp_from(&logs, "reset@example.com");
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let reset = |otp: &str, pw: &str| {
+        json!({"email":"reset@example.com","otp":otp,"new_password":pw}).to_string()
+    };
+    assert_eq!(
+        post(&s, "/reset-password", &reset(wrong, "new password"), None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        post(&s, "/reset-password", &reset(&code, "new password"), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(live.close_code().await, 4003, "live connections are closed");
+    assert_eq!(
+        post(
+            &s,
+            "/token/refresh",
+            &json!({"refresh_token": refresh}).to_string(),
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        post(
+            &s,
+            "/login",
+            r#"{"email":"reset@example.com","password":"old password"}"#,
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        post(
+            &s,
+            "/login",
+            r#"{"email":"reset@example.com","password":"new password"}"#,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        post(&s, "/reset-password", &reset(&code, "third password"), None)
+            .await
+            .0,
+        401,
+        "a code works once"
+    );
+
+    // Five wrong tries burn a code.
+    assert_eq!(
+        post(
+            &s,
+            "/forgot-password",
+            r#"{"email":"reset@example.com"}"#,
+            None
+        )
+        .await
+        .0,
+        202
+    );
+    let code = otp_from(&logs, "reset@example.com");
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        assert_eq!(
+            post(&s, "/reset-password", &reset(wrong, "third password"), None)
+                .await
+                .0,
+            401
+        );
+    }
+    assert_eq!(
+        post(&s, "/reset-password", &reset(&code, "third password"), None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        post(
+            &s,
+            "/reset-password",
+            r#"{"email":"reset@example.com","otp":"12ab","new_password":"x y z w v"}"#,
+            None
+        )
+        .await
+        .0,
+        400
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn password_reset_on_sqlite() {
+    reset_flow(&[]).await;
+}
+
+#[tokio::test]
+async fn password_reset_on_postgres() {
+    let url = fresh_pg_database().await;
+    reset_flow(&[("DATABASE_URL", url.as_str())]).await;
 }

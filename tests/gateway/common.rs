@@ -71,6 +71,15 @@ impl Server {
         }
     }
 
+    /// A handle on a server running elsewhere (a spawned binary); `stop` is not available.
+    pub fn attach(addr: SocketAddr) -> Server {
+        Server {
+            addr,
+            stop: None,
+            task: tokio::spawn(async {}),
+        }
+    }
+
     pub fn url(&self, query: &str) -> String {
         if query.is_empty() {
             format!("ws://{}/ws", self.addr)

@@ -1,0 +1,8 @@
+-- One-time codes for password resets: hashed, expiring, with an attempt counter.
+CREATE TABLE otps (
+    user_id    TEXT PRIMARY KEY,
+    salt       TEXT NOT NULL,
+    code_hash  TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    attempts   BIGINT NOT NULL DEFAULT 0
+);
