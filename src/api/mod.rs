@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod devices;
+pub mod openapi;
 pub mod server_api;
 
 use bytes::Bytes;

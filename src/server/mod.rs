@@ -23,6 +23,28 @@ use crate::config::Config;
 use crate::limits::IpLimiter;
 use crate::registry::{Registry, Stats};
 
+/// Every (method, path) the router serves; the OpenAPI test checks each is documented.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/ws"),
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("POST", "/register"),
+    ("POST", "/login"),
+    ("POST", "/token/refresh"),
+    ("POST", "/logout"),
+    ("POST", "/change-password"),
+    ("POST", "/forgot-password"),
+    ("POST", "/reset-password"),
+    ("GET", "/api/devices"),
+    ("DELETE", "/api/devices/{id}"),
+    ("GET", "/api/users/search"),
+    ("POST", "/api/publish"),
+    ("POST", "/api/disconnect"),
+    ("GET", "/api/status"),
+    ("GET", "/api/openapi.json"),
+];
+
 /// Everything a request or connection task needs; shared behind one `Arc`.
 pub struct AppState {
     pub config: Config,

@@ -103,6 +103,9 @@ pub async fn route(
         (&Method::POST, "/change-password") => accounts::change_password(state, req)
             .await
             .unwrap_or_else(HttpError::into_response),
+        (&Method::GET, "/api/openapi.json") => {
+            crate::error::json_response(StatusCode::OK, &crate::api::openapi::document())
+        }
         (&Method::POST, "/forgot-password") => accounts::forgot_password(state, req, peer.ip())
             .await
             .unwrap_or_else(HttpError::into_response),

@@ -511,3 +511,32 @@ async fn reuseport_lets_two_processes_share_a_port() {
     let _ = first.wait();
     let _ = second.wait();
 }
+
+#[tokio::test]
+async fn openapi_lists_every_route_the_router_serves() {
+    let s = Server::start(&[("SYNCGATE_API_KEY", API_KEY)]).await;
+    let (status, body) = get(s.addr, "/api/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for (method, path) in syncgate::server::ROUTES {
+        assert!(
+            doc["paths"][*path][method.to_lowercase()].is_object(),
+            "{method} {path} undocumented"
+        );
+        // And the router really serves it (anything but 404/405 without credentials or body).
+        let concrete = path.replace("{id}", "some-device");
+        let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let req = format!("{method} {concrete} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await.unwrap();
+        let code: u16 = out[9..12].parse().unwrap();
+        assert!(
+            code != 404 && code != 405,
+            "{method} {path} answered {code}"
+        );
+    }
+    s.stop().await;
+}
