@@ -56,7 +56,45 @@ pub async fn route(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let resp = match (req.method(), req.uri().path()) {
+    // CORS for browser clients of the HTTP API: only origins in SYNCGATE_ALLOWED_ORIGINS.
+    let origin = req
+        .headers()
+        .get(http::header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| {
+            state
+                .config
+                .allowed_origins
+                .iter()
+                .any(|a| a == "*" || a.eq_ignore_ascii_case(o))
+        })
+        .map(|o| o.to_string());
+    if req.method() == Method::OPTIONS {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = if origin.is_some() {
+            StatusCode::NO_CONTENT
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        if let Some(o) = &origin {
+            cors(&mut r, o);
+            let h = r.headers_mut();
+            h.insert(
+                "access-control-allow-methods",
+                http::HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+            );
+            h.insert(
+                "access-control-allow-headers",
+                http::HeaderValue::from_static("authorization, content-type"),
+            );
+            h.insert(
+                "access-control-max-age",
+                http::HeaderValue::from_static("600"),
+            );
+        }
+        return Ok(r);
+    }
+    let mut resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/ws") => {
             let result = match middleware::admit(&state, peer, &req).await {
                 Ok(admitted) => crate::ws::upgrade(state.clone(), req, admitted),
@@ -139,5 +177,16 @@ pub async fn route(
         ) => HttpError::MethodNotAllowed.into_response(),
         _ => HttpError::NotFound.into_response(),
     };
+    if let Some(o) = &origin {
+        cors(&mut resp, o);
+    }
     Ok(resp)
+}
+
+fn cors(r: &mut Response<Full<Bytes>>, origin: &str) {
+    if let Ok(v) = http::HeaderValue::from_str(origin) {
+        let h = r.headers_mut();
+        h.insert("access-control-allow-origin", v);
+        h.insert(http::header::VARY, http::HeaderValue::from_static("Origin"));
+    }
 }

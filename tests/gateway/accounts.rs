@@ -808,3 +808,32 @@ async fn password_reset_on_postgres() {
     let url = fresh_pg_database().await;
     reset_flow(&[("DATABASE_URL", url.as_str())]).await;
 }
+
+#[tokio::test]
+async fn cors_for_allowed_origins() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start(&[("SYNCGATE_ALLOWED_ORIGINS", "https://app.example.com")]).await;
+    let raw = |req: String| async move {
+        let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await.unwrap();
+        out.to_lowercase()
+    };
+    let pre = raw("OPTIONS /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://app.example.com\r\nAccess-Control-Request-Method: POST\r\n\r\n".into()).await;
+    assert!(pre.starts_with("http/1.1 204"), "{pre}");
+    assert!(pre.contains("access-control-allow-origin: https://app.example.com"));
+    assert!(pre.contains("access-control-allow-headers: authorization, content-type"));
+    let bad = raw("OPTIONS /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://evil.example.com\r\n\r\n".into()).await;
+    assert!(bad.starts_with("http/1.1 403"), "{bad}");
+    let body = r#"{"email":"cors@example.com","password":"cors password"}"#;
+    let reg = raw(format!("POST /register HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://app.example.com\r\nContent-Length: {}\r\n\r\n{body}", body.len())).await;
+    assert!(
+        reg.starts_with("http/1.1 201")
+            && reg.contains("access-control-allow-origin: https://app.example.com"),
+        "{reg}"
+    );
+    let other = raw("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://evil.example.com\r\n\r\n".into()).await;
+    assert!(!other.contains("access-control-allow-origin"));
+    s.stop().await;
+}
