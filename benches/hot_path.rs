@@ -91,14 +91,7 @@ fn fan_out(c: &mut Criterion) {
         })
     });
     g.bench_function("subscribe_unsubscribe", |b| {
-        let extra = Arc::new(ConnHandle::new(
-            u64::MAX,
-            "z".into(),
-            "d".into(),
-            8,
-            1 << 20,
-            stats.clone(),
-        ));
+        let extra = Arc::new(ConnHandle::new(u64::MAX, "z".into(), "d".into(), 8, 1 << 20, stats.clone()));
         b.iter_batched(
             || Membership::new(registry.clone(), extra.clone()),
             |mut m| {
@@ -120,9 +113,7 @@ fn metrics(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let m = Metrics::default();
     g.bench_function("counter_inc", |b| b.iter(|| m.frames_out[0].inc()));
-    g.bench_function("fanout_histogram_observe", |b| {
-        b.iter(|| m.fanout_seconds.observe(black_box(0.00042)))
-    });
+    g.bench_function("fanout_histogram_observe", |b| b.iter(|| m.fanout_seconds.observe(black_box(0.00042))));
     const N: u64 = 1_000_000;
     g.throughput(Throughput::Elements(2 * N));
     g.sample_size(10);

@@ -26,22 +26,14 @@ fn settings(prefix: &str) -> RedisSettings {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let prefix = format!("sgbench:{}:", syncgate::util::random_hex(4));
     let (a, b_registry, subs, _members) = rt.block_on(async {
         let ra = Arc::new(Registry::new());
-        let a = RedisBus::start(settings(&prefix), ra.clone())
-            .await
-            .expect("Redis");
+        let a = RedisBus::start(settings(&prefix), ra.clone()).await.expect("Redis");
         ra.set_hooks(a.clone());
         let rb = Arc::new(Registry::new());
-        let b = RedisBus::start(settings(&prefix), rb.clone())
-            .await
-            .expect("Redis");
+        let b = RedisBus::start(settings(&prefix), rb.clone()).await.expect("Redis");
         rb.set_hooks(b.clone());
         let mut subs = Vec::new();
         let mut members = Vec::new();
@@ -88,10 +80,7 @@ fn bench(c: &mut Criterion) {
                     if got < BURST {
                         std::thread::sleep(Duration::from_micros(100));
                     }
-                    assert!(
-                        start.elapsed() < Duration::from_secs(30),
-                        "deliveries stalled at {got}"
-                    );
+                    assert!(start.elapsed() < Duration::from_secs(30), "deliveries stalled at {got}");
                 }
                 total += start.elapsed();
                 for s in &subs {

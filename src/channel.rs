@@ -31,9 +31,7 @@ pub fn valid_namespace(ns: &str) -> bool {
 
 /// A user id usable inside `user:<id>` and `dm:<a>:<b>`: channel characters without `:`.
 pub fn valid_user_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_CHANNEL_LEN - 5
-        && id.bytes().all(|b| b != b':' && name_byte(b))
+    !id.is_empty() && id.len() <= MAX_CHANNEL_LEN - 5 && id.bytes().all(|b| b != b':' && name_byte(b))
 }
 
 /// Glob match where `*` matches any run of characters (including none).
@@ -65,18 +63,12 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
 /// Resolves the `"user"` alias to the caller's own user channel and checks that `identity` may use
 /// the channel. Returns the canonical name.
-pub fn authorize(
-    requested: &str,
-    identity: &Identity,
-    public_namespaces: &[String],
-) -> Result<String, ChannelError> {
+pub fn authorize(requested: &str, identity: &Identity, public_namespaces: &[String]) -> Result<String, ChannelError> {
     if requested == "user" {
         return Ok(identity.user_channel());
     }
     if !valid_name(requested) {
-        return Err(ChannelError::Invalid(
-            "channel names are 1-128 bytes of [A-Za-z0-9:_.@=-]",
-        ));
+        return Err(ChannelError::Invalid("channel names are 1-128 bytes of [A-Za-z0-9:_.@=-]"));
     }
     let (ns, rest) = match requested.split_once(':') {
         Some((ns, rest)) => (ns, rest),
@@ -92,14 +84,10 @@ pub fn authorize(
         }
         "dm" => {
             let Some((a, b)) = rest.split_once(':') else {
-                return Err(ChannelError::Invalid(
-                    "direct channels are dm:<a>:<b> with a < b",
-                ));
+                return Err(ChannelError::Invalid("direct channels are dm:<a>:<b> with a < b"));
             };
             if a.is_empty() || b.is_empty() || b.contains(':') || a >= b {
-                return Err(ChannelError::Invalid(
-                    "direct channels are dm:<a>:<b> with a < b",
-                ));
+                return Err(ChannelError::Invalid("direct channels are dm:<a>:<b> with a < b"));
             }
             if a == &*identity.user_id || b == &*identity.user_id {
                 Ok(requested.to_string())
@@ -149,41 +137,17 @@ mod tests {
         let pubs = vec!["public".to_string()];
         let alice = who("alice", &["room:*", "note:abc"]);
         assert_eq!(authorize("user", &alice, &pubs).unwrap(), "user:alice");
-        assert_eq!(
-            authorize("user:alice", &alice, &pubs).unwrap(),
-            "user:alice"
-        );
-        assert_eq!(
-            authorize("user:bob", &alice, &pubs),
-            Err(ChannelError::Forbidden)
-        );
+        assert_eq!(authorize("user:alice", &alice, &pubs).unwrap(), "user:alice");
+        assert_eq!(authorize("user:bob", &alice, &pubs), Err(ChannelError::Forbidden));
         assert!(authorize("dm:alice:bob", &alice, &pubs).is_ok());
-        assert_eq!(
-            authorize("dm:bob:carol", &alice, &pubs),
-            Err(ChannelError::Forbidden)
-        );
-        assert!(matches!(
-            authorize("dm:bob:alice", &alice, &pubs),
-            Err(ChannelError::Invalid(_))
-        ));
+        assert_eq!(authorize("dm:bob:carol", &alice, &pubs), Err(ChannelError::Forbidden));
+        assert!(matches!(authorize("dm:bob:alice", &alice, &pubs), Err(ChannelError::Invalid(_))));
         assert!(authorize("public:lobby", &alice, &pubs).is_ok());
         assert!(authorize("room:1", &alice, &pubs).is_ok());
         assert!(authorize("note:abc", &alice, &pubs).is_ok());
-        assert_eq!(
-            authorize("note:abd", &alice, &pubs),
-            Err(ChannelError::Forbidden)
-        );
-        assert_eq!(
-            authorize("secret:x", &alice, &pubs),
-            Err(ChannelError::Forbidden)
-        );
-        assert!(matches!(
-            authorize("bad channel", &alice, &pubs),
-            Err(ChannelError::Invalid(_))
-        ));
-        assert!(matches!(
-            authorize(&"a".repeat(129), &alice, &pubs),
-            Err(ChannelError::Invalid(_))
-        ));
+        assert_eq!(authorize("note:abd", &alice, &pubs), Err(ChannelError::Forbidden));
+        assert_eq!(authorize("secret:x", &alice, &pubs), Err(ChannelError::Forbidden));
+        assert!(matches!(authorize("bad channel", &alice, &pubs), Err(ChannelError::Invalid(_))));
+        assert!(matches!(authorize(&"a".repeat(129), &alice, &pubs), Err(ChannelError::Invalid(_))));
     }
 }

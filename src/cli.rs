@@ -26,11 +26,7 @@ pub fn token(config: &Config, args: &[String]) -> Result<String, String> {
     let mut channels = Vec::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let mut value = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--user" => user = Some(value()?),
             "--device" => device = Some(value()?),
@@ -52,9 +48,9 @@ pub fn token(config: &Config, args: &[String]) -> Result<String, String> {
         }
     }
     let verifier = Verifier::new(config).map_err(|e| e.to_string())?;
-    verifier
-        .sign(&user, device.as_deref(), ttl, &channels)
-        .ok_or_else(|| "tokens can only be minted with an HS256 secret (SYNCGATE_JWT_SECRET or the development secret)".into())
+    verifier.sign(&user, device.as_deref(), ttl, &channels).ok_or_else(|| {
+        "tokens can only be minted with an HS256 secret (SYNCGATE_JWT_SECRET or the development secret)".into()
+    })
 }
 
 /// `syncgate check-config`: the effective configuration (secrets masked) and the OS limits that
@@ -73,14 +69,14 @@ pub fn check_config(config: &Config) -> std::process::ExitCode {
         None => println!("open files: unknown"),
     }
     match crate::oslimits::somaxconn() {
-        Some(m) => println!(
-            "net.core.somaxconn: {m} (listen backlog asked: {})",
-            config.listen_backlog
-        ),
+        Some(m) => println!("net.core.somaxconn: {m} (listen backlog asked: {})", config.listen_backlog),
         None => println!("net.core.somaxconn: unknown"),
     }
     match crate::oslimits::port_range() {
-        Some((lo, hi)) => println!("net.ipv4.ip_local_port_range: {lo}-{hi} ({} ports per source address for clients and load balancers)", hi - lo + 1),
+        Some((lo, hi)) => println!(
+            "net.ipv4.ip_local_port_range: {lo}-{hi} ({} ports per source address for clients and load balancers)",
+            hi - lo + 1
+        ),
         None => println!("net.ipv4.ip_local_port_range: unknown"),
     }
     let warnings = crate::oslimits::warnings(config);
@@ -89,11 +85,7 @@ pub fn check_config(config: &Config) -> std::process::ExitCode {
     }
     println!(
         "\nconfiguration OK{}",
-        if warnings.is_empty() {
-            String::new()
-        } else {
-            format!(" ({} warnings)", warnings.len())
-        }
+        if warnings.is_empty() { String::new() } else { format!(" ({} warnings)", warnings.len()) }
     );
     std::process::ExitCode::SUCCESS
 }

@@ -50,6 +50,8 @@ pub const REFRESH_TTL_SECS: &str = "SYNCGATE_REFRESH_TTL_SECS";
 pub const HASH_CONCURRENCY: &str = "SYNCGATE_HASH_CONCURRENCY";
 pub const AUTH_ATTEMPTS_PER_MIN: &str = "SYNCGATE_AUTH_ATTEMPTS_PER_MIN";
 pub const REGISTER_PER_HOUR: &str = "SYNCGATE_REGISTER_PER_HOUR";
+pub const SMTP_URL: &str = "SYNCGATE_SMTP_URL";
+pub const SMTP_FROM: &str = "SYNCGATE_SMTP_FROM";
 
 /// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
 #[derive(Clone, PartialEq, Eq)]
@@ -132,6 +134,9 @@ pub struct Config {
     pub auth_attempts_per_min: u32,
     /// Registrations per IP per hour.
     pub register_per_hour: u32,
+    /// SMTP for reset codes; without it codes are only logged in the development set-up.
+    pub smtp_url: Option<String>,
+    pub smtp_from: String,
 }
 
 /// Every bad variable found, one line each.
@@ -160,10 +165,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn raw(&self, key: &str) -> Option<&str> {
-        self.vars
-            .get(key)
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
+        self.vars.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
     }
 
     fn parse<T: std::str::FromStr>(&mut self, key: &str, default: T, what: &str) -> T {
@@ -182,8 +184,7 @@ impl Reader<'_> {
     fn ranged(&mut self, key: &str, default: u64, min: u64, max: u64) -> u64 {
         let v = self.parse::<u64>(key, default, "a non-negative integer");
         if v < min || v > max {
-            self.errors
-                .push(format!("{key}={v} is out of range ({min}..={max})"));
+            self.errors.push(format!("{key}={v} is out of range ({min}..={max})"));
             return default;
         }
         v
@@ -191,12 +192,7 @@ impl Reader<'_> {
 
     fn list(&self, key: &str) -> Vec<String> {
         self.raw(key)
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
             .unwrap_or_default()
     }
 }
@@ -244,14 +240,8 @@ impl Config {
             (PUBLIC_NAMESPACES, self.public_namespaces.join(",")),
             (MAX_MESSAGE_BYTES, self.max_message_bytes.to_string()),
             (MESSAGES_PER_MIN, self.messages_per_min.to_string()),
-            (
-                MAX_CONNECTIONS_PER_USER,
-                self.max_connections_per_user.to_string(),
-            ),
-            (
-                MAX_CHANNELS_PER_CONNECTION,
-                self.max_channels_per_connection.to_string(),
-            ),
+            (MAX_CONNECTIONS_PER_USER, self.max_connections_per_user.to_string()),
+            (MAX_CHANNELS_PER_CONNECTION, self.max_channels_per_connection.to_string()),
             (CONNECT_RATE_PER_IP, self.connect_rate_per_ip.to_string()),
             (HEARTBEAT_MS, ms(self.heartbeat)),
             (OUTBOUND_QUEUE, self.outbound_queue.to_string()),
@@ -263,35 +253,15 @@ impl Config {
             (HANDSHAKE_TIMEOUT_MS, ms(self.handshake_timeout)),
             (LOG_FORMAT, format!("{:?}", self.log_format).to_lowercase()),
             (LISTEN_BACKLOG, self.listen_backlog.to_string()),
-            (
-                JOIN_LEAVE_MAX_MEMBERS,
-                self.join_leave_max_members.to_string(),
-            ),
-            (
-                REDIS_URL,
-                self.redis_url
-                    .as_deref()
-                    .map(mask_url)
-                    .unwrap_or_else(|| "(unset: in-process bus)".into()),
-            ),
+            (JOIN_LEAVE_MAX_MEMBERS, self.join_leave_max_members.to_string()),
+            (REDIS_URL, self.redis_url.as_deref().map(mask_url).unwrap_or_else(|| "(unset: in-process bus)".into())),
             (REDIS_PREFIX, self.redis_prefix.clone()),
             (REDIS_FLUSH_US, self.redis_flush.as_micros().to_string()),
             (PRESENCE_TTL_MS, ms(self.presence_ttl)),
-            (
-                API_KEY,
-                if self.api_key.is_some() {
-                    "***".into()
-                } else {
-                    "(unset: server API off)".into()
-                },
-            ),
+            (API_KEY, if self.api_key.is_some() { "***".into() } else { "(unset: server API off)".into() }),
             (
                 MAX_CONNECTIONS,
-                if self.max_connections == 0 {
-                    "0 (unlimited)".into()
-                } else {
-                    self.max_connections.to_string()
-                },
+                if self.max_connections == 0 { "0 (unlimited)".into() } else { self.max_connections.to_string() },
             ),
             (DRAIN_DELAY_MS, ms(self.drain_delay)),
             (DRAIN_SPREAD_MS, ms(self.drain_spread)),
@@ -306,42 +276,30 @@ impl Config {
             (ACCESS_TTL_SECS, self.access_ttl_secs.to_string()),
             (REFRESH_TTL_SECS, self.refresh_ttl_secs.to_string()),
             (HASH_CONCURRENCY, self.hash_concurrency.to_string()),
-            (
-                AUTH_ATTEMPTS_PER_MIN,
-                self.auth_attempts_per_min.to_string(),
-            ),
+            (AUTH_ATTEMPTS_PER_MIN, self.auth_attempts_per_min.to_string()),
             (REGISTER_PER_HOUR, self.register_per_hour.to_string()),
+            (SMTP_URL, self.smtp_url.as_deref().map(mask_url).unwrap_or_else(|| "(unset)".into())),
+            (SMTP_FROM, self.smtp_from.clone()),
         ]
     }
 
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
+        let vars: HashMap<String, String> =
+            std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
         Config::from_map(&vars)
     }
 
     /// Reads a map of variables (tests pass their own).
     pub fn from_map(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
-        let mut r = Reader {
-            vars,
-            errors: Vec::new(),
-        };
-        let listen = r.parse(
-            LISTEN,
-            SocketAddr::from(([0, 0, 0, 0], 8080)),
-            "an address like 0.0.0.0:8080",
-        );
+        let mut r = Reader { vars, errors: Vec::new() };
+        let listen = r.parse(LISTEN, SocketAddr::from(([0, 0, 0, 0], 8080)), "an address like 0.0.0.0:8080");
         let data_dir = PathBuf::from(r.raw(DATA_DIR).unwrap_or("./data"));
 
         let secret = r.raw(JWT_SECRET).map(|s| s.as_bytes().to_vec());
         let pem = r.raw(JWT_PUBLIC_KEY).map(|s| s.replace("\\n", "\n"));
         let jwks = r.raw(JWKS_URL).map(str::to_string);
-        let configured = [secret.is_some(), pem.is_some(), jwks.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let configured = [secret.is_some(), pem.is_some(), jwks.is_some()].iter().filter(|b| **b).count();
         if configured > 1 {
             r.errors.push(format!(
                 "set only one of {JWT_SECRET}, {JWT_PUBLIC_KEY}, {JWKS_URL} (the key decides the algorithm)"
@@ -349,23 +307,17 @@ impl Config {
         }
         let key_source = if let Some(s) = secret {
             if s.len() < 32 {
-                r.errors.push(format!(
-                    "{JWT_SECRET} must be at least 32 bytes (got {})",
-                    s.len()
-                ));
+                r.errors.push(format!("{JWT_SECRET} must be at least 32 bytes (got {})", s.len()));
             }
             KeySource::Secret(s)
         } else if let Some(p) = pem {
             if !p.contains("-----BEGIN") {
-                r.errors
-                    .push(format!("{JWT_PUBLIC_KEY} must be a PEM public key"));
+                r.errors.push(format!("{JWT_PUBLIC_KEY} must be a PEM public key"));
             }
             KeySource::PublicKeyPem(p)
         } else if let Some(u) = jwks {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                r.errors.push(format!(
-                    "{JWKS_URL}={u:?} must be an http:// or https:// URL"
-                ));
+                r.errors.push(format!("{JWKS_URL}={u:?} must be an http:// or https:// URL"));
             }
             KeySource::Jwks(u)
         } else {
@@ -381,49 +333,38 @@ impl Config {
         let public_namespaces = r.list(PUBLIC_NAMESPACES);
         for ns in &public_namespaces {
             if ns == "user" || ns == "dm" || !crate::channel::valid_namespace(ns) {
-                r.errors.push(format!(
-                    "{PUBLIC_NAMESPACES}: {ns:?} cannot be a public namespace"
-                ));
+                r.errors.push(format!("{PUBLIC_NAMESPACES}: {ns:?} cannot be a public namespace"));
             }
         }
         let max_message_bytes = r.ranged(MAX_MESSAGE_BYTES, 1 << 20, 64, 64 << 20) as usize;
         let messages_per_min = r.ranged(MESSAGES_PER_MIN, 300, 1, 10_000_000) as u32;
         let max_connections_per_user = r.ranged(MAX_CONNECTIONS_PER_USER, 20, 1, 1_000_000) as u32;
-        let max_channels_per_connection =
-            r.ranged(MAX_CHANNELS_PER_CONNECTION, 256, 1, 100_000) as u32;
+        let max_channels_per_connection = r.ranged(MAX_CHANNELS_PER_CONNECTION, 256, 1, 100_000) as u32;
         let connect_rate_per_ip = r.ranged(CONNECT_RATE_PER_IP, 0, 0, 10_000_000) as u32;
         let heartbeat = Duration::from_millis(r.ranged(HEARTBEAT_MS, 25_000, 100, 3_600_000));
         let outbound_queue = r.ranged(OUTBOUND_QUEUE, 1024, 1, 1 << 20) as usize;
         let outbound_queue_bytes = r.ranged(OUTBOUND_QUEUE_BYTES, 4 << 20, 1024, 1 << 32) as usize;
         let allowed_origins = r.list(ALLOWED_ORIGINS);
-        let shutdown_timeout =
-            Duration::from_millis(r.ranged(SHUTDOWN_TIMEOUT_MS, 10_000, 0, 600_000));
+        let shutdown_timeout = Duration::from_millis(r.ranged(SHUTDOWN_TIMEOUT_MS, 10_000, 0, 600_000));
         let ws_read_buffer = r.ranged(WS_READ_BUFFER, 512, 128, 1 << 20) as usize;
         let ws_write_buffer = r.ranged(WS_WRITE_BUFFER, 64 * 1024, 0, 16 << 20) as usize;
-        let handshake_timeout =
-            Duration::from_millis(r.ranged(HANDSHAKE_TIMEOUT_MS, 10_000, 1, 600_000));
+        let handshake_timeout = Duration::from_millis(r.ranged(HANDSHAKE_TIMEOUT_MS, 10_000, 1, 600_000));
         let join_leave_max_members = r.ranged(JOIN_LEAVE_MAX_MEMBERS, 1000, 0, 10_000_000) as usize;
         let redis_url = r.raw(REDIS_URL).map(str::to_string);
         if let Some(u) = &redis_url {
-            if !(u.starts_with("redis://")
-                || u.starts_with("rediss://")
-                || u.starts_with("redis-sentinel://"))
-            {
+            if !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("redis-sentinel://")) {
                 r.errors.push(format!("{REDIS_URL} must be a redis:// URL"));
             }
         }
         let redis_prefix = r.raw(REDIS_PREFIX).unwrap_or("syncgate:").to_string();
         if redis_prefix.len() > 64 || redis_prefix.contains(char::is_whitespace) {
-            r.errors.push(format!(
-                "{REDIS_PREFIX} must be at most 64 characters without spaces"
-            ));
+            r.errors.push(format!("{REDIS_PREFIX} must be at most 64 characters without spaces"));
         }
         let redis_flush = Duration::from_micros(r.ranged(REDIS_FLUSH_US, 200, 0, 100_000));
         let presence_ttl = Duration::from_millis(r.ranged(PRESENCE_TTL_MS, 15_000, 200, 3_600_000));
         let api_key = r.raw(API_KEY).map(str::to_string);
         if api_key.as_ref().is_some_and(|k| k.len() < 16) {
-            r.errors
-                .push(format!("{API_KEY} must be at least 16 characters"));
+            r.errors.push(format!("{API_KEY} must be at least 16 characters"));
         }
         let max_connections = r.ranged(MAX_CONNECTIONS, 0, 0, 100_000_000);
         let drain_delay = Duration::from_millis(r.ranged(DRAIN_DELAY_MS, 0, 0, 3_600_000));
@@ -432,20 +373,14 @@ impl Config {
             None | Some("0") | Some("false") => false,
             Some("1") | Some("true") => true,
             Some(other) => {
-                r.errors
-                    .push(format!("{REUSEPORT}={other:?} must be 0 or 1"));
+                r.errors.push(format!("{REUSEPORT}={other:?} must be 0 or 1"));
                 false
             }
         };
         let database_url = r.raw(DATABASE_URL).map(str::to_string);
         if let Some(u) = &database_url {
-            if !(u.starts_with("postgres://")
-                || u.starts_with("postgresql://")
-                || u.starts_with("sqlite:"))
-            {
-                r.errors.push(format!(
-                    "{DATABASE_URL} must be a postgres:// or sqlite: URL"
-                ));
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://") || u.starts_with("sqlite:")) {
+                r.errors.push(format!("{DATABASE_URL} must be a postgres:// or sqlite: URL"));
             }
         }
         let access_ttl_secs = r.ranged(ACCESS_TTL_SECS, 900, 10, 86_400);
@@ -453,13 +388,17 @@ impl Config {
         let hash_concurrency = r.ranged(HASH_CONCURRENCY, 2, 1, 256) as usize;
         let auth_attempts_per_min = r.ranged(AUTH_ATTEMPTS_PER_MIN, 10, 1, 1_000_000) as u32;
         let register_per_hour = r.ranged(REGISTER_PER_HOUR, 30, 1, 1_000_000) as u32;
+        let smtp_url = r.raw(SMTP_URL).map(str::to_string);
+        if smtp_url.as_ref().is_some_and(|u| !(u.starts_with("smtp://") || u.starts_with("smtps://"))) {
+            r.errors.push(format!("{SMTP_URL} must be an smtp:// or smtps:// URL"));
+        }
+        let smtp_from = r.raw(SMTP_FROM).unwrap_or("syncgate <no-reply@localhost>").to_string();
         let listen_backlog = r.ranged(LISTEN_BACKLOG, 4096, 1, 1 << 20) as u32;
         let log_format = match r.raw(LOG_FORMAT) {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                r.errors
-                    .push(format!("{LOG_FORMAT}={other:?} must be one of: text, json"));
+                r.errors.push(format!("{LOG_FORMAT}={other:?} must be one of: text, json"));
                 LogFormat::Text
             }
         };
@@ -509,6 +448,8 @@ impl Config {
             hash_concurrency,
             auth_attempts_per_min,
             register_per_hour,
+            smtp_url,
+            smtp_from,
         })
     }
 }
@@ -518,10 +459,7 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]

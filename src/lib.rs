@@ -15,6 +15,7 @@
 //! - [`auth`]: JWT verification (HS256 secret, PEM key, JWKS) and token minting.
 //! - [`limits`]: message token bucket and per-IP connect limiter.
 //! - [`cli`]: `syncgate token`.
+//! - [`mail`]: SMTP delivery of reset codes (lettre).
 //! - [`metrics`]: Prometheus text for `/metrics`.
 //! - [`oslimits`]: open files, somaxconn, port range; raised and checked at start.
 //! - [`store`]: sqlx store (SQLite default, PostgreSQL): accounts, refresh tokens.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod devices;
 pub mod error;
 pub mod limits;
+pub mod mail;
 pub mod metrics;
 pub mod oslimits;
 pub mod protocol;

@@ -29,13 +29,7 @@ pub struct MessageLimiter {
 
 impl MessageLimiter {
     pub fn new(per_min: u32, now: Instant) -> MessageLimiter {
-        MessageLimiter {
-            per_min,
-            tokens: per_min as f64,
-            last: now,
-            window_start: now,
-            window_count: 0,
-        }
+        MessageLimiter { per_min, tokens: per_min as f64, last: now, window_start: now, window_count: 0 }
     }
 
     pub fn check(&mut self, now: Instant) -> Verdict {
@@ -68,10 +62,7 @@ pub struct IpLimiter {
 
 impl IpLimiter {
     pub fn new(per_sec: u32) -> IpLimiter {
-        IpLimiter {
-            per_sec,
-            buckets: DashMap::with_shard_amount(32),
-        }
+        IpLimiter { per_sec, buckets: DashMap::with_shard_amount(32) }
     }
 
     pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
@@ -90,8 +81,7 @@ impl IpLimiter {
 
     /// Drops buckets that are full again (idle for at least a second).
     pub fn sweep(&self, now: Instant) {
-        self.buckets
-            .retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(2));
+        self.buckets.retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(2));
     }
 
     pub fn len(&self) -> usize {
@@ -159,11 +149,7 @@ pub struct AttemptLimiter {
 
 impl AttemptLimiter {
     pub fn new(limit: u32, window: Duration) -> AttemptLimiter {
-        AttemptLimiter {
-            limit,
-            window,
-            map: DashMap::with_shard_amount(32),
-        }
+        AttemptLimiter { limit, window, map: DashMap::with_shard_amount(32) }
     }
 
     /// Counts one attempt for every key; false if any of them is over its limit.
@@ -181,8 +167,7 @@ impl AttemptLimiter {
     }
 
     pub fn sweep(&self, now: Instant) {
-        self.map
-            .retain(|_, (_, start)| now.duration_since(*start) < self.window);
+        self.map.retain(|_, (_, start)| now.duration_since(*start) < self.window);
     }
 }
 
@@ -201,10 +186,7 @@ mod attempt_tests {
         assert!(l.allow(&k("ip:2"), t0));
         assert!(l.allow(&k("ip:1"), t0 + Duration::from_secs(61)));
         // Any key over its limit refuses.
-        assert!(!l.allow(
-            &["ip:3".to_string(), "ip:1".to_string()],
-            t0 + Duration::from_secs(61)
-        ));
+        assert!(!l.allow(&["ip:3".to_string(), "ip:1".to_string()], t0 + Duration::from_secs(61)));
         l.sweep(t0 + Duration::from_secs(200));
         assert!(l.map.is_empty());
     }

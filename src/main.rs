@@ -12,9 +12,7 @@ use syncgate::config::{Config, LogFormat};
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -63,10 +61,7 @@ fn main() -> ExitCode {
 
 /// `syncgate migrate`: applies pending migrations to the configured database and exits.
 fn migrate(config: &Config) -> ExitCode {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         return ExitCode::from(1);
     };
     rt.block_on(async {
@@ -101,10 +96,7 @@ fn serve(config: Config) -> ExitCode {
     for w in syncgate::oslimits::warnings(&config) {
         tracing::warn!("{w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("syncgate: cannot start the runtime: {e}");
@@ -115,11 +107,7 @@ fn serve(config: Config) -> ExitCode {
         let listener = match syncgate::server::bind(&config) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!(
-                    "syncgate: cannot listen on {} ({}): {e}",
-                    config.listen,
-                    syncgate::config::LISTEN
-                );
+                eprintln!("syncgate: cannot listen on {} ({}): {e}", config.listen, syncgate::config::LISTEN);
                 return ExitCode::from(1);
             }
         };

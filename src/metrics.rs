@@ -68,11 +68,7 @@ impl Histogram {
     /// Records `v` (in the unit of the bounds; the sum is kept in millionths of it).
     #[inline]
     pub fn observe(&self, v: f64) {
-        let i = self
-            .bounds
-            .iter()
-            .position(|b| v <= *b)
-            .unwrap_or(self.bounds.len());
+        let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
         self.buckets[i].inc();
         self.sum_micros.add((v * 1e6) as u64);
         self.count.inc();
@@ -104,42 +100,20 @@ pub enum ConnectResult {
     BadRequest,
 }
 
-const CONNECT_RESULTS: [&str; 7] = [
-    "ok",
-    "unauthorized",
-    "rate_limited",
-    "over_cap",
-    "origin",
-    "shed",
-    "bad_request",
-];
+const CONNECT_RESULTS: [&str; 7] = ["ok", "unauthorized", "rate_limited", "over_cap", "origin", "shed", "bad_request"];
 
 /// Inbound frame kinds (`syncgate_frames_in_total{type}`).
-pub const FRAME_IN_TYPES: [&str; 10] = [
-    "auth",
-    "subscribe",
-    "unsubscribe",
-    "publish",
-    "typing",
-    "presence",
-    "ping",
-    "binary",
-    "invalid",
-    "control",
-];
+pub const FRAME_IN_TYPES: [&str; 10] =
+    ["auth", "subscribe", "unsubscribe", "publish", "typing", "presence", "ping", "binary", "invalid", "control"];
 /// Outbound frame kinds (`syncgate_frames_out_total{type}`).
 pub const FRAME_OUT_TYPES: [&str; 4] = ["text", "binary", "ping", "other"];
 /// Close codes counted (`syncgate_disconnects_total{code}`); anything else is "other".
-const CLOSE_CODES: [u16; 12] = [
-    1000, 1001, 1002, 1006, 1008, 1009, 1011, 1013, 4001, 4003, 4008, 4009,
-];
+const CLOSE_CODES: [u16; 12] = [1000, 1001, 1002, 1006, 1008, 1009, 1011, 1013, 4001, 4003, 4008, 4009];
 /// Auth failure reasons (`syncgate_auth_failures_total{reason}`).
 const AUTH_REASONS: [&str; 4] = ["expired", "invalid", "timeout", "device"];
 
 /// Seconds: 10 µs … 1 s.
-static LATENCY_BOUNDS: [f64; 10] = [
-    0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 1.0,
-];
+static LATENCY_BOUNDS: [f64; 10] = [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 1.0];
 /// Messages per Redis batch.
 pub static BATCH_BOUNDS: [f64; 9] = [1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 4096.0];
 
@@ -181,10 +155,7 @@ impl Metrics {
     }
 
     pub fn disconnect(&self, code: u16) {
-        let i = CLOSE_CODES
-            .iter()
-            .position(|c| *c == code)
-            .unwrap_or(CLOSE_CODES.len());
+        let i = CLOSE_CODES.iter().position(|c| *c == code).unwrap_or(CLOSE_CODES.len());
         self.disconnects[i].inc();
     }
 
@@ -214,55 +185,30 @@ fn labeled(
 }
 
 fn single(out: &mut String, name: &str, help: &str, kind: &str, v: impl std::fmt::Display) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-    );
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
 }
 
 /// Process figures from `/proc/self` (Linux): RSS bytes, CPU seconds, open fds.
 fn process(out: &mut String) {
-    let page_rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        });
-    let cpu = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.get(s.rfind(')')? + 2..)?.to_string();
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        });
+    let page_rss = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    let cpu = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| {
+        let rest = s.get(s.rfind(')')? + 2..)?.to_string();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+    });
     let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).ok();
     if let Some(kib) = page_rss {
-        single(
-            out,
-            "process_resident_memory_bytes",
-            "Resident memory size in bytes.",
-            "gauge",
-            kib * 1024,
-        );
+        single(out, "process_resident_memory_bytes", "Resident memory size in bytes.", "gauge", kib * 1024);
     }
     if let Some(c) = cpu {
-        single(
-            out,
-            "process_cpu_seconds_total",
-            "Total user and system CPU time spent in seconds.",
-            "counter",
-            c,
-        );
+        single(out, "process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", "counter", c);
     }
     if let Some(n) = fds {
-        single(
-            out,
-            "process_open_fds",
-            "Number of open file descriptors.",
-            "gauge",
-            n,
-        );
+        single(out, "process_open_fds", "Number of open file descriptors.", "gauge", n);
     }
 }
 
@@ -284,10 +230,7 @@ pub fn render(state: &AppState) -> String {
         "Connection attempts by result.",
         "counter",
         "result",
-        CONNECT_RESULTS
-            .iter()
-            .zip(&m.connects)
-            .map(|(l, c)| (l.to_string(), c.get())),
+        CONNECT_RESULTS.iter().zip(&m.connects).map(|(l, c)| (l.to_string(), c.get())),
     );
     labeled(
         &mut out,
@@ -308,10 +251,7 @@ pub fn render(state: &AppState) -> String {
         "Frames received by type.",
         "counter",
         "type",
-        FRAME_IN_TYPES
-            .iter()
-            .zip(&m.frames_in)
-            .map(|(l, c)| (l.to_string(), c.get())),
+        FRAME_IN_TYPES.iter().zip(&m.frames_in).map(|(l, c)| (l.to_string(), c.get())),
     );
     labeled(
         &mut out,
@@ -319,25 +259,10 @@ pub fn render(state: &AppState) -> String {
         "Frames written by type.",
         "counter",
         "type",
-        FRAME_OUT_TYPES
-            .iter()
-            .zip(&m.frames_out)
-            .map(|(l, c)| (l.to_string(), c.get())),
+        FRAME_OUT_TYPES.iter().zip(&m.frames_out).map(|(l, c)| (l.to_string(), c.get())),
     );
-    single(
-        &mut out,
-        "syncgate_bytes_in_total",
-        "Payload bytes received.",
-        "counter",
-        m.bytes_in.get(),
-    );
-    single(
-        &mut out,
-        "syncgate_bytes_out_total",
-        "Payload bytes written.",
-        "counter",
-        m.bytes_out.get(),
-    );
+    single(&mut out, "syncgate_bytes_in_total", "Payload bytes received.", "counter", m.bytes_in.get());
+    single(&mut out, "syncgate_bytes_out_total", "Payload bytes written.", "counter", m.bytes_out.get());
     single(
         &mut out,
         "syncgate_deliveries_total",
@@ -345,11 +270,7 @@ pub fn render(state: &AppState) -> String {
         "counter",
         state.registry.deliveries(),
     );
-    m.fanout_seconds.render(
-        &mut out,
-        "syncgate_fanout_seconds",
-        "Publish to every recipient enqueued, in seconds.",
-    );
+    m.fanout_seconds.render(&mut out, "syncgate_fanout_seconds", "Publish to every recipient enqueued, in seconds.");
     single(
         &mut out,
         "syncgate_slow_consumer_disconnects_total",
@@ -370,25 +291,10 @@ pub fn render(state: &AppState) -> String {
         "Authentication failures by reason.",
         "counter",
         "reason",
-        AUTH_REASONS
-            .iter()
-            .zip(&m.auth_failures)
-            .map(|(l, c)| (l.to_string(), c.get())),
+        AUTH_REASONS.iter().zip(&m.auth_failures).map(|(l, c)| (l.to_string(), c.get())),
     );
-    single(
-        &mut out,
-        "syncgate_ready",
-        "1 while /ready answers 200.",
-        "gauge",
-        u8::from(state.ready()),
-    );
-    single(
-        &mut out,
-        "syncgate_uptime_seconds",
-        "Seconds since start.",
-        "gauge",
-        m.uptime_secs(),
-    );
+    single(&mut out, "syncgate_ready", "1 while /ready answers 200.", "gauge", u8::from(state.ready()));
+    single(&mut out, "syncgate_uptime_seconds", "Seconds since start.", "gauge", m.uptime_secs());
     state.bus.metrics(&mut out);
     process(&mut out);
     out

@@ -4,13 +4,9 @@
 /// (soft, hard) RLIMIT_NOFILE.
 #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
 pub fn nofile() -> Option<(u64, u64)> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own.
-    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0)
-        .then_some((r.rlim_cur as u64, r.rlim_max as u64))
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0).then_some((r.rlim_cur as u64, r.rlim_max as u64))
 }
 
 /// Raises the soft open-files limit to the hard limit; returns (before, after, hard).
@@ -18,10 +14,7 @@ pub fn nofile() -> Option<(u64, u64)> {
 pub fn raise_nofile() -> Option<(u64, u64, u64)> {
     let (soft, hard) = nofile()?;
     if soft < hard {
-        let r = libc::rlimit {
-            rlim_cur: hard as libc::rlim_t,
-            rlim_max: hard as libc::rlim_t,
-        };
+        let r = libc::rlimit { rlim_cur: hard as libc::rlim_t, rlim_max: hard as libc::rlim_t };
         // SAFETY: setrlimit reads the struct we own.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
     }
@@ -30,9 +23,7 @@ pub fn raise_nofile() -> Option<(u64, u64, u64)> {
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+    std::fs::read_to_string(path).ok().map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// `net.core.somaxconn`.

@@ -48,13 +48,10 @@ pub fn percent_decode(s: &str) -> Option<String> {
 
 /// The decoded `key=value` pairs of a query string.
 pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Some((percent_decode(k)?, percent_decode(v)?))
-        })
+    query.split('&').filter(|p| !p.is_empty()).filter_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        Some((percent_decode(k)?, percent_decode(v)?))
+    })
 }
 
 #[cfg(test)]

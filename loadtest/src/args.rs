@@ -109,8 +109,7 @@ impl Args {
 }
 
 fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("{flag}: {v:?} is not a valid number"))
+    v.parse().map_err(|_| format!("{flag}: {v:?} is not a valid number"))
 }
 
 /// Seconds from `10`, `10s`, `500ms` or `2m`.
@@ -179,11 +178,7 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
     };
     let mut it = args[1..].iter();
     while let Some(flag) = it.next() {
-        let mut val = || {
-            it.next()
-                .map(String::as_str)
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let mut val = || it.next().map(String::as_str).ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--url" => a.urls.push(val()?.to_string()),
             "--jwt-secret" => a.jwt_secret = val()?.to_string(),
@@ -262,7 +257,9 @@ mod tests {
 
     #[test]
     fn parses_flags() {
-        let a = p("broadcast --jwt-secret s --url ws://127.0.0.1:1/ws --url ws://127.0.0.2:1/ws --sweep 5,10,20 --procs 2").unwrap();
+        let a =
+            p("broadcast --jwt-secret s --url ws://127.0.0.1:1/ws --url ws://127.0.0.2:1/ws --sweep 5,10,20 --procs 2")
+                .unwrap();
         assert_eq!(a.scenario, Scenario::Broadcast);
         assert_eq!(a.urls.len(), 2);
         assert_eq!(a.sweep, vec![5.0, 10.0, 20.0]);
@@ -271,19 +268,8 @@ mod tests {
         assert!(p("connect --jwt-secret s --rate -1").is_err());
         assert!(p("connect --jwt-secret s --bogus 1").is_err());
         assert!(p("connect --jwt-secret s --url http://x").is_err());
-        assert_eq!(
-            p("idle --jwt-secret s --duration 500ms")
-                .unwrap()
-                .duration_s,
-            0.5
-        );
-        assert_eq!(
-            p("idle --jwt-secret s --duration 2m").unwrap().duration_s,
-            120.0
-        );
-        assert_eq!(
-            p("idle --jwt-secret s --duration 3s").unwrap().duration_s,
-            3.0
-        );
+        assert_eq!(p("idle --jwt-secret s --duration 500ms").unwrap().duration_s, 0.5);
+        assert_eq!(p("idle --jwt-secret s --duration 2m").unwrap().duration_s, 120.0);
+        assert_eq!(p("idle --jwt-secret s --duration 3s").unwrap().duration_s, 3.0);
     }
 }

@@ -19,11 +19,7 @@ pub struct Recorded(pub Vec<(u64, u64)>);
 
 impl Recorded {
     pub fn from_hist(h: &Histogram<u64>) -> Recorded {
-        Recorded(
-            h.iter_recorded()
-                .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                .collect(),
-        )
+        Recorded(h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect())
     }
 
     pub fn merge_into(&self, h: &mut Histogram<u64>) {
@@ -68,18 +64,12 @@ pub struct Sharded {
 
 impl Sharded {
     pub fn new(n: usize) -> Sharded {
-        Sharded {
-            shards: (0..n.max(1))
-                .map(|_| Mutex::new((new_hist(), new_hist())))
-                .collect(),
-        }
+        Sharded { shards: (0..n.max(1)).map(|_| Mutex::new((new_hist(), new_hist()))).collect() }
     }
 
     /// Records a batch of latencies into shard `key % n`.
     pub fn record(&self, key: usize, values: &[u64]) {
-        let mut s = self.shards[key % self.shards.len()]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut s = self.shards[key % self.shards.len()].lock().unwrap_or_else(|e| e.into_inner());
         for &v in values {
             let v = v.clamp(1, MAX_US);
             let _ = s.0.record(v);
@@ -127,16 +117,11 @@ mod tests {
         Recorded::from_hist(&a).merge_into(&mut merged);
         // Through JSON, as worker processes send it.
         let json = serde_json::to_string(&Recorded::from_hist(&b)).unwrap();
-        serde_json::from_str::<Recorded>(&json)
-            .unwrap()
-            .merge_into(&mut merged);
+        serde_json::from_str::<Recorded>(&json).unwrap().merge_into(&mut merged);
         assert_eq!(summarize(&merged), summarize(&direct));
         assert_eq!(merged.len(), 2000);
         let s = summarize(&merged);
-        assert!(
-            (499..=501).contains(&s.p50_us) || (999..=1001).contains(&s.p50_us),
-            "{s:?}"
-        );
+        assert!((499..=501).contains(&s.p50_us) || (999..=1001).contains(&s.p50_us), "{s:?}");
         assert!(s.p99_us >= 979_000 && s.p99_us <= 981_000, "{s:?}");
     }
 

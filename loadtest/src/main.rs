@@ -9,10 +9,7 @@ static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("loadtest: {e}");
@@ -23,8 +20,7 @@ fn main() -> ExitCode {
         let parsed = (|| {
             let i: usize = argv.get(1)?.parse().ok()?;
             let k: usize = argv.get(2)?.parse().ok()?;
-            let args: loadtest::args::Args =
-                serde_json::from_str(&std::env::var("LOADTEST_ARGS").ok()?).ok()?;
+            let args: loadtest::args::Args = serde_json::from_str(&std::env::var("LOADTEST_ARGS").ok()?).ok()?;
             Some((args, i, k))
         })();
         let Some((args, i, k)) = parsed else {

@@ -9,11 +9,7 @@ pub enum Role {
     /// Receives only.
     Listen,
     /// Publishes to `channel`; its `sender` id is stamped into every message.
-    Publish {
-        channel: String,
-        sender: u32,
-        senders: u32,
-    },
+    Publish { channel: String, sender: u32, senders: u32 },
 }
 
 #[derive(Debug, Clone)]
@@ -34,12 +30,8 @@ pub const CLAIM: &str = "lt:*";
 /// Recipients per message (the expected deliveries of one publish).
 pub fn recipients(args: &Args) -> u64 {
     match (args.scenario, args.pattern) {
-        (Scenario::Fanout, _) | (Scenario::Cluster, Pattern::Fanout) => {
-            args.devices.saturating_sub(1) as u64
-        }
-        (Scenario::Broadcast, _) | (Scenario::Cluster, Pattern::Broadcast) => {
-            args.subscribers as u64
-        }
+        (Scenario::Fanout, _) | (Scenario::Cluster, Pattern::Fanout) => args.devices.saturating_sub(1) as u64,
+        (Scenario::Broadcast, _) | (Scenario::Cluster, Pattern::Broadcast) => args.subscribers as u64,
         _ => 0,
     }
 }
@@ -65,11 +57,7 @@ pub fn build(args: &Args) -> Vec<ConnSpec> {
     match (args.scenario, args.pattern) {
         (Scenario::Connect, _) | (Scenario::Idle, _) => {
             for idx in 0..args.connections {
-                let channels = if args.scenario == Scenario::Idle {
-                    vec![format!("lt:idle:{idx}")]
-                } else {
-                    vec![]
-                };
+                let channels = if args.scenario == Scenario::Idle { vec![format!("lt:idle:{idx}")] } else { vec![] };
                 out.push(ConnSpec {
                     idx,
                     url: url(idx),
@@ -91,11 +79,7 @@ pub fn build(args: &Args) -> Vec<ConnSpec> {
                         user: format!("lt-u{u}"),
                         device: format!("d{d}"),
                         channels: vec![],
-                        role: Role::Publish {
-                            channel: "user".into(),
-                            sender: idx as u32,
-                            senders,
-                        },
+                        role: Role::Publish { channel: "user".into(), sender: idx as u32, senders },
                     });
                 }
             }
@@ -149,7 +133,9 @@ mod tests {
 
     #[test]
     fn cluster_puts_publishers_first() {
-        let a = args("cluster --jwt-secret s --url ws://a/ws --url ws://b/ws --url ws://c/ws --subscribers 4 --publishers 2");
+        let a = args(
+            "cluster --jwt-secret s --url ws://a/ws --url ws://b/ws --url ws://c/ws --subscribers 4 --publishers 2",
+        );
         let plan = build(&a);
         assert_eq!(plan.len(), 6);
         assert!(plan[..4].iter().all(|c| c.url != "ws://a/ws"));
@@ -167,9 +153,7 @@ mod tests {
         assert_eq!(send_offset(3, 1, 2, 10.0), Duration::from_millis(350));
         // Messages due within a 2 s step at 250 msg/s: exactly 500, whatever the sender phase.
         for sender in 0..4 {
-            let due = (0..)
-                .take_while(|k| send_offset(*k, sender, 4, 250.0) < Duration::from_secs(2))
-                .count();
+            let due = (0..).take_while(|k| send_offset(*k, sender, 4, 250.0) < Duration::from_secs(2)).count();
             assert_eq!(due, 500);
         }
     }

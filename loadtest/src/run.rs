@@ -89,10 +89,7 @@ fn parse_line(line: &str) -> Option<Line> {
     }
 }
 
-async fn spawn_workers(
-    args: &Args,
-    tx: mpsc::UnboundedSender<(usize, Line)>,
-) -> Result<Vec<Worker>, String> {
+async fn spawn_workers(args: &Args, tx: mpsc::UnboundedSender<(usize, Line)>) -> Result<Vec<Worker>, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let json = serde_json::to_string(args).map_err(|e| e.to_string())?;
     let mut workers = Vec::new();
@@ -140,29 +137,19 @@ impl ProgressLine {
     fn update(&mut self, worker: usize, p: Progress) {
         p.interval.merge_into(&mut self.interval);
         self.latest[worker] = p;
-        if self.quiet
-            || self.last_print.elapsed() < Duration::from_millis(if self.tty { 900 } else { 4900 })
-        {
+        if self.quiet || self.last_print.elapsed() < Duration::from_millis(if self.tty { 900 } else { 4900 }) {
             return;
         }
         let open: u64 = self.latest.iter().map(|p| p.open).sum();
         let sent: u64 = self.latest.iter().map(|p| p.sent).sum();
         let recv: u64 = self.latest.iter().map(|p| p.received).sum();
         let dt = self.prev.2.elapsed().as_secs_f64().max(0.001);
-        let (sr, rr) = (
-            (sent - self.prev.0.min(sent)) as f64 / dt,
-            (recv - self.prev.1.min(recv)) as f64 / dt,
-        );
+        let (sr, rr) = ((sent - self.prev.0.min(sent)) as f64 / dt, (recv - self.prev.1.min(recv)) as f64 / dt);
         self.prev = (sent, recv, Instant::now());
-        let p99 = if self.interval.is_empty() {
-            0.0
-        } else {
-            self.interval.value_at_quantile(0.99) as f64 / 1000.0
-        };
+        let p99 = if self.interval.is_empty() { 0.0 } else { self.interval.value_at_quantile(0.99) as f64 / 1000.0 };
         self.interval.reset();
         let bar_w = 20usize;
-        let filled =
-            ((open as f64 / self.target_conns.max(1) as f64) * bar_w as f64).round() as usize;
+        let filled = ((open as f64 / self.target_conns.max(1) as f64) * bar_w as f64).round() as usize;
         let bar: String = "#".repeat(filled.min(bar_w)) + &"-".repeat(bar_w - filled.min(bar_w));
         let line = format!(
             "[{:>5.0}s] [{bar}] conns {open}/{} | sent {sr:.0}/s | delivered {rr:.0}/s | p99 {p99:.1} ms",
@@ -187,9 +174,7 @@ impl ProgressLine {
 }
 
 async fn free_port() -> Result<u16, String> {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
@@ -209,14 +194,9 @@ async fn spawn_gateway(args: &mut Args) -> Result<Child, String> {
     for (k, v) in &args.env {
         cmd.env(k, v);
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", args.gateway_bin))?;
+    let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", args.gateway_bin))?;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
         if Instant::now() > deadline {
             return Err("spawned gateway did not start listening within 15 s".into());
         }
@@ -284,13 +264,8 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
     };
 
     // Open phase.
-    let open_rate = if args.scenario == Scenario::Connect {
-        args.rate
-    } else {
-        args.open_rate
-    };
-    let open_deadline =
-        Instant::now() + Duration::from_secs_f64(target as f64 / open_rate + args.timeout_s + 30.0);
+    let open_rate = if args.scenario == Scenario::Connect { args.rate } else { args.open_rate };
+    let open_deadline = Instant::now() + Duration::from_secs_f64(target as f64 / open_rate + args.timeout_s + 30.0);
     let mut opens: Vec<Option<OpenReport>> = vec![None; args.procs];
     while opens.iter().any(Option::is_none) {
         let left = open_deadline.saturating_duration_since(Instant::now());
@@ -315,16 +290,8 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
     let opened: u64 = opens.iter().map(|o| o.opened).sum();
     let first = opens.iter().map(|o| o.first_us).min().unwrap_or(0);
     let last = opens.iter().map(|o| o.last_us).max().unwrap_or(0);
-    let connects_per_s = if last > first {
-        opened as f64 / ((last - first) as f64 / 1e6)
-    } else {
-        0.0
-    };
-    let error_rate = if attempted > 0 {
-        (attempted - opened) as f64 / attempted as f64
-    } else {
-        0.0
-    };
+    let connects_per_s = if last > first { opened as f64 / ((last - first) as f64 / 1e6) } else { 0.0 };
+    let error_rate = if attempted > 0 { (attempted - opened) as f64 / attempted as f64 } else { 0.0 };
 
     // Let the server settle before sampling memory after the open phase.
     if pid.is_some() {
@@ -344,15 +311,11 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
         let bus0 = bus_counters(&args.urls).await;
         let cpu0 = pid.and_then(sampler::sample);
         for w in &mut workers {
-            w.stdin
-                .write_all(format!("GO {rate}\n").as_bytes())
-                .await
-                .map_err(|e| format!("worker stdin: {e}"))?;
+            w.stdin.write_all(format!("GO {rate}\n").as_bytes()).await.map_err(|e| format!("worker stdin: {e}"))?;
             w.stdin.flush().await.map_err(|e| e.to_string())?;
         }
         let mut reports: Vec<Option<StepReport>> = vec![None; args.procs];
-        let step_deadline =
-            Instant::now() + args.duration() + args.drain() + Duration::from_secs(60);
+        let step_deadline = Instant::now() + args.duration() + args.drain() + Duration::from_secs(60);
         while reports.iter().any(Option::is_none) {
             let left = step_deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, rx.recv()).await {
@@ -366,9 +329,7 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
         let cpu1 = pid.and_then(sampler::sample);
         let bus1 = bus_counters(&args.urls).await;
         let bus_commands_per_message = match (bus0, bus1) {
-            (Some((m0, c0)), Some((m1, c1))) if m1 > m0 => {
-                Some((c1 - c0) as f64 / (m1 - m0) as f64)
-            }
+            (Some((m0, c0)), Some((m1, c1))) if m1 > m0 => Some((c1 - c0) as f64 / (m1 - m0) as f64),
             _ => None,
         };
         let reports: Vec<StepReport> = reports.into_iter().flatten().collect();
@@ -385,17 +346,7 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
         let expected = sent * recipients;
         let lost = expected.saturating_sub(unique);
         let latency = summarize(&lat);
-        let server = pid.map(|pid| {
-            server_report(
-                pid,
-                &before,
-                &after_open,
-                &cpu0,
-                &cpu1,
-                opened,
-                args.duration_s,
-            )
-        });
+        let server = pid.map(|pid| server_report(pid, &before, &after_open, &cpu0, &cpu1, opened, args.duration_s));
         let mut step = StepResult {
             rate,
             duration_s: args.duration_s,
@@ -404,11 +355,7 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
             deliveries_received: unique,
             duplicates: reports.iter().map(|r| r.duplicates).sum(),
             lost,
-            loss_rate: if expected > 0 {
-                lost as f64 / expected as f64
-            } else {
-                0.0
-            },
+            loss_rate: if expected > 0 { lost as f64 / expected as f64 } else { 0.0 },
             errors: reports.iter().map(|r| r.errors).sum(),
             deliveries_per_s: unique as f64 / args.duration_s,
             latency,
@@ -428,11 +375,7 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
             m.loss_rate = step.loss_rate;
             m.duplicates = step.duplicates;
             m.throughput = throughput;
-            m.memory_per_conn_kib = step
-                .server
-                .as_ref()
-                .and_then(|s| s.memory_per_conn_bytes)
-                .map(|b| b / 1024.0);
+            m.memory_per_conn_kib = step.server.as_ref().and_then(|s| s.memory_per_conn_bytes).map(|b| b / 1024.0);
             step.slo = slo::evaluate(t, &m);
             step.slo_ok = step.slo.iter().all(|c| c.ok);
         }
@@ -481,11 +424,7 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
         connect_latency: summarize(&connect_hist),
         connects_per_s,
         steps,
-        capacity_rate: if args.sweep.is_empty() {
-            None
-        } else {
-            capacity
-        },
+        capacity_rate: if args.sweep.is_empty() { None } else { capacity },
         slo_ok,
         args,
     })
@@ -507,8 +446,7 @@ async fn bus_counters(urls: &[String]) -> Option<(u64, u64)> {
         }
         let fetch = async {
             let mut s = tokio::net::TcpStream::connect(hostport).await.ok()?;
-            let req =
-                format!("GET /metrics HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
+            let req = format!("GET /metrics HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
             s.write_all(req.as_bytes()).await.ok()?;
             let mut out = String::new();
             s.read_to_string(&mut out).await.ok()?;
@@ -584,10 +522,7 @@ fn print_step(args: &Args, s: &StepResult) {
     }
     for c in &s.slo {
         if !c.ok {
-            println!(
-                "  SLO BROKEN: {} limit {} actual {:.3}",
-                c.name, c.limit, c.actual
-            );
+            println!("  SLO BROKEN: {} limit {} actual {:.3}", c.name, c.limit, c.actual);
         }
     }
 }
@@ -602,10 +537,7 @@ pub fn print_summary(r: &Report) {
         if r.procs == 1 { "" } else { "es" },
         r.note
     );
-    println!(
-        "connections   {} opened / {} attempted",
-        r.connections_opened, r.connections_attempted
-    );
+    println!("connections   {} opened / {} attempted", r.connections_opened, r.connections_attempted);
     if !r.connect_failures.is_empty() {
         println!("failures      {:?}", r.connect_failures);
     }

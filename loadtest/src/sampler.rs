@@ -29,10 +29,7 @@ pub fn parse_cpu(stat: &str) -> Option<f64> {
 pub fn sample(pid: u32) -> Option<Sample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    Some(Sample {
-        rss_kib: parse_rss(&status)?,
-        cpu_seconds: parse_cpu(&stat)?,
-    })
+    Some(Sample { rss_kib: parse_rss(&status)?, cpu_seconds: parse_cpu(&stat)? })
 }
 
 #[cfg(test)]
@@ -41,12 +38,8 @@ mod tests {
 
     #[test]
     fn parses_proc_files() {
-        assert_eq!(
-            parse_rss("Name:\tx\nVmRSS:\t   12345 kB\nVmSwap: 0 kB\n"),
-            Some(12345)
-        );
-        let stat =
-            "42 (sync gate) S 1 42 42 0 -1 4194560 100 0 0 0 250 150 0 0 20 0 4 0 100 1000 200";
+        assert_eq!(parse_rss("Name:\tx\nVmRSS:\t   12345 kB\nVmSwap: 0 kB\n"), Some(12345));
+        let stat = "42 (sync gate) S 1 42 42 0 -1 4194560 100 0 0 0 250 150 0 0 20 0 4 0 100 1000 200";
         assert_eq!(parse_cpu(stat), Some(4.0));
         let me = sample(std::process::id()).unwrap();
         assert!(me.rss_kib > 0);

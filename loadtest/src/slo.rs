@@ -105,12 +105,7 @@ pub fn evaluate(t: &Thresholds, m: &Measured) -> Vec<Check> {
     let mut out = Vec::new();
     let mut max = |name, limit: Option<f64>, actual: f64| {
         if let Some(limit) = limit {
-            out.push(Check {
-                name,
-                limit,
-                actual,
-                ok: actual <= limit,
-            });
+            out.push(Check { name, limit, actual, ok: actual <= limit });
         }
     };
     max("p50_ms", t.p50_ms, m.p50_ms);
@@ -120,26 +115,12 @@ pub fn evaluate(t: &Thresholds, m: &Measured) -> Vec<Check> {
     max("max_ms", t.max_ms, m.max_ms);
     max("max_error_rate", t.max_error_rate, m.error_rate);
     max("max_loss_rate", t.max_loss_rate, m.loss_rate);
-    max(
-        "max_duplicates",
-        t.max_duplicates.map(|d| d as f64),
-        m.duplicates as f64,
-    );
+    max("max_duplicates", t.max_duplicates.map(|d| d as f64), m.duplicates as f64);
     if let (Some(limit), Some(actual)) = (t.max_memory_per_conn_kib, m.memory_per_conn_kib) {
-        out.push(Check {
-            name: "max_memory_per_conn_kib",
-            limit,
-            actual,
-            ok: actual <= limit,
-        });
+        out.push(Check { name: "max_memory_per_conn_kib", limit, actual, ok: actual <= limit });
     }
     if let Some(limit) = t.min_throughput {
-        out.push(Check {
-            name: "min_throughput",
-            limit,
-            actual: m.throughput,
-            ok: m.throughput >= limit,
-        });
+        out.push(Check { name: "min_throughput", limit, actual: m.throughput, ok: m.throughput >= limit });
     }
     out
 }
@@ -157,25 +138,12 @@ mod tests {
         let t = f.for_scenario("broadcast");
         assert_eq!(t.p99_ms, Some(60.0));
         assert_eq!(t.max_loss_rate, Some(0.0));
-        let m = Measured {
-            p99_ms: 61.0,
-            throughput: 2000.0,
-            ..Default::default()
-        };
+        let m = Measured { p99_ms: 61.0, throughput: 2000.0, ..Default::default() };
         let checks = evaluate(&t, &m);
         let broken: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
         assert_eq!(broken, vec!["p99_ms"]);
-        let m = Measured {
-            p99_ms: 10.0,
-            throughput: 999.0,
-            loss_rate: 0.01,
-            ..Default::default()
-        };
-        let broken: Vec<_> = evaluate(&t, &m)
-            .into_iter()
-            .filter(|c| !c.ok)
-            .map(|c| c.name)
-            .collect();
+        let m = Measured { p99_ms: 10.0, throughput: 999.0, loss_rate: 0.01, ..Default::default() };
+        let broken: Vec<_> = evaluate(&t, &m).into_iter().filter(|c| !c.ok).map(|c| c.name).collect();
         assert_eq!(broken, vec!["max_loss_rate", "min_throughput"]);
         assert_eq!(f.for_scenario("connect").p99_ms, Some(100.0));
         assert!(SloFile::parse("[default]\nbogus = 1\n").is_err());

@@ -23,10 +23,7 @@ use crate::hist::{new_hist, summarize, Recorded, Sharded};
 use crate::plan::{self, ConnSpec, Role};
 
 pub fn wall_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// Progress counters, cumulative.
@@ -112,18 +109,11 @@ fn field(s: &[u8], key: &[u8]) -> Option<u64> {
 pub fn parse_stamp(text: &[u8]) -> Option<(u32, u64, u64)> {
     let data = text.windows(8).position(|w| w == b"\"data\":{")?;
     let d = &text[data..];
-    Some((
-        field(d, b"\"s\":")? as u32,
-        field(d, b"\"q\":")?,
-        field(d, b"\"t\":")?,
-    ))
+    Some((field(d, b"\"s\":")? as u32, field(d, b"\"q\":")?, field(d, b"\"t\":")?))
 }
 
 fn token(secret: &str, user: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let claims = serde_json::json!({"sub": user, "iat": now, "exp": now + 86_400, "channels": [plan::CLAIM]});
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -142,12 +132,7 @@ fn host_port(url: &str) -> Option<(String, u16)> {
         Some((h, p)) => (h, p.parse().ok()?),
         None => (hostport, 80),
     };
-    Some((
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        port,
-    ))
+    Some((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
 }
 
 /// `IP_BIND_ADDRESS_NO_PORT`: bind only the source address and let `connect` pick the port per
@@ -177,39 +162,26 @@ async fn open(spec: &ConnSpec, token: &str, source: Option<Ipv4Addr>) -> Result<
     let (host, port) = host_port(&spec.url).ok_or("bad url")?;
     let ip: IpAddr = match host.as_str() {
         "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        h => h
-            .parse()
-            .map_err(|_| "only IP or localhost hosts are supported".to_string())?,
+        h => h.parse().map_err(|_| "only IP or localhost hosts are supported".to_string())?,
     };
-    let sock = if ip.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
-    .map_err(|e| format!("io: {}", e.kind()))?;
+    let sock = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+        .map_err(|e| format!("io: {}", e.kind()))?;
     if let (Some(src), IpAddr::V4(dst)) = (source, ip) {
         if dst.is_loopback() {
             bind_address_no_port(&sock);
-            sock.bind(SocketAddr::new(IpAddr::V4(src), 0))
-                .map_err(|e| format!("bind: {}", e.kind()))?;
+            sock.bind(SocketAddr::new(IpAddr::V4(src), 0)).map_err(|e| format!("bind: {}", e.kind()))?;
         }
     }
-    let stream = sock
-        .connect(SocketAddr::new(ip, port))
-        .await
-        .map_err(|e| format!("io: {}", e.kind()))?;
+    let stream = sock.connect(SocketAddr::new(ip, port)).await.map_err(|e| format!("io: {}", e.kind()))?;
     let _ = stream.set_nodelay(true);
     let mut url = format!("{}?token={}&device_id={}", spec.url, token, spec.device);
     for c in &spec.channels {
         url.push_str("&channel=");
         url.push_str(c);
     }
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-        .await
-        .map_err(|e| match e {
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await.map_err(|e| match e {
             tokio_tungstenite::tungstenite::Error::Http(r) => {
                 format!("http {}", r.status().as_u16())
             }
@@ -225,10 +197,7 @@ async fn open(spec: &ConnSpec, token: &str, source: Option<Ipv4Addr>) -> Result<
                 expect -= 1;
             }
             Some(Ok(Message::Close(f))) => {
-                return Err(format!(
-                    "close {}",
-                    f.map(|f| u16::from(f.code)).unwrap_or(1005)
-                ));
+                return Err(format!("close {}", f.map(|f| u16::from(f.code)).unwrap_or(1005)));
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(format!("ws: {e}")),
@@ -271,8 +240,7 @@ impl Local {
         }
         let c = &shared.counters;
         c.unique.fetch_add(self.unique, Ordering::Relaxed);
-        c.received
-            .fetch_add(self.unique + self.dups, Ordering::Relaxed);
+        c.received.fetch_add(self.unique + self.dups, Ordering::Relaxed);
         c.dups.fetch_add(self.dups, Ordering::Relaxed);
         c.errors.fetch_add(self.errors, Ordering::Relaxed);
         self.unique = 0;
@@ -290,13 +258,7 @@ async fn connection(
     mut phase_rx: watch::Receiver<Phase>,
 ) {
     let mut seqs = Seqs::default();
-    let mut local = Local {
-        lat: Vec::with_capacity(32),
-        unique: 0,
-        dups: 0,
-        errors: 0,
-        last_flush: Instant::now(),
-    };
+    let mut local = Local { lat: Vec::with_capacity(32), unique: 0, dups: 0, errors: 0, last_flush: Instant::now() };
     let mut seq: u64 = 0;
     let pad = "x".repeat(args.payload.saturating_sub(40));
     let mut phase = *phase_rx.borrow();
@@ -305,9 +267,7 @@ async fn connection(
     let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
     loop {
         let send_at = match (phase, next_send) {
-            (Phase::Traffic { until, .. }, Some((_, at, _))) if at < until => {
-                tokio::time::Instant::from_std(at)
-            }
+            (Phase::Traffic { until, .. }, Some((_, at, _))) if at < until => tokio::time::Instant::from_std(at),
             _ => far(),
         };
         tokio::select! {
@@ -385,10 +345,7 @@ async fn emit(out: &Mutex<std::io::Stdout>, line: String) {
 pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
     let args = Arc::new(args);
     let stdout = Arc::new(Mutex::new(std::io::stdout()));
-    let specs: Vec<ConnSpec> = plan::build(&args)
-        .into_iter()
-        .filter(|c| c.idx % count == index)
-        .collect();
+    let specs: Vec<ConnSpec> = plan::build(&args).into_iter().filter(|c| c.idx % count == index).collect();
     let source = Some(Ipv4Addr::new(127, 0, 0, (index % 250 + 1) as u8));
     let shared = Arc::new(Shared {
         counters: Counters::default(),
@@ -399,21 +356,15 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
 
     // Open phase: connection i (global index) starts at open_start + i / rate, so the total rate
     // over all workers is the requested one; connect latency counts from that scheduled time.
-    let open_rate = if args.scenario == Scenario::Connect {
-        args.rate
-    } else {
-        args.open_rate
-    };
+    let open_rate = if args.scenario == Scenario::Connect { args.rate } else { args.open_rate };
     let open_start = Instant::now() + Duration::from_millis(100);
     let open_wall = wall_us() + 100_000;
     let connect_hist = Arc::new(Mutex::new(new_hist()));
     let failures = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
     let last_us = Arc::new(AtomicU64::new(0));
     let mut openers = Vec::with_capacity(specs.len());
-    let tokens: HashMap<String, String> = specs
-        .iter()
-        .map(|s| (s.user.clone(), token(&args.jwt_secret, &s.user)))
-        .collect();
+    let tokens: HashMap<String, String> =
+        specs.iter().map(|s| (s.user.clone(), token(&args.jwt_secret, &s.user))).collect();
     let progress_task = {
         let shared = shared.clone();
         let stdout = stdout.clone();
@@ -429,11 +380,7 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
                     received: c.received.load(Ordering::Relaxed),
                     interval: Recorded::from_hist(&shared.latency.take_interval()),
                 };
-                emit(
-                    &stdout,
-                    format!("P {}", serde_json::to_string(&p).unwrap_or_default()),
-                )
-                .await;
+                emit(&stdout, format!("P {}", serde_json::to_string(&p).unwrap_or_default())).await;
             }
         })
     };
@@ -458,19 +405,11 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
                     Some(tokio::spawn(connection(spec, ws, args, shared, rx)))
                 }
                 Ok(Err(cause)) => {
-                    *failures
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(cause)
-                        .or_insert(0) += 1;
+                    *failures.lock().unwrap_or_else(|e| e.into_inner()).entry(cause).or_insert(0) += 1;
                     None
                 }
                 Err(_) => {
-                    *failures
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry("timeout".into())
-                        .or_insert(0) += 1;
+                    *failures.lock().unwrap_or_else(|e| e.into_inner()).entry("timeout".into()).or_insert(0) += 1;
                     None
                 }
             }
@@ -487,20 +426,11 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
         attempted,
         opened: shared.counters.open.load(Ordering::Relaxed),
         failures: failures.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-        connect_latency: Recorded::from_hist(
-            &connect_hist.lock().unwrap_or_else(|e| e.into_inner()),
-        ),
+        connect_latency: Recorded::from_hist(&connect_hist.lock().unwrap_or_else(|e| e.into_inner())),
         first_us: open_wall,
         last_us: last_us.load(Ordering::Relaxed),
     };
-    emit(
-        &stdout,
-        format!(
-            "READY {}",
-            serde_json::to_string(&open_report).unwrap_or_default()
-        ),
-    )
-    .await;
+    emit(&stdout, format!("READY {}", serde_json::to_string(&open_report).unwrap_or_default())).await;
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut step = 0u32;
@@ -518,13 +448,7 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
         let t0 = Instant::now() + Duration::from_millis(50);
         let wall0 = wall_us() + 50_000;
         let until = t0 + args.duration();
-        let _ = phase_tx.send(Phase::Traffic {
-            step,
-            rate,
-            t0,
-            wall0,
-            until,
-        });
+        let _ = phase_tx.send(Phase::Traffic { step, rate, t0, wall0, until });
         tokio::time::sleep_until(tokio::time::Instant::from_std(until + args.drain())).await;
         let _ = phase_tx.send(Phase::Wait);
         // Let every task flush its local buffers.
@@ -536,17 +460,9 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
             duplicates: after.2 - before.2,
             errors: after.3 - before.3,
             latency: Recorded::from_hist(&step_hist(&shared, &before.4)),
-            closes: shared
-                .closes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            closes: shared.closes.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         };
-        emit(
-            &stdout,
-            format!("S {}", serde_json::to_string(&report).unwrap_or_default()),
-        )
-        .await;
+        emit(&stdout, format!("S {}", serde_json::to_string(&report).unwrap_or_default())).await;
     }
     let _ = phase_tx.send(Phase::End);
     progress_task.abort();
@@ -554,11 +470,7 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
         let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
     }
     let total = summarize(&shared.latency.total());
-    emit(
-        &stdout,
-        format!("R {}", serde_json::to_string(&total).unwrap_or_default()),
-    )
-    .await;
+    emit(&stdout, format!("R {}", serde_json::to_string(&total).unwrap_or_default())).await;
 
     Ok(())
 }
@@ -577,10 +489,7 @@ fn snapshot(shared: &Shared) -> Snap {
 }
 
 /// The latencies recorded since `before` (cumulative minus the earlier snapshot).
-fn step_hist(
-    shared: &Shared,
-    before: &hdrhistogram::Histogram<u64>,
-) -> hdrhistogram::Histogram<u64> {
+fn step_hist(shared: &Shared, before: &hdrhistogram::Histogram<u64>) -> hdrhistogram::Histogram<u64> {
     let mut now = shared.latency.total();
     let _ = now.subtract(before);
     now
@@ -611,14 +520,8 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(
-            host_port("ws://127.0.0.1:8080/ws"),
-            Some(("127.0.0.1".into(), 8080))
-        );
-        assert_eq!(
-            host_port("ws://localhost/ws"),
-            Some(("localhost".into(), 80))
-        );
+        assert_eq!(host_port("ws://127.0.0.1:8080/ws"), Some(("127.0.0.1".into(), 8080)));
+        assert_eq!(host_port("ws://localhost/ws"), Some(("localhost".into(), 80)));
         assert_eq!(host_port("ws://[::1]:9/ws"), Some(("::1".into(), 9)));
     }
 }

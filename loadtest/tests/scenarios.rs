@@ -35,11 +35,7 @@ async fn gateway() -> Gateway {
         .await
         .unwrap();
     });
-    Gateway {
-        url,
-        stop: Some(tx),
-        task,
-    }
+    Gateway { url, stop: Some(tx), task }
 }
 
 impl Gateway {
@@ -51,26 +47,13 @@ impl Gateway {
 
 /// Runs the loadtest binary; returns (exit code, JSON report).
 async fn loadtest(args: Vec<String>) -> (i32, Value) {
-    let json = std::env::temp_dir().join(format!(
-        "loadtest-report-{}.json",
-        syncgate::util::random_hex(6)
-    ));
+    let json = std::env::temp_dir().join(format!("loadtest-report-{}.json", syncgate::util::random_hex(6)));
     let mut all = args;
-    all.extend([
-        "--jwt-secret".into(),
-        SECRET.into(),
-        "--quiet".into(),
-        "--json".into(),
-        json.display().to_string(),
-    ]);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_loadtest"))
-            .args(&all)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    all.extend(["--jwt-secret".into(), SECRET.into(), "--quiet".into(), "--json".into(), json.display().to_string()]);
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(env!("CARGO_BIN_EXE_loadtest")).args(&all).output().unwrap())
+            .await
+            .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let report = std::fs::read_to_string(&json)
@@ -91,16 +74,10 @@ fn args(s: &str) -> Vec<String> {
 }
 
 fn assert_exact(report: &Value) {
-    assert_eq!(
-        report["connections_opened"], report["connections_attempted"],
-        "{report:#}"
-    );
+    assert_eq!(report["connections_opened"], report["connections_attempted"], "{report:#}");
     for step in report["steps"].as_array().unwrap() {
         assert!(step["messages_sent"].as_u64().unwrap() > 0, "{step:#}");
-        assert_eq!(
-            step["deliveries_received"], step["deliveries_expected"],
-            "{step:#}"
-        );
+        assert_eq!(step["deliveries_received"], step["deliveries_expected"], "{step:#}");
         assert_eq!(step["lost"], 0);
         assert_eq!(step["duplicates"], 0);
         assert_eq!(step["latency"]["count"], step["deliveries_received"]);
@@ -111,22 +88,17 @@ fn assert_exact(report: &Value) {
 async fn connect_and_idle() {
     let g = gateway().await;
     let slo = slo_file("[default]\nmax_error_rate = 0.0\n");
-    let (code, r) = loadtest(args(&format!(
-        "connect --url {} --connections 300 --rate 500 --duration 1 --slo {slo}",
-        g.url
-    )))
-    .await;
+    let (code, r) =
+        loadtest(args(&format!("connect --url {} --connections 300 --rate 500 --duration 1 --slo {slo}", g.url))).await;
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(r["connections_opened"], 300);
     assert_eq!(r["connect_latency"]["count"], 300);
     assert!(r["connects_per_s"].as_f64().unwrap() > 100.0);
 
     let pid = std::process::id();
-    let (code, r) = loadtest(args(&format!(
-        "idle --url {} --connections 300 --duration 1 --server-pid {pid} --slo {slo}",
-        g.url
-    )))
-    .await;
+    let (code, r) =
+        loadtest(args(&format!("idle --url {} --connections 300 --duration 1 --server-pid {pid} --slo {slo}", g.url)))
+            .await;
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(r["connections_opened"], 300);
     let server = &r["steps"][0]["server"];
@@ -139,11 +111,9 @@ async fn connect_and_idle() {
 async fn fanout_and_broadcast_deliver_everything() {
     let g = gateway().await;
     let slo = slo_file("[default]\nmax_loss_rate = 0.0\nmax_duplicates = 0\n");
-    let (code, r) = loadtest(args(&format!(
-        "fanout --url {} --users 50 --devices 3 --rate 2 --duration 2 --slo {slo}",
-        g.url
-    )))
-    .await;
+    let (code, r) =
+        loadtest(args(&format!("fanout --url {} --users 50 --devices 3 --rate 2 --duration 2 --slo {slo}", g.url)))
+            .await;
     assert_eq!(code, 0, "{r:#}");
     assert_exact(&r);
     // 150 devices x 2 msg/s x 2 s, each delivered to the user's 2 other devices.
@@ -168,11 +138,9 @@ async fn fanout_and_broadcast_deliver_everything() {
 async fn sweep_and_cluster_and_broken_slo() {
     let g1 = gateway().await;
     let slo = slo_file("[default]\nmax_loss_rate = 0.0\n");
-    let (code, r) = loadtest(args(&format!(
-        "broadcast --url {} --subscribers 100 --sweep 5,10 --duration 1 --slo {slo}",
-        g1.url
-    )))
-    .await;
+    let (code, r) =
+        loadtest(args(&format!("broadcast --url {} --subscribers 100 --sweep 5,10 --duration 1 --slo {slo}", g1.url)))
+            .await;
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(r["steps"].as_array().unwrap().len(), 2);
     assert_eq!(r["capacity_rate"], 10.0);

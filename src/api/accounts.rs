@@ -79,16 +79,12 @@ pub fn normalize_email(raw: &str) -> Option<String> {
 }
 
 fn valid_username(u: &str) -> bool {
-    (3..=32).contains(&u.len())
-        && u.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    (3..=32).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 fn check_password(p: &str) -> Result<(), HttpError> {
     if p.chars().count() < MIN_PASSWORD {
-        return Err(HttpError::BadRequest(format!(
-            "password must be at least {MIN_PASSWORD} characters"
-        )));
+        return Err(HttpError::BadRequest(format!("password must be at least {MIN_PASSWORD} characters")));
     }
     if p.len() > MAX_PASSWORD {
         return Err(HttpError::BadRequest("password is too long".into()));
@@ -114,21 +110,9 @@ async fn session(
     status: StatusCode,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     let ttl = state.config.access_ttl_secs;
-    let access = state
-        .verifier
-        .sign(&user.id, device, ttl, &[])
-        .ok_or(HttpError::Internal)?;
+    let access = state.verifier.sign(&user.id, device, ttl, &[]).ok_or(HttpError::Internal)?;
     let refresh = crate::util::random_hex(32);
-    state
-        .store
-        .insert_refresh(
-            &refresh,
-            &user.id,
-            family,
-            device,
-            state.config.refresh_ttl_secs,
-        )
-        .await?;
+    state.store.insert_refresh(&refresh, &user.id, family, device, state.config.refresh_ttl_secs).await?;
     Ok(json_response(
         status,
         &serde_json::json!({
@@ -159,37 +143,17 @@ pub async fn register(
     enabled(&state)?;
     attempt(&state.registrations, &[format!("ip:{peer}")])?;
     let body: RegisterBody = json_body(req, BODY_LIMIT).await?;
-    let email = normalize_email(&body.email)
-        .ok_or_else(|| HttpError::BadRequest("malformed email".into()))?;
+    let email = normalize_email(&body.email).ok_or_else(|| HttpError::BadRequest("malformed email".into()))?;
     check_password(&body.password)?;
-    let username = body
-        .username
-        .map(|u| u.trim().to_string())
-        .filter(|u| !u.is_empty());
+    let username = body.username.map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
     if let Some(u) = &username {
         if !valid_username(u) {
-            return Err(HttpError::BadRequest(
-                "username must be 3-32 characters of [A-Za-z0-9_.-]".into(),
-            ));
+            return Err(HttpError::BadRequest("username must be 3-32 characters of [A-Za-z0-9_.-]".into()));
         }
     }
-    let hash = state
-        .hasher
-        .hash(body.password)
-        .await
-        .ok_or(HttpError::Internal)?;
-    let user = state
-        .store
-        .create_user(&email, username.as_deref(), &hash)
-        .await?;
-    session(
-        &state,
-        user,
-        &crate::util::random_hex(16),
-        None,
-        StatusCode::CREATED,
-    )
-    .await
+    let hash = state.hasher.hash(body.password).await.ok_or(HttpError::Internal)?;
+    let user = state.store.create_user(&email, username.as_deref(), &hash).await?;
+    session(&state, user, &crate::util::random_hex(16), None, StatusCode::CREATED).await
 }
 
 /// `POST /login {email or username, password}` → 200. Unknown user and wrong password are the
@@ -203,47 +167,25 @@ pub async fn login(
     let body: LoginBody = json_body(req, BODY_LIMIT).await?;
     if let Some(d) = &body.device_id {
         if !crate::server::middleware::valid_device_id(d) {
-            return Err(HttpError::BadRequest(
-                "device_id must be 1-64 characters of [A-Za-z0-9._:-]".into(),
-            ));
+            return Err(HttpError::BadRequest("device_id must be 1-64 characters of [A-Za-z0-9._:-]".into()));
         }
     }
     let login = match (&body.email, &body.username) {
         (Some(e), _) => e.trim().to_lowercase(),
         (None, Some(u)) => u.trim().to_string(),
-        (None, None) => {
-            return Err(HttpError::BadRequest(
-                "email or username is required".into(),
-            ))
-        }
+        (None, None) => return Err(HttpError::BadRequest("email or username is required".into())),
     };
     // Per IP (spraying) and per account (guessing), before any hashing work.
-    attempt(
-        &state.auth_attempts,
-        &[format!("ip:{peer}"), format!("account:{login}")],
-    )?;
+    attempt(&state.auth_attempts, &[format!("ip:{peer}"), format!("account:{login}")])?;
     let found = state.store.credentials_by_login(&login).await?;
-    let ok = state
-        .hasher
-        .verify(
-            body.password,
-            found.as_ref().map(|c| c.password_hash.clone()),
-        )
-        .await;
+    let ok = state.hasher.verify(body.password, found.as_ref().map(|c| c.password_hash.clone())).await;
     match found {
         Some(c) if ok => {
             let device = body.device_id.as_deref();
             if device.is_some_and(|d| state.registry.is_revoked(&c.user.id, d)) {
                 return Err(HttpError::Forbidden("device revoked"));
             }
-            session(
-                &state,
-                c.user,
-                &crate::util::random_hex(16),
-                device,
-                StatusCode::OK,
-            )
-            .await
+            session(&state, c.user, &crate::util::random_hex(16), device, StatusCode::OK).await
         }
         _ => Err(HttpError::InvalidCredentials),
     }
@@ -251,24 +193,12 @@ pub async fn login(
 
 /// `POST /token/refresh {refresh_token}` → a new pair; a rotated token presented again revokes
 /// that whole login.
-pub async fn refresh(
-    state: Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, HttpError> {
+pub async fn refresh(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
     let body: RefreshBody = json_body(req, BODY_LIMIT).await?;
     match state.store.redeem_refresh(&body.refresh_token).await? {
-        Redeemed::Valid {
-            user_id,
-            family,
-            device_id,
-        } => {
-            let user = state
-                .store
-                .credentials_by_id(&user_id)
-                .await?
-                .ok_or(HttpError::InvalidCredentials)?
-                .user;
+        Redeemed::Valid { user_id, family, device_id } => {
+            let user = state.store.credentials_by_id(&user_id).await?.ok_or(HttpError::InvalidCredentials)?.user;
             session(&state, user, &family, device_id.as_deref(), StatusCode::OK).await
         }
         Redeemed::Reused => {
@@ -280,25 +210,16 @@ pub async fn refresh(
 }
 
 /// `POST /logout {refresh_token}` → 200 (also for unknown tokens: nothing to reveal).
-pub async fn logout(
-    state: Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, HttpError> {
+pub async fn logout(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
     let body: RefreshBody = json_body(req, BODY_LIMIT).await?;
     state.store.revoke_by_token(&body.refresh_token).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({"ok": true}),
-    ))
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
 }
 
 /// `POST /change-password {current_password, new_password}` with `Authorization: Bearer
 /// <access token>` → 200; every refresh token of the user is revoked.
-pub async fn change_password(
-    state: Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, HttpError> {
+pub async fn change_password(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
     let token = req
         .headers()
@@ -307,36 +228,17 @@ pub async fn change_password(
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::to_string)
         .ok_or(HttpError::Unauthorized(crate::auth::AuthError::Missing))?;
-    let claims = state
-        .verifier
-        .verify(&token)
-        .await
-        .map_err(HttpError::Unauthorized)?;
+    let claims = state.verifier.verify(&token).await.map_err(HttpError::Unauthorized)?;
     let body: ChangePasswordBody = json_body(req, BODY_LIMIT).await?;
     check_password(&body.new_password)?;
-    let creds = state
-        .store
-        .credentials_by_id(&claims.user_id)
-        .await?
-        .ok_or(HttpError::InvalidCredentials)?;
-    if !state
-        .hasher
-        .verify(body.current_password, Some(creds.password_hash))
-        .await
-    {
+    let creds = state.store.credentials_by_id(&claims.user_id).await?.ok_or(HttpError::InvalidCredentials)?;
+    if !state.hasher.verify(body.current_password, Some(creds.password_hash)).await {
         return Err(HttpError::InvalidCredentials);
     }
-    let hash = state
-        .hasher
-        .hash(body.new_password)
-        .await
-        .ok_or(HttpError::Internal)?;
+    let hash = state.hasher.hash(body.new_password).await.ok_or(HttpError::Internal)?;
     state.store.set_password(&claims.user_id, &hash).await?;
     state.store.revoke_user_tokens(&claims.user_id).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({"ok": true}),
-    ))
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
 }
 
 #[cfg(test)]
@@ -345,20 +247,8 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(
-            normalize_email("  Alice@Example.COM ").as_deref(),
-            Some("alice@example.com")
-        );
-        for bad in [
-            "",
-            "alice",
-            "@x.com",
-            "a@b",
-            "a@.com",
-            "a@com.",
-            "a b@x.com",
-            "a@b@c.com",
-        ] {
+        assert_eq!(normalize_email("  Alice@Example.COM ").as_deref(), Some("alice@example.com"));
+        for bad in ["", "alice", "@x.com", "a@b", "a@.com", "a@com.", "a b@x.com", "a@b@c.com"] {
             assert!(normalize_email(bad).is_none(), "{bad}");
         }
         assert!(valid_username("alice_1"));
@@ -389,27 +279,30 @@ pub async fn forgot_password(
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
     let body: ForgotBody = json_body(req, BODY_LIMIT).await?;
-    let email = normalize_email(&body.email)
-        .ok_or_else(|| HttpError::BadRequest("malformed email".into()))?;
-    attempt(
-        &state.auth_attempts,
-        &[format!("ip:{peer}"), format!("account:{email}")],
-    )?;
+    let email = normalize_email(&body.email).ok_or_else(|| HttpError::BadRequest("malformed email".into()))?;
+    attempt(&state.auth_attempts, &[format!("ip:{peer}"), format!("account:{email}")])?;
     if let Some(c) = state.store.credentials_by_login(&email).await? {
         let code = crate::store::otps::new_code().ok_or(HttpError::Internal)?;
         state.store.put_otp(&c.user.id, &code).await?;
-        if state.verifier.development {
-            tracing::warn!(
-                "DEVELOPMENT OTP (no SMTP in the development set-up) for {email}: {code}"
-            );
-        } else {
-            tracing::warn!("password reset requested but no delivery channel (SMTP) is configured");
+        match &state.mailer {
+            Some(mailer) => {
+                // Sent in the background: the answer (202) and its timing are the same either way.
+                let mailer = mailer.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = mailer.send_code(&email, &code).await {
+                        tracing::warn!(error = %e, "reset code not delivered");
+                    }
+                });
+            }
+            None if state.verifier.development => {
+                tracing::warn!("DEVELOPMENT OTP (no SMTP in the development set-up) for {email}: {code}");
+            }
+            None => {
+                tracing::warn!("password reset requested but no delivery channel (SYNCGATE_SMTP_URL) is configured")
+            }
         }
     }
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &serde_json::json!({"ok": true}),
-    ))
+    Ok(json_response(StatusCode::ACCEPTED, &serde_json::json!({"ok": true})))
 }
 
 /// `POST /reset-password {email, otp, new_password}` → 200; revokes every refresh token of the
@@ -422,13 +315,9 @@ pub async fn reset_password(
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
     let body: ResetBody = json_body(req, BODY_LIMIT).await?;
-    let email = normalize_email(&body.email)
-        .ok_or_else(|| HttpError::BadRequest("malformed email".into()))?;
+    let email = normalize_email(&body.email).ok_or_else(|| HttpError::BadRequest("malformed email".into()))?;
     check_password(&body.new_password)?;
-    attempt(
-        &state.auth_attempts,
-        &[format!("ip:{peer}"), format!("account:{email}")],
-    )?;
+    attempt(&state.auth_attempts, &[format!("ip:{peer}"), format!("account:{email}")])?;
     let code = body.otp.trim();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(HttpError::BadRequest("otp must be 6 digits".into()));
@@ -439,19 +328,9 @@ pub async fn reset_password(
     if state.store.check_otp(&c.user.id, code).await? != crate::store::otps::OtpCheck::Valid {
         return Err(HttpError::InvalidCredentials);
     }
-    let hash = state
-        .hasher
-        .hash(body.new_password)
-        .await
-        .ok_or(HttpError::Internal)?;
+    let hash = state.hasher.hash(body.new_password).await.ok_or(HttpError::Internal)?;
     state.store.set_password(&c.user.id, &hash).await?;
     state.store.revoke_user_tokens(&c.user.id).await?;
-    state.bus.control(crate::bus::Control::Disconnect {
-        user_id: c.user.id,
-        device_id: None,
-    });
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({"ok": true}),
-    ))
+    state.bus.control(crate::bus::Control::Disconnect { user_id: c.user.id, device_id: None });
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
 }

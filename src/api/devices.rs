@@ -13,16 +13,10 @@ use crate::error::{json_response, HttpError};
 use crate::server::AppState;
 
 /// `{"devices":[{"id","name","online","last_seen"},…]}` (revoked devices are not listed).
-pub async fn list(
-    state: Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, HttpError> {
+pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     let claims = authenticate(&state, &req).await?;
     let devices = state.store.devices(&claims.user_id).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({ "devices": devices }),
-    ))
+    Ok(json_response(StatusCode::OK, &serde_json::json!({ "devices": devices })))
 }
 
 /// Revokes one of the caller's devices: its connections close with 4003 on every instance, its
@@ -35,29 +29,16 @@ pub async fn revoke(
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     let claims = authenticate(&state, &req).await?;
     let device_id = crate::util::percent_decode(device_id).ok_or(HttpError::NotFound)?;
-    if !state
-        .store
-        .revoke_device(&claims.user_id, &device_id)
-        .await?
-    {
+    if !state.store.revoke_device(&claims.user_id, &device_id).await? {
         return Err(HttpError::NotFound);
     }
-    state.bus.control(Control::RevokeDevice {
-        user_id: claims.user_id,
-        device_id,
-    });
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({"ok": true}),
-    ))
+    state.bus.control(Control::RevokeDevice { user_id: claims.user_id, device_id });
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
 }
 
 /// `GET /api/users/search?q=` (authenticated): up to 20 users ranked by username similarity;
 /// never emails, never the caller.
-pub async fn search_users(
-    state: Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, HttpError> {
+pub async fn search_users(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     let claims = authenticate(&state, &req).await?;
     let q = crate::util::query_pairs(req.uri().query().unwrap_or(""))
         .find(|(k, _)| k == "q")
@@ -67,8 +48,5 @@ pub async fn search_users(
         return Err(HttpError::BadRequest("q must be 1-64 characters".into()));
     }
     let users = state.store.search_users(&q, &claims.user_id, 20).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({ "users": users }),
-    ))
+    Ok(json_response(StatusCode::OK, &serde_json::json!({ "users": users })))
 }

@@ -19,15 +19,8 @@ use crate::error::HttpError;
 
 /// Compares secrets in constant time (over SHA-256 digests, so the length does not leak either).
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    let (da, db) = (
-        ring::digest::digest(&ring::digest::SHA256, a),
-        ring::digest::digest(&ring::digest::SHA256, b),
-    );
-    da.as_ref()
-        .iter()
-        .zip(db.as_ref())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    let (da, db) = (ring::digest::digest(&ring::digest::SHA256, a), ring::digest::digest(&ring::digest::SHA256, b));
+    da.as_ref().iter().zip(db.as_ref()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Checks `Authorization: Bearer <key>` against the configured API key: no key configured → 404
@@ -40,10 +33,7 @@ pub fn require_api_key<B>(req: &Request<B>, key: Option<&str>) -> Result<(), Htt
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .map(str::trim);
     match given {
         Some(g) if same_secret(g.as_bytes(), key.as_bytes()) => Ok(()),
@@ -60,29 +50,18 @@ pub async fn authenticate<B>(
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .map(str::trim)
         .ok_or(HttpError::Unauthorized(crate::auth::AuthError::Missing))?;
-    state
-        .verifier
-        .verify(token)
-        .await
-        .map_err(HttpError::Unauthorized)
+    state.verifier.verify(token).await.map_err(HttpError::Unauthorized)
 }
 
 /// Reads a JSON body of at most `limit` bytes.
-pub async fn json_body<T: serde::de::DeserializeOwned>(
-    req: Request<Incoming>,
-    limit: usize,
-) -> Result<T, HttpError> {
+pub async fn json_body<T: serde::de::DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, HttpError> {
     let body: Bytes = Limited::new(req.into_body(), limit)
         .collect()
         .await
         .map_err(|_| HttpError::BadRequest(format!("body missing or larger than {limit} bytes")))?
         .to_bytes();
-    serde_json::from_slice(&body)
-        .map_err(|e| HttpError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&body).map_err(|e| HttpError::BadRequest(format!("invalid JSON body: {e}")))
 }

@@ -11,8 +11,7 @@ fn op(summary: &str, auth: Option<&str>, body: Option<Value>, responses: &[(&str
         o["security"] = json!([{ scheme: [] }]);
     }
     if let Some(schema) = body {
-        o["requestBody"] =
-            json!({ "required": true, "content": { "application/json": { "schema": schema } } });
+        o["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": schema } } });
     }
     o
 }
@@ -23,11 +22,7 @@ fn object(required: &[&str], props: Value) -> Value {
 
 pub fn document() -> Value {
     let s = json!({"type": "string"});
-    let err = &[
-        ("400", "bad request"),
-        ("401", "unauthorized"),
-        ("429", "rate limited"),
-    ];
+    let err = &[("400", "bad request"), ("401", "unauthorized"), ("429", "rate limited")];
     let mut paths = serde_json::Map::new();
     let mut add = |path: &str, method: &str, v: Value| {
         paths.entry(path.to_string()).or_insert_with(|| json!({}))[method] = v;
@@ -48,47 +43,17 @@ pub fn document() -> Value {
             ],
         ),
     );
-    add(
-        "/health",
-        "get",
-        op("Liveness", None, None, &[("200", "OK")]),
-    );
-    add(
-        "/ready",
-        "get",
-        op(
-            "Readiness",
-            None,
-            None,
-            &[("200", "serving"), ("503", "draining or a backend is down")],
-        ),
-    );
-    add(
-        "/metrics",
-        "get",
-        op(
-            "Prometheus metrics",
-            None,
-            None,
-            &[("200", "text format 0.0.4")],
-        ),
-    );
+    add("/health", "get", op("Liveness", None, None, &[("200", "OK")]));
+    add("/ready", "get", op("Readiness", None, None, &[("200", "serving"), ("503", "draining or a backend is down")]));
+    add("/metrics", "get", op("Prometheus metrics", None, None, &[("200", "text format 0.0.4")]));
     add(
         "/register",
         "post",
         op(
             "Create an account",
             None,
-            Some(object(
-                &["email", "password"],
-                json!({"email": s, "password": s, "username": s}),
-            )),
-            &[
-                ("201", "token pair and user"),
-                ("400", "invalid body"),
-                ("409", "duplicate"),
-                ("429", "rate limited"),
-            ],
+            Some(object(&["email", "password"], json!({"email": s, "password": s, "username": s}))),
+            &[("201", "token pair and user"), ("400", "invalid body"), ("409", "duplicate"), ("429", "rate limited")],
         ),
     );
     add(
@@ -97,10 +62,7 @@ pub fn document() -> Value {
         op(
             "Log in by email or username",
             None,
-            Some(object(
-                &["password"],
-                json!({"email": s, "username": s, "password": s, "device_id": s}),
-            )),
+            Some(object(&["password"], json!({"email": s, "username": s, "password": s, "device_id": s}))),
             &[
                 ("200", "token pair and user"),
                 ("400", "invalid body"),
@@ -117,21 +79,13 @@ pub fn document() -> Value {
             "Rotate a refresh token",
             None,
             Some(object(&["refresh_token"], json!({"refresh_token": s}))),
-            &[
-                ("200", "new token pair"),
-                ("401", "invalid, expired or reused"),
-            ],
+            &[("200", "new token pair"), ("401", "invalid, expired or reused")],
         ),
     );
     add(
         "/logout",
         "post",
-        op(
-            "Revoke a login",
-            None,
-            Some(object(&["refresh_token"], json!({"refresh_token": s}))),
-            &[("200", "ok")],
-        ),
+        op("Revoke a login", None, Some(object(&["refresh_token"], json!({"refresh_token": s}))), &[("200", "ok")]),
     );
     add(
         "/change-password",
@@ -139,10 +93,7 @@ pub fn document() -> Value {
         op(
             "Change the password",
             Some("bearer"),
-            Some(object(
-                &["current_password", "new_password"],
-                json!({"current_password": s, "new_password": s}),
-            )),
+            Some(object(&["current_password", "new_password"], json!({"current_password": s, "new_password": s}))),
             err,
         ),
     );
@@ -153,11 +104,7 @@ pub fn document() -> Value {
             "Request a reset code",
             None,
             Some(object(&["email"], json!({"email": s}))),
-            &[
-                ("202", "accepted (whether or not the account exists)"),
-                ("400", "bad request"),
-                ("429", "rate limited"),
-            ],
+            &[("202", "accepted (whether or not the account exists)"), ("400", "bad request"), ("429", "rate limited")],
         ),
     );
     add(
@@ -166,22 +113,14 @@ pub fn document() -> Value {
         op(
             "Reset the password with a code",
             None,
-            Some(object(
-                &["email", "otp", "new_password"],
-                json!({"email": s, "otp": s, "new_password": s}),
-            )),
+            Some(object(&["email", "otp", "new_password"], json!({"email": s, "otp": s, "new_password": s}))),
             err,
         ),
     );
     add(
         "/api/devices",
         "get",
-        op(
-            "The caller's devices",
-            Some("bearer"),
-            None,
-            &[("200", "devices"), ("401", "unauthorized")],
-        ),
+        op("The caller's devices", Some("bearer"), None, &[("200", "devices"), ("401", "unauthorized")]),
     );
     add(
         "/api/devices/{id}",
@@ -190,11 +129,7 @@ pub fn document() -> Value {
             "Revoke one of the caller's devices",
             Some("bearer"),
             None,
-            &[
-                ("200", "revoked"),
-                ("401", "unauthorized"),
-                ("404", "no such device"),
-            ],
+            &[("200", "revoked"), ("401", "unauthorized"), ("404", "no such device")],
         ),
     );
     add(
@@ -204,11 +139,7 @@ pub fn document() -> Value {
             "Search users by username similarity (q)",
             Some("bearer"),
             None,
-            &[
-                ("200", "users"),
-                ("400", "bad query"),
-                ("401", "unauthorized"),
-            ],
+            &[("200", "users"), ("400", "bad query"), ("401", "unauthorized")],
         ),
     );
     add(
@@ -217,16 +148,8 @@ pub fn document() -> Value {
         op(
             "Publish an event into a channel",
             Some("apiKey"),
-            Some(object(
-                &["channel", "event"],
-                json!({"channel": s, "event": s, "data": {}}),
-            )),
-            &[
-                ("200", "published"),
-                ("400", "bad body"),
-                ("401", "wrong key"),
-                ("404", "API off"),
-            ],
+            Some(object(&["channel", "event"], json!({"channel": s, "event": s, "data": {}}))),
+            &[("200", "published"), ("400", "bad body"), ("401", "wrong key"), ("404", "API off")],
         ),
     );
     add(
@@ -236,29 +159,15 @@ pub fn document() -> Value {
             "Disconnect a user or device everywhere",
             Some("apiKey"),
             Some(object(&["user_id"], json!({"user_id": s, "device_id": s}))),
-            &[
-                ("200", "done"),
-                ("400", "bad body"),
-                ("401", "wrong key"),
-                ("404", "API off"),
-            ],
+            &[("200", "done"), ("400", "bad body"), ("401", "wrong key"), ("404", "API off")],
         ),
     );
     add(
         "/api/status",
         "get",
-        op(
-            "Cluster status",
-            Some("apiKey"),
-            None,
-            &[("200", "status"), ("401", "missing or wrong key")],
-        ),
+        op("Cluster status", Some("apiKey"), None, &[("200", "status"), ("401", "missing or wrong key")]),
     );
-    add(
-        "/api/openapi.json",
-        "get",
-        op("This document", None, None, &[("200", "OpenAPI 3.1")]),
-    );
+    add("/api/openapi.json", "get", op("This document", None, None, &[("200", "OpenAPI 3.1")]));
     json!({
         "openapi": "3.1.0",
         "info": { "title": "syncgate", "version": env!("CARGO_PKG_VERSION") },
@@ -277,10 +186,7 @@ mod tests {
         let doc = super::document();
         for (method, path) in crate::server::ROUTES {
             let m = method.to_lowercase();
-            assert!(
-                doc["paths"][*path][&m].is_object(),
-                "{method} {path} missing from the OpenAPI document"
-            );
+            assert!(doc["paths"][*path][&m].is_object(), "{method} {path} missing from the OpenAPI document");
         }
     }
 }

@@ -35,42 +35,24 @@ struct DisconnectBody {
 
 /// `POST /api/publish {"channel","event","data"}` → 200 `{"ok":true,"local_recipients":N}`.
 /// Members receive an `event` with `"from":{"user_id":"server"}`.
-pub async fn publish(
-    state: Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, HttpError> {
+pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     require_api_key(&req, state.config.api_key.as_deref())?;
     let body: PublishBody = json_body(req, state.config.max_message_bytes).await?;
     if !crate::channel::valid_name(&body.channel) {
-        return Err(HttpError::BadRequest(
-            "channel names are 1-128 bytes of [A-Za-z0-9:_.@=-]".into(),
-        ));
+        return Err(HttpError::BadRequest("channel names are 1-128 bytes of [A-Za-z0-9:_.@=-]".into()));
     }
     if body.event.is_empty() || body.event.len() > protocol::MAX_EVENT_LEN {
-        return Err(HttpError::BadRequest(format!(
-            "event must be 1-{} bytes",
-            protocol::MAX_EVENT_LEN
-        )));
+        return Err(HttpError::BadRequest(format!("event must be 1-{} bytes", protocol::MAX_EVENT_LEN)));
     }
-    let data = body
-        .data
-        .as_deref()
-        .map(|d| d.get().as_bytes())
-        .unwrap_or(b"null");
+    let data = body.data.as_deref().map(|d| d.get().as_bytes()).unwrap_or(b"null");
     let frame = protocol::server_event(&body.channel, &body.event, data, crate::auth::now_millis());
     let n = state.bus.publish(&body.channel, Message::Text(frame), 0);
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({"ok": true, "local_recipients": n}),
-    ))
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true, "local_recipients": n})))
 }
 
 /// `POST /api/disconnect {"user_id","device_id"?}` → 200; the connections close with 4003 on
 /// every instance.
-pub async fn disconnect(
-    state: Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, HttpError> {
+pub async fn disconnect(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     require_api_key(&req, state.config.api_key.as_deref())?;
     let body: DisconnectBody = json_body(req, 64 * 1024).await?;
     if !crate::channel::valid_user_id(&body.user_id) {
@@ -81,22 +63,13 @@ pub async fn disconnect(
             return Err(HttpError::BadRequest("invalid device_id".into()));
         }
     }
-    state.bus.control(Control::Disconnect {
-        user_id: body.user_id,
-        device_id: body.device_id,
-    });
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({"ok": true}),
-    ))
+    state.bus.control(Control::Disconnect { user_id: body.user_id, device_id: body.device_id });
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
 }
 
 /// `GET /api/status` (Bearer `SYNCGATE_API_KEY`; 401 without it, and always 401 when no key is
 /// configured: it lists user ids, so it is never public).
-pub async fn status(
-    state: Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, HttpError> {
+pub async fn status(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     if state.config.api_key.is_none() {
         return Err(HttpError::Unauthorized(crate::auth::AuthError::Missing));
     }

@@ -54,25 +54,18 @@ fn parse_jwk(value: serde_json::Value) -> Option<CachedKey> {
         return None;
     }
     let (key, default_alg) = match jwk.kty.as_str() {
-        "RSA" => (
-            DecodingKey::from_rsa_components(jwk.n.as_deref()?, jwk.e.as_deref()?).ok()?,
-            Algorithm::RS256,
-        ),
+        "RSA" => (DecodingKey::from_rsa_components(jwk.n.as_deref()?, jwk.e.as_deref()?).ok()?, Algorithm::RS256),
         "EC" => {
             let alg = match jwk.crv.as_deref()? {
                 "P-256" => Algorithm::ES256,
                 "P-384" => Algorithm::ES384,
                 _ => return None,
             };
-            (
-                DecodingKey::from_ec_components(jwk.x.as_deref()?, jwk.y.as_deref()?).ok()?,
-                alg,
-            )
+            (DecodingKey::from_ec_components(jwk.x.as_deref()?, jwk.y.as_deref()?).ok()?, alg)
         }
-        "OKP" if jwk.crv.as_deref() == Some("Ed25519") => (
-            DecodingKey::from_ed_components(jwk.x.as_deref()?).ok()?,
-            Algorithm::EdDSA,
-        ),
+        "OKP" if jwk.crv.as_deref() == Some("Ed25519") => {
+            (DecodingKey::from_ed_components(jwk.x.as_deref()?).ok()?, Algorithm::EdDSA)
+        }
         _ => return None,
     };
     let alg = match jwk.alg.as_deref() {
@@ -82,13 +75,9 @@ fn parse_jwk(value: serde_json::Value) -> Option<CachedKey> {
             // The key type bounds the algorithm: an HS* alg on a public key is never accepted.
             let same_family = matches!(
                 (default_alg, alg),
-                (
-                    Algorithm::RS256,
-                    Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512
-                ) | (
-                    Algorithm::RS256,
-                    Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512
-                ) | (Algorithm::ES256, Algorithm::ES256)
+                (Algorithm::RS256, Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512)
+                    | (Algorithm::RS256, Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512)
+                    | (Algorithm::ES256, Algorithm::ES256)
                     | (Algorithm::ES384, Algorithm::ES384)
                     | (Algorithm::EdDSA, Algorithm::EdDSA)
             );
@@ -98,11 +87,7 @@ fn parse_jwk(value: serde_json::Value) -> Option<CachedKey> {
             alg
         }
     };
-    Some(CachedKey {
-        kid: jwk.kid,
-        alg,
-        key: Arc::new(key),
-    })
+    Some(CachedKey { kid: jwk.kid, alg, key: Arc::new(key) })
 }
 
 struct State {
@@ -126,15 +111,8 @@ type HttpsClient = hyper_util::client::legacy::Client<
 >;
 
 fn client() -> Result<HttpsClient, String> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(https),
-    )
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
+    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
 }
 
 impl JwksCache {
@@ -143,10 +121,7 @@ impl JwksCache {
             url,
             timeout,
             refresh,
-            state: RwLock::new(State {
-                keys: Vec::new(),
-                last_unknown_refetch: None,
-            }),
+            state: RwLock::new(State { keys: Vec::new(), last_unknown_refetch: None }),
             fetching: tokio::sync::Mutex::new(()),
         }
     }
@@ -155,9 +130,7 @@ impl JwksCache {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         let mut candidates = state.keys.iter().filter(|k| k.alg == alg);
         match kid {
-            Some(kid) => candidates
-                .find(|k| k.kid.as_deref() == Some(kid))
-                .map(|k| k.key.clone()),
+            Some(kid) => candidates.find(|k| k.kid.as_deref() == Some(kid)).map(|k| k.key.clone()),
             None => {
                 // Without a kid, only an unambiguous key is used.
                 let first = candidates.next()?;
@@ -170,11 +143,7 @@ impl JwksCache {
     }
 
     /// The key for a token header; refetches once (rate limited) when the kid is unknown.
-    pub(crate) async fn key_for(
-        &self,
-        kid: Option<&str>,
-        alg: Algorithm,
-    ) -> Option<Arc<DecodingKey>> {
+    pub(crate) async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<DecodingKey>> {
         if let Some(k) = self.lookup(kid, alg) {
             return Some(k);
         }
@@ -185,10 +154,7 @@ impl JwksCache {
         }
         {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            if state
-                .last_unknown_refetch
-                .is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH)
-            {
+            if state.last_unknown_refetch.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH) {
                 return None;
             }
             state.last_unknown_refetch = Some(Instant::now());
@@ -209,24 +175,16 @@ impl JwksCache {
         let uri: http::Uri = self.url.parse().map_err(|e| format!("bad URL: {e}"))?;
         let client = client()?;
         let body = tokio::time::timeout(self.timeout, async {
-            let resp = client
-                .get(uri)
-                .await
-                .map_err(|e| format!("request failed: {e}"))?;
+            let resp = client.get(uri).await.map_err(|e| format!("request failed: {e}"))?;
             if !resp.status().is_success() {
                 return Err(format!("HTTP {}", resp.status()));
             }
             let limited = Limited::new(resp.into_body(), MAX_JWKS_BYTES);
-            limited
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .map_err(|e| format!("reading body: {e}"))
+            limited.collect().await.map(|c| c.to_bytes()).map_err(|e| format!("reading body: {e}"))
         })
         .await
         .map_err(|_| "timed out".to_string())??;
-        let set: JwkSet =
-            serde_json::from_slice(&body).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS document: {e}"))?;
         let keys: Vec<CachedKey> = set.keys.into_iter().filter_map(parse_jwk).collect();
         let n = keys.len();
         self.state.write().unwrap_or_else(|e| e.into_inner()).keys = keys;

@@ -94,17 +94,11 @@ pub struct Verifier {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 const SECRET_FILE: &str = "jwt_secret";
@@ -118,10 +112,7 @@ fn development_secret(dir: &Path) -> Result<Vec<u8>, KeyError> {
         if text.len() >= 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(text.as_bytes().to_vec());
         }
-        return Err(KeyError::Key(
-            "development secret",
-            format!("{} is corrupt; delete it", path.display()),
-        ));
+        return Err(KeyError::Key("development secret", format!("{} is corrupt; delete it", path.display())));
     }
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut raw = [0u8; 32];
@@ -136,11 +127,7 @@ fn development_secret(dir: &Path) -> Result<Vec<u8>, KeyError> {
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     f.write_all(data)
 }
 
@@ -161,10 +148,7 @@ fn static_pem(pem: &str) -> Result<(DecodingKey, Vec<Algorithm>), KeyError> {
     if let Ok(k) = DecodingKey::from_ed_pem(bytes) {
         return Ok((k, vec![EdDSA]));
     }
-    Err(KeyError::Key(
-        crate::config::JWT_PUBLIC_KEY,
-        "not an RSA, EC or Ed25519 public key in PEM form".into(),
-    ))
+    Err(KeyError::Key(crate::config::JWT_PUBLIC_KEY, "not an RSA, EC or Ed25519 public key in PEM form".into()))
 }
 
 impl Verifier {
@@ -189,11 +173,7 @@ impl Verifier {
                 (Keys::Static(k, algs), None, false)
             }
             KeySource::Jwks(url) => (
-                Keys::Jwks(Arc::new(JwksCache::new(
-                    url.clone(),
-                    config.jwks_timeout,
-                    config.jwks_refresh,
-                ))),
+                Keys::Jwks(Arc::new(JwksCache::new(url.clone(), config.jwks_timeout, config.jwks_refresh))),
                 None,
                 false,
             ),
@@ -246,10 +226,7 @@ impl Verifier {
                 jsonwebtoken::decode::<RawClaims>(token, key, &self.validation(header.alg))
             }
             Keys::Jwks(cache) => {
-                let key = cache
-                    .key_for(header.kid.as_deref(), header.alg)
-                    .await
-                    .ok_or(AuthError::Invalid)?;
+                let key = cache.key_for(header.kid.as_deref(), header.alg).await.ok_or(AuthError::Invalid)?;
                 jsonwebtoken::decode::<RawClaims>(token, &key, &self.validation(header.alg))
             }
         };
@@ -267,12 +244,7 @@ impl Verifier {
         if !crate::channel::valid_user_id(&user_id) {
             return Err(AuthError::Invalid);
         }
-        Ok(Claims {
-            user_id,
-            channels: raw.channels.unwrap_or_default(),
-            exp: raw.exp,
-            device_id: raw.did,
-        })
+        Ok(Claims { user_id, channels: raw.channels.unwrap_or_default(), exp: raw.exp, device_id: raw.did })
     }
 
     /// True when tokens can be minted (HS256 secret or the development secret).
@@ -281,13 +253,7 @@ impl Verifier {
     }
 
     /// Mints an HS256 token (only with a secret key).
-    pub fn sign(
-        &self,
-        user: &str,
-        device: Option<&str>,
-        ttl_secs: u64,
-        channels: &[String],
-    ) -> Option<String> {
+    pub fn sign(&self, user: &str, device: Option<&str>, ttl_secs: u64, channels: &[String]) -> Option<String> {
         let key = self.signer.as_ref()?;
         let now = now_secs();
         let mut claims = serde_json::json!({ "sub": user, "iat": now, "exp": now + ttl_secs });

@@ -20,10 +20,7 @@ fn hash_now(password: &[u8]) -> Option<String> {
     let mut raw = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).ok()?;
     let salt = SaltString::encode_b64(&raw).ok()?;
-    Argon2::default()
-        .hash_password(password, &salt)
-        .ok()
-        .map(|h| h.to_string())
+    Argon2::default().hash_password(password, &salt).ok().map(|h| h.to_string())
 }
 
 fn dummy() -> &'static str {
@@ -32,18 +29,13 @@ fn dummy() -> &'static str {
 
 impl Hasher {
     pub fn new(concurrency: usize) -> Hasher {
-        Hasher {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-        }
+        Hasher { permits: Arc::new(Semaphore::new(concurrency.max(1))) }
     }
 
     /// argon2id hash in PHC string form.
     pub async fn hash(&self, password: String) -> Option<String> {
         let _permit = self.permits.clone().acquire_owned().await.ok()?;
-        tokio::task::spawn_blocking(move || hash_now(password.as_bytes()))
-            .await
-            .ok()
-            .flatten()
+        tokio::task::spawn_blocking(move || hash_now(password.as_bytes())).await.ok().flatten()
     }
 
     /// Verifies `password` against `hash` (or against a dummy hash when there is no account).
@@ -57,10 +49,7 @@ impl Hasher {
             let Ok(parsed) = PasswordHash::new(&hash) else {
                 return false;
             };
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-                && known
+            Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && known
         })
         .await
         .unwrap_or(false)

@@ -33,8 +33,7 @@ impl Bus for LocalBus {
     fn control(&self, ctl: Control) {
         match ctl {
             Control::Disconnect { user_id, device_id } => {
-                self.registry
-                    .close_user(&user_id, device_id.as_deref(), CloseReason::Forbidden);
+                self.registry.close_user(&user_id, device_id.as_deref(), CloseReason::Forbidden);
             }
             Control::RevokeDevice { user_id, device_id } => {
                 self.registry.revoke_device(&user_id, &device_id);

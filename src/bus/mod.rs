@@ -26,10 +26,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// Close the user's connections (or one device's) with 4003.
-    Disconnect {
-        user_id: String,
-        device_id: Option<String>,
-    },
+    Disconnect { user_id: String, device_id: Option<String> },
     /// Revoke a device: it is closed with 4003 and may never connect again.
     RevokeDevice { user_id: String, device_id: String },
 }
@@ -66,14 +63,7 @@ pub trait Bus: Send + Sync + 'static {
 /// implementations queue the work).
 pub trait ClusterHooks: Send + Sync {
     /// A user+device started (`joined`) or stopped being present in `channel` on this instance.
-    fn presence_changed(
-        &self,
-        channel: &str,
-        user: &Arc<str>,
-        device: &Arc<str>,
-        joined: bool,
-        origin: u64,
-    );
+    fn presence_changed(&self, channel: &str, user: &Arc<str>, device: &Arc<str>, joined: bool, origin: u64);
     /// One local member left `channel` (pairs with [`Bus::subscribe`]).
     fn member_left(&self, channel: &str);
     /// A connection slot taken with [`Bus::acquire_user`] was released.

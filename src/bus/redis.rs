@@ -57,13 +57,7 @@ struct Outgoing {
 }
 
 enum PresenceOp {
-    Changed {
-        channel: Arc<str>,
-        user: Arc<str>,
-        device: Arc<str>,
-        joined: bool,
-        origin: u64,
-    },
+    Changed { channel: Arc<str>, user: Arc<str>, device: Arc<str>, joined: bool, origin: u64 },
     UserReleased(Arc<str>),
     Unsubscribe(String),
 }
@@ -146,10 +140,7 @@ fn now_ms() -> u64 {
 impl RedisBus {
     /// Connects (without requiring Redis to be up: the gateway serves local traffic meanwhile and
     /// `/ready` says 503) and starts the background tasks.
-    pub async fn start(
-        settings: RedisSettings,
-        registry: Arc<Registry>,
-    ) -> Result<Arc<RedisBus>, String> {
+    pub async fn start(settings: RedisSettings, registry: Arc<Registry>) -> Result<Arc<RedisBus>, String> {
         let config = Config::from_url(&settings.url).map_err(|e| format!("REDIS_URL: {e}"))?;
         let mut builder = Builder::from_config(config);
         builder
@@ -165,9 +156,7 @@ impl RedisBus {
             // Unlimited attempts, 50 ms doubling to at most 2 s between attempts.
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2000, 2));
         let client = builder.build().map_err(|e| format!("REDIS_URL: {e}"))?;
-        let subscriber = builder
-            .build_subscriber_client()
-            .map_err(|e| format!("REDIS_URL: {e}"))?;
+        let subscriber = builder.build_subscriber_client().map_err(|e| format!("REDIS_URL: {e}"))?;
         let mut raw = [0u8; 8];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw);
         let instance = u64::from_be_bytes(raw) | 1;
@@ -319,17 +308,9 @@ impl RedisBus {
         }
         match serde_json::from_slice::<Ctl>(payload) {
             Ok(c) if c.op == "disconnect" => {
-                self.registry.close_user(
-                    &c.user_id,
-                    c.device_id.as_deref(),
-                    CloseReason::Forbidden,
-                );
+                self.registry.close_user(&c.user_id, c.device_id.as_deref(), CloseReason::Forbidden);
             }
-            Ok(Ctl {
-                op,
-                user_id,
-                device_id: Some(device_id),
-            }) if op == "revoke" => {
+            Ok(Ctl { op, user_id, device_id: Some(device_id) }) if op == "revoke" => {
                 self.registry.revoke_device(&user_id, &device_id);
             }
             _ => tracing::debug!("ignored a malformed control message"),
@@ -363,9 +344,7 @@ impl RedisBus {
             match pipeline.all::<Vec<Value>>().await {
                 Ok(_) => {
                     self.stats.messages.fetch_add(n as u64, Ordering::Relaxed);
-                    self.stats
-                        .publish_commands
-                        .fetch_add(commands, Ordering::Relaxed);
+                    self.stats.publish_commands.fetch_add(commands, Ordering::Relaxed);
                 }
                 Err(e) => {
                     self.stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
@@ -385,13 +364,7 @@ impl RedisBus {
         let prefix = self.settings.prefix.clone();
         while let Some(op) = rx.recv().await {
             match op {
-                PresenceOp::Changed {
-                    channel,
-                    user,
-                    device,
-                    joined,
-                    origin,
-                } => {
+                PresenceOp::Changed { channel, user, device, joined, origin } => {
                     let delta = if joined { "1" } else { "-1" };
                     let args = vec![
                         prefix.clone(),
@@ -401,15 +374,11 @@ impl RedisBus {
                         device.to_string(),
                         delta.into(),
                     ];
-                    match self
-                        .client
-                        .eval::<i64, _, _, _>(PRESENCE_LUA, Vec::<String>::new(), args)
-                        .await
-                    {
+                    match self.client.eval::<i64, _, _, _>(PRESENCE_LUA, Vec::<String>::new(), args).await {
                         Ok(total) => {
                             // User channels carry no join/leave; their presence is still kept.
-                            let announce = !channel.starts_with("user:")
-                                && if joined { total == 1 } else { total <= 0 };
+                            let announce =
+                                !channel.starts_with("user:") && if joined { total == 1 } else { total <= 0 };
                             if announce {
                                 let kind = if joined { "join" } else { "leave" };
                                 let frame = protocol::membership(kind, &channel, &user, &device);
@@ -422,11 +391,7 @@ impl RedisBus {
                 PresenceOp::Unsubscribe(key) => self.unsubscribe_key(key).await,
                 PresenceOp::UserReleased(user) => {
                     let args = vec![prefix.clone(), inst.clone(), user.to_string()];
-                    if let Err(e) = self
-                        .client
-                        .eval::<i64, _, _, _>(RELEASE_LUA, Vec::<String>::new(), args)
-                        .await
-                    {
+                    if let Err(e) = self.client.eval::<i64, _, _, _>(RELEASE_LUA, Vec::<String>::new(), args).await {
                         tracing::debug!(error = %e, "user slot release failed");
                     }
                 }
@@ -444,41 +409,27 @@ impl RedisBus {
         loop {
             tick.tick().await;
             let now = now_ms();
-            let _: Result<i64, _> = self
-                .client
-                .zadd(
-                    key.as_str(),
-                    None,
-                    None,
-                    false,
-                    false,
-                    (now as f64, me.as_str()),
-                )
-                .await;
+            let _: Result<i64, _> =
+                self.client.zadd(key.as_str(), None, None, false, false, (now as f64, me.as_str())).await;
             let dead_before = now.saturating_sub(ttl.as_millis() as u64 / 2);
-            let dead: Vec<String> = match self
-                .client
-                .zrangebyscore(key.as_str(), "-inf", dead_before as f64, false, None)
-                .await
-            {
-                Ok(d) => d,
-                Err(_) => continue,
-            };
+            let dead: Vec<String> =
+                match self.client.zrangebyscore(key.as_str(), "-inf", dead_before as f64, false, None).await {
+                    Ok(d) => d,
+                    Err(_) => continue,
+                };
             for inst in dead.into_iter().filter(|d| *d != me) {
                 let args = vec![self.settings.prefix.clone(), inst.clone()];
-                let leaves: Vec<String> =
-                    match self.client.eval(REAP_LUA, Vec::<String>::new(), args).await {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "reap failed");
-                            continue;
-                        }
-                    };
+                let leaves: Vec<String> = match self.client.eval(REAP_LUA, Vec::<String>::new(), args).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reap failed");
+                        continue;
+                    }
+                };
                 tracing::info!(instance = %inst, leaves = leaves.len(), "reaped a stopped instance");
                 for field in leaves {
                     let mut parts = field.split('\u{1f}');
-                    if let (Some(ch), Some(u), Some(d)) = (parts.next(), parts.next(), parts.next())
-                    {
+                    if let (Some(ch), Some(u), Some(d)) = (parts.next(), parts.next(), parts.next()) {
                         let frame = protocol::membership("leave", ch, u, d);
                         self.publish(ch, Message::Text(frame), 0);
                     }
@@ -489,11 +440,7 @@ impl RedisBus {
 
     /// PUBSUB NUMSUB of a channel (tests and diagnostics).
     pub async fn numsub(&self, channel: &str) -> Result<i64, String> {
-        let v: Vec<Value> = self
-            .client
-            .pubsub_numsub(self.key(channel))
-            .await
-            .map_err(|e| e.to_string())?;
+        let v: Vec<Value> = self.client.pubsub_numsub(self.key(channel)).await.map_err(|e| e.to_string())?;
         Ok(v.get(1).and_then(|v| v.as_i64()).unwrap_or(0))
     }
 }
@@ -530,12 +477,7 @@ impl Bus for RedisBus {
             Message::Binary(b) => (Kind::Binary, b.clone()),
             _ => return n,
         };
-        let item = Outgoing {
-            channel: Arc::from(channel),
-            kind,
-            frame: bytes,
-            origin,
-        };
+        let item = Outgoing { channel: Arc::from(channel), kind, frame: bytes, origin };
         if self.out.try_send(item).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -546,8 +488,7 @@ impl Bus for RedisBus {
         // Applied here at once; the other instances get it through Redis.
         let payload = match &ctl {
             Control::Disconnect { user_id, device_id } => {
-                self.registry
-                    .close_user(user_id, device_id.as_deref(), CloseReason::Forbidden);
+                self.registry.close_user(user_id, device_id.as_deref(), CloseReason::Forbidden);
                 serde_json::json!({"op": "disconnect", "user_id": user_id, "device_id": device_id})
             }
             Control::RevokeDevice { user_id, device_id } => {
@@ -573,17 +514,10 @@ impl Bus for RedisBus {
                     let mut members: Vec<(String, String)> = map
                         .into_iter()
                         .filter(|(_, n)| *n > 0)
-                        .filter_map(|(k, _)| {
-                            k.split_once('\u{1f}')
-                                .map(|(u, d)| (u.to_string(), d.to_string()))
-                        })
+                        .filter_map(|(k, _)| k.split_once('\u{1f}').map(|(u, d)| (u.to_string(), d.to_string())))
                         .collect();
                     members.sort_unstable();
-                    protocol::presence(
-                        channel,
-                        members.iter().map(|(u, d)| (u.as_str(), d.as_str())),
-                        id,
-                    )
+                    protocol::presence(channel, members.iter().map(|(u, d)| (u.as_str(), d.as_str())), id)
                 }
                 // Redis down: what this instance knows.
                 Err(_) => self.registry.presence(channel, id),
@@ -593,17 +527,8 @@ impl Bus for RedisBus {
 
     fn acquire_user<'a>(&'a self, user: &'a str, max: u32) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let args = vec![
-                self.settings.prefix.clone(),
-                self.instance.to_string(),
-                user.to_string(),
-                max.to_string(),
-            ];
-            match self
-                .client
-                .eval::<i64, _, _, _>(ACQUIRE_LUA, Vec::<String>::new(), args)
-                .await
-            {
+            let args = vec![self.settings.prefix.clone(), self.instance.to_string(), user.to_string(), max.to_string()];
+            match self.client.eval::<i64, _, _, _>(ACQUIRE_LUA, Vec::<String>::new(), args).await {
                 Ok(n) => n == 1,
                 // Redis down: the local cap still applies; do not lock users out.
                 Err(_) => true,
@@ -614,18 +539,13 @@ impl Bus for RedisBus {
     fn status<'a>(&'a self, top: usize) -> BoxFuture<'a, serde_json::Value> {
         Box::pin(async move {
             let now = now_ms();
-            let alive_after =
-                now.saturating_sub(self.settings.presence_ttl.as_millis() as u64 / 2) as f64;
+            let alive_after = now.saturating_sub(self.settings.presence_ttl.as_millis() as u64 / 2) as f64;
             let alive: Vec<String> = self
                 .client
                 .zrangebyscore(self.key("instances"), alive_after, "+inf", false, None)
                 .await
                 .unwrap_or_default();
-            let conns: HashMap<String, u64> = self
-                .client
-                .hgetall(self.key("conns"))
-                .await
-                .unwrap_or_default();
+            let conns: HashMap<String, u64> = self.client.hgetall(self.key("conns")).await.unwrap_or_default();
             let mut users: Vec<(String, i64)> = self
                 .client
                 .hgetall::<HashMap<String, i64>, _>(self.key("uc"))
@@ -670,11 +590,7 @@ impl Bus for RedisBus {
             load(&s.received),
             load(&s.reconnects),
         );
-        self.batch_sizes.render(
-            out,
-            "syncgate_bus_batch_messages",
-            "Messages per Redis PUBLISH batch.",
-        );
+        self.batch_sizes.render(out, "syncgate_bus_batch_messages", "Messages per Redis PUBLISH batch.");
     }
 
     fn state(&self) -> &'static str {
@@ -687,14 +603,7 @@ impl Bus for RedisBus {
 }
 
 impl ClusterHooks for RedisBus {
-    fn presence_changed(
-        &self,
-        channel: &str,
-        user: &Arc<str>,
-        device: &Arc<str>,
-        joined: bool,
-        origin: u64,
-    ) {
+    fn presence_changed(&self, channel: &str, user: &Arc<str>, device: &Arc<str>, joined: bool, origin: u64) {
         let op = PresenceOp::Changed {
             channel: Arc::from(channel),
             user: user.clone(),
@@ -710,21 +619,13 @@ impl ClusterHooks for RedisBus {
     fn member_left(&self, channel: &str) {
         // Queued to the worker (in order with presence updates); the subscription lock keeps
         // SUBSCRIBE/UNSUBSCRIBE consistent with the reference counts.
-        if self
-            .presence_ops
-            .try_send(PresenceOp::Unsubscribe(self.key(channel)))
-            .is_err()
-        {
+        if self.presence_ops.try_send(PresenceOp::Unsubscribe(self.key(channel))).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn user_released(&self, user: &Arc<str>) {
-        if self
-            .presence_ops
-            .try_send(PresenceOp::UserReleased(user.clone()))
-            .is_err()
-        {
+        if self.presence_ops.try_send(PresenceOp::UserReleased(user.clone())).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

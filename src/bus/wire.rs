@@ -64,12 +64,7 @@ pub fn decode(payload: &Bytes) -> Option<Vec<Record>> {
         if end > payload.len() {
             return None;
         }
-        out.push(Record {
-            instance,
-            origin,
-            kind,
-            frame: payload.slice(start..end),
-        });
+        out.push(Record { instance, origin, kind, frame: payload.slice(start..end) });
         i = end;
     }
     Some(out)
@@ -89,12 +84,7 @@ mod tests {
         assert_eq!(recs.len(), 2);
         assert_eq!(
             recs[0],
-            Record {
-                instance: 7,
-                origin: 42,
-                kind: Kind::Text,
-                frame: Bytes::from_static(b"{\"a\":1}")
-            }
+            Record { instance: 7, origin: 42, kind: Kind::Text, frame: Bytes::from_static(b"{\"a\":1}") }
         );
         assert_eq!(recs[1].kind, Kind::Binary);
         assert!(decode(&Bytes::from_static(b"{\"event\":\"x\"}")).is_none());

@@ -20,23 +20,13 @@ pub struct DecodeError {
 }
 
 fn bad(message: impl Into<String>, id: &RequestId) -> DecodeError {
-    DecodeError {
-        code: ErrorCode::BadRequest,
-        message: message.into(),
-        id: id.clone(),
-    }
+    DecodeError { code: ErrorCode::BadRequest, message: message.into(), id: id.clone() }
 }
 
-fn str_field<'v>(
-    obj: &'v BorrowedValue<'_>,
-    key: &str,
-    id: &RequestId,
-) -> Result<&'v str, DecodeError> {
+fn str_field<'v>(obj: &'v BorrowedValue<'_>, key: &str, id: &RequestId) -> Result<&'v str, DecodeError> {
     match obj.get(key) {
         None => Err(bad(format!("missing field `{key}`"), id)),
-        Some(v) => v
-            .as_str()
-            .ok_or_else(|| bad(format!("field `{key}` must be a string"), id)),
+        Some(v) => v.as_str().ok_or_else(|| bad(format!("field `{key}` must be a string"), id)),
     }
 }
 
@@ -55,10 +45,7 @@ pub fn decode(text: &[u8], buf: &mut Vec<u8>) -> Result<Frame, DecodeError> {
         Some(v) if v.is_str() || v.is_i64() || v.is_u64() || v.is_f64() => {
             let text = v.encode();
             if text.len() > MAX_ID_LEN {
-                return Err(bad(
-                    format!("`id` is longer than {MAX_ID_LEN} bytes"),
-                    &none,
-                ));
+                return Err(bad(format!("`id` is longer than {MAX_ID_LEN} bytes"), &none));
             }
             Some(text.into_boxed_str())
         }
@@ -67,15 +54,9 @@ pub fn decode(text: &[u8], buf: &mut Vec<u8>) -> Result<Frame, DecodeError> {
     let kind = str_field(&value, "type", &id)?;
     let channel = || str_field(&value, "channel", &id).map(str::to_string);
     let request = match kind {
-        "auth" => Request::Auth {
-            token: str_field(&value, "token", &id)?.to_string(),
-        },
-        "subscribe" => Request::Subscribe {
-            channel: channel()?,
-        },
-        "unsubscribe" => Request::Unsubscribe {
-            channel: channel()?,
-        },
+        "auth" => Request::Auth { token: str_field(&value, "token", &id)?.to_string() },
+        "subscribe" => Request::Subscribe { channel: channel()? },
+        "unsubscribe" => Request::Unsubscribe { channel: channel()? },
         "publish" => {
             let channel = channel()?;
             let event = str_field(&value, "event", &id)?;
@@ -85,17 +66,12 @@ pub fn decode(text: &[u8], buf: &mut Vec<u8>) -> Result<Frame, DecodeError> {
             let data = match value.get("data") {
                 Some(d) => {
                     let mut out = Vec::with_capacity(64);
-                    d.write(&mut out)
-                        .map_err(|_| bad("unencodable `data`", &id))?;
+                    d.write(&mut out).map_err(|_| bad("unencodable `data`", &id))?;
                     out
                 }
                 None => b"null".to_vec(),
             };
-            Request::Publish {
-                channel,
-                event: event.to_string(),
-                data,
-            }
+            Request::Publish { channel, event: event.to_string(), data }
         }
         "typing" => {
             let channel = channel()?;
@@ -106,9 +82,7 @@ pub fn decode(text: &[u8], buf: &mut Vec<u8>) -> Result<Frame, DecodeError> {
             };
             Request::Typing { channel, typing }
         }
-        "presence" => Request::Presence {
-            channel: channel()?,
-        },
+        "presence" => Request::Presence { channel: channel()? },
         "ping" => Request::Ping,
         other => {
             let shown: String = other.chars().take(32).collect();
@@ -128,16 +102,10 @@ mod tests {
 
     #[test]
     fn publish_keeps_data_and_id() {
-        let f =
-            d(r#"{"type":"publish","id":7,"channel":"room:1","event":"e","data":{"a":[1,"x"]}}"#)
-                .unwrap();
+        let f = d(r#"{"type":"publish","id":7,"channel":"room:1","event":"e","data":{"a":[1,"x"]}}"#).unwrap();
         assert_eq!(f.id.as_deref(), Some("7"));
         match f.request {
-            Request::Publish {
-                channel,
-                event,
-                data,
-            } => {
+            Request::Publish { channel, event, data } => {
                 assert_eq!(channel, "room:1");
                 assert_eq!(event, "e");
                 let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
@@ -152,22 +120,10 @@ mod tests {
     #[test]
     fn errors_name_the_problem() {
         assert_eq!(d("{nope").unwrap_err().message, "malformed JSON");
-        assert_eq!(
-            d("[1]").unwrap_err().message,
-            "a frame must be a JSON object"
-        );
-        assert_eq!(
-            d(r#"{"type":"dance","id":1}"#).unwrap_err().id.as_deref(),
-            Some("1")
-        );
-        assert!(d(r#"{"type":"subscribe","channel":5}"#)
-            .unwrap_err()
-            .message
-            .contains("channel"));
-        assert!(d(r#"{"type":"subscribe"}"#)
-            .unwrap_err()
-            .message
-            .contains("missing"));
+        assert_eq!(d("[1]").unwrap_err().message, "a frame must be a JSON object");
+        assert_eq!(d(r#"{"type":"dance","id":1}"#).unwrap_err().id.as_deref(), Some("1"));
+        assert!(d(r#"{"type":"subscribe","channel":5}"#).unwrap_err().message.contains("channel"));
+        assert!(d(r#"{"type":"subscribe"}"#).unwrap_err().message.contains("missing"));
         assert!(d(r#"{"type":"typing","channel":"a:b","state":"maybe"}"#).is_err());
         assert!(d(r#"{"type":7}"#).is_err());
         assert!(d(r#"{"type":"ping","id":{"x":1}}"#).is_err());

@@ -70,13 +70,7 @@ fn push_u64(out: &mut Vec<u8>, n: u64) {
 }
 
 /// The shared shape of `event` frames; `from` is `None` for the server.
-fn event_frame(
-    channel: &str,
-    event: &str,
-    data: &[u8],
-    from: Option<(&str, &str)>,
-    ts: u64,
-) -> Encoded {
+fn event_frame(channel: &str, event: &str, data: &[u8], from: Option<(&str, &str)>, ts: u64) -> Encoded {
     let from_len = from.map(|(u, d)| u.len() + d.len()).unwrap_or(0);
     let mut out = Vec::with_capacity(96 + channel.len() + event.len() + data.len() + from_len);
     out.extend_from_slice(b"{\"type\":\"event\",\"channel\":");
@@ -102,14 +96,7 @@ fn event_frame(
 
 /// `{"type":"event","channel":C,"event":E,"data":D,"from":{"user_id":U,"device_id":D},"ts":MS}`.
 /// `data` must already be JSON text.
-pub fn event(
-    channel: &str,
-    event: &str,
-    data: &[u8],
-    user_id: &str,
-    device_id: &str,
-    ts: u64,
-) -> Encoded {
+pub fn event(channel: &str, event: &str, data: &[u8], user_id: &str, device_id: &str, ts: u64) -> Encoded {
     event_frame(channel, event, data, Some((user_id, device_id)), ts)
 }
 
@@ -178,20 +165,12 @@ pub fn typing(channel: &str, user_id: &str, device_id: &str, typing: bool) -> En
     json_str(&mut out, user_id);
     out.extend_from_slice(b",\"device_id\":");
     json_str(&mut out, device_id);
-    out.extend_from_slice(if typing {
-        b",\"state\":\"start\"}"
-    } else {
-        b",\"state\":\"stop\"}"
-    });
+    out.extend_from_slice(if typing { b",\"state\":\"start\"}" } else { b",\"state\":\"stop\"}" });
     finish(out)
 }
 
 /// `{"type":"presence","channel":C,"members":[{"user_id":U,"device_id":D},…],"id":…}`.
-pub fn presence<'a>(
-    channel: &str,
-    members: impl Iterator<Item = (&'a str, &'a str)>,
-    id: &RequestId,
-) -> Encoded {
+pub fn presence<'a>(channel: &str, members: impl Iterator<Item = (&'a str, &'a str)>, id: &RequestId) -> Encoded {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(b"{\"type\":\"presence\",\"channel\":");
     json_str(&mut out, channel);
@@ -223,13 +202,7 @@ pub fn pong(ts: u64, id: &RequestId) -> Encoded {
 }
 
 /// The `welcome` frame sent once after authentication.
-pub fn welcome(
-    user_id: &str,
-    device_id: &str,
-    conn_id: &str,
-    heartbeat_ms: u64,
-    max_message_bytes: u64,
-) -> Encoded {
+pub fn welcome(user_id: &str, device_id: &str, conn_id: &str, heartbeat_ms: u64, max_message_bytes: u64) -> Encoded {
     let mut out = Vec::with_capacity(160);
     out.extend_from_slice(b"{\"type\":\"welcome\",\"user_id\":");
     json_str(&mut out, user_id);
@@ -275,28 +248,15 @@ mod tests {
         );
         let id: RequestId = Some("\"x\"".into());
         assert_eq!(parse(&error(ErrorCode::Forbidden, "no", &id))["id"], "x");
-        assert_eq!(
-            parse(&pong(0, &None)),
-            serde_json::json!({"type":"pong","ts":0})
-        );
-        let p = presence(
-            "c:1",
-            [("a", "1"), ("b", "2")].into_iter(),
-            &Some("3".into()),
-        );
+        assert_eq!(parse(&pong(0, &None)), serde_json::json!({"type":"pong","ts":0}));
+        let p = presence("c:1", [("a", "1"), ("b", "2")].into_iter(), &Some("3".into()));
         assert_eq!(parse(&p)["members"][1]["device_id"], "2");
         assert_eq!(parse(&p)["id"], 3);
         assert_eq!(parse(&typing("c:1", "u", "d", false))["state"], "stop");
         assert_eq!(parse(&welcome("u", "d", "c", 1, 2))["max_message_bytes"], 2);
         assert_eq!(parse(&ack("5", "c:1"))["id"], 5);
-        assert_eq!(
-            parse(&membership("leave", "c:1", "u", "d"))["type"],
-            "leave"
-        );
+        assert_eq!(parse(&membership("leave", "c:1", "u", "d"))["type"], "leave");
         assert_eq!(parse(&auth_ok("u", 9, &None))["exp"], 9);
-        assert_eq!(
-            parse(&channel_reply("subscribed", "c:1", &None))["channel"],
-            "c:1"
-        );
+        assert_eq!(parse(&channel_reply("subscribed", "c:1", &None))["channel"], "c:1");
     }
 }

@@ -85,11 +85,7 @@ impl ConnHandle {
             device_id,
             capacity,
             max_bytes,
-            queue: Mutex::new(Queue {
-                items: VecDeque::new(),
-                bytes: 0,
-                closing: None,
-            }),
+            queue: Mutex::new(Queue { items: VecDeque::new(), bytes: 0, closing: None }),
             notify: Notify::new(),
             stats,
         }
@@ -108,15 +104,12 @@ impl ConnHandle {
         }
         let len = msg.len();
         // A single frame larger than the byte budget still fits into an empty queue.
-        if q.items.len() >= self.capacity || (q.bytes + len > self.max_bytes && !q.items.is_empty())
-        {
+        if q.items.len() >= self.capacity || (q.bytes + len > self.max_bytes && !q.items.is_empty()) {
             q.items = VecDeque::new();
             q.bytes = 0;
             q.closing = Some(CloseReason::SlowConsumer);
             drop(q);
-            self.stats
-                .slow_consumer_closes
-                .fetch_add(1, Ordering::Relaxed);
+            self.stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
             self.notify.notify_one();
             return Push::Overflow;
         }
@@ -192,11 +185,7 @@ mod tests {
     #[test]
     fn byte_budget_bounds_the_queue() {
         let c = ConnHandle::new(1, "u".into(), "d".into(), 100, 10, Arc::default());
-        assert_eq!(
-            c.push(Message::text("x".repeat(25))),
-            Push::Queued,
-            "one oversized frame fits an empty queue"
-        );
+        assert_eq!(c.push(Message::text("x".repeat(25))), Push::Queued, "one oversized frame fits an empty queue");
         assert_eq!(c.push(Message::text("y")), Push::Overflow);
         let c = ConnHandle::new(1, "u".into(), "d".into(), 100, 10, Arc::default());
         for _ in 0..10 {

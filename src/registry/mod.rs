@@ -37,10 +37,7 @@ struct Many {
 impl Many {
     fn add(&mut self, conn: &Arc<ConnHandle>) -> bool {
         self.subs.insert(conn.id, conn.clone());
-        let n = self
-            .presence
-            .entry((conn.user_id.clone(), conn.device_id.clone()))
-            .or_insert(0);
+        let n = self.presence.entry((conn.user_id.clone(), conn.device_id.clone())).or_insert(0);
         *n += 1;
         *n == 1
     }
@@ -105,12 +102,7 @@ fn announce(entry: &ChannelEntry, kind: &str, channel: &str, who: &ConnHandle, l
     if !announces_presence(channel) || entry.len() > limit {
         return;
     }
-    let frame = Message::Text(protocol::membership(
-        kind,
-        channel,
-        &who.user_id,
-        &who.device_id,
-    ));
+    let frame = Message::Text(protocol::membership(kind, channel, &who.user_id, &who.device_id));
     entry.for_each(|other| {
         if other.id != who.id {
             other.push(frame.clone());
@@ -165,26 +157,14 @@ impl Registry {
     }
 
     /// Join/leave for `who` in `channel`: announced locally, or reported to the cluster bus.
-    fn presence_changed(
-        &self,
-        entry: &ChannelEntry,
-        channel: &str,
-        who: &ConnHandle,
-        joined: bool,
-    ) {
+    fn presence_changed(&self, entry: &ChannelEntry, channel: &str, who: &ConnHandle, joined: bool) {
         match self.hooks.get() {
             Some(h) => {
                 if entry.len() <= self.join_leave_max {
                     h.presence_changed(channel, &who.user_id, &who.device_id, joined, who.id);
                 }
             }
-            None => announce(
-                entry,
-                if joined { "join" } else { "leave" },
-                channel,
-                who,
-                self.join_leave_max,
-            ),
+            None => announce(entry, if joined { "join" } else { "leave" }, channel, who, self.join_leave_max),
         }
     }
 
@@ -205,10 +185,7 @@ impl Registry {
         let joined = match &mut *entry {
             ChannelEntry::One(existing) if existing.id == conn.id => return Subscribed::Already,
             ChannelEntry::One(existing) => {
-                let mut many = Many {
-                    subs: HashMap::with_capacity(2),
-                    presence: HashMap::with_capacity(2),
-                };
+                let mut many = Many { subs: HashMap::with_capacity(2), presence: HashMap::with_capacity(2) };
                 many.add(existing);
                 let joined = many.add(conn);
                 *entry = ChannelEntry::Many(Box::new(many));
@@ -310,8 +287,7 @@ impl Registry {
                 protocol::presence(channel, std::iter::once((&*c.user_id, &*c.device_id)), id)
             }
             Some(ChannelEntry::Many(m)) => {
-                let mut members: Vec<(&str, &str)> =
-                    m.presence.keys().map(|(u, d)| (&**u, &**d)).collect();
+                let mut members: Vec<(&str, &str)> = m.presence.keys().map(|(u, d)| (&**u, &**d)).collect();
                 members.sort_unstable();
                 protocol::presence(channel, members.into_iter(), id)
             }
@@ -337,11 +313,7 @@ impl Registry {
 
     /// Connections per user, largest first (at most `n`), and the instance total.
     pub fn top_users(&self, n: usize) -> (Vec<(String, u32)>, u64) {
-        let mut all: Vec<(String, u32)> = self
-            .user_slots
-            .iter()
-            .map(|e| (e.key().to_string(), *e.value()))
-            .collect();
+        let mut all: Vec<(String, u32)> = self.user_slots.iter().map(|e| (e.key().to_string(), *e.value())).collect();
         let total = all.iter().map(|(_, c)| *c as u64).sum();
         all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         all.truncate(n);
@@ -364,12 +336,7 @@ impl Registry {
     }
 
     /// Asks every connection of `user` (optionally one device) to close.
-    pub fn close_user(
-        &self,
-        user: &str,
-        device: Option<&str>,
-        reason: crate::error::CloseReason,
-    ) -> usize {
+    pub fn close_user(&self, user: &str, device: Option<&str>, reason: crate::error::CloseReason) -> usize {
         let channel = format!("user:{user}");
         let Some(entry) = self.channels.get(channel.as_str()) else {
             return 0;
@@ -392,11 +359,7 @@ impl Registry {
             return None;
         }
         *n += 1;
-        Some(UserSlot {
-            registry: self.clone(),
-            user: user.clone(),
-            cluster: false,
-        })
+        Some(UserSlot { registry: self.clone(), user: user.clone(), cluster: false })
     }
 
     /// Connections currently held by `user`.
@@ -425,9 +388,7 @@ impl Drop for UserSlot {
         if let Some(mut n) = self.registry.user_slots.get_mut(&self.user) {
             *n = n.saturating_sub(1);
         }
-        self.registry
-            .user_slots
-            .remove_if(&self.user, |_, n| *n == 0);
+        self.registry.user_slots.remove_if(&self.user, |_, n| *n == 0);
         if self.cluster {
             if let Some(h) = self.registry.hooks.get() {
                 h.user_released(&self.user);
@@ -446,11 +407,7 @@ pub struct Membership {
 
 impl Membership {
     pub fn new(registry: Arc<Registry>, conn: Arc<ConnHandle>) -> Membership {
-        Membership {
-            registry,
-            conn,
-            channels: Vec::new(),
-        }
+        Membership { registry, conn, channels: Vec::new() }
     }
 
     pub fn is_member(&self, channel: &str) -> bool {
@@ -492,22 +449,13 @@ mod tests {
     use std::collections::VecDeque;
 
     fn conn(id: u64, user: &str, device: &str) -> Arc<ConnHandle> {
-        Arc::new(ConnHandle::new(
-            id,
-            user.into(),
-            device.into(),
-            16,
-            1 << 20,
-            Arc::default(),
-        ))
+        Arc::new(ConnHandle::new(id, user.into(), device.into(), 16, 1 << 20, Arc::default()))
     }
 
     fn drain(c: &ConnHandle) -> Vec<String> {
         let mut q = VecDeque::new();
         c.take(&mut q);
-        q.into_iter()
-            .map(|m| m.into_text().unwrap().to_string())
-            .collect()
+        q.into_iter().map(|m| m.into_text().unwrap().to_string()).collect()
     }
 
     #[test]
@@ -527,10 +475,7 @@ mod tests {
         assert!(got[0].contains("\"join\""));
         assert_eq!(r.member_count("room:1"), 3);
         drop(m1);
-        assert!(
-            drain(&b).is_empty(),
-            "second connection of the device keeps it present"
-        );
+        assert!(drain(&b).is_empty(), "second connection of the device keeps it present");
         drop(m2);
         let got = drain(&b);
         assert_eq!(got.len(), 1);

@@ -49,15 +49,11 @@ pub struct Admitted {
 pub fn valid_device_id(d: &str) -> bool {
     !d.is_empty()
         && d.len() <= 64
-        && d.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// Combines verified claims with the requested device into an identity.
-pub fn identity(
-    claims: crate::auth::Claims,
-    requested_device: Option<&str>,
-) -> Result<Identity, AuthError> {
+pub fn identity(claims: crate::auth::Claims, requested_device: Option<&str>) -> Result<Identity, AuthError> {
     let device = match (claims.device_id, requested_device) {
         // A token bound to a device only opens that device.
         (Some(bound), Some(req)) if bound != req => return Err(AuthError::Invalid),
@@ -74,11 +70,7 @@ pub fn identity(
     })
 }
 
-pub async fn admit<B>(
-    state: &AppState,
-    peer: SocketAddr,
-    req: &Request<B>,
-) -> Result<Admitted, HttpError> {
+pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> Result<Admitted, HttpError> {
     if *state.shutdown.borrow() {
         return Err(HttpError::Unavailable);
     }
@@ -86,13 +78,7 @@ pub async fn admit<B>(
         if let Some(origin) = req.headers().get(http::header::ORIGIN) {
             let ok = origin
                 .to_str()
-                .map(|o| {
-                    state
-                        .config
-                        .allowed_origins
-                        .iter()
-                        .any(|a| a == "*" || a.eq_ignore_ascii_case(o))
-                })
+                .map(|o| state.config.allowed_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(o)))
                 .unwrap_or(false);
             if !ok {
                 return Err(HttpError::Forbidden("origin not allowed"));
@@ -100,8 +86,7 @@ pub async fn admit<B>(
         }
     }
     // Load shedding: beyond SYNCGATE_MAX_CONNECTIONS new upgrades get 503; open ones are untouched.
-    let place = AdmitGuard::try_new(&state.admitted, state.config.max_connections)
-        .ok_or(HttpError::Overloaded)?;
+    let place = AdmitGuard::try_new(&state.admitted, state.config.max_connections).ok_or(HttpError::Overloaded)?;
     if let Some(limiter) = &state.ip_limiter {
         if !limiter.allow(peer.ip(), Instant::now()) {
             return Err(HttpError::RateLimited);
@@ -117,17 +102,13 @@ pub async fn admit<B>(
             "token" if token.is_none() => token = Some(v),
             "device_id" => {
                 if !valid_device_id(&v) {
-                    return Err(HttpError::BadRequest(
-                        "device_id must be 1-64 characters of [A-Za-z0-9._:-]".into(),
-                    ));
+                    return Err(HttpError::BadRequest("device_id must be 1-64 characters of [A-Za-z0-9._:-]".into()));
                 }
                 device_id = Some(v);
             }
             "device_name" => {
                 if v.chars().count() > 64 || v.chars().any(char::is_control) {
-                    return Err(HttpError::BadRequest(
-                        "device_name must be at most 64 printable characters".into(),
-                    ));
+                    return Err(HttpError::BadRequest("device_name must be at most 64 printable characters".into()));
                 }
                 device_name = Some(v);
             }
@@ -142,13 +123,9 @@ pub async fn admit<B>(
     }
     if token.is_none() {
         if let Some(h) = req.headers().get(http::header::AUTHORIZATION) {
-            let h = h
-                .to_str()
-                .map_err(|_| HttpError::Unauthorized(AuthError::Invalid))?;
+            let h = h.to_str().map_err(|_| HttpError::Unauthorized(AuthError::Invalid))?;
             match h.split_once(' ') {
-                Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => {
-                    token = Some(t.trim().to_string())
-                }
+                Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => token = Some(t.trim().to_string()),
                 _ => return Err(HttpError::Unauthorized(AuthError::Invalid)),
             }
         }
@@ -156,11 +133,7 @@ pub async fn admit<B>(
     let identity = match token {
         None => None,
         Some(t) => {
-            let claims = state
-                .verifier
-                .verify(&t)
-                .await
-                .map_err(HttpError::Unauthorized)?;
+            let claims = state.verifier.verify(&t).await.map_err(HttpError::Unauthorized)?;
             let id = identity(claims, device_id.as_deref()).map_err(HttpError::Unauthorized)?;
             // A revoked device can never simply reconnect.
             if state.registry.is_revoked(&id.user_id, &id.device_id) {
@@ -171,22 +144,12 @@ pub async fn admit<B>(
                 .acquire_slot(&id.user_id, state.config.max_connections_per_user)
                 .ok_or(HttpError::TooManyConnections)?;
             // Cluster-wide cap (the Redis bus counts every instance's connections).
-            if !state
-                .bus
-                .acquire_user(&id.user_id, state.config.max_connections_per_user)
-                .await
-            {
+            if !state.bus.acquire_user(&id.user_id, state.config.max_connections_per_user).await {
                 return Err(HttpError::TooManyConnections);
             }
             slot.mark_cluster();
             Some((id, slot))
         }
     };
-    Ok(Admitted {
-        _place: place,
-        identity,
-        device_id,
-        channels,
-        device_name,
-    })
+    Ok(Admitted { _place: place, identity, device_id, channels, device_name })
 }

@@ -67,6 +67,7 @@ pub struct AppState {
     pub store: crate::store::Store,
     pub hasher: crate::auth::password::Hasher,
     pub devices: Arc<crate::devices::Devices>,
+    pub mailer: Option<Arc<crate::mail::Mailer>>,
     /// Login, forgot and reset attempts per IP and per account.
     pub auth_attempts: crate::limits::AttemptLimiter,
     /// Registrations per IP.
@@ -114,11 +115,8 @@ fn ws_config(config: &Config) -> WebSocketConfig {
 /// Binds the listening socket with `SO_REUSEADDR` and the configured backlog (the kernel caps it
 /// at `net.core.somaxconn`; a short backlog drops SYNs during connect storms).
 pub fn bind(config: &Config) -> std::io::Result<TcpListener> {
-    let socket = if config.listen.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
+    let socket =
+        if config.listen.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     if config.reuseport {
         // Several processes share the port; the kernel spreads new connections between them.
@@ -130,11 +128,7 @@ pub fn bind(config: &Config) -> std::io::Result<TcpListener> {
 
 /// Serves `listener` until `shutdown` resolves, then closes every connection with 1001 and waits
 /// (at most `SYNCGATE_SHUTDOWN_TIMEOUT_MS`) for them to finish.
-pub async fn run(
-    listener: TcpListener,
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let verifier = Verifier::new(&config)?;
     if verifier.development {
         tracing::warn!(
@@ -153,11 +147,13 @@ pub async fn run(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let store = crate::store::Store::open(&config).await?;
+    let mailer = match &config.smtp_url {
+        Some(url) => Some(Arc::new(crate::mail::Mailer::new(url, &config.smtp_from).map_err(StartError::Bus)?)),
+        None => None,
+    };
     tracing::info!(backend = ?store.backend, "store ready");
     let stats = Arc::new(Stats::default());
-    let registry = Arc::new(Registry::with_join_leave_limit(
-        config.join_leave_max_members,
-    ));
+    let registry = Arc::new(Registry::with_join_leave_limit(config.join_leave_max_members));
     let devices = crate::devices::Devices::start(store.clone(), &registry).await?;
     let bus: Arc<dyn Bus> = match &config.redis_url {
         None => Arc::new(LocalBus::new(registry.clone())),
@@ -168,17 +164,14 @@ pub async fn run(
                 flush: config.redis_flush,
                 presence_ttl: config.presence_ttl,
             };
-            let redis = RedisBus::start(settings, registry.clone())
-                .await
-                .map_err(StartError::Bus)?;
+            let redis = RedisBus::start(settings, registry.clone()).await.map_err(StartError::Bus)?;
             registry.set_hooks(redis.clone());
             tracing::info!(instance = redis.instance, "Redis bus");
             redis
         }
     };
     let state = Arc::new(AppState {
-        ip_limiter: (config.connect_rate_per_ip > 0)
-            .then(|| IpLimiter::new(config.connect_rate_per_ip)),
+        ip_limiter: (config.connect_rate_per_ip > 0).then(|| IpLimiter::new(config.connect_rate_per_ip)),
         ws_config: ws_config(&config),
         instance: crate::util::random_hex(4),
         verifier,
@@ -190,14 +183,9 @@ pub async fn run(
         metrics: crate::metrics::Metrics::default(),
         store,
         devices: devices.clone(),
-        auth_attempts: crate::limits::AttemptLimiter::new(
-            config.auth_attempts_per_min,
-            Duration::from_secs(60),
-        ),
-        registrations: crate::limits::AttemptLimiter::new(
-            config.register_per_hour,
-            Duration::from_secs(3600),
-        ),
+        mailer,
+        auth_attempts: crate::limits::AttemptLimiter::new(config.auth_attempts_per_min, Duration::from_secs(60)),
+        registrations: crate::limits::AttemptLimiter::new(config.register_per_hour, Duration::from_secs(3600)),
         hasher: crate::auth::password::Hasher::new(config.hash_concurrency),
         admitted: Arc::new(AtomicU64::new(0)),
         shutdown: shutdown_rx,
@@ -261,11 +249,7 @@ pub async fn run(
     // Close with 1001, spread over the window so clients do not reconnect all at once.
     let conns = state.registry.all_conns();
     let spread = state.config.drain_spread;
-    tracing::info!(
-        connections = conns.len(),
-        spread_ms = spread.as_millis() as u64,
-        "closing connections with 1001"
-    );
+    tracing::info!(connections = conns.len(), spread_ms = spread.as_millis() as u64, "closing connections with 1001");
     let start = tokio::time::Instant::now();
     let n = conns.len().max(1) as u32;
     for (i, c) in conns.iter().enumerate() {
@@ -276,9 +260,7 @@ pub async fn run(
     }
     drop(conns);
     // Connections that registered meanwhile see the flag in their open phase; sweep once more.
-    state
-        .registry
-        .close_all(crate::error::CloseReason::GoingAway);
+    state.registry.close_all(crate::error::CloseReason::GoingAway);
     let timeout = state.config.shutdown_timeout;
     for task in background {
         task.abort();
@@ -286,10 +268,7 @@ pub async fn run(
     let alive = state.alive.clone();
     drop(state);
     drop(alive);
-    if tokio::time::timeout(timeout, alive_rx.recv())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(timeout, alive_rx.recv()).await.is_err() {
         tracing::warn!("shutdown timeout reached with connections still open");
     }
     Ok(())

@@ -36,19 +36,11 @@ fn count_refusal(state: &AppState, e: &HttpError) {
 
 /// `GET /ready`: 200 while serving; 503 while shutting down or while the bus is down.
 fn ready(state: &AppState) -> Response<Full<Bytes>> {
-    let stopping =
-        *state.shutdown.borrow() || state.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let stopping = *state.shutdown.borrow() || state.draining.load(std::sync::atomic::Ordering::Relaxed);
     let bus = state.bus.state();
     let ok = state.ready();
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    crate::error::json_response(
-        status,
-        &serde_json::json!({"ready": ok, "bus": bus, "draining": stopping}),
-    )
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    crate::error::json_response(status, &serde_json::json!({"ready": ok, "bus": bus, "draining": stopping}))
 }
 
 pub async fn route(
@@ -61,36 +53,17 @@ pub async fn route(
         .headers()
         .get(http::header::ORIGIN)
         .and_then(|o| o.to_str().ok())
-        .filter(|o| {
-            state
-                .config
-                .allowed_origins
-                .iter()
-                .any(|a| a == "*" || a.eq_ignore_ascii_case(o))
-        })
+        .filter(|o| state.config.allowed_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(o)))
         .map(|o| o.to_string());
     if req.method() == Method::OPTIONS {
         let mut r = Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = if origin.is_some() {
-            StatusCode::NO_CONTENT
-        } else {
-            StatusCode::FORBIDDEN
-        };
+        *r.status_mut() = if origin.is_some() { StatusCode::NO_CONTENT } else { StatusCode::FORBIDDEN };
         if let Some(o) = &origin {
             cors(&mut r, o);
             let h = r.headers_mut();
-            h.insert(
-                "access-control-allow-methods",
-                http::HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
-            );
-            h.insert(
-                "access-control-allow-headers",
-                http::HeaderValue::from_static("authorization, content-type"),
-            );
-            h.insert(
-                "access-control-max-age",
-                http::HeaderValue::from_static("600"),
-            );
+            h.insert("access-control-allow-methods", http::HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
+            h.insert("access-control-allow-headers", http::HeaderValue::from_static("authorization, content-type"));
+            h.insert("access-control-max-age", http::HeaderValue::from_static("600"));
         }
         return Ok(r);
     }
@@ -108,73 +81,60 @@ pub async fn route(
         (&Method::GET | &Method::HEAD, "/health") => {
             let mut r = Response::new(Full::new(Bytes::from_static(b"OK")));
             *r.status_mut() = StatusCode::OK;
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain"),
-            );
+            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
             r
         }
         (&Method::GET | &Method::HEAD, "/ready") => ready(&state),
         (&Method::GET, "/metrics") => {
             let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render(&state))));
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
+            r.headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
             r
         }
-        (&Method::POST, "/api/publish") => crate::api::server_api::publish(state, req)
-            .await
-            .unwrap_or_else(HttpError::into_response),
-        (&Method::POST, "/register") => accounts::register(state, req, peer.ip())
-            .await
-            .unwrap_or_else(HttpError::into_response),
-        (&Method::POST, "/login") => accounts::login(state, req, peer.ip())
-            .await
-            .unwrap_or_else(HttpError::into_response),
-        (&Method::POST, "/token/refresh") => accounts::refresh(state, req)
-            .await
-            .unwrap_or_else(HttpError::into_response),
-        (&Method::POST, "/logout") => accounts::logout(state, req)
-            .await
-            .unwrap_or_else(HttpError::into_response),
-        (&Method::POST, "/change-password") => accounts::change_password(state, req)
-            .await
-            .unwrap_or_else(HttpError::into_response),
+        (&Method::POST, "/api/publish") => {
+            crate::api::server_api::publish(state, req).await.unwrap_or_else(HttpError::into_response)
+        }
+        (&Method::POST, "/register") => {
+            accounts::register(state, req, peer.ip()).await.unwrap_or_else(HttpError::into_response)
+        }
+        (&Method::POST, "/login") => {
+            accounts::login(state, req, peer.ip()).await.unwrap_or_else(HttpError::into_response)
+        }
+        (&Method::POST, "/token/refresh") => {
+            accounts::refresh(state, req).await.unwrap_or_else(HttpError::into_response)
+        }
+        (&Method::POST, "/logout") => accounts::logout(state, req).await.unwrap_or_else(HttpError::into_response),
+        (&Method::POST, "/change-password") => {
+            accounts::change_password(state, req).await.unwrap_or_else(HttpError::into_response)
+        }
         (&Method::GET, "/api/openapi.json") => {
             crate::error::json_response(StatusCode::OK, &crate::api::openapi::document())
         }
-        (&Method::POST, "/forgot-password") => accounts::forgot_password(state, req, peer.ip())
-            .await
-            .unwrap_or_else(HttpError::into_response),
-        (&Method::POST, "/reset-password") => accounts::reset_password(state, req, peer.ip())
-            .await
-            .unwrap_or_else(HttpError::into_response),
-        (&Method::GET, "/api/users/search") => crate::api::devices::search_users(state, req)
-            .await
-            .unwrap_or_else(HttpError::into_response),
-        (&Method::GET, "/api/devices") => crate::api::devices::list(state, req)
-            .await
-            .unwrap_or_else(HttpError::into_response),
-        (&Method::DELETE, p)
-            if p.starts_with("/api/devices/") && p.len() > "/api/devices/".len() =>
-        {
-            let id = p["/api/devices/".len()..].to_string();
-            crate::api::devices::revoke(state, req, &id)
-                .await
-                .unwrap_or_else(HttpError::into_response)
+        (&Method::POST, "/forgot-password") => {
+            accounts::forgot_password(state, req, peer.ip()).await.unwrap_or_else(HttpError::into_response)
         }
-        (&Method::GET, "/api/status") => crate::api::server_api::status(state, req)
-            .await
-            .unwrap_or_else(HttpError::into_response),
-        (&Method::POST, "/api/disconnect") => crate::api::server_api::disconnect(state, req)
-            .await
-            .unwrap_or_else(HttpError::into_response),
-        (
-            _,
-            "/ws" | "/health" | "/ready" | "/api/publish" | "/api/disconnect" | "/api/status"
-            | "/metrics",
-        ) => HttpError::MethodNotAllowed.into_response(),
+        (&Method::POST, "/reset-password") => {
+            accounts::reset_password(state, req, peer.ip()).await.unwrap_or_else(HttpError::into_response)
+        }
+        (&Method::GET, "/api/users/search") => {
+            crate::api::devices::search_users(state, req).await.unwrap_or_else(HttpError::into_response)
+        }
+        (&Method::GET, "/api/devices") => {
+            crate::api::devices::list(state, req).await.unwrap_or_else(HttpError::into_response)
+        }
+        (&Method::DELETE, p) if p.starts_with("/api/devices/") && p.len() > "/api/devices/".len() => {
+            let id = p["/api/devices/".len()..].to_string();
+            crate::api::devices::revoke(state, req, &id).await.unwrap_or_else(HttpError::into_response)
+        }
+        (&Method::GET, "/api/status") => {
+            crate::api::server_api::status(state, req).await.unwrap_or_else(HttpError::into_response)
+        }
+        (&Method::POST, "/api/disconnect") => {
+            crate::api::server_api::disconnect(state, req).await.unwrap_or_else(HttpError::into_response)
+        }
+        (_, "/ws" | "/health" | "/ready" | "/api/publish" | "/api/disconnect" | "/api/status" | "/metrics") => {
+            HttpError::MethodNotAllowed.into_response()
+        }
         _ => HttpError::NotFound.into_response(),
     };
     if let Some(o) = &origin {

@@ -53,42 +53,33 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, name, online, last_seen)| Device {
-                id,
-                name,
-                online: online != 0,
-                last_seen,
-            })
+            .map(|(id, name, online, last_seen)| Device { id, name, online: online != 0, last_seen })
             .collect())
     }
 
     /// Revokes one of the user's devices and its refresh tokens; false if the user has no such
     /// device.
     pub async fn revoke_device(&self, user_id: &str, device_id: &str) -> Result<bool, StoreError> {
-        let n = sqlx::query("UPDATE devices SET revoked = 1, online = 0 WHERE user_id = $1 AND device_id = $2 AND revoked = 0")
-            .bind(user_id)
-            .bind(device_id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(
+            "UPDATE devices SET revoked = 1, online = 0 WHERE user_id = $1 AND device_id = $2 AND revoked = 0",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         if n > 0 {
-            sqlx::query(
-                "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = $1 AND device_id = $2",
-            )
-            .bind(user_id)
-            .bind(device_id)
-            .execute(&self.pool)
-            .await?;
+            sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = $1 AND device_id = $2")
+                .bind(user_id)
+                .bind(device_id)
+                .execute(&self.pool)
+                .await?;
         }
         Ok(n > 0)
     }
 
     /// Every revoked (user, device), loaded at start into the in-memory check.
     pub async fn revoked_devices(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT user_id, device_id FROM devices WHERE revoked = 1")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as("SELECT user_id, device_id FROM devices WHERE revoked = 1").fetch_all(&self.pool).await?)
     }
 }

@@ -39,28 +39,12 @@ pub enum StoreError {
 type Migration = (i64, &'static str, &'static str);
 
 const SQLITE_MIGRATIONS: &[Migration] = &[
-    (
-        1,
-        "accounts",
-        include_str!("../../migrations/sqlite/0001_accounts.sql"),
-    ),
-    (
-        2,
-        "otps",
-        include_str!("../../migrations/sqlite/0002_otps.sql"),
-    ),
+    (1, "accounts", include_str!("../../migrations/sqlite/0001_accounts.sql")),
+    (2, "otps", include_str!("../../migrations/sqlite/0002_otps.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[Migration] = &[
-    (
-        1,
-        "accounts",
-        include_str!("../../migrations/postgres/0001_accounts.sql"),
-    ),
-    (
-        2,
-        "otps",
-        include_str!("../../migrations/postgres/0002_otps.sql"),
-    ),
+    (1, "accounts", include_str!("../../migrations/postgres/0001_accounts.sql")),
+    (2, "otps", include_str!("../../migrations/postgres/0002_otps.sql")),
 ];
 
 /// Cheap to clone (the pool is a handle).
@@ -73,21 +57,14 @@ pub struct Store {
 /// The database URL: `DATABASE_URL`, or a SQLite file in the data directory.
 pub fn database_url(config: &Config) -> Result<(String, Backend), StoreError> {
     match &config.database_url {
-        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-            Ok((u.clone(), Backend::Postgres))
-        }
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => Ok((u.clone(), Backend::Postgres)),
         Some(u) if u.starts_with("sqlite:") => Ok((u.clone(), Backend::Sqlite)),
-        Some(_) => Err(StoreError::Config(
-            "DATABASE_URL must be postgres://… or sqlite:…".into(),
-        )),
+        Some(_) => Err(StoreError::Config("DATABASE_URL must be postgres://… or sqlite:…".into())),
         None => {
             std::fs::create_dir_all(&config.data_dir)
                 .map_err(|e| StoreError::Config(format!("{}: {e}", config.data_dir.display())))?;
             let path = config.data_dir.join("syncgate.db");
-            Ok((
-                format!("sqlite://{}?mode=rwc", path.display()),
-                Backend::Sqlite,
-            ))
+            Ok((format!("sqlite://{}?mode=rwc", path.display()), Backend::Sqlite))
         }
     }
 }
@@ -116,12 +93,8 @@ impl Store {
         let store = Store { pool, backend };
         if backend == Backend::Sqlite {
             // WAL: readers never block the writer; persistent for the database file.
-            sqlx::query("PRAGMA journal_mode=WAL")
-                .execute(&store.pool)
-                .await?;
-            sqlx::query("PRAGMA foreign_keys=ON")
-                .execute(&store.pool)
-                .await?;
+            sqlx::query("PRAGMA journal_mode=WAL").execute(&store.pool).await?;
+            sqlx::query("PRAGMA foreign_keys=ON").execute(&store.pool).await?;
         }
         Ok(store)
     }
@@ -143,30 +116,23 @@ impl Store {
         };
         let mut ran = 0;
         for (version, name, sql) in list {
-            let done: Option<(i64,)> =
-                sqlx::query_as("SELECT version FROM syncgate_migrations WHERE version = $1")
-                    .bind(*version)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let done: Option<(i64,)> = sqlx::query_as("SELECT version FROM syncgate_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_optional(&self.pool)
+                .await?;
             if done.is_some() {
                 continue;
             }
             let mut tx = self.pool.begin().await?;
-            for statement in sql
-                .split(';')
-                .map(str::trim)
-                .filter(|s| !s.is_empty() && !is_comment(s))
-            {
+            for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty() && !is_comment(s)) {
                 sqlx::query(statement).execute(&mut *tx).await?;
             }
-            sqlx::query(
-                "INSERT INTO syncgate_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-            )
-            .bind(*version)
-            .bind(*name)
-            .bind(crate::auth::now_millis() as i64)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query("INSERT INTO syncgate_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                .bind(*version)
+                .bind(*name)
+                .bind(crate::auth::now_millis() as i64)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             ran += 1;
         }
@@ -183,7 +149,5 @@ impl Store {
 }
 
 fn is_comment(statement: &str) -> bool {
-    statement
-        .lines()
-        .all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"))
+    statement.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"))
 }

@@ -39,10 +39,7 @@ impl Store {
     pub async fn put_otp(&self, user_id: &str, code: &str) -> Result<(), StoreError> {
         let salt = crate::util::random_hex(16);
         let expires = crate::auth::now_millis() as i64 + OTP_TTL_MS;
-        sqlx::query("DELETE FROM otps WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("DELETE FROM otps WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
         sqlx::query("INSERT INTO otps (user_id, salt, code_hash, expires_at, attempts) VALUES ($1, $2, $3, $4, 0)")
             .bind(user_id)
             .bind(&salt)
@@ -56,34 +53,22 @@ impl Store {
     /// Checks a code: each check is an attempt; the 5th failure (or expiry) burns the code; a
     /// valid code is consumed.
     pub async fn check_otp(&self, user_id: &str, code: &str) -> Result<OtpCheck, StoreError> {
-        let row: Option<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT salt, code_hash, expires_at, attempts FROM otps WHERE user_id = $1",
-        )
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(String, String, i64, i64)> =
+            sqlx::query_as("SELECT salt, code_hash, expires_at, attempts FROM otps WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
         let Some((salt, hash, expires, attempts)) = row else {
             return Ok(OtpCheck::Invalid);
         };
         if expires < crate::auth::now_millis() as i64 || attempts >= OTP_MAX_ATTEMPTS {
-            sqlx::query("DELETE FROM otps WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&self.pool)
-                .await?;
+            sqlx::query("DELETE FROM otps WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
             return Ok(OtpCheck::Invalid);
         }
         let given = digest(&salt, code);
-        let same = given.len() == hash.len()
-            && given
-                .bytes()
-                .zip(hash.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0;
+        let same = given.len() == hash.len() && given.bytes().zip(hash.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
         if same {
-            sqlx::query("DELETE FROM otps WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&self.pool)
-                .await?;
+            sqlx::query("DELETE FROM otps WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
             return Ok(OtpCheck::Valid);
         }
         sqlx::query("UPDATE otps SET attempts = attempts + 1 WHERE user_id = $1")

@@ -8,11 +8,7 @@ use super::{Store, StoreError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redeemed {
     /// Valid: it is now used; issue the next one in `family`.
-    Valid {
-        user_id: String,
-        family: String,
-        device_id: Option<String>,
-    },
+    Valid { user_id: String, family: String, device_id: Option<String> },
     /// Unknown, expired or revoked.
     Invalid,
     /// Already rotated: the family has been revoked.
@@ -55,11 +51,12 @@ impl Store {
     pub async fn redeem_refresh(&self, token: &str) -> Result<Redeemed, StoreError> {
         let h = hash(token);
         let now = crate::auth::now_millis() as i64;
-        let row: Option<(String, String, Option<String>, i64, i64, i64)> =
-            sqlx::query_as("SELECT user_id, family, device_id, used, revoked, expires_at FROM refresh_tokens WHERE token_hash = $1")
-                .bind(&h)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(String, String, Option<String>, i64, i64, i64)> = sqlx::query_as(
+            "SELECT user_id, family, device_id, used, revoked, expires_at FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(&h)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some((user_id, family, device_id, used, revoked, expires_at)) = row else {
             return Ok(Redeemed::Invalid);
         };
@@ -70,40 +67,32 @@ impl Store {
             self.revoke_family(&family).await?;
             return Ok(Redeemed::Reused);
         }
-        let claimed =
-            sqlx::query("UPDATE refresh_tokens SET used = 1 WHERE token_hash = $1 AND used = 0")
-                .bind(&h)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+        let claimed = sqlx::query("UPDATE refresh_tokens SET used = 1 WHERE token_hash = $1 AND used = 0")
+            .bind(&h)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         if claimed == 0 {
             self.revoke_family(&family).await?;
             return Ok(Redeemed::Reused);
         }
-        Ok(Redeemed::Valid {
-            user_id,
-            family,
-            device_id,
-        })
+        Ok(Redeemed::Valid { user_id, family, device_id })
     }
 
     pub async fn revoke_family(&self, family: &str) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE family = $1")
-                .bind(family)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
+        Ok(sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE family = $1")
+            .bind(family)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     /// Logout: revokes the token's family (that login). Unknown tokens are ignored.
     pub async fn revoke_by_token(&self, token: &str) -> Result<bool, StoreError> {
-        let family: Option<(String,)> =
-            sqlx::query_as("SELECT family FROM refresh_tokens WHERE token_hash = $1")
-                .bind(hash(token))
-                .fetch_optional(&self.pool)
-                .await?;
+        let family: Option<(String,)> = sqlx::query_as("SELECT family FROM refresh_tokens WHERE token_hash = $1")
+            .bind(hash(token))
+            .fetch_optional(&self.pool)
+            .await?;
         match family {
             Some((f,)) => Ok(self.revoke_family(&f).await? > 0),
             None => Ok(false),
@@ -112,12 +101,10 @@ impl Store {
 
     /// Revokes every refresh token of a user (password change or reset).
     pub async fn revoke_user_tokens(&self, user_id: &str) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
+        Ok(sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 }

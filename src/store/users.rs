@@ -19,14 +19,7 @@ pub struct Credentials {
 type Row = (String, String, Option<String>, String);
 
 fn creds(r: Row) -> Credentials {
-    Credentials {
-        user: User {
-            id: r.0,
-            email: r.1,
-            username: r.2,
-        },
-        password_hash: r.3,
-    }
+    Credentials { user: User { id: r.0, email: r.1, username: r.2 }, password_hash: r.3 }
 }
 
 impl Store {
@@ -47,18 +40,11 @@ impl Store {
             .execute(&self.pool)
             .await
             .map_err(Store::map_unique)?;
-        Ok(User {
-            id,
-            email: email.to_string(),
-            username: username.map(str::to_string),
-        })
+        Ok(User { id, email: email.to_string(), username: username.map(str::to_string) })
     }
 
     /// Looks a user up by email (already normalised) or username.
-    pub async fn credentials_by_login(
-        &self,
-        login: &str,
-    ) -> Result<Option<Credentials>, StoreError> {
+    pub async fn credentials_by_login(&self, login: &str) -> Result<Option<Credentials>, StoreError> {
         let row: Option<Row> =
             sqlx::query_as("SELECT id, email, username, password_hash FROM users WHERE email = $1 OR username = $1")
                 .bind(login)
@@ -68,11 +54,10 @@ impl Store {
     }
 
     pub async fn credentials_by_id(&self, id: &str) -> Result<Option<Credentials>, StoreError> {
-        let row: Option<Row> =
-            sqlx::query_as("SELECT id, email, username, password_hash FROM users WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<Row> = sqlx::query_as("SELECT id, email, username, password_hash FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(creds))
     }
 
@@ -91,16 +76,8 @@ impl Store {
 pub fn trigram_similarity(a: &str, b: &str) -> f64 {
     fn grams(s: &str) -> std::collections::HashSet<[char; 3]> {
         let mut out = std::collections::HashSet::new();
-        for word in s
-            .to_lowercase()
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-        {
-            let padded: Vec<char> = "  "
-                .chars()
-                .chain(word.chars())
-                .chain(" ".chars())
-                .collect();
+        for word in s.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+            let padded: Vec<char> = "  ".chars().chain(word.chars()).chain(" ".chars()).collect();
             for w in padded.windows(3) {
                 out.insert([w[0], w[1], w[2]]);
             }
@@ -124,12 +101,7 @@ pub struct Found {
 
 impl Store {
     /// Up to `limit` users ranked by username similarity to `q`, excluding `caller`.
-    pub async fn search_users(
-        &self,
-        q: &str,
-        caller: &str,
-        limit: usize,
-    ) -> Result<Vec<Found>, StoreError> {
+    pub async fn search_users(&self, q: &str, caller: &str, limit: usize) -> Result<Vec<Found>, StoreError> {
         match self.backend {
             super::Backend::Postgres => {
                 let rows: Vec<(String, String)> = sqlx::query_as(
@@ -142,18 +114,16 @@ impl Store {
                 .bind(limit as i64)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(id, username)| Found { id, username })
-                    .collect())
+                Ok(rows.into_iter().map(|(id, username)| Found { id, username }).collect())
             }
             super::Backend::Sqlite => {
                 // Rank in Rust over a bounded candidate set.
-                let rows: Vec<(String, String)> =
-                    sqlx::query_as("SELECT id, username FROM users WHERE username IS NOT NULL AND id <> $1 LIMIT 10000")
-                        .bind(caller)
-                        .fetch_all(&self.pool)
-                        .await?;
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT id, username FROM users WHERE username IS NOT NULL AND id <> $1 LIMIT 10000",
+                )
+                .bind(caller)
+                .fetch_all(&self.pool)
+                .await?;
                 let needle = q.to_lowercase();
                 let mut scored: Vec<(f64, Found)> = rows
                     .into_iter()
@@ -165,10 +135,7 @@ impl Store {
                         (s >= 0.3).then_some((s, Found { id, username }))
                     })
                     .collect();
-                scored.sort_by(|a, b| {
-                    b.0.total_cmp(&a.0)
-                        .then_with(|| a.1.username.cmp(&b.1.username))
-                });
+                scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.username.cmp(&b.1.username)));
                 Ok(scored.into_iter().take(limit).map(|(_, f)| f).collect())
             }
         }

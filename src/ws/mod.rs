@@ -31,20 +31,11 @@ pub fn upgrade<B: Send + 'static>(
 where
     Request<B>: Send,
 {
-    if !header_has_token(&req, header::CONNECTION, "upgrade")
-        || !header_has_token(&req, header::UPGRADE, "websocket")
-    {
+    if !header_has_token(&req, header::CONNECTION, "upgrade") || !header_has_token(&req, header::UPGRADE, "websocket") {
         return Err(HttpError::BadRequest("expected a WebSocket upgrade".into()));
     }
-    if req
-        .headers()
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        return Err(HttpError::BadRequest(
-            "Sec-WebSocket-Version must be 13".into(),
-        ));
+    if req.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return Err(HttpError::BadRequest("Sec-WebSocket-Version must be 13".into()));
     }
     let key = req
         .headers()
@@ -65,12 +56,7 @@ where
     let task = session::run(state, on_upgrade, Box::new(admitted), alive);
     // The task's future is most of a connection's memory: log its size once.
     static SIZE_LOGGED: std::sync::Once = std::sync::Once::new();
-    SIZE_LOGGED.call_once(|| {
-        tracing::debug!(
-            bytes = std::mem::size_of_val(&task),
-            "connection task state"
-        )
-    });
+    SIZE_LOGGED.call_once(|| tracing::debug!(bytes = std::mem::size_of_val(&task), "connection task state"));
     tokio::spawn(task);
     Ok(resp)
 }

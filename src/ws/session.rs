@@ -35,17 +35,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn close(ws: &mut Ws, reason: CloseReason) {
     if reason == CloseReason::TooLarge {
-        let m = error_frame(
-            ErrorCode::TooLarge,
-            "message exceeds max_message_bytes",
-            &None,
-        );
+        let m = error_frame(ErrorCode::TooLarge, "message exceeds max_message_bytes", &None);
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(m)).await;
     }
-    let frame = CloseFrame {
-        code: CloseCode::from(reason.code()),
-        reason: reason.reason().into(),
-    };
+    let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.reason().into() };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
 }
 
@@ -70,9 +63,7 @@ async fn first_frame_auth(
         }
     };
     let refuse = |reason: &str| {
-        state
-            .metrics
-            .connect(crate::metrics::ConnectResult::Unauthorized);
+        state.metrics.connect(crate::metrics::ConnectResult::Unauthorized);
         state.metrics.auth_failure(reason);
     };
     let text = tokio::select! {
@@ -86,54 +77,38 @@ async fn first_frame_auth(
         _ = crate::shutdown::stopping(&mut shutdown) => return Err(CloseReason::GoingAway),
     };
     let token = match protocol::decode(text.as_bytes(), &mut Vec::new()) {
-        Ok(protocol::Frame {
-            request: Request::Auth { token },
-            ..
-        }) => token,
+        Ok(protocol::Frame { request: Request::Auth { token }, .. }) => token,
         _ => {
             refuse("invalid");
             return Err(CloseReason::Unauthorized);
         }
     };
     // Boxed: JWKS verification can await a fetch, and its future must not bloat every session.
-    let claims = Box::pin(state.verifier.verify(&token))
-        .await
-        .map_err(|e| match e {
-            AuthError::Expired => {
-                refuse("expired");
-                CloseReason::TokenExpired
-            }
-            _ => {
-                refuse("invalid");
-                CloseReason::Unauthorized
-            }
-        })?;
+    let claims = Box::pin(state.verifier.verify(&token)).await.map_err(|e| match e {
+        AuthError::Expired => {
+            refuse("expired");
+            CloseReason::TokenExpired
+        }
+        _ => {
+            refuse("invalid");
+            CloseReason::Unauthorized
+        }
+    })?;
     let identity = make_identity(claims, device).map_err(|_| {
         refuse("device");
         CloseReason::Unauthorized
     })?;
-    if state
-        .registry
-        .is_revoked(&identity.user_id, &identity.device_id)
-    {
+    if state.registry.is_revoked(&identity.user_id, &identity.device_id) {
         refuse("device");
         return Err(CloseReason::Forbidden);
     }
     let over_cap = || {
-        state
-            .metrics
-            .connect(crate::metrics::ConnectResult::OverCap);
+        state.metrics.connect(crate::metrics::ConnectResult::OverCap);
         CloseReason::TooManyConnections
     };
-    let mut slot = state
-        .registry
-        .acquire_slot(&identity.user_id, state.config.max_connections_per_user)
-        .ok_or_else(over_cap)?;
-    if !state
-        .bus
-        .acquire_user(&identity.user_id, state.config.max_connections_per_user)
-        .await
-    {
+    let mut slot =
+        state.registry.acquire_slot(&identity.user_id, state.config.max_connections_per_user).ok_or_else(over_cap)?;
+    if !state.bus.acquire_user(&identity.user_id, state.config.max_connections_per_user).await {
         return Err(over_cap());
     }
     slot.mark_cluster();
@@ -176,16 +151,9 @@ impl Session<'_> {
     }
 
     fn authorize(&self, channel: &str, id: &RequestId) -> Result<String, Message> {
-        channel::authorize(
-            channel,
-            &self.identity,
-            &self.state.config.public_namespaces,
-        )
-        .map_err(|e| match e {
+        channel::authorize(channel, &self.identity, &self.state.config.public_namespaces).map_err(|e| match e {
             ChannelError::Invalid(m) => error_frame(ErrorCode::BadRequest, m, id),
-            ChannelError::Forbidden => {
-                error_frame(ErrorCode::Forbidden, "not allowed on this channel", id)
-            }
+            ChannelError::Forbidden => error_frame(ErrorCode::Forbidden, "not allowed on this channel", id),
         })
     }
 
@@ -196,11 +164,7 @@ impl Session<'_> {
         if !self.membership.is_member(&ch)
             && self.membership.count() >= self.state.config.max_channels_per_connection as usize
         {
-            return Err(error_frame(
-                ErrorCode::BadRequest,
-                "too many channels on this connection",
-                id,
-            ));
+            return Err(error_frame(ErrorCode::BadRequest, "too many channels on this connection", id));
         }
         let new = self.membership.join(&ch) == crate::registry::Subscribed::New;
         Ok((ch, new))
@@ -210,10 +174,7 @@ impl Session<'_> {
     fn publish(&self, channel: &str, msg: Message) {
         let started = Instant::now();
         self.state.bus.publish(channel, msg, self.conn().id);
-        self.state
-            .metrics
-            .fanout_seconds
-            .observe(started.elapsed().as_secs_f64());
+        self.state.metrics.fanout_seconds.observe(started.elapsed().as_secs_f64());
     }
 
     fn count_in(&self, kind: usize, bytes: usize) {
@@ -276,21 +237,15 @@ impl Session<'_> {
             },
             Request::Unsubscribe { channel } => match self.authorize(&channel, &id) {
                 Err(m) => m,
-                Ok(ch) if ch == self.user_channel => error_frame(
-                    ErrorCode::BadRequest,
-                    "the user channel cannot be left",
-                    &id,
-                ),
+                Ok(ch) if ch == self.user_channel => {
+                    error_frame(ErrorCode::BadRequest, "the user channel cannot be left", &id)
+                }
                 Ok(ch) => {
                     self.membership.leave(&ch);
                     Message::Text(protocol::channel_reply("unsubscribed", &ch, &id))
                 }
             },
-            Request::Publish {
-                channel,
-                event,
-                data,
-            } => match self.authorize(&channel, &id) {
+            Request::Publish { channel, event, data } => match self.authorize(&channel, &id) {
                 Err(m) => m,
                 Ok(ch) => {
                     let frame = protocol::event(
@@ -311,12 +266,7 @@ impl Session<'_> {
             Request::Typing { channel, typing } => match self.authorize(&channel, &id) {
                 Err(m) => m,
                 Ok(ch) => {
-                    let frame = protocol::typing(
-                        &ch,
-                        &self.identity.user_id,
-                        &self.identity.device_id,
-                        typing,
-                    );
+                    let frame = protocol::typing(&ch, &self.identity.user_id, &self.identity.device_id, typing);
                     self.publish(&ch, Message::Text(frame));
                     return Step::Nothing;
                 }
@@ -334,31 +284,15 @@ impl Session<'_> {
     async fn reauth(&mut self, token: &str, id: &RequestId) -> (Message, Option<u64>) {
         match self.state.verifier.verify(token).await {
             Ok(claims) if claims.user_id == *self.identity.user_id => {
-                if claims
-                    .device_id
-                    .as_deref()
-                    .is_some_and(|d| d != &*self.identity.device_id)
-                {
-                    return (
-                        error_frame(ErrorCode::Unauthorized, "invalid token", id),
-                        None,
-                    );
+                if claims.device_id.as_deref().is_some_and(|d| d != &*self.identity.device_id) {
+                    return (error_frame(ErrorCode::Unauthorized, "invalid token", id), None);
                 }
                 self.identity.exp = claims.exp;
                 self.identity.channels = claims.channels;
-                (
-                    Message::Text(protocol::auth_ok(&self.identity.user_id, claims.exp, id)),
-                    Some(claims.exp),
-                )
+                (Message::Text(protocol::auth_ok(&self.identity.user_id, claims.exp, id)), Some(claims.exp))
             }
-            Ok(_) => (
-                error_frame(ErrorCode::Unauthorized, "token is for another user", id),
-                None,
-            ),
-            Err(e) => (
-                error_frame(ErrorCode::Unauthorized, &e.to_string(), id),
-                None,
-            ),
+            Ok(_) => (error_frame(ErrorCode::Unauthorized, "token is for another user", id), None),
+            Err(e) => (error_frame(ErrorCode::Unauthorized, &e.to_string(), id), None),
         }
     }
 
@@ -367,11 +301,7 @@ impl Session<'_> {
             Verdict::Allow => None,
             Verdict::Drop => {
                 self.state.metrics.rate_limited.inc();
-                Some(Step::Reply(error_frame(
-                    ErrorCode::RateLimited,
-                    "rate limit exceeded; message dropped",
-                    id,
-                )))
+                Some(Step::Reply(error_frame(ErrorCode::RateLimited, "rate limit exceeded; message dropped", id)))
             }
             Verdict::Close => Some(Step::Close(CloseReason::RateAbuse)),
         }
@@ -397,13 +327,7 @@ async fn open<'a>(
     ws: &mut Ws,
     admitted: Box<Admitted>,
 ) -> Option<(Session<'a>, (UserSlot, AdmitGuard))> {
-    let Admitted {
-        _place: place,
-        identity,
-        device_id,
-        channels,
-        device_name,
-    } = *admitted;
+    let Admitted { _place: place, identity, device_id, channels, device_name } = *admitted;
     let (identity, slot) = match identity {
         Some(x) => x,
         None => match first_frame_auth(state, ws, device_id.as_deref()).await {
@@ -462,18 +386,10 @@ async fn open<'a>(
         };
         ok = ok && ws.feed(reply).await.is_ok();
     }
-    ok = ok
-        && tokio::time::timeout(WRITE_TIMEOUT, ws.flush())
-            .await
-            .is_ok_and(|r| r.is_ok());
+    ok = ok && tokio::time::timeout(WRITE_TIMEOUT, ws.flush()).await.is_ok_and(|r| r.is_ok());
     if ok {
         state.metrics.connect(crate::metrics::ConnectResult::Ok);
-        state.devices.seen(
-            &s.identity.user_id,
-            &s.identity.device_id,
-            device_name.as_deref(),
-            true,
-        );
+        state.devices.seen(&s.identity.user_id, &s.identity.device_id, device_name.as_deref(), true);
     }
     ok.then_some((s, (slot, place)))
 }
@@ -481,12 +397,7 @@ async fn open<'a>(
 /// A connection's whole life after the 101 response. This future is most of what an idle
 /// connection costs, so it holds only the loop's state: the open phase and every rare or
 /// slow step (first-frame auth, re-auth, the close handshake) run boxed.
-pub async fn run(
-    state: Arc<AppState>,
-    on_upgrade: OnUpgrade,
-    admitted: Box<Admitted>,
-    _alive: mpsc::Sender<()>,
-) {
+pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admitted>, _alive: mpsc::Sender<()>) {
     let upgraded = match on_upgrade.await {
         Ok(u) => u,
         Err(e) => {
@@ -494,12 +405,8 @@ pub async fn run(
             return;
         }
     };
-    let mut ws = Box::pin(WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
-        Role::Server,
-        Some(state.ws_config),
-    ))
-    .await;
+    let mut ws =
+        Box::pin(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(state.ws_config))).await;
     let started = Instant::now();
     let Some((mut s, _slot)) = Box::pin(open(&state, &mut ws, admitted)).await else {
         return;
@@ -638,24 +545,12 @@ mod size_probe {
         eprintln!("Sleep {}", size_of::<tokio::time::Sleep>());
         eprintln!("Session {}", size_of::<super::Session<'static>>());
         eprintln!("Message {}", size_of::<super::Message>());
-        eprintln!(
-            "Timeout<Sleep> {}",
-            size_of::<tokio::time::Timeout<tokio::time::Sleep>>()
-        );
-        eprintln!(
-            "Notified {}",
-            size_of::<tokio::sync::futures::Notified<'static>>()
-        );
+        eprintln!("Timeout<Sleep> {}", size_of::<tokio::time::Timeout<tokio::time::Sleep>>());
+        eprintln!("Notified {}", size_of::<tokio::sync::futures::Notified<'static>>());
         eprintln!("Limiter {}", size_of::<crate::limits::MessageLimiter>());
         eprintln!("Identity {}", size_of::<crate::auth::Identity>());
-        eprintln!(
-            "Admitted {}",
-            size_of::<crate::server::middleware::Admitted>()
-        );
-        eprintln!(
-            "WsConfig {}",
-            size_of::<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>()
-        );
+        eprintln!("Admitted {}", size_of::<crate::server::middleware::Admitted>());
+        eprintln!("WsConfig {}", size_of::<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>());
         eprintln!("OnUpgrade {}", size_of::<hyper::upgrade::OnUpgrade>());
     }
 }

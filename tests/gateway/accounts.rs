@@ -12,23 +12,17 @@ pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub async fn fresh_pg_database() -> String {
     use sqlx::Executor;
     sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(PG_ADMIN)
-        .await
-        .expect("PostgreSQL at 127.0.0.1:5432 (scripts/test.sh starts it)");
+    let admin =
+        sqlx::AnyPool::connect(PG_ADMIN).await.expect("PostgreSQL at 127.0.0.1:5432 (scripts/test.sh starts it)");
     let name = format!("sgtest_{}", syncgate::util::random_hex(6));
-    admin
-        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .await
-        .unwrap();
+    admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.unwrap();
     format!("postgres://postgres@127.0.0.1:5432/{name}")
 }
 
 async fn post(s: &Server, path: &str, body: &str, bearer: Option<&str>) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let auth = bearer
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
+    let auth = bearer.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -37,21 +31,14 @@ async fn post(s: &Server, path: &str, body: &str, bearer: Option<&str>) -> (u16,
     let mut out = String::new();
     stream.read_to_string(&mut out).await.unwrap();
     let status = out[9..12].parse().unwrap();
-    (
-        status,
-        serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or(Value::Null),
-    )
+    (status, serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or(Value::Null))
 }
 
 async fn accounts_flow(s: &Server) {
     // Register: 201 with a token pair; emails are trimmed and lower-cased.
-    let (status, r) = post(
-        s,
-        "/register",
-        r#"{"email":"  Alice@Example.com ","password":"correct horse","username":"alice"}"#,
-        None,
-    )
-    .await;
+    let (status, r) =
+        post(s, "/register", r#"{"email":"  Alice@Example.com ","password":"correct horse","username":"alice"}"#, None)
+            .await;
     assert_eq!(status, 201, "{r}");
     assert_eq!(r["user"]["email"], "alice@example.com");
     assert_eq!(r["user"]["username"], "alice");
@@ -60,32 +47,13 @@ async fn accounts_flow(s: &Server) {
     let access = r["access_token"].as_str().unwrap().to_string();
 
     // The access token opens /ws as that user.
-    let mut c = Client::connect(&s.url(&format!("token={access}")))
-        .await
-        .unwrap();
+    let mut c = Client::connect(&s.url(&format!("token={access}"))).await.unwrap();
     assert_eq!(c.recv().await["user_id"], user_id.as_str());
 
     // Duplicates and invalid bodies.
+    assert_eq!(post(s, "/register", r#"{"email":"alice@example.com","password":"another pw"}"#, None).await.0, 409);
     assert_eq!(
-        post(
-            s,
-            "/register",
-            r#"{"email":"alice@example.com","password":"another pw"}"#,
-            None
-        )
-        .await
-        .0,
-        409
-    );
-    assert_eq!(
-        post(
-            s,
-            "/register",
-            r#"{"email":"bob@example.com","password":"another pw","username":"alice"}"#,
-            None
-        )
-        .await
-        .0,
+        post(s, "/register", r#"{"email":"bob@example.com","password":"another pw","username":"alice"}"#, None).await.0,
         409
     );
     for bad in [
@@ -103,171 +71,51 @@ async fn accounts_flow(s: &Server) {
     }
 
     // Login by email or username; unknown user and wrong password are the same 401.
-    let (status, l) = post(
-        s,
-        "/login",
-        r#"{"email":"ALICE@example.com","password":"correct horse"}"#,
-        None,
-    )
-    .await;
+    let (status, l) = post(s, "/login", r#"{"email":"ALICE@example.com","password":"correct horse"}"#, None).await;
     assert_eq!(status, 200, "{l}");
-    let (status, _) = post(
-        s,
-        "/login",
-        r#"{"username":"alice","password":"correct horse"}"#,
-        None,
-    )
-    .await;
+    let (status, _) = post(s, "/login", r#"{"username":"alice","password":"correct horse"}"#, None).await;
     assert_eq!(status, 200);
-    let wrong = post(
-        s,
-        "/login",
-        r#"{"email":"alice@example.com","password":"wrong password"}"#,
-        None,
-    )
-    .await;
-    let unknown = post(
-        s,
-        "/login",
-        r#"{"email":"nobody@example.com","password":"wrong password"}"#,
-        None,
-    )
-    .await;
+    let wrong = post(s, "/login", r#"{"email":"alice@example.com","password":"wrong password"}"#, None).await;
+    let unknown = post(s, "/login", r#"{"email":"nobody@example.com","password":"wrong password"}"#, None).await;
     assert_eq!(wrong, unknown);
     assert_eq!(wrong.0, 401);
 
     // Refresh rotates; presenting a rotated token revokes the whole login.
     let r1 = l["refresh_token"].as_str().unwrap().to_string();
-    let (status, n1) = post(
-        s,
-        "/token/refresh",
-        &json!({"refresh_token": r1}).to_string(),
-        None,
-    )
-    .await;
+    let (status, n1) = post(s, "/token/refresh", &json!({"refresh_token": r1}).to_string(), None).await;
     assert_eq!(status, 200);
     let r2 = n1["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(r1, r2);
+    assert_eq!(post(s, "/token/refresh", &json!({"refresh_token": r1}).to_string(), None).await.0, 401, "reuse");
     assert_eq!(
-        post(
-            s,
-            "/token/refresh",
-            &json!({"refresh_token": r1}).to_string(),
-            None
-        )
-        .await
-        .0,
-        401,
-        "reuse"
-    );
-    assert_eq!(
-        post(
-            s,
-            "/token/refresh",
-            &json!({"refresh_token": r2}).to_string(),
-            None
-        )
-        .await
-        .0,
+        post(s, "/token/refresh", &json!({"refresh_token": r2}).to_string(), None).await.0,
         401,
         "family revoked"
     );
-    assert_eq!(
-        post(s, "/token/refresh", r#"{"refresh_token":"garbage"}"#, None)
-            .await
-            .0,
-        401
-    );
+    assert_eq!(post(s, "/token/refresh", r#"{"refresh_token":"garbage"}"#, None).await.0, 401);
 
     // Logout revokes that login.
-    let (_, l2) = post(
-        s,
-        "/login",
-        r#"{"email":"alice@example.com","password":"correct horse"}"#,
-        None,
-    )
-    .await;
+    let (_, l2) = post(s, "/login", r#"{"email":"alice@example.com","password":"correct horse"}"#, None).await;
     let r3 = l2["refresh_token"].as_str().unwrap().to_string();
-    assert_eq!(
-        post(
-            s,
-            "/logout",
-            &json!({"refresh_token": r3}).to_string(),
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        post(
-            s,
-            "/token/refresh",
-            &json!({"refresh_token": r3}).to_string(),
-            None
-        )
-        .await
-        .0,
-        401
-    );
+    assert_eq!(post(s, "/logout", &json!({"refresh_token": r3}).to_string(), None).await.0, 200);
+    assert_eq!(post(s, "/token/refresh", &json!({"refresh_token": r3}).to_string(), None).await.0, 401);
 
     // Change password: authenticated; old password then fails, every refresh token is revoked.
-    let (_, l3) = post(
-        s,
-        "/login",
-        r#"{"email":"alice@example.com","password":"correct horse"}"#,
-        None,
-    )
-    .await;
+    let (_, l3) = post(s, "/login", r#"{"email":"alice@example.com","password":"correct horse"}"#, None).await;
     let r4 = l3["refresh_token"].as_str().unwrap().to_string();
     let a3 = l3["access_token"].as_str().unwrap().to_string();
     let body = r#"{"current_password":"correct horse","new_password":"battery staple"}"#;
     assert_eq!(post(s, "/change-password", body, None).await.0, 401);
     assert_eq!(
-        post(
-            s,
-            "/change-password",
-            r#"{"current_password":"nope nope","new_password":"battery staple"}"#,
-            Some(&a3)
-        )
-        .await
-        .0,
+        post(s, "/change-password", r#"{"current_password":"nope nope","new_password":"battery staple"}"#, Some(&a3))
+            .await
+            .0,
         401
     );
     assert_eq!(post(s, "/change-password", body, Some(&a3)).await.0, 200);
-    assert_eq!(
-        post(
-            s,
-            "/login",
-            r#"{"email":"alice@example.com","password":"correct horse"}"#,
-            None
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(
-        post(
-            s,
-            "/login",
-            r#"{"email":"alice@example.com","password":"battery staple"}"#,
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        post(
-            s,
-            "/token/refresh",
-            &json!({"refresh_token": r4}).to_string(),
-            None
-        )
-        .await
-        .0,
-        401
-    );
+    assert_eq!(post(s, "/login", r#"{"email":"alice@example.com","password":"correct horse"}"#, None).await.0, 401);
+    assert_eq!(post(s, "/login", r#"{"email":"alice@example.com","password":"battery staple"}"#, None).await.0, 200);
+    assert_eq!(post(s, "/token/refresh", &json!({"refresh_token": r4}).to_string(), None).await.0, 401);
 }
 
 #[tokio::test]
@@ -303,38 +151,19 @@ async fn request(s: &Server, method: &str, path: &str, bearer: &str) -> (u16, Va
 }
 
 async fn devices_flow(s: &Server) {
-    let (_, r) = post(
-        s,
-        "/register",
-        r#"{"email":"dev@example.com","password":"device owner"}"#,
-        None,
-    )
-    .await;
+    let (_, r) = post(s, "/register", r#"{"email":"dev@example.com","password":"device owner"}"#, None).await;
     let access = r["access_token"].as_str().unwrap().to_string();
-    let mut phone = Client::connect(&s.url(&format!(
-        "token={access}&device_id=phone&device_name=My%20Phone"
-    )))
-    .await
-    .unwrap();
+    let mut phone =
+        Client::connect(&s.url(&format!("token={access}&device_id=phone&device_name=My%20Phone"))).await.unwrap();
     assert_eq!(phone.recv().await["device_id"], "phone");
-    let mut laptop = Client::connect(&s.url(&format!("token={access}&device_id=laptop")))
-        .await
-        .unwrap();
+    let mut laptop = Client::connect(&s.url(&format!("token={access}&device_id=laptop"))).await.unwrap();
     assert_eq!(laptop.recv().await["type"], "welcome");
     // A login bound to a third device.
-    let (status, t) = post(
-        s,
-        "/login",
-        r#"{"email":"dev@example.com","password":"device owner","device_id":"tablet"}"#,
-        None,
-    )
-    .await;
+    let (status, t) =
+        post(s, "/login", r#"{"email":"dev@example.com","password":"device owner","device_id":"tablet"}"#, None).await;
     assert_eq!(status, 200);
     let tablet_refresh = t["refresh_token"].as_str().unwrap().to_string();
-    let mut tablet =
-        Client::connect(&s.url(&format!("token={}", t["access_token"].as_str().unwrap())))
-            .await
-            .unwrap();
+    let mut tablet = Client::connect(&s.url(&format!("token={}", t["access_token"].as_str().unwrap()))).await.unwrap();
     assert_eq!(tablet.recv().await["device_id"], "tablet");
 
     let mut listed = Value::Null;
@@ -356,94 +185,34 @@ async fn devices_flow(s: &Server) {
 
     // Revoke: live connection closed with 4003 within a second; never again.
     let started = std::time::Instant::now();
-    assert_eq!(
-        request(s, "DELETE", "/api/devices/phone", &access).await.0,
-        200
-    );
-    assert_eq!(
-        phone
-            .close_code_within(std::time::Duration::from_secs(1))
-            .await,
-        4003
-    );
+    assert_eq!(request(s, "DELETE", "/api/devices/phone", &access).await.0, 200);
+    assert_eq!(phone.close_code_within(std::time::Duration::from_secs(1)).await, 4003);
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
     assert_eq!(laptop.request(json!({"type":"ping"})).await["type"], "pong");
-    let r = Client::connect(&s.url(&format!("token={access}&device_id=phone")))
-        .await
-        .err()
-        .unwrap();
+    let r = Client::connect(&s.url(&format!("token={access}&device_id=phone"))).await.err().unwrap();
     assert_eq!(r.status, 403);
-    let (_, fresh) = post(
-        s,
-        "/login",
-        r#"{"email":"dev@example.com","password":"device owner"}"#,
-        None,
-    )
-    .await;
+    let (_, fresh) = post(s, "/login", r#"{"email":"dev@example.com","password":"device owner"}"#, None).await;
     let fresh_access = fresh["access_token"].as_str().unwrap().to_string();
     let mut ff = Client::connect(&s.url("device_id=phone")).await.unwrap();
     ff.send(json!({"type":"auth","token":fresh_access})).await;
     assert_eq!(ff.close_code().await, 4003);
     assert_eq!(
-        post(
-            s,
-            "/login",
-            r#"{"email":"dev@example.com","password":"device owner","device_id":"phone"}"#,
-            None
-        )
-        .await
-        .0,
+        post(s, "/login", r#"{"email":"dev@example.com","password":"device owner","device_id":"phone"}"#, None).await.0,
         403
     );
     let (_, v) = get(s, "/api/devices", &access).await;
-    assert!(v["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|d| d["id"] != "phone"));
+    assert!(v["devices"].as_array().unwrap().iter().all(|d| d["id"] != "phone"));
 
     // Revoking the tablet revokes its login's refresh tokens too.
-    assert_eq!(
-        request(s, "DELETE", "/api/devices/tablet", &access).await.0,
-        200
-    );
-    assert_eq!(
-        tablet
-            .close_code_within(std::time::Duration::from_secs(1))
-            .await,
-        4003
-    );
-    assert_eq!(
-        post(
-            s,
-            "/token/refresh",
-            &json!({"refresh_token": tablet_refresh}).to_string(),
-            None
-        )
-        .await
-        .0,
-        401
-    );
+    assert_eq!(request(s, "DELETE", "/api/devices/tablet", &access).await.0, 200);
+    assert_eq!(tablet.close_code_within(std::time::Duration::from_secs(1)).await, 4003);
+    assert_eq!(post(s, "/token/refresh", &json!({"refresh_token": tablet_refresh}).to_string(), None).await.0, 401);
 
     // Another user's device (or an unknown one) is 404.
-    let (_, other) = post(
-        s,
-        "/register",
-        r#"{"email":"other@example.com","password":"other owner"}"#,
-        None,
-    )
-    .await;
+    let (_, other) = post(s, "/register", r#"{"email":"other@example.com","password":"other owner"}"#, None).await;
     let other_access = other["access_token"].as_str().unwrap().to_string();
-    assert_eq!(
-        request(s, "DELETE", "/api/devices/laptop", &other_access)
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        request(s, "DELETE", "/api/devices/nope", &access).await.0,
-        404
-    );
+    assert_eq!(request(s, "DELETE", "/api/devices/laptop", &other_access).await.0, 404);
+    assert_eq!(request(s, "DELETE", "/api/devices/nope", &access).await.0, 404);
     assert_eq!(laptop.request(json!({"type":"ping"})).await["type"], "pong");
 }
 
@@ -464,16 +233,14 @@ async fn devices_on_postgres() {
 
 async fn search_flow(s: &Server) {
     let mut access = String::new();
-    for (name, mail) in [
-        ("alice", "a1"),
-        ("alicia", "a2"),
-        ("malice", "a3"),
-        ("bob", "b1"),
-        ("alfred", "a4"),
-    ] {
-        let (status, r) =
-            post(s, "/register", &json!({"email": format!("{mail}@search.test"), "password": "search pw 123", "username": name}).to_string(), None)
-                .await;
+    for (name, mail) in [("alice", "a1"), ("alicia", "a2"), ("malice", "a3"), ("bob", "b1"), ("alfred", "a4")] {
+        let (status, r) = post(
+            s,
+            "/register",
+            &json!({"email": format!("{mail}@search.test"), "password": "search pw 123", "username": name}).to_string(),
+            None,
+        )
+        .await;
         assert_eq!(status, 201, "{r}");
         if name == "alice" {
             access = r["access_token"].as_str().unwrap().to_string();
@@ -482,15 +249,9 @@ async fn search_flow(s: &Server) {
     let (status, v) = get(s, "/api/users/search?q=alic", &access).await;
     assert_eq!(status, 200, "{v}");
     let users = v["users"].as_array().unwrap();
-    let names: Vec<&str> = users
-        .iter()
-        .map(|u| u["username"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = users.iter().map(|u| u["username"].as_str().unwrap()).collect();
     assert!(!names.contains(&"alice"), "never the caller: {names:?}");
-    assert!(
-        names.contains(&"alicia") && names.contains(&"malice"),
-        "{names:?}"
-    );
+    assert!(names.contains(&"alicia") && names.contains(&"malice"), "{names:?}");
     assert!(!names.contains(&"bob"), "{names:?}");
     assert_eq!(names[0], "alicia", "best match first: {names:?}");
     for u in users {
@@ -524,18 +285,12 @@ fn migrate_command_on_sqlite_and_postgres() {
         let dir = temp_dir();
         let run = || {
             let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_syncgate"));
-            cmd.arg("migrate")
-                .env_clear()
-                .env("SYNCGATE_DATA_DIR", &dir);
+            cmd.arg("migrate").env_clear().env("SYNCGATE_DATA_DIR", &dir);
             if let Some(u) = &url {
                 cmd.env("DATABASE_URL", u);
             }
             let out = cmd.output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8(out.stdout).unwrap()
         };
         assert!(run().starts_with("2 migration(s) applied"), "{url:?}");
@@ -545,59 +300,26 @@ fn migrate_command_on_sqlite_and_postgres() {
 
 #[tokio::test]
 async fn abuse_limits_on_login_and_register() {
-    let s = Server::start(&[
-        ("SYNCGATE_AUTH_ATTEMPTS_PER_MIN", "3"),
-        ("SYNCGATE_REGISTER_PER_HOUR", "2"),
-    ])
-    .await;
+    let s = Server::start(&[("SYNCGATE_AUTH_ATTEMPTS_PER_MIN", "3"), ("SYNCGATE_REGISTER_PER_HOUR", "2")]).await;
     for i in 0..2 {
-        let body =
-            json!({"email": format!("r{i}@limits.test"), "password": "limits pw 123"}).to_string();
+        let body = json!({"email": format!("r{i}@limits.test"), "password": "limits pw 123"}).to_string();
         assert_eq!(post(&s, "/register", &body, None).await.0, 201);
     }
-    let (status, body) = post(
-        &s,
-        "/register",
-        r#"{"email":"r3@limits.test","password":"limits pw 123"}"#,
-        None,
-    )
-    .await;
+    let (status, body) = post(&s, "/register", r#"{"email":"r3@limits.test","password":"limits pw 123"}"#, None).await;
     assert_eq!(status, 429);
     assert_eq!(body["error"], "rate_limited");
     for _ in 0..3 {
-        assert_eq!(
-            post(
-                &s,
-                "/login",
-                r#"{"email":"r0@limits.test","password":"wrong wrong"}"#,
-                None
-            )
-            .await
-            .0,
-            401
-        );
+        assert_eq!(post(&s, "/login", r#"{"email":"r0@limits.test","password":"wrong wrong"}"#, None).await.0, 401);
     }
     // Over the limit even with the right password: guessing stops here.
-    let (status, body) = post(
-        &s,
-        "/login",
-        r#"{"email":"r0@limits.test","password":"limits pw 123"}"#,
-        None,
-    )
-    .await;
+    let (status, body) = post(&s, "/login", r#"{"email":"r0@limits.test","password":"limits pw 123"}"#, None).await;
     assert_eq!(status, 429);
     assert!(body["message"].is_string());
     s.stop().await;
 }
 
 /// The binary in the development set-up (no key): the reset code is written to the log.
-fn spawn_dev(
-    env: &[(&str, &str)],
-) -> (
-    std::process::Child,
-    String,
-    std::sync::mpsc::Receiver<String>,
-) {
+fn spawn_dev(env: &[(&str, &str)]) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_syncgate"));
     cmd.env_clear()
@@ -614,22 +336,16 @@ fn spawn_dev(
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
                 break;
             }
         }
     });
     let addr = loop {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .expect("address logged");
-        if let Some(a) = serde_json::from_str::<Value>(&line)
-            .ok()
-            .and_then(|v| v["fields"]["addr"].as_str().map(str::to_string))
+        let line = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("address logged");
+        if let Some(a) =
+            serde_json::from_str::<Value>(&line).ok().and_then(|v| v["fields"]["addr"].as_str().map(str::to_string))
         {
             break a;
         }
@@ -640,17 +356,10 @@ fn spawn_dev(
 fn otp_from(logs: &std::sync::mpsc::Receiver<String>, email: &str) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let line = logs
-            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-            .expect("OTP logged");
+        let line =
+            logs.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).expect("OTP logged");
         if line.contains("DEVELOPMENT OTP") && line.contains(email) {
-            let digits: String = line
-                .rsplit(": ")
-                .next()
-                .unwrap()
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect();
+            let digits: String = line.rsplit(": ").next().unwrap().chars().take_while(|c| c.is_ascii_digit()).collect();
             assert_eq!(digits.len(), 6, "{line}");
             return digits;
         }
@@ -660,138 +369,37 @@ fn otp_from(logs: &std::sync::mpsc::Receiver<String>, email: &str) -> String {
 async fn reset_flow(env: &[(&str, &str)]) {
     let (mut child, addr, logs) = spawn_dev(env);
     let s = Server::attach(addr.parse().unwrap());
-    let (_, r) = post(
-        &s,
-        "/register",
-        r#"{"email":"reset@example.com","password":"old password"}"#,
-        None,
-    )
-    .await;
+    let (_, r) = post(&s, "/register", r#"{"email":"reset@example.com","password":"old password"}"#, None).await;
     let access = r["access_token"].as_str().unwrap().to_string();
     let refresh = r["refresh_token"].as_str().unwrap().to_string();
-    let mut live = Client::connect(&s.url(&format!("token={access}")))
-        .await
-        .unwrap();
+    let mut live = Client::connect(&s.url(&format!("token={access}"))).await.unwrap();
     assert_eq!(live.recv().await["type"], "welcome");
 
-    assert_eq!(
-        post(
-            &s,
-            "/forgot-password",
-            r#"{"email":"nobody@example.com"}"#,
-            None
-        )
-        .await
-        .0,
-        202
-    );
-    assert_eq!(
-        post(
-            &s,
-            "/forgot-password",
-            r#"{"email":"Reset@Example.com"}"#,
-            None
-        )
-        .await
-        .0,
-        202
-    );
+    assert_eq!(post(&s, "/forgot-password", r#"{"email":"nobody@example.com"}"#, None).await.0, 202);
+    assert_eq!(post(&s, "/forgot-password", r#"{"email":"Reset@Example.com"}"#, None).await.0, 202);
     let code = otp_from(&logs, "reset@example.com");
     let wrong = if code == "000000" { "111111" } else { "000000" };
-    let reset = |otp: &str, pw: &str| {
-        json!({"email":"reset@example.com","otp":otp,"new_password":pw}).to_string()
-    };
-    assert_eq!(
-        post(&s, "/reset-password", &reset(wrong, "new password"), None)
-            .await
-            .0,
-        401
-    );
-    assert_eq!(
-        post(&s, "/reset-password", &reset(&code, "new password"), None)
-            .await
-            .0,
-        200
-    );
+    let reset = |otp: &str, pw: &str| json!({"email":"reset@example.com","otp":otp,"new_password":pw}).to_string();
+    assert_eq!(post(&s, "/reset-password", &reset(wrong, "new password"), None).await.0, 401);
+    assert_eq!(post(&s, "/reset-password", &reset(&code, "new password"), None).await.0, 200);
     assert_eq!(live.close_code().await, 4003, "live connections are closed");
-    assert_eq!(
-        post(
-            &s,
-            "/token/refresh",
-            &json!({"refresh_token": refresh}).to_string(),
-            None
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(
-        post(
-            &s,
-            "/login",
-            r#"{"email":"reset@example.com","password":"old password"}"#,
-            None
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(
-        post(
-            &s,
-            "/login",
-            r#"{"email":"reset@example.com","password":"new password"}"#,
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        post(&s, "/reset-password", &reset(&code, "third password"), None)
-            .await
-            .0,
-        401,
-        "a code works once"
-    );
+    assert_eq!(post(&s, "/token/refresh", &json!({"refresh_token": refresh}).to_string(), None).await.0, 401);
+    assert_eq!(post(&s, "/login", r#"{"email":"reset@example.com","password":"old password"}"#, None).await.0, 401);
+    assert_eq!(post(&s, "/login", r#"{"email":"reset@example.com","password":"new password"}"#, None).await.0, 200);
+    assert_eq!(post(&s, "/reset-password", &reset(&code, "third password"), None).await.0, 401, "a code works once");
 
     // Five wrong tries burn a code.
-    assert_eq!(
-        post(
-            &s,
-            "/forgot-password",
-            r#"{"email":"reset@example.com"}"#,
-            None
-        )
-        .await
-        .0,
-        202
-    );
+    assert_eq!(post(&s, "/forgot-password", r#"{"email":"reset@example.com"}"#, None).await.0, 202);
     let code = otp_from(&logs, "reset@example.com");
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for _ in 0..5 {
-        assert_eq!(
-            post(&s, "/reset-password", &reset(wrong, "third password"), None)
-                .await
-                .0,
-            401
-        );
+        assert_eq!(post(&s, "/reset-password", &reset(wrong, "third password"), None).await.0, 401);
     }
+    assert_eq!(post(&s, "/reset-password", &reset(&code, "third password"), None).await.0, 401);
     assert_eq!(
-        post(&s, "/reset-password", &reset(&code, "third password"), None)
+        post(&s, "/reset-password", r#"{"email":"reset@example.com","otp":"12ab","new_password":"x y z w v"}"#, None)
             .await
             .0,
-        401
-    );
-    assert_eq!(
-        post(
-            &s,
-            "/reset-password",
-            r#"{"email":"reset@example.com","otp":"12ab","new_password":"x y z w v"}"#,
-            None
-        )
-        .await
-        .0,
         400
     );
     child.kill().unwrap();
@@ -824,16 +432,98 @@ async fn cors_for_allowed_origins() {
     assert!(pre.starts_with("http/1.1 204"), "{pre}");
     assert!(pre.contains("access-control-allow-origin: https://app.example.com"));
     assert!(pre.contains("access-control-allow-headers: authorization, content-type"));
-    let bad = raw("OPTIONS /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://evil.example.com\r\n\r\n".into()).await;
+    let bad =
+        raw("OPTIONS /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://evil.example.com\r\n\r\n"
+            .into())
+        .await;
     assert!(bad.starts_with("http/1.1 403"), "{bad}");
     let body = r#"{"email":"cors@example.com","password":"cors password"}"#;
     let reg = raw(format!("POST /register HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://app.example.com\r\nContent-Length: {}\r\n\r\n{body}", body.len())).await;
     assert!(
-        reg.starts_with("http/1.1 201")
-            && reg.contains("access-control-allow-origin: https://app.example.com"),
+        reg.starts_with("http/1.1 201") && reg.contains("access-control-allow-origin: https://app.example.com"),
         "{reg}"
     );
-    let other = raw("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://evil.example.com\r\n\r\n".into()).await;
+    let other =
+        raw("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://evil.example.com\r\n\r\n".into())
+            .await;
     assert!(!other.contains("access-control-allow-origin"));
     s.stop().await;
+}
+
+/// A minimal SMTP listener that accepts every message and hands over its text.
+async fn smtp_sink() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"220 localhost ESMTP test\r\n").await;
+                let mut data: Option<String> = None;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(body) = data.as_mut() {
+                        if line == "." {
+                            let _ = tx.send(std::mem::take(body));
+                            data = None;
+                            let _ = w.write_all(b"250 OK queued\r\n").await;
+                        } else {
+                            body.push_str(&line);
+                            body.push('\n');
+                        }
+                        continue;
+                    }
+                    let cmd = line.to_uppercase();
+                    let reply: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                        b"250-localhost\r\n250 8BITMIME\r\n"
+                    } else if cmd.starts_with("DATA") {
+                        data = Some(String::new());
+                        b"354 go ahead\r\n"
+                    } else if cmd.starts_with("QUIT") {
+                        let _ = w.write_all(b"221 bye\r\n").await;
+                        break;
+                    } else {
+                        b"250 OK\r\n"
+                    };
+                    let _ = w.write_all(reply).await;
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn reset_code_by_smtp_and_never_in_the_log() {
+    let (port, mut mails) = smtp_sink().await;
+    let url = format!("smtp://127.0.0.1:{port}");
+    let (mut child, addr, logs) =
+        spawn_dev(&[("SYNCGATE_SMTP_URL", url.as_str()), ("SYNCGATE_SMTP_FROM", "gate <gate@example.com>")]);
+    let s = Server::attach(addr.parse().unwrap());
+    assert_eq!(post(&s, "/register", r#"{"email":"mail@example.com","password":"mail password"}"#, None).await.0, 201);
+    assert_eq!(post(&s, "/forgot-password", r#"{"email":"mail@example.com"}"#, None).await.0, 202);
+    let mail =
+        tokio::time::timeout(std::time::Duration::from_secs(10), mails.recv()).await.expect("mail sent").unwrap();
+    assert!(mail.contains("mail@example.com") && mail.contains("gate@example.com"), "{mail}");
+    let code: String =
+        mail.split("code is ").nth(1).expect("code in the mail").chars().take_while(|c| c.is_ascii_digit()).collect();
+    assert_eq!(code.len(), 6);
+    let body = json!({"email":"mail@example.com","otp":code,"new_password":"new mail password"}).to_string();
+    assert_eq!(post(&s, "/reset-password", &body, None).await.0, 200);
+    child.kill().unwrap();
+    let _ = child.wait();
+    let log: Vec<String> = logs.try_iter().collect();
+    let log = log.join("\n");
+    assert!(!log.contains("DEVELOPMENT OTP"), "never logged when SMTP is configured");
+    // The code as a number of its own (timestamps may contain the same six digits by chance).
+    let b = log.as_bytes();
+    let standalone = log.match_indices(&code).any(|(i, _)| {
+        let before = i.checked_sub(1).map(|j| b[j].is_ascii_digit()).unwrap_or(false);
+        let after = b.get(i + 6).is_some_and(|c| c.is_ascii_digit());
+        !before && !after
+    });
+    assert!(!standalone, "the reset code reached the log");
 }

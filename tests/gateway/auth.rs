@@ -12,11 +12,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::common::*;
 
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
+    std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 fn sign_with(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
@@ -40,22 +36,14 @@ async fn rejected(s: &Server, token: &str) -> Rejected {
 async fn token_in_query_header_and_first_frame() {
     let s = Server::start(&[]).await;
     // Query.
-    let mut c = Client::connect(&s.url(&format!("token={}", token("alice"))))
-        .await
-        .unwrap();
+    let mut c = Client::connect(&s.url(&format!("token={}", token("alice")))).await.unwrap();
     assert_eq!(c.recv().await["user_id"], "alice");
     // Header.
     let mut req = s.url("device_id=hdr").into_client_request().unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", token("bob")).parse().unwrap(),
-    );
+    req.headers_mut().insert("authorization", format!("Bearer {}", token("bob")).parse().unwrap());
     let mut c = Client::connect_req(req).await.unwrap();
     let w = c.recv().await;
-    assert_eq!(
-        (w["user_id"].as_str(), w["device_id"].as_str()),
-        (Some("bob"), Some("hdr"))
-    );
+    assert_eq!((w["user_id"].as_str(), w["device_id"].as_str()), (Some("bob"), Some("hdr")));
     // First frame.
     let mut c = Client::connect(&s.url("device_id=ff")).await.unwrap();
     c.send(json!({"type":"auth","token":token("carol")})).await;
@@ -64,25 +52,14 @@ async fn token_in_query_header_and_first_frame() {
     assert_eq!(w["user_id"], "carol");
     assert_eq!(w["device_id"], "ff");
     // A generated device id when none is given.
-    let mut c = Client::connect(&s.url(&format!("token={}", token("dan"))))
-        .await
-        .unwrap();
-    assert!(c.recv().await["device_id"]
-        .as_str()
-        .is_some_and(|d| !d.is_empty()));
+    let mut c = Client::connect(&s.url(&format!("token={}", token("dan")))).await.unwrap();
+    assert!(c.recv().await["device_id"].as_str().is_some_and(|d| !d.is_empty()));
     // `sub` falls back to `user_id`.
-    let mut c = Client::connect(&s.url(&format!(
-        "token={}",
-        sign(&json!({"user_id":"eve","exp":now()+60}))
-    )))
-    .await
-    .unwrap();
+    let mut c =
+        Client::connect(&s.url(&format!("token={}", sign(&json!({"user_id":"eve","exp":now()+60}))))).await.unwrap();
     assert_eq!(c.recv().await["user_id"], "eve");
     // A bad device id is a 400.
-    let r = Client::connect(&s.url(&format!("token={}&device_id=bad%20id", token("x"))))
-        .await
-        .err()
-        .unwrap();
+    let r = Client::connect(&s.url(&format!("token={}&device_id=bad%20id", token("x")))).await.err().unwrap();
     assert_eq!(r.status, 400);
     s.stop().await;
 }
@@ -104,17 +81,10 @@ async fn rejected_tokens() {
     .unwrap();
     let r = rejected(&s, &wrong).await;
     assert_eq!(r.status, 401);
-    assert_eq!(
-        r.body,
-        json!({"error":"unauthorized","message":"invalid token"})
-    );
+    assert_eq!(r.body, json!({"error":"unauthorized","message":"invalid token"}));
 
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let none = format!(
-        "{}.{}.",
-        b64(&json!({"alg":"none","typ":"JWT"})),
-        b64(&claims("a"))
-    );
+    let none = format!("{}.{}.", b64(&json!({"alg":"none","typ":"JWT"})), b64(&claims("a")));
     assert_eq!(rejected(&s, &none).await.status, 401);
     let no_exp = sign(&json!({"sub":"a"}));
     assert_eq!(rejected(&s, &no_exp).await.status, 401);
@@ -143,9 +113,7 @@ async fn public_keys_decide_the_algorithm() {
     let s = Server::start(&[("SYNCGATE_JWT_PUBLIC_KEY", rsa_pub.as_str())]).await;
     let rsa = EncodingKey::from_rsa_pem(fixture("rsa1.key.pem").as_bytes()).unwrap();
     let t = sign_with(Algorithm::RS256, None, &rsa, &claims("alice"));
-    let mut c = Client::connect(&s.url(&format!("token={t}")))
-        .await
-        .unwrap();
+    let mut c = Client::connect(&s.url(&format!("token={t}"))).await.unwrap();
     assert_eq!(c.recv().await["user_id"], "alice");
     // HS/RS confusion: an HS256 token whose secret is the public key itself.
     let forged = jsonwebtoken::encode(
@@ -157,33 +125,22 @@ async fn public_keys_decide_the_algorithm() {
     assert_eq!(rejected(&s, &forged).await.status, 401);
     // Signed by another RSA key.
     let other = EncodingKey::from_rsa_pem(fixture("rsa2.key.pem").as_bytes()).unwrap();
-    assert_eq!(
-        rejected(&s, &sign_with(Algorithm::RS256, None, &other, &claims("a")))
-            .await
-            .status,
-        401
-    );
+    assert_eq!(rejected(&s, &sign_with(Algorithm::RS256, None, &other, &claims("a"))).await.status, 401);
     s.stop().await;
 
     let s = Server::start(&[("SYNCGATE_JWT_PUBLIC_KEY", fixture("ec.pub.pem").as_str())]).await;
     let ec = EncodingKey::from_ec_pem(fixture("ec.key.pem").as_bytes()).unwrap();
-    let mut c = Client::connect(&s.url(&format!(
-        "token={}",
-        sign_with(Algorithm::ES256, None, &ec, &claims("e"))
-    )))
-    .await
-    .unwrap();
+    let mut c = Client::connect(&s.url(&format!("token={}", sign_with(Algorithm::ES256, None, &ec, &claims("e")))))
+        .await
+        .unwrap();
     assert_eq!(c.recv().await["user_id"], "e");
     s.stop().await;
 
     let s = Server::start(&[("SYNCGATE_JWT_PUBLIC_KEY", fixture("ed.pub.pem").as_str())]).await;
     let ed = EncodingKey::from_ed_pem(fixture("ed.key.pem").as_bytes()).unwrap();
-    let mut c = Client::connect(&s.url(&format!(
-        "token={}",
-        sign_with(Algorithm::EdDSA, None, &ed, &claims("f"))
-    )))
-    .await
-    .unwrap();
+    let mut c = Client::connect(&s.url(&format!("token={}", sign_with(Algorithm::EdDSA, None, &ed, &claims("f")))))
+        .await
+        .unwrap();
     assert_eq!(c.recv().await["user_id"], "f");
     s.stop().await;
 }
@@ -228,44 +185,23 @@ async fn jwks_with_key_rotation() {
     let k1 = EncodingKey::from_rsa_pem(fixture("rsa1.key.pem").as_bytes()).unwrap();
     let k2 = EncodingKey::from_rsa_pem(fixture("rsa2.key.pem").as_bytes()).unwrap();
     let t1 = sign_with(Algorithm::RS256, Some("rsa1"), &k1, &claims("alice"));
-    let mut c = Client::connect(&s.url(&format!("token={t1}")))
-        .await
-        .unwrap();
+    let mut c = Client::connect(&s.url(&format!("token={t1}"))).await.unwrap();
     assert_eq!(c.recv().await["user_id"], "alice");
-    assert_eq!(
-        *hits.lock().unwrap(),
-        1,
-        "fetched once at start, then cached"
-    );
+    assert_eq!(*hits.lock().unwrap(), 1, "fetched once at start, then cached");
 
     // Rotation: the provider publishes rsa2 and retires rsa1.
     *doc.lock().unwrap() = json!({"keys":[jwk2]}).to_string();
     let t2 = sign_with(Algorithm::RS256, Some("rsa2"), &k2, &claims("bob"));
-    let mut c = Client::connect(&s.url(&format!("token={t2}")))
-        .await
-        .unwrap();
+    let mut c = Client::connect(&s.url(&format!("token={t2}"))).await.unwrap();
     assert_eq!(c.recv().await["user_id"], "bob");
-    assert_eq!(
-        *hits.lock().unwrap(),
-        2,
-        "an unknown kid triggers one refetch"
-    );
+    assert_eq!(*hits.lock().unwrap(), 2, "an unknown kid triggers one refetch");
     // The retired key no longer verifies, and unknown kids do not hammer the JWKS endpoint.
     assert_eq!(rejected(&s, &t1).await.status, 401);
     let t3 = sign_with(Algorithm::RS256, Some("nope"), &k2, &claims("x"));
     assert_eq!(rejected(&s, &t3).await.status, 401);
-    assert_eq!(
-        *hits.lock().unwrap(),
-        2,
-        "unknown-kid refetches are limited to one per 30 s"
-    );
+    assert_eq!(*hits.lock().unwrap(), 2, "unknown-kid refetches are limited to one per 30 s");
     // A token with the right kid but the HS256 algorithm is refused (the JWK fixes RS256).
-    let forged = sign_with(
-        Algorithm::HS256,
-        Some("rsa2"),
-        &EncodingKey::from_secret(b"x"),
-        &claims("x"),
-    );
+    let forged = sign_with(Algorithm::HS256, Some("rsa2"), &EncodingKey::from_secret(b"x"), &claims("x"));
     assert_eq!(rejected(&s, &forged).await.status, 401);
     s.stop().await;
 }
@@ -281,15 +217,11 @@ async fn token_expiry_and_refresh_on_a_live_connection() {
     // Refreshed in time: stays open past the first expiry.
     let short = sign(&json!({"sub":"bob","exp": now() + 2}));
     let mut c = s.client_with(&short, "d1", "").await;
-    let r = c
-        .request(json!({"type":"auth","token":token("bob"),"id":"re"}))
-        .await;
+    let r = c.request(json!({"type":"auth","token":token("bob"),"id":"re"})).await;
     assert_eq!(r["type"], "auth_ok");
     assert_eq!(r["id"], "re");
     // A token for another user is refused and changes nothing.
-    let r = c
-        .request(json!({"type":"auth","token":token("mallory")}))
-        .await;
+    let r = c.request(json!({"type":"auth","token":token("mallory")})).await;
     assert_eq!(r["code"], "unauthorized");
     tokio::time::sleep(Duration::from_millis(3200)).await;
     assert_eq!(c.request(json!({"type":"ping"})).await["type"], "pong");
@@ -300,14 +232,9 @@ async fn token_expiry_and_refresh_on_a_live_connection() {
 async fn device_bound_tokens() {
     let s = Server::start(&[]).await;
     let bound = sign(&json!({"sub":"alice","did":"phone","exp": now() + 60}));
-    let mut c = Client::connect(&s.url(&format!("token={bound}")))
-        .await
-        .unwrap();
+    let mut c = Client::connect(&s.url(&format!("token={bound}"))).await.unwrap();
     assert_eq!(c.recv().await["device_id"], "phone");
-    let r = Client::connect(&s.url(&format!("token={bound}&device_id=laptop")))
-        .await
-        .err()
-        .unwrap();
+    let r = Client::connect(&s.url(&format!("token={bound}&device_id=laptop"))).await.err().unwrap();
     assert_eq!(r.status, 401);
     s.stop().await;
 }

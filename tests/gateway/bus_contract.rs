@@ -16,10 +16,7 @@ struct Node {
 
 async fn local() -> Node {
     let registry = Arc::new(Registry::new());
-    Node {
-        bus: Arc::new(LocalBus::new(registry.clone())),
-        registry,
-    }
+    Node { bus: Arc::new(LocalBus::new(registry.clone())), registry }
 }
 
 async fn redis(prefix: &str) -> (Node, Arc<RedisBus>) {
@@ -32,24 +29,11 @@ async fn redis(prefix: &str) -> (Node, Arc<RedisBus>) {
     };
     let bus = RedisBus::start(settings, registry.clone()).await.unwrap();
     registry.set_hooks(bus.clone());
-    (
-        Node {
-            bus: bus.clone(),
-            registry,
-        },
-        bus,
-    )
+    (Node { bus: bus.clone(), registry }, bus)
 }
 
 fn conn(id: u64, user: &str) -> Arc<ConnHandle> {
-    Arc::new(ConnHandle::new(
-        id,
-        user.into(),
-        "d".into(),
-        1024,
-        1 << 20,
-        Arc::default(),
-    ))
+    Arc::new(ConnHandle::new(id, user.into(), "d".into(), 1024, 1 << 20, Arc::default()))
 }
 
 /// Frames queued for `c` within `wait`, as text.
@@ -57,9 +41,7 @@ async fn drain(c: &ConnHandle, wait: Duration) -> Vec<String> {
     tokio::time::sleep(wait).await;
     let mut q = VecDeque::new();
     c.take(&mut q);
-    q.into_iter()
-        .filter_map(|m| m.into_text().ok().map(|t| t.to_string()))
-        .collect()
+    q.into_iter().filter_map(|m| m.into_text().ok().map(|t| t.to_string())).collect()
 }
 
 async fn join(node: &Node, c: &Arc<ConnHandle>, channel: &str) -> Membership {
@@ -80,33 +62,19 @@ async fn contract_single(node: &Node) {
     let _ = drain(&b, Duration::ZERO).await;
     let n = node.bus.publish("room:1", Message::text("{\"k\":1}"), a.id);
     assert_eq!(n, 1, "local recipients");
-    assert!(
-        drain(&a, Duration::from_millis(100)).await.is_empty(),
-        "the origin is excluded"
-    );
+    assert!(drain(&a, Duration::from_millis(100)).await.is_empty(), "the origin is excluded");
     assert_eq!(drain(&b, Duration::ZERO).await, vec!["{\"k\":1}"]);
-    assert!(
-        drain(&c, Duration::ZERO).await.is_empty(),
-        "other channels unaffected"
-    );
+    assert!(drain(&c, Duration::ZERO).await.is_empty(), "other channels unaffected");
 
     // Presence lists each member once.
     let p = node.bus.presence("room:1", &None).await;
     let v: serde_json::Value = serde_json::from_str(p.as_str()).unwrap();
-    assert_eq!(
-        v["members"].as_array().unwrap().len(),
-        2,
-        "{v} {}",
-        p.as_str()
-    );
+    assert_eq!(v["members"].as_array().unwrap().len(), 2, "{v} {}", p.as_str());
 
     // Control: disconnect reaches the user's connections.
     let u = conn(9, "u");
     let _mu = join(node, &u, "user:u").await;
-    node.bus.control(Control::Disconnect {
-        user_id: "u".into(),
-        device_id: None,
-    });
+    node.bus.control(Control::Disconnect { user_id: "u".into(), device_id: None });
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(u.closing().is_some());
     assert!(node.bus.healthy());
@@ -134,8 +102,7 @@ async fn redis_bus_meets_the_contract_and_crosses_instances() {
     let _mo = join(&n1, &origin, "room:x").await;
     let _ = drain(&remote, Duration::from_millis(300)).await; // join
     for i in 0..100 {
-        n1.bus
-            .publish("room:x", Message::text(format!("{{\"i\":{i}}}")), origin.id);
+        n1.bus.publish("room:x", Message::text(format!("{{\"i\":{i}}}")), origin.id);
     }
     let got = drain(&remote, Duration::from_millis(500)).await;
     assert_eq!(got.len(), 100);
@@ -143,15 +110,10 @@ async fn redis_bus_meets_the_contract_and_crosses_instances() {
     // Batched: fewer PUBLISH commands than messages.
     let stats = &b1.stats;
     let (cmds, msgs) = (
-        stats
-            .publish_commands
-            .load(std::sync::atomic::Ordering::Relaxed),
+        stats.publish_commands.load(std::sync::atomic::Ordering::Relaxed),
         stats.messages.load(std::sync::atomic::Ordering::Relaxed),
     );
-    assert!(
-        msgs >= 100 && cmds < msgs,
-        "{cmds} commands for {msgs} messages"
-    );
+    assert!(msgs >= 100 && cmds < msgs, "{cmds} commands for {msgs} messages");
     // Per-user cap across instances.
     assert!(n1.bus.acquire_user("capped", 2).await);
     assert!(n2.bus.acquire_user("capped", 2).await);

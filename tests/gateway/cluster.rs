@@ -31,13 +31,8 @@ async fn instance(prefix: &str, extra: &[(&str, &str)]) -> Server {
 }
 
 pub async fn redis_client() -> RedisClient {
-    let client = Builder::from_config(Config::from_url(REDIS).unwrap())
-        .build()
-        .unwrap();
-    client
-        .init()
-        .await
-        .expect("Redis at 127.0.0.1:6379 (scripts/test.sh starts it)");
+    let client = Builder::from_config(Config::from_url(REDIS).unwrap()).build().unwrap();
+    client.init().await.expect("Redis at 127.0.0.1:6379 (scripts/test.sh starts it)");
     client
 }
 
@@ -49,27 +44,16 @@ async fn numsub(client: &RedisClient, channel: &str) -> i64 {
 async fn metrics(s: &Server) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
     let mut out = String::new();
     stream.read_to_string(&mut out).await.unwrap();
     out
 }
 
-async fn http(
-    s: &Server,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: &str,
-) -> (u16, serde_json::Value) {
+async fn http(s: &Server, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, serde_json::Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let auth = key
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -79,27 +63,18 @@ async fn http(
     stream.read_to_string(&mut out).await.unwrap();
     let status = out[9..12].parse().unwrap();
     let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
 }
 
 #[tokio::test]
 async fn cross_instance_fan_out_with_sender_exclusion() {
     let p = prefix();
-    let (s1, s2, s3) = (
-        instance(&p, &[]).await,
-        instance(&p, &[]).await,
-        instance(&p, &[]).await,
-    );
+    let (s1, s2, s3) = (instance(&p, &[]).await, instance(&p, &[]).await, instance(&p, &[]).await);
     let mut phone = s1.client("alice", "phone").await;
     let mut laptop = s2.client("alice", "laptop").await;
     let mut tablet = s3.client("alice", "tablet").await;
     let mut bob = s2.client("bob", "d").await;
-    let ack = phone
-        .request(json!({"type":"publish","channel":"user","event":"clip","data":"x","id":1}))
-        .await;
+    let ack = phone.request(json!({"type":"publish","channel":"user","event":"clip","data":"x","id":1})).await;
     assert_eq!(ack["type"], "ack");
     for d in [&mut laptop, &mut tablet] {
         let e = d.recv().await;
@@ -111,39 +86,24 @@ async fn cross_instance_fan_out_with_sender_exclusion() {
 
     // Binary frames cross instances verbatim too.
     use futures_util::SinkExt;
-    laptop
-        .ws
-        .send(tokio_tungstenite::tungstenite::Message::binary(vec![
-            1u8, 2, 3,
-        ]))
-        .await
-        .unwrap();
+    laptop.ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![1u8, 2, 3])).await.unwrap();
     assert_eq!(phone.recv().await, json!({"binary":[1,2,3]}));
     assert_eq!(tablet.recv().await, json!({"binary":[1,2,3]}));
 
     // A room spread over three instances; exactly one delivery each.
-    let mut members = vec![
-        s1.client("m1", "d").await,
-        s2.client("m2", "d").await,
-        s3.client("m3", "d").await,
-    ];
+    let mut members = vec![s1.client("m1", "d").await, s2.client("m2", "d").await, s3.client("m3", "d").await];
     for m in &mut members {
         assert_eq!(m.subscribe("room:x").await["type"], "subscribed");
     }
     // Drain the join announcements.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for m in &mut members {
-        while let Ok(Some(_)) = tokio::time::timeout(
-            Duration::from_millis(50),
-            futures_util::StreamExt::next(&mut m.ws),
-        )
-        .await
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(50), futures_util::StreamExt::next(&mut m.ws)).await
         {}
     }
     for i in 0..20 {
-        members[0]
-            .send(json!({"type":"publish","channel":"room:x","event":"n","data":i}))
-            .await;
+        members[0].send(json!({"type":"publish","channel":"room:x","event":"n","data":i})).await;
     }
     for m in members.iter_mut().skip(1) {
         for i in 0..20 {
@@ -167,27 +127,16 @@ async fn presence_join_leave_and_caps_across_instances() {
     a.subscribe("room:p").await;
     let mut b = s2.client("b", "d1").await;
     b.subscribe("room:p").await;
-    assert_eq!(
-        a.recv().await,
-        json!({"type":"join","channel":"room:p","user_id":"b","device_id":"d1"})
-    );
+    assert_eq!(a.recv().await, json!({"type":"join","channel":"room:p","user_id":"b","device_id":"d1"}));
     // b's second connection (same device) on the other instance is not a new join.
     let mut b2 = s1.client("b", "d1").await;
     b2.subscribe("room:p").await;
     a.silent(400).await;
-    let pr = a
-        .request(json!({"type":"presence","channel":"room:p"}))
-        .await;
-    assert_eq!(
-        pr["members"],
-        json!([{"user_id":"a","device_id":"d1"},{"user_id":"b","device_id":"d1"}])
-    );
+    let pr = a.request(json!({"type":"presence","channel":"room:p"})).await;
+    assert_eq!(pr["members"], json!([{"user_id":"a","device_id":"d1"},{"user_id":"b","device_id":"d1"}]));
 
     // Cap 2 counts b's connections on both instances.
-    let r = Client::connect(&s2.url(&format!("token={}", token("b"))))
-        .await
-        .err()
-        .unwrap();
+    let r = Client::connect(&s2.url(&format!("token={}", token("b")))).await.err().unwrap();
     assert_eq!(r.status, 429);
     let mut c = Client::connect(&s1.url("")).await.unwrap();
     c.send(json!({"type":"auth","token":token("b")})).await;
@@ -197,17 +146,11 @@ async fn presence_join_leave_and_caps_across_instances() {
     drop(b);
     a.silent(500).await;
     drop(b2);
-    assert_eq!(
-        a.recv().await,
-        json!({"type":"leave","channel":"room:p","user_id":"b","device_id":"d1"})
-    );
+    assert_eq!(a.recv().await, json!({"type":"leave","channel":"room:p","user_id":"b","device_id":"d1"}));
     // And the cap slot came back.
     let mut ok = false;
     for _ in 0..40 {
-        if Client::connect(&s2.url(&format!("token={}", token("b"))))
-            .await
-            .is_ok()
-        {
+        if Client::connect(&s2.url(&format!("token={}", token("b")))).await.is_ok() {
             ok = true;
             break;
         }
@@ -232,13 +175,7 @@ async fn external_publish_and_subscription_hygiene() {
     // Two local members, one Redis subscription.
     assert_eq!(numsub(&redis, &key).await, 1);
 
-    let _: i64 = redis
-        .publish(
-            &key,
-            r#"{"event":"message:created","data":{"id":7,"text":"hi"}}"#,
-        )
-        .await
-        .unwrap();
+    let _: i64 = redis.publish(&key, r#"{"event":"message:created","data":{"id":7,"text":"hi"}}"#).await.unwrap();
     for m in [&mut m1, &mut m2] {
         let e = m.recv_type("event").await;
         assert_eq!(e["type"], "event");
@@ -251,8 +188,7 @@ async fn external_publish_and_subscription_hygiene() {
     let _: i64 = redis.publish(&key, "not json").await.unwrap();
     assert_eq!(m1.request(json!({"type":"ping"})).await["type"], "pong");
 
-    m1.request(json!({"type":"unsubscribe","channel":"room:ext"}))
-        .await;
+    m1.request(json!({"type":"unsubscribe","channel":"room:ext"})).await;
     assert_eq!(numsub(&redis, &key).await, 1);
     drop(m2);
     let mut gone = false;
@@ -277,34 +213,15 @@ async fn server_api_publish_and_disconnect_on_every_instance() {
     let mut r = s2.client("r", "d").await;
     r.subscribe("room:api").await;
 
-    let (status, body) = http(
-        &s1,
-        "POST",
-        "/api/publish",
-        Some(API_KEY),
-        r#"{"channel":"room:api","event":"deploy","data":{"v":2}}"#,
-    )
-    .await;
+    let (status, body) =
+        http(&s1, "POST", "/api/publish", Some(API_KEY), r#"{"channel":"room:api","event":"deploy","data":{"v":2}}"#)
+            .await;
     assert_eq!(status, 200, "{body}");
     let e = r.recv().await;
-    assert_eq!(
-        (e["event"].as_str(), e["from"].clone()),
-        (Some("deploy"), json!({"user_id":"server"}))
-    );
+    assert_eq!((e["event"].as_str(), e["from"].clone()), (Some("deploy"), json!({"user_id":"server"})));
     assert_eq!(e["data"], json!({"v":2}));
 
-    assert_eq!(
-        http(
-            &s1,
-            "POST",
-            "/api/publish",
-            Some("wrong-key-wrong-key"),
-            "{}"
-        )
-        .await
-        .0,
-        401
-    );
+    assert_eq!(http(&s1, "POST", "/api/publish", Some("wrong-key-wrong-key"), "{}").await.0, 401);
     assert_eq!(http(&s1, "POST", "/api/publish", None, "{}").await.0, 401);
     for bad in [
         "not json",
@@ -318,30 +235,12 @@ async fn server_api_publish_and_disconnect_on_every_instance() {
         assert!(body["message"].is_string());
     }
 
-    let (status, _) = http(
-        &s2,
-        "POST",
-        "/api/disconnect",
-        Some(API_KEY),
-        r#"{"user_id":"alice"}"#,
-    )
-    .await;
+    let (status, _) = http(&s2, "POST", "/api/disconnect", Some(API_KEY), r#"{"user_id":"alice"}"#).await;
     assert_eq!(status, 200);
     assert_eq!(a1.close_code().await, 4003);
     assert_eq!(a2.close_code().await, 4003);
     assert_eq!(r.request(json!({"type":"ping"})).await["type"], "pong");
-    assert_eq!(
-        http(
-            &s2,
-            "POST",
-            "/api/disconnect",
-            Some(API_KEY),
-            r#"{"device_id":"x"}"#
-        )
-        .await
-        .0,
-        400
-    );
+    assert_eq!(http(&s2, "POST", "/api/disconnect", Some(API_KEY), r#"{"device_id":"x"}"#).await.0, 400);
 
     let (status, body) = http(&s1, "GET", "/ready", None, "").await;
     assert_eq!((status, body["bus"].as_str()), (200, Some("up")));
@@ -351,32 +250,15 @@ async fn server_api_publish_and_disconnect_on_every_instance() {
 
 #[tokio::test]
 async fn server_api_on_the_local_bus_and_off_without_a_key() {
-    let s = Server::start(&[
-        ("SYNCGATE_API_KEY", API_KEY),
-        ("SYNCGATE_PUBLIC_NAMESPACES", "room"),
-    ])
-    .await;
+    let s = Server::start(&[("SYNCGATE_API_KEY", API_KEY), ("SYNCGATE_PUBLIC_NAMESPACES", "room")]).await;
     let mut m = s.client("m", "d").await;
     m.subscribe("room:l").await;
-    let (status, _) = http(
-        &s,
-        "POST",
-        "/api/publish",
-        Some(API_KEY),
-        r#"{"channel":"room:l","event":"e","data":[1]}"#,
-    )
-    .await;
+    let (status, _) =
+        http(&s, "POST", "/api/publish", Some(API_KEY), r#"{"channel":"room:l","event":"e","data":[1]}"#).await;
     assert_eq!(status, 200);
     let e = m.recv().await;
     assert_eq!(e["from"], json!({"user_id":"server"}));
-    let (status, _) = http(
-        &s,
-        "POST",
-        "/api/disconnect",
-        Some(API_KEY),
-        r#"{"user_id":"m","device_id":"d"}"#,
-    )
-    .await;
+    let (status, _) = http(&s, "POST", "/api/disconnect", Some(API_KEY), r#"{"user_id":"m","device_id":"d"}"#).await;
     assert_eq!(status, 200);
     assert_eq!(m.close_code().await, 4003);
     let (status, body) = http(&s, "GET", "/ready", None, "").await;
@@ -384,12 +266,7 @@ async fn server_api_on_the_local_bus_and_off_without_a_key() {
     s.stop().await;
 
     let s = Server::start(&[]).await;
-    assert_eq!(
-        http(&s, "POST", "/api/publish", Some(API_KEY), "{}")
-            .await
-            .0,
-        404
-    );
+    assert_eq!(http(&s, "POST", "/api/publish", Some(API_KEY), "{}").await.0, 404);
     assert_eq!(http(&s, "POST", "/api/disconnect", None, "{}").await.0, 404);
     s.stop().await;
 }
@@ -416,30 +293,17 @@ async fn members_of_a_killed_instance_leave_within_the_ttl() {
         .spawn()
         .unwrap();
     let addr = crate::lifecycle::read_addr(child.stderr.take().unwrap());
-    let mut victim = Client::connect(&format!("ws://{addr}/ws?token={}&device_id=d", token("v")))
-        .await
-        .unwrap();
+    let mut victim = Client::connect(&format!("ws://{addr}/ws?token={}&device_id=d", token("v"))).await.unwrap();
     assert_eq!(victim.recv().await["type"], "welcome");
     victim.subscribe("room:k").await;
     assert_eq!(watcher.recv().await["type"], "join");
     child.kill().unwrap();
     let killed = std::time::Instant::now();
     let _ = child.wait();
-    let leave = tokio::time::timeout(Duration::from_millis(1500), watcher.recv())
-        .await
-        .expect("leave within the TTL");
-    assert_eq!(
-        leave,
-        json!({"type":"leave","channel":"room:k","user_id":"v","device_id":"d"})
-    );
-    assert!(
-        killed.elapsed() <= Duration::from_millis(1200),
-        "{:?}",
-        killed.elapsed()
-    );
-    let pr = watcher
-        .request(json!({"type":"presence","channel":"room:k"}))
-        .await;
+    let leave = tokio::time::timeout(Duration::from_millis(1500), watcher.recv()).await.expect("leave within the TTL");
+    assert_eq!(leave, json!({"type":"leave","channel":"room:k","user_id":"v","device_id":"d"}));
+    assert!(killed.elapsed() <= Duration::from_millis(1200), "{:?}", killed.elapsed());
+    let pr = watcher.request(json!({"type":"presence","channel":"room:k"})).await;
     assert_eq!(pr["members"], json!([{"user_id":"w","device_id":"d"}]));
     s1.stop().await;
 }
@@ -453,25 +317,13 @@ struct OwnRedis {
 impl OwnRedis {
     fn start(port: u16) -> OwnRedis {
         let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server (scripts/test.sh installs it)");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
         OwnRedis { port, child }
@@ -501,11 +353,7 @@ async fn wait_ready(s: &Server, want: u16) {
 
 #[tokio::test]
 async fn redis_restart_mid_test_resumes_delivery_without_duplicates() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut redis = OwnRedis::start(port);
     let url = format!("redis://127.0.0.1:{}", redis.port);
     let p = prefix();
@@ -514,8 +362,7 @@ async fn redis_restart_mid_test_resumes_delivery_without_duplicates() {
     let mut tx = s1.client("alice", "a").await;
     let mut rx = s2.client("alice", "b").await;
     let mut local = s1.client("alice", "c").await;
-    tx.send(json!({"type":"publish","channel":"user","event":"n","data":0}))
-        .await;
+    tx.send(json!({"type":"publish","channel":"user","event":"n","data":0})).await;
     assert_eq!(rx.recv_type("event").await["data"], 0);
     assert_eq!(local.recv_type("event").await["data"], 0);
 
@@ -524,8 +371,7 @@ async fn redis_restart_mid_test_resumes_delivery_without_duplicates() {
     wait_ready(&s1, 503).await;
     assert!(metrics(&s1).await.contains("syncgate_redis_up 0"));
     // Local traffic goes on while Redis is down.
-    tx.send(json!({"type":"publish","channel":"user","event":"n","data":1}))
-        .await;
+    tx.send(json!({"type":"publish","channel":"user","event":"n","data":1})).await;
     assert_eq!(local.recv_type("event").await["data"], 1);
     assert_eq!(tx.request(json!({"type":"ping"})).await["type"], "pong");
 
@@ -534,8 +380,7 @@ async fn redis_restart_mid_test_resumes_delivery_without_duplicates() {
     wait_ready(&s2, 200).await;
     // Resubscribed: delivery resumes, exactly once per message.
     for i in 2..7 {
-        tx.send(json!({"type":"publish","channel":"user","event":"n","data":i}))
-            .await;
+        tx.send(json!({"type":"publish","channel":"user","event":"n","data":i})).await;
     }
     // Message 1 (sent while Redis was down) may still arrive if the bus's in-flight batch was
     // retried within its 2 s command timeout; nothing may arrive twice.
@@ -547,15 +392,9 @@ async fn redis_restart_mid_test_resumes_delivery_without_duplicates() {
     rx.silent(500).await;
     let unique: std::collections::HashSet<i64> = got.iter().copied().collect();
     assert_eq!(unique.len(), got.len(), "duplicates: {got:?}");
-    assert_eq!(
-        got.iter().filter(|d| **d >= 2).copied().collect::<Vec<_>>(),
-        vec![2, 3, 4, 5, 6]
-    );
+    assert_eq!(got.iter().filter(|d| **d >= 2).copied().collect::<Vec<_>>(), vec![2, 3, 4, 5, 6]);
     let m = metrics(&s2).await;
-    assert!(
-        m.contains("syncgate_redis_up 1") && m.contains("syncgate_redis_reconnects_total"),
-        "{m}"
-    );
+    assert!(m.contains("syncgate_redis_up 1") && m.contains("syncgate_redis_reconnects_total"), "{m}");
     s1.stop().await;
     s2.stop().await;
 }

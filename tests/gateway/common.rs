@@ -16,10 +16,7 @@ pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 pub const WAIT: Duration = Duration::from_secs(5);
 
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 pub fn temp_dir() -> std::path::PathBuf {
@@ -37,22 +34,14 @@ pub struct Server {
 impl Server {
     /// Starts a server with `SYNCGATE_JWT_SECRET=SECRET` unless `env` names another key source.
     pub async fn start(env: &[(&str, &str)]) -> Server {
-        let mut vars: HashMap<String, String> = env
+        let mut vars: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let has_key = ["SYNCGATE_JWT_SECRET", "SYNCGATE_JWT_PUBLIC_KEY", "SYNCGATE_JWKS_URL"]
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let has_key = [
-            "SYNCGATE_JWT_SECRET",
-            "SYNCGATE_JWT_PUBLIC_KEY",
-            "SYNCGATE_JWKS_URL",
-        ]
-        .iter()
-        .any(|k| vars.contains_key(*k));
+            .any(|k| vars.contains_key(*k));
         if !has_key {
             vars.insert("SYNCGATE_JWT_SECRET".into(), SECRET.into());
         }
-        vars.entry("SYNCGATE_DATA_DIR".into())
-            .or_insert_with(|| temp_dir().display().to_string());
+        vars.entry("SYNCGATE_DATA_DIR".into()).or_insert_with(|| temp_dir().display().to_string());
         let config = syncgate::config::Config::from_map(&vars).expect("valid test config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -64,20 +53,12 @@ impl Server {
             .await
             .expect("server runs");
         });
-        Server {
-            addr,
-            stop: Some(tx),
-            task,
-        }
+        Server { addr, stop: Some(tx), task }
     }
 
     /// A handle on a server running elsewhere (a spawned binary); `stop` is not available.
     pub fn attach(addr: SocketAddr) -> Server {
-        Server {
-            addr,
-            stop: None,
-            task: tokio::spawn(async {}),
-        }
+        Server { addr, stop: None, task: tokio::spawn(async {}) }
     }
 
     pub fn url(&self, query: &str) -> String {
@@ -93,10 +74,7 @@ impl Server {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        tokio::time::timeout(Duration::from_secs(15), &mut self.task)
-            .await
-            .expect("server stops")
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(15), &mut self.task).await.expect("server stops").unwrap();
     }
 
     /// Opens a connection for `user`/`device` with a query token and reads the welcome.
@@ -150,20 +128,14 @@ impl Client {
 
     pub async fn connect_req(req: http::Request<()>) -> Result<Client, Rejected> {
         match tokio_tungstenite::connect_async(req).await {
-            Ok((ws, _)) => Ok(Client {
-                ws,
-                welcome: Value::Null,
-            }),
+            Ok((ws, _)) => Ok(Client { ws, welcome: Value::Null }),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let body = resp
                     .body()
                     .as_ref()
                     .map(|b| serde_json::from_slice(b).unwrap_or(Value::Null))
                     .unwrap_or(Value::Null);
-                Err(Rejected {
-                    status: resp.status().as_u16(),
-                    body,
-                })
+                Err(Rejected { status: resp.status().as_u16(), body })
             }
             Err(e) => panic!("connect failed: {e}"),
         }
@@ -180,13 +152,9 @@ impl Client {
     /// The next data frame, as JSON (binary frames come back as `{"binary": [..]}`).
     pub async fn recv(&mut self) -> Value {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a frame within 5 s");
+            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame within 5 s");
             match msg {
-                Some(Ok(Message::Text(t))) => {
-                    return serde_json::from_str(&t).expect("server sends JSON")
-                }
+                Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("server sends JSON"),
                 Some(Ok(Message::Binary(b))) => return json!({ "binary": b.to_vec() }),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 other => panic!("expected a data frame, got {other:?}"),
@@ -213,9 +181,7 @@ impl Client {
     pub async fn close_code_within(&mut self, wait: Duration) -> u16 {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .expect("closed in time");
+            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.expect("closed in time");
             match msg {
                 Some(Ok(Message::Close(Some(f)))) => return f.code.into(),
                 Some(Ok(Message::Close(None))) => return 1005,
@@ -245,7 +211,6 @@ impl Client {
     }
 
     pub async fn subscribe(&mut self, channel: &str) -> Value {
-        self.request(json!({"type": "subscribe", "channel": channel}))
-            .await
+        self.request(json!({"type": "subscribe", "channel": channel})).await
     }
 }

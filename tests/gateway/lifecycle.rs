@@ -45,51 +45,23 @@ pub fn read_addr(stderr: std::process::ChildStderr) -> String {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("server logs its address")
+    rx.recv_timeout(Duration::from_secs(10)).expect("server logs its address")
 }
 
 fn token_cli(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .env_clear()
-        .env("SYNCGATE_DATA_DIR", dir)
-        .arg("token")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(BIN).env_clear().env("SYNCGATE_DATA_DIR", dir).arg("token").args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 #[tokio::test]
 async fn development_secret_survives_restart_and_sigterm_closes_1001() {
     let dir = temp_dir();
-    let t = token_cli(
-        &dir,
-        &[
-            "--user",
-            "alice",
-            "--device",
-            "d1",
-            "--ttl",
-            "1h",
-            "--channel",
-            "room:*",
-        ],
-    );
+    let t = token_cli(&dir, &["--user", "alice", "--device", "d1", "--ttl", "1h", "--channel", "room:*"]);
     let (mut child, addr) = spawn(&dir, &[]);
-    let mut a = Client::connect(&format!("ws://{addr}/ws?token={t}"))
-        .await
-        .unwrap();
+    let mut a = Client::connect(&format!("ws://{addr}/ws?token={t}")).await.unwrap();
     let w = a.recv().await;
-    assert_eq!(
-        (w["user_id"].as_str(), w["device_id"].as_str()),
-        (Some("alice"), Some("d1"))
-    );
+    assert_eq!((w["user_id"].as_str(), w["device_id"].as_str()), (Some("alice"), Some("d1")));
     assert_eq!(a.subscribe("room:1").await["type"], "subscribed");
     assert_eq!(a.subscribe("other:1").await["code"], "forbidden");
     drop(a);
@@ -98,23 +70,15 @@ async fn development_secret_survives_restart_and_sigterm_closes_1001() {
 
     // Restart on the same data directory: the same token still works.
     let (child, addr) = spawn(&dir, &[]);
-    let mut a = Client::connect(&format!("ws://{addr}/ws?token={t}"))
-        .await
-        .unwrap();
+    let mut a = Client::connect(&format!("ws://{addr}/ws?token={t}")).await.unwrap();
     assert_eq!(a.recv().await["type"], "welcome");
     let t2 = token_cli(&dir, &["--user", "bob"]);
-    let mut b = Client::connect(&format!("ws://{addr}/ws?token={t2}"))
-        .await
-        .unwrap();
+    let mut b = Client::connect(&format!("ws://{addr}/ws?token={t2}")).await.unwrap();
     assert_eq!(b.recv().await["type"], "welcome");
 
     // SIGTERM: every connection gets 1001 and the process exits.
     let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert_eq!(a.close_code().await, 1001);
     assert_eq!(b.close_code().await, 1001);
     let mut child = child;
@@ -124,10 +88,7 @@ async fn development_secret_survives_restart_and_sigterm_closes_1001() {
             assert!(status.success(), "{status:?}");
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "did not exit after SIGTERM"
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "did not exit after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -155,12 +116,7 @@ fn bad_env_stops_start_up_naming_the_variable() {
         ("SYNCGATE_MAX_CONNECTIONS_PER_USER", "-1"),
         ("SYNCGATE_LOG_FORMAT", "xml"),
     ] {
-        let out = Command::new(BIN)
-            .env_clear()
-            .env(key, value)
-            .env("SYNCGATE_DATA_DIR", temp_dir())
-            .output()
-            .unwrap();
+        let out = Command::new(BIN).env_clear().env(key, value).env("SYNCGATE_DATA_DIR", temp_dir()).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{key}={value}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(key), "{key} not named in: {err}");

@@ -15,8 +15,7 @@ async fn message_size_limit_closes_1009() {
     let s = Server::start(&[("SYNCGATE_MAX_MESSAGE_BYTES", "1000")]).await;
     let mut a = s.client("alice", "d1").await;
     assert_eq!(a.welcome["max_message_bytes"], 1000);
-    let ok =
-        json!({"type":"publish","channel":"user","event":"e","data":"x".repeat(900)}).to_string();
+    let ok = json!({"type":"publish","channel":"user","event":"e","data":"x".repeat(900)}).to_string();
     assert!(ok.len() <= 1000);
     a.send_text(&ok).await;
     a.send(json!({"type":"ping"})).await;
@@ -33,10 +32,7 @@ async fn rate_limit_drops_then_closes_1008() {
     let s = Server::start(&[("SYNCGATE_MESSAGES_PER_MIN", "5")]).await;
     let mut a = s.client("alice", "d1").await;
     for i in 0..5 {
-        assert_eq!(
-            a.request(json!({"type":"ping","id":i})).await["type"],
-            "pong"
-        );
+        assert_eq!(a.request(json!({"type":"ping","id":i})).await["type"], "pong");
     }
     for i in 5..10 {
         let r = a.request(json!({"type":"ping","id":i})).await;
@@ -57,10 +53,7 @@ async fn per_user_connection_cap() {
     let s = Server::start(&[("SYNCGATE_MAX_CONNECTIONS_PER_USER", "2")]).await;
     let c1 = s.client("alice", "d1").await;
     let _c2 = s.client("alice", "d2").await;
-    let r = Client::connect(&s.url(&format!("token={}", token("alice"))))
-        .await
-        .err()
-        .unwrap();
+    let r = Client::connect(&s.url(&format!("token={}", token("alice")))).await.err().unwrap();
     assert_eq!(r.status, 429);
     assert_eq!(r.body["error"], "too_many_connections");
     // First-frame auth over the cap: 4009.
@@ -72,10 +65,7 @@ async fn per_user_connection_cap() {
     drop(c1);
     let mut ok = false;
     for _ in 0..50 {
-        if Client::connect(&s.url(&format!("token={}", token("alice"))))
-            .await
-            .is_ok()
-        {
+        if Client::connect(&s.url(&format!("token={}", token("alice")))).await.is_ok() {
             ok = true;
             break;
         }
@@ -102,30 +92,20 @@ async fn connect_rate_per_ip() {
     assert_eq!(keep.len(), 3);
     assert_eq!(statuses, vec![429, 429]);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(Client::connect(&s.url(&format!("token={}", token("bob"))))
-        .await
-        .is_ok());
+    assert!(Client::connect(&s.url(&format!("token={}", token("bob")))).await.is_ok());
     s.stop().await;
 }
 
 #[tokio::test]
 async fn allowed_origins() {
     let s = Server::start(&[("SYNCGATE_ALLOWED_ORIGINS", "https://app.example.com")]).await;
-    let mut req = s
-        .url(&format!("token={}", token("a")))
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("origin", "https://evil.example.com".parse().unwrap());
+    let mut req = s.url(&format!("token={}", token("a"))).into_client_request().unwrap();
+    req.headers_mut().insert("origin", "https://evil.example.com".parse().unwrap());
     let r = Client::connect_req(req).await.err().unwrap();
     assert_eq!(r.status, 403);
     assert_eq!(r.body["error"], "forbidden");
-    let mut req = s
-        .url(&format!("token={}", token("a")))
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("origin", "https://app.example.com".parse().unwrap());
+    let mut req = s.url(&format!("token={}", token("a"))).into_client_request().unwrap();
+    req.headers_mut().insert("origin", "https://app.example.com".parse().unwrap());
     assert!(Client::connect_req(req).await.is_ok());
     s.stop().await;
 }
@@ -154,15 +134,9 @@ async fn heartbeat_closes_silent_peers() {
         seen.extend_from_slice(&buf[..n]);
     }
     let elapsed = started.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(350),
-        "closed too early: {elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(350), "closed too early: {elapsed:?}");
     // Close frame with 4008 (0x0FA8) was sent before the socket closed.
-    assert!(
-        seen.windows(4).any(|w| w == [0x88, 0x13, 0x0f, 0xa8]),
-        "no 4008 close frame"
-    );
+    assert!(seen.windows(4).any(|w| w == [0x88, 0x13, 0x0f, 0xa8]), "no 4008 close frame");
     // A client that answers pings (tungstenite does) stays connected.
     let mut a = s.client("bob", "d1").await;
     // (It reads, so its library answers the server's pings.)
@@ -173,21 +147,14 @@ async fn heartbeat_closes_silent_peers() {
 
 #[tokio::test]
 async fn slow_consumer_is_closed_1013() {
-    let s = Server::start(&[
-        ("SYNCGATE_OUTBOUND_QUEUE", "16"),
-        ("SYNCGATE_MESSAGES_PER_MIN", "100000"),
-    ])
-    .await;
+    let s = Server::start(&[("SYNCGATE_OUTBOUND_QUEUE", "16"), ("SYNCGATE_MESSAGES_PER_MIN", "100000")]).await;
     let mut fast = s.client("alice", "fast").await;
     // The slow device never reads.
     let mut slow = s.client("alice", "slow").await;
     let payload = "y".repeat(60_000);
     let mut closed = false;
     for i in 0..2000 {
-        fast.send(
-            json!({"type":"publish","channel":"user","event":"bulk","data":payload, "id": i}),
-        )
-        .await;
+        fast.send(json!({"type":"publish","channel":"user","event":"bulk","data":payload, "id": i})).await;
         let r = fast.recv().await;
         assert_eq!(r["type"], "ack");
         if i % 50 == 49 && s_user_conns(&s).await == 1 {
@@ -205,9 +172,7 @@ async fn slow_consumer_is_closed_1013() {
 /// How many of alice's connections are alive, observed through presence on the user channel.
 async fn s_user_conns(s: &Server) -> usize {
     let mut probe = s.client_with(&token("alice"), "probe", "").await;
-    let p = probe
-        .request(json!({"type":"presence","channel":"user"}))
-        .await;
+    let p = probe.request(json!({"type":"presence","channel":"user"})).await;
     let n = p["members"].as_array().unwrap().len();
     drop(probe);
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -223,13 +188,10 @@ async fn slow_consumer_with_default_limits_is_closed_by_the_byte_budget() {
     let mut closed = false;
     // Stays within the default 300 messages/minute.
     for i in 0..250 {
-        fast.send(json!({"type":"publish","channel":"user","event":"bulk","data":payload,"id":i}))
-            .await;
+        fast.send(json!({"type":"publish","channel":"user","event":"bulk","data":payload,"id":i})).await;
         assert_eq!(fast.recv().await["type"], "ack");
         if i % 10 == 9 {
-            let p = fast
-                .request(json!({"type":"presence","channel":"user"}))
-                .await;
+            let p = fast.request(json!({"type":"presence","channel":"user"})).await;
             if p["members"].as_array().unwrap().len() == 1 {
                 closed = true;
                 break;
@@ -243,11 +205,7 @@ async fn slow_consumer_with_default_limits_is_closed_by_the_byte_budget() {
 
 #[tokio::test]
 async fn large_channels_send_no_join_leave() {
-    let s = Server::start(&[
-        ("SYNCGATE_PUBLIC_NAMESPACES", "live"),
-        ("SYNCGATE_JOIN_LEAVE_MAX_MEMBERS", "2"),
-    ])
-    .await;
+    let s = Server::start(&[("SYNCGATE_PUBLIC_NAMESPACES", "live"), ("SYNCGATE_JOIN_LEAVE_MAX_MEMBERS", "2")]).await;
     let mut a = s.client("a", "d").await;
     let mut b = s.client("b", "d").await;
     a.subscribe("live:show").await;
@@ -257,9 +215,7 @@ async fn large_channels_send_no_join_leave() {
     c.subscribe("live:show").await;
     a.silent(300).await;
     b.silent(10).await;
-    let p = c
-        .request(json!({"type":"presence","channel":"live:show"}))
-        .await;
+    let p = c.request(json!({"type":"presence","channel":"live:show"})).await;
     assert_eq!(p["members"].as_array().unwrap().len(), 3);
     s.stop().await;
 }

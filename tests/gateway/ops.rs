@@ -25,10 +25,7 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
             match kind {
                 "TYPE" => {
                     let t = parts.next().expect("type");
-                    assert!(
-                        ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
-                        "{line}"
-                    );
+                    assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&t), "{line}");
                     types.insert(name.to_string(), t.to_string());
                 }
                 "HELP" => {}
@@ -36,37 +33,23 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
             }
             continue;
         }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("no value: {line:?}"));
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value: {line:?}"));
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line:?}"));
         let name = series.split('{').next().unwrap();
-        assert!(
-            name.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "{line}"
-        );
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'), "{line}");
         if let Some(labels) = series.strip_prefix(name) {
             if !labels.is_empty() {
                 assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
                 for pair in labels[1..labels.len() - 1].split(',') {
                     let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
-                    assert!(
-                        k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                        "{line}"
-                    );
+                    assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
                     assert!(v.starts_with('"') && v.ends_with('"'), "{line}");
                 }
             }
         }
         let family = ["_bucket", "_sum", "_count"]
             .iter()
-            .find_map(|s| {
-                name.strip_suffix(s)
-                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
-            })
+            .find_map(|s| name.strip_suffix(s).filter(|f| types.get(*f).is_some_and(|t| t == "histogram")))
             .unwrap_or(name);
         assert!(types.contains_key(family), "sample without # TYPE: {line}");
         samples.insert(series.to_string(), value);
@@ -77,21 +60,14 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
 async fn get(addr: std::net::SocketAddr, path: &str, key: Option<&str>) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = key
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
     stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n").as_bytes(),
-        )
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n").as_bytes())
         .await
         .unwrap();
     let mut out = String::new();
     stream.read_to_string(&mut out).await.unwrap();
-    (
-        out[9..12].parse().unwrap(),
-        out.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-    )
+    (out[9..12].parse().unwrap(), out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
 }
 
 async fn metrics(s: &Server) -> HashMap<String, f64> {
@@ -102,18 +78,10 @@ async fn metrics(s: &Server) -> HashMap<String, f64> {
 
 #[tokio::test]
 async fn metrics_move_with_traffic() {
-    let s = Server::start(&[
-        ("SYNCGATE_PUBLIC_NAMESPACES", "room"),
-        ("SYNCGATE_MESSAGES_PER_MIN", "3"),
-    ])
-    .await;
+    let s = Server::start(&[("SYNCGATE_PUBLIC_NAMESPACES", "room"), ("SYNCGATE_MESSAGES_PER_MIN", "3")]).await;
     let before = metrics(&s).await;
-    for k in [
-        "process_resident_memory_bytes",
-        "process_cpu_seconds_total",
-        "process_open_fds",
-        "syncgate_connections",
-    ] {
+    for k in ["process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds", "syncgate_connections"]
+    {
         assert!(before.contains_key(k), "{k} missing");
     }
     let m = |map: &HashMap<String, f64>, k: &str| map.get(k).copied().unwrap_or(0.0);
@@ -121,8 +89,7 @@ async fn metrics_move_with_traffic() {
     let mut a = s.client("a", "d").await;
     let mut b = s.client("b", "d").await;
     b.subscribe("room:m").await;
-    a.request(json!({"type":"publish","channel":"room:m","event":"e","data":"x","id":1}))
-        .await;
+    a.request(json!({"type":"publish","channel":"room:m","event":"e","data":"x","id":1})).await;
     assert_eq!(b.recv().await["type"], "event");
     // Rate limit (3/min): two more messages → one dropped.
     a.request(json!({"type":"ping"})).await;
@@ -131,21 +98,14 @@ async fn metrics_move_with_traffic() {
     let _ = a.recv().await;
     // Refused connects.
     let expired = sign(&json!({"sub":"x","exp": now() - 5}));
-    assert!(Client::connect(&s.url(&format!("token={expired}")))
-        .await
-        .is_err());
+    assert!(Client::connect(&s.url(&format!("token={expired}"))).await.is_err());
     assert!(Client::connect(&s.url("token=garbage")).await.is_err());
     drop(a);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let after = metrics(&s).await;
     let grew = |k: &str| {
-        assert!(
-            m(&after, k) > m(&before, k),
-            "{k}: {} -> {}",
-            m(&before, k),
-            m(&after, k)
-        );
+        assert!(m(&after, k) > m(&before, k), "{k}: {} -> {}", m(&before, k), m(&after, k));
     };
     grew("syncgate_connects_total{result=\"ok\"}");
     grew("syncgate_connects_total{result=\"unauthorized\"}");
@@ -173,20 +133,12 @@ async fn status_needs_the_api_key() {
     let _a2 = s.client("heavy", "d2").await;
     let _b = s.client("light", "d1").await;
     assert_eq!(get(s.addr, "/api/status", None).await.0, 401);
-    assert_eq!(
-        get(s.addr, "/api/status", Some("wrong-key-wrong-key"))
-            .await
-            .0,
-        401
-    );
+    assert_eq!(get(s.addr, "/api/status", Some("wrong-key-wrong-key")).await.0, 401);
     let (status, body) = get(s.addr, "/api/status", Some(API_KEY)).await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["totals"]["connections"], 3);
-    assert_eq!(
-        v["cluster"]["top_users"][0],
-        json!({"user_id":"heavy","connections":2})
-    );
+    assert_eq!(v["cluster"]["top_users"][0], json!({"user_id":"heavy","connections":2}));
     assert_eq!(v["cluster"]["instances"][0]["connections"], 3);
     assert!(v["uptime_secs"].is_u64() && v["version"].is_string());
     s.stop().await;
@@ -199,15 +151,8 @@ async fn status_needs_the_api_key() {
 #[tokio::test]
 async fn load_shedding_at_max_connections() {
     let s = Server::start(&[("SYNCGATE_MAX_CONNECTIONS", "3")]).await;
-    let mut keep = vec![
-        s.client("a", "1").await,
-        s.client("b", "1").await,
-        s.client("c", "1").await,
-    ];
-    let r = Client::connect(&s.url(&format!("token={}", token("d"))))
-        .await
-        .err()
-        .unwrap();
+    let mut keep = vec![s.client("a", "1").await, s.client("b", "1").await, s.client("c", "1").await];
+    let r = Client::connect(&s.url(&format!("token={}", token("d")))).await.err().unwrap();
     assert_eq!(r.status, 503);
     assert_eq!(r.body["error"], "overloaded");
     // Existing connections are untouched.
@@ -217,10 +162,7 @@ async fn load_shedding_at_max_connections() {
     keep.pop();
     let mut ok = false;
     for _ in 0..40 {
-        if Client::connect(&s.url(&format!("token={}", token("d"))))
-            .await
-            .is_ok()
-        {
+        if Client::connect(&s.url(&format!("token={}", token("d")))).await.is_ok() {
             ok = true;
             break;
         }
@@ -230,13 +172,7 @@ async fn load_shedding_at_max_connections() {
     s.stop().await;
 }
 
-fn spawn_gateway(
-    env: &[(&str, &str)],
-) -> (
-    std::process::Child,
-    String,
-    std::sync::mpsc::Receiver<String>,
-) {
+fn spawn_gateway(env: &[(&str, &str)]) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>) {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("SYNCGATE_LISTEN", "127.0.0.1:0")
@@ -260,9 +196,7 @@ fn spawn_gateway(
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     let addr = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("address logged");
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("address logged");
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
             if let Some(a) = v["fields"]["addr"].as_str() {
                 break a.to_string();
@@ -274,29 +208,19 @@ fn spawn_gateway(
 
 #[tokio::test]
 async fn drain_turns_ready_503_first_then_spreads_1001() {
-    let (child, addr, _logs) = spawn_gateway(&[
-        ("SYNCGATE_DRAIN_DELAY_MS", "600"),
-        ("SYNCGATE_DRAIN_SPREAD_MS", "1000"),
-    ]);
+    let (child, addr, _logs) =
+        spawn_gateway(&[("SYNCGATE_DRAIN_DELAY_MS", "600"), ("SYNCGATE_DRAIN_SPREAD_MS", "1000")]);
     let sock: std::net::SocketAddr = addr.parse().unwrap();
     let mut clients = Vec::new();
     for i in 0..8 {
-        let mut c = Client::connect(&format!(
-            "ws://{addr}/ws?token={}&device_id=d{i}",
-            token(&format!("u{i}"))
-        ))
-        .await
-        .unwrap();
+        let mut c =
+            Client::connect(&format!("ws://{addr}/ws?token={}&device_id=d{i}", token(&format!("u{i}")))).await.unwrap();
         assert_eq!(c.recv().await["type"], "welcome");
         clients.push(c);
     }
     assert_eq!(get(sock, "/ready", None).await.0, 200);
     let t0 = Instant::now();
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     // /ready turns 503 at once, while connections are still served and new ones accepted.
     let mut ready_503 = None;
     for _ in 0..50 {
@@ -308,13 +232,8 @@ async fn drain_turns_ready_503_first_then_spreads_1001() {
     }
     let ready_503 = ready_503.expect("/ready went 503");
     assert!(ready_503 < Duration::from_millis(300), "{ready_503:?}");
-    assert_eq!(
-        clients[0].request(json!({"type":"ping"})).await["type"],
-        "pong"
-    );
-    let mut late = Client::connect(&format!("ws://{addr}/ws?token={}", token("late")))
-        .await
-        .unwrap();
+    assert_eq!(clients[0].request(json!({"type":"ping"})).await["type"], "pong");
+    let mut late = Client::connect(&format!("ws://{addr}/ws?token={}", token("late"))).await.unwrap();
     assert_eq!(late.recv().await["type"], "welcome");
     // Then every connection gets 1001, spread over the window.
     clients.push(late);
@@ -325,15 +244,9 @@ async fn drain_turns_ready_503_first_then_spreads_1001() {
     let mut closed_at = futures_util::future::join_all(waits).await;
     closed_at.sort();
     let (first, last) = (closed_at[0], closed_at[closed_at.len() - 1]);
-    assert!(
-        first >= Duration::from_millis(550),
-        "first 1001 before the drain delay: {first:?}"
-    );
+    assert!(first >= Duration::from_millis(550), "first 1001 before the drain delay: {first:?}");
     assert!(first > ready_503);
-    assert!(
-        last - first >= Duration::from_millis(600),
-        "closes not spread: {closed_at:?}"
-    );
+    assert!(last - first >= Duration::from_millis(600), "closes not spread: {closed_at:?}");
     let mut child = child;
     let deadline = Instant::now() + Duration::from_secs(10);
     while child.try_wait().unwrap().is_none() {
@@ -345,9 +258,7 @@ async fn drain_turns_ready_503_first_then_spreads_1001() {
 #[tokio::test]
 async fn a_second_signal_exits_at_once() {
     let (mut child, addr, _logs) = spawn_gateway(&[("SYNCGATE_DRAIN_DELAY_MS", "30000")]);
-    let mut c = Client::connect(&format!("ws://{addr}/ws?token={}", token("u")))
-        .await
-        .unwrap();
+    let mut c = Client::connect(&format!("ws://{addr}/ws?token={}", token("u"))).await.unwrap();
     assert_eq!(c.recv().await["type"], "welcome");
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
@@ -359,10 +270,7 @@ async fn a_second_signal_exits_at_once() {
         if child.try_wait().unwrap().is_some() {
             break;
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "second signal did not exit at once"
-        );
+        assert!(t.elapsed() < Duration::from_secs(2), "second signal did not exit at once");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -372,14 +280,8 @@ fn check_config_masks_secrets_and_names_bad_variables() {
     let out = Command::new(BIN)
         .arg("check-config")
         .env_clear()
-        .env(
-            "SYNCGATE_JWT_SECRET",
-            "super-secret-value-that-must-not-leak",
-        )
-        .env(
-            "REDIS_URL",
-            "redis://gate:hunter2-password@127.0.0.1:6390/0",
-        )
+        .env("SYNCGATE_JWT_SECRET", "super-secret-value-that-must-not-leak")
+        .env("REDIS_URL", "redis://gate:hunter2-password@127.0.0.1:6390/0")
         .env("SYNCGATE_API_KEY", "api-key-that-must-not-leak")
         .env("SYNCGATE_MAX_CONNECTIONS", "1000000")
         .output()
@@ -389,10 +291,7 @@ fn check_config_masks_secrets_and_names_bad_variables() {
     for secret in ["super-secret-value", "hunter2", "api-key-that"] {
         assert!(!text.contains(secret), "{secret} leaked:\n{text}");
     }
-    assert!(
-        text.contains("REDIS_URL=redis://gate:***@127.0.0.1:6390/0"),
-        "{text}"
-    );
+    assert!(text.contains("REDIS_URL=redis://gate:***@127.0.0.1:6390/0"), "{text}");
     assert!(text.contains("SYNCGATE_LISTEN=0.0.0.0:8080"));
     assert!(text.contains("open files: soft"));
     assert!(
@@ -411,24 +310,16 @@ fn check_config_masks_secrets_and_names_bad_variables() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    for key in [
-        "SYNCGATE_LISTEN",
-        "SYNCGATE_LOG_FORMAT",
-        "SYNCGATE_JWT_SECRET",
-        "SYNCGATE_MAX_CONNECTIONS",
-    ] {
+    for key in ["SYNCGATE_LISTEN", "SYNCGATE_LOG_FORMAT", "SYNCGATE_JWT_SECRET", "SYNCGATE_MAX_CONNECTIONS"] {
         assert!(err.contains(key), "{key} not named: {err}");
     }
 }
 
 #[tokio::test]
 async fn nothing_secret_in_the_logs() {
-    let (mut child, addr, logs) =
-        spawn_gateway(&[("RUST_LOG", "debug"), ("SYNCGATE_API_KEY", API_KEY)]);
+    let (mut child, addr, logs) = spawn_gateway(&[("RUST_LOG", "debug"), ("SYNCGATE_API_KEY", API_KEY)]);
     let t = token("alice");
-    let mut a = Client::connect(&format!("ws://{addr}/ws?token={t}"))
-        .await
-        .unwrap();
+    let mut a = Client::connect(&format!("ws://{addr}/ws?token={t}")).await.unwrap();
     assert_eq!(a.recv().await["type"], "welcome");
     let t2 = token("bob");
     let mut b = Client::connect(&format!("ws://{addr}/ws")).await.unwrap();
@@ -447,19 +338,9 @@ async fn nothing_secret_in_the_logs() {
     let _ = child.wait();
     let text: Vec<String> = logs.try_iter().collect();
     let text = text.join("\n");
-    assert!(
-        text.contains("connection open"),
-        "logs were captured:\n{text}"
-    );
+    assert!(text.contains("connection open"), "logs were captured:\n{text}");
     assert!(text.contains("connection closed"));
-    for secret in [
-        t.as_str(),
-        t2.as_str(),
-        t3.as_str(),
-        SECRET,
-        API_KEY,
-        "guess-guess-guess",
-    ] {
+    for secret in [t.as_str(), t2.as_str(), t3.as_str(), SECRET, API_KEY, "guess-guess-guess"] {
         assert!(!text.contains(secret), "a secret reached the log");
     }
     // Token pieces (signature) never appear either.
@@ -469,11 +350,7 @@ async fn nothing_secret_in_the_logs() {
 
 #[tokio::test]
 async fn reuseport_lets_two_processes_share_a_port() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
     let start = |reuse: &str| {
         Command::new(BIN)
@@ -491,20 +368,12 @@ async fn reuseport_lets_two_processes_share_a_port() {
     let mut second = start("1");
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(first.try_wait().unwrap().is_none(), "first exited");
-    assert!(
-        second.try_wait().unwrap().is_none(),
-        "second could not share the port"
-    );
+    assert!(second.try_wait().unwrap().is_none(), "second could not share the port");
     // Without the option a third process cannot bind.
     let mut third = start("0");
-    let status = tokio::task::spawn_blocking(move || third.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = tokio::task::spawn_blocking(move || third.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(1));
-    let mut c = Client::connect(&format!("ws://{listen}/ws?token={}", token("u")))
-        .await
-        .unwrap();
+    let mut c = Client::connect(&format!("ws://{listen}/ws?token={}", token("u"))).await.unwrap();
     assert_eq!(c.recv().await["type"], "welcome");
     first.kill().unwrap();
     second.kill().unwrap();
@@ -521,10 +390,7 @@ async fn openapi_lists_every_route_the_router_serves() {
     assert_eq!(doc["openapi"], "3.1.0");
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     for (method, path) in syncgate::server::ROUTES {
-        assert!(
-            doc["paths"][*path][method.to_lowercase()].is_object(),
-            "{method} {path} undocumented"
-        );
+        assert!(doc["paths"][*path][method.to_lowercase()].is_object(), "{method} {path} undocumented");
         // And the router really serves it (anything but 404/405 without credentials or body).
         let concrete = path.replace("{id}", "some-device");
         let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
@@ -533,10 +399,7 @@ async fn openapi_lists_every_route_the_router_serves() {
         let mut out = String::new();
         stream.read_to_string(&mut out).await.unwrap();
         let code: u16 = out[9..12].parse().unwrap();
-        assert!(
-            code != 404 && code != 405,
-            "{method} {path} answered {code}"
-        );
+        assert!(code != 404 && code != 405, "{method} {path} answered {code}");
     }
     s.stop().await;
 }
