@@ -42,8 +42,17 @@ ensure_postgres() {
   psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null
 }
 
+ensure_chromium() {
+  # The login page is tested in a real headless Chromium (Debian's package).
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "installing chromium"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+}
+
 ensure_redis
 ensure_postgres
+ensure_chromium
 
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"

@@ -52,6 +52,7 @@ pub const AUTH_ATTEMPTS_PER_MIN: &str = "SYNCGATE_AUTH_ATTEMPTS_PER_MIN";
 pub const REGISTER_PER_HOUR: &str = "SYNCGATE_REGISTER_PER_HOUR";
 pub const SMTP_URL: &str = "SYNCGATE_SMTP_URL";
 pub const SMTP_FROM: &str = "SYNCGATE_SMTP_FROM";
+pub const REDIRECT_ALLOWLIST: &str = "SYNCGATE_REDIRECT_ALLOWLIST";
 
 /// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
 #[derive(Clone, PartialEq, Eq)]
@@ -137,6 +138,8 @@ pub struct Config {
     /// SMTP for reset codes; without it codes are only logged in the development set-up.
     pub smtp_url: Option<String>,
     pub smtp_from: String,
+    /// Non-loopback redirect URIs the login page may send tokens to (exact, query ignored).
+    pub redirect_allowlist: Vec<String>,
 }
 
 /// Every bad variable found, one line each.
@@ -280,6 +283,7 @@ impl Config {
             (REGISTER_PER_HOUR, self.register_per_hour.to_string()),
             (SMTP_URL, self.smtp_url.as_deref().map(mask_url).unwrap_or_else(|| "(unset)".into())),
             (SMTP_FROM, self.smtp_from.clone()),
+            (REDIRECT_ALLOWLIST, self.redirect_allowlist.join(",")),
         ]
     }
 
@@ -392,6 +396,12 @@ impl Config {
         if smtp_url.as_ref().is_some_and(|u| !(u.starts_with("smtp://") || u.starts_with("smtps://"))) {
             r.errors.push(format!("{SMTP_URL} must be an smtp:// or smtps:// URL"));
         }
+        let redirect_allowlist = r.list(REDIRECT_ALLOWLIST);
+        for u in &redirect_allowlist {
+            if !u.starts_with("https://") && !u.starts_with("http://") || u.contains('#') || u.contains('?') {
+                r.errors.push(format!("{REDIRECT_ALLOWLIST}: {u:?} must be an http(s) URL without query or fragment"));
+            }
+        }
         let smtp_from = r.raw(SMTP_FROM).unwrap_or("syncgate <no-reply@localhost>").to_string();
         let listen_backlog = r.ranged(LISTEN_BACKLOG, 4096, 1, 1 << 20) as u32;
         let log_format = match r.raw(LOG_FORMAT) {
@@ -450,6 +460,7 @@ impl Config {
             register_per_hour,
             smtp_url,
             smtp_from,
+            redirect_allowlist,
         })
     }
 }

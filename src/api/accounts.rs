@@ -101,6 +101,32 @@ fn enabled(state: &AppState) -> Result<(), HttpError> {
     }
 }
 
+/// A freshly issued token pair.
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+    pub expires_in: u64,
+}
+
+/// Signs an access token and stores a new refresh token in `family`.
+async fn issue(state: &AppState, user_id: &str, family: &str, device: Option<&str>) -> Result<Tokens, HttpError> {
+    let ttl = state.config.access_ttl_secs;
+    let access = state.verifier.sign(user_id, device, ttl, &[]).ok_or(HttpError::Internal)?;
+    let refresh = crate::util::random_hex(32);
+    state.store.insert_refresh(&refresh, user_id, family, device, state.config.refresh_ttl_secs).await?;
+    Ok(Tokens { access, refresh, expires_in: ttl })
+}
+
+/// Email-or-username + password → a new login (used by the login page).
+pub async fn password_login(state: &AppState, login: &str, password: String) -> Result<Tokens, HttpError> {
+    let found = state.store.credentials_by_login(login).await?;
+    let ok = state.hasher.verify(password, found.as_ref().map(|c| c.password_hash.clone())).await;
+    match found {
+        Some(c) if ok => issue(state, &c.user.id, &crate::util::random_hex(16), None).await,
+        _ => Err(HttpError::InvalidCredentials),
+    }
+}
+
 /// Issues an access token and a new refresh token in `family`.
 async fn session(
     state: &AppState,
@@ -109,17 +135,14 @@ async fn session(
     device: Option<&str>,
     status: StatusCode,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
-    let ttl = state.config.access_ttl_secs;
-    let access = state.verifier.sign(&user.id, device, ttl, &[]).ok_or(HttpError::Internal)?;
-    let refresh = crate::util::random_hex(32);
-    state.store.insert_refresh(&refresh, &user.id, family, device, state.config.refresh_ttl_secs).await?;
+    let t = issue(state, &user.id, family, device).await?;
     Ok(json_response(
         status,
         &serde_json::json!({
-            "access_token": access,
-            "refresh_token": refresh,
+            "access_token": t.access,
+            "refresh_token": t.refresh,
             "token_type": "Bearer",
-            "expires_in": ttl,
+            "expires_in": t.expires_in,
             "user": user,
         }),
     ))

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod devices;
+pub mod login_page;
 pub mod openapi;
 pub mod server_api;
 

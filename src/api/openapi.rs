@@ -167,6 +167,31 @@ pub fn document() -> Value {
         "get",
         op("Cluster status", Some("apiKey"), None, &[("200", "status"), ("401", "missing or wrong key")]),
     );
+    add(
+        "/login-client",
+        "get",
+        op(
+            "HTML login page for desktop apps (redirect_uri: loopback or allow-listed)",
+            None,
+            None,
+            &[("200", "login form"), ("400", "redirect_uri refused")],
+        ),
+    );
+    add(
+        "/login-client",
+        "post",
+        op(
+            "Login form submission: 303 to redirect_uri with the tokens in the fragment",
+            None,
+            None,
+            &[
+                ("303", "signed in"),
+                ("400", "redirect_uri refused"),
+                ("401", "wrong credentials"),
+                ("429", "rate limited"),
+            ],
+        ),
+    );
     add("/api/openapi.json", "get", op("This document", None, None, &[("200", "OpenAPI 3.1")]));
     json!({
         "openapi": "3.1.0",

@@ -43,6 +43,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/disconnect"),
     ("GET", "/api/status"),
     ("GET", "/api/openapi.json"),
+    ("GET", "/login-client"),
+    ("POST", "/login-client"),
 ];
 
 /// Everything a request or connection task needs; shared behind one `Arc`.

@@ -107,6 +107,8 @@ pub async fn route(
         (&Method::POST, "/change-password") => {
             accounts::change_password(state, req).await.unwrap_or_else(HttpError::into_response)
         }
+        (&Method::GET, "/login-client") => crate::api::login_page::show(&state, &req),
+        (&Method::POST, "/login-client") => crate::api::login_page::submit(state.clone(), req, peer.ip()).await,
         (&Method::GET, "/api/openapi.json") => {
             crate::error::json_response(StatusCode::OK, &crate::api::openapi::document())
         }

@@ -8,5 +8,6 @@ mod cluster;
 mod common;
 mod lifecycle;
 mod limits;
+mod login_page;
 mod ops;
 mod protocol;
