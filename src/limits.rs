@@ -185,6 +185,7 @@ mod attempt_tests {
         assert!(!l.allow(&k("ip:1"), t0));
         assert!(l.allow(&k("ip:2"), t0));
         assert!(l.allow(&k("ip:1"), t0 + Duration::from_secs(61)));
+        assert!(l.allow(&k("ip:1"), t0 + Duration::from_secs(61)));
         // Any key over its limit refuses.
         assert!(!l.allow(&["ip:3".to_string(), "ip:1".to_string()], t0 + Duration::from_secs(61)));
         l.sweep(t0 + Duration::from_secs(200));
