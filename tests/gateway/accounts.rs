@@ -320,37 +320,9 @@ async fn abuse_limits_on_login_and_register() {
 
 /// The binary in the development set-up (no key): the reset code is written to the log.
 fn spawn_dev(env: &[(&str, &str)]) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>) {
-    use std::io::BufRead;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_syncgate"));
-    cmd.env_clear()
-        .env("SYNCGATE_LISTEN", "127.0.0.1:0")
-        .env("SYNCGATE_DATA_DIR", temp_dir())
-        .env("SYNCGATE_LOG_FORMAT", "json")
-        .env("SYNCGATE_AUTH_ATTEMPTS_PER_MIN", "100")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let addr = loop {
-        let line = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("address logged");
-        if let Some(a) =
-            serde_json::from_str::<Value>(&line).ok().and_then(|v| v["fields"]["addr"].as_str().map(str::to_string))
-        {
-            break a;
-        }
-    };
-    (child, addr, rx)
+    let mut all = vec![("SYNCGATE_AUTH_ATTEMPTS_PER_MIN", "100")];
+    all.extend_from_slice(env);
+    spawn_binary(&all)
 }
 
 fn otp_from(logs: &std::sync::mpsc::Receiver<String>, email: &str) -> String {

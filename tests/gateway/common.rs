@@ -214,3 +214,40 @@ impl Client {
         self.request(json!({"type": "subscribe", "channel": channel})).await
     }
 }
+
+/// The real binary on 127.0.0.1:0 with JSON logs and `env` (no key unless `env` sets one):
+/// returns the child, its address and its log lines as they come.
+pub fn spawn_binary(env: &[(&str, &str)]) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_syncgate"));
+    cmd.env_clear()
+        .env("SYNCGATE_LISTEN", "127.0.0.1:0")
+        .env("SYNCGATE_DATA_DIR", temp_dir())
+        .env("SYNCGATE_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let addr = loop {
+        let line =
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).expect("address logged");
+        if let Some(a) =
+            serde_json::from_str::<Value>(&line).ok().and_then(|v| v["fields"]["addr"].as_str().map(str::to_string))
+        {
+            break a;
+        }
+    };
+    (child, addr, rx)
+}

@@ -2,7 +2,6 @@
 //! shedding, check-config, and no secrets in the logs.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -173,37 +172,9 @@ async fn load_shedding_at_max_connections() {
 }
 
 fn spawn_gateway(env: &[(&str, &str)]) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>) {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("SYNCGATE_LISTEN", "127.0.0.1:0")
-        .env("SYNCGATE_DATA_DIR", temp_dir())
-        .env("SYNCGATE_JWT_SECRET", SECRET)
-        .env("SYNCGATE_LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let addr = loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("address logged");
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if let Some(a) = v["fields"]["addr"].as_str() {
-                break a.to_string();
-            }
-        }
-    };
-    (child, addr, rx)
+    let mut all = vec![("SYNCGATE_JWT_SECRET", SECRET)];
+    all.extend_from_slice(env);
+    spawn_binary(&all)
 }
 
 #[tokio::test]
