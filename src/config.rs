@@ -84,8 +84,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// The whole configuration. Cloned once into the shared server state.
-#[derive(Debug, Clone)]
+/// The whole configuration. Cloned once into the shared server state. Its `Debug` output is the
+/// masked [`Config::describe`], so a stray `{:?}` never prints a secret.
+#[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -140,6 +141,16 @@ pub struct Config {
     pub smtp_from: String,
     /// Non-loopback redirect URIs the login page may send tokens to (exact, query ignored).
     pub redirect_allowlist: Vec<String>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (k, v) in self.describe() {
+            m.entry(&k, &v);
+        }
+        m.finish()
+    }
 }
 
 /// Every bad variable found, one line each.
@@ -497,6 +508,19 @@ mod tests {
         for key in [LISTEN, JWT_SECRET, HEARTBEAT_MS, LOG_FORMAT] {
             assert!(text.contains(key), "{key} missing from {text}");
         }
+    }
+
+    #[test]
+    fn debug_output_is_masked() {
+        let c = Config::from_map(&map(&[
+            (JWT_SECRET, "a-very-secret-value-of-enough-length"),
+            (API_KEY, "api-key-value-0123456789"),
+            (REDIS_URL, "redis://u:hunter2@127.0.0.1:6379"),
+        ]))
+        .unwrap();
+        let d = format!("{c:?}");
+        assert!(!d.contains("a-very-secret") && !d.contains("api-key-value") && !d.contains("hunter2"), "{d}");
+        assert!(d.contains("SYNCGATE_LISTEN"));
     }
 
     #[test]
