@@ -157,6 +157,24 @@ fn attempt(limiter: &crate::limits::AttemptLimiter, keys: &[String]) -> Result<(
     }
 }
 
+/// Login, forgot and reset attempts: per IP (spraying) and per account (guessing).
+pub fn limit_auth(state: &AppState, peer: IpAddr, account: &str) -> Result<(), HttpError> {
+    attempt(&state.auth_attempts, &[format!("ip:{peer}"), format!("account:{account}")])
+}
+
+/// A request's email, normalised, or 400.
+fn email_field(raw: &str) -> Result<String, HttpError> {
+    normalize_email(raw).ok_or_else(|| HttpError::BadRequest("malformed email".into()))
+}
+
+/// Stores a new password hash and revokes every refresh token of the user.
+async fn replace_password(state: &AppState, user_id: &str, password: String) -> Result<(), HttpError> {
+    let hash = state.hasher.hash(password).await.ok_or(HttpError::Internal)?;
+    state.store.set_password(user_id, &hash).await?;
+    state.store.revoke_user_tokens(user_id).await?;
+    Ok(())
+}
+
 /// `POST /register {email, password, username?}` → 201.
 pub async fn register(
     state: Arc<AppState>,
@@ -166,7 +184,7 @@ pub async fn register(
     enabled(&state)?;
     attempt(&state.registrations, &[format!("ip:{peer}")])?;
     let body: RegisterBody = json_body(req, BODY_LIMIT).await?;
-    let email = normalize_email(&body.email).ok_or_else(|| HttpError::BadRequest("malformed email".into()))?;
+    let email = email_field(&body.email)?;
     check_password(&body.password)?;
     let username = body.username.map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
     if let Some(u) = &username {
@@ -199,7 +217,7 @@ pub async fn login(
         (None, None) => return Err(HttpError::BadRequest("email or username is required".into())),
     };
     // Per IP (spraying) and per account (guessing), before any hashing work.
-    attempt(&state.auth_attempts, &[format!("ip:{peer}"), format!("account:{login}")])?;
+    limit_auth(&state, peer, &login)?;
     let found = state.store.credentials_by_login(&login).await?;
     let ok = state.hasher.verify(body.password, found.as_ref().map(|c| c.password_hash.clone())).await;
     match found {
@@ -258,9 +276,7 @@ pub async fn change_password(state: Arc<AppState>, req: Request<Incoming>) -> Re
     if !state.hasher.verify(body.current_password, Some(creds.password_hash)).await {
         return Err(HttpError::InvalidCredentials);
     }
-    let hash = state.hasher.hash(body.new_password).await.ok_or(HttpError::Internal)?;
-    state.store.set_password(&claims.user_id, &hash).await?;
-    state.store.revoke_user_tokens(&claims.user_id).await?;
+    replace_password(&state, &claims.user_id, body.new_password).await?;
     Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
 }
 
@@ -302,8 +318,8 @@ pub async fn forgot_password(
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
     let body: ForgotBody = json_body(req, BODY_LIMIT).await?;
-    let email = normalize_email(&body.email).ok_or_else(|| HttpError::BadRequest("malformed email".into()))?;
-    attempt(&state.auth_attempts, &[format!("ip:{peer}"), format!("account:{email}")])?;
+    let email = email_field(&body.email)?;
+    limit_auth(&state, peer, &email)?;
     if let Some(c) = state.store.credentials_by_login(&email).await? {
         let code = crate::store::otps::new_code().ok_or(HttpError::Internal)?;
         state.store.put_otp(&c.user.id, &code).await?;
@@ -338,9 +354,9 @@ pub async fn reset_password(
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
     let body: ResetBody = json_body(req, BODY_LIMIT).await?;
-    let email = normalize_email(&body.email).ok_or_else(|| HttpError::BadRequest("malformed email".into()))?;
+    let email = email_field(&body.email)?;
     check_password(&body.new_password)?;
-    attempt(&state.auth_attempts, &[format!("ip:{peer}"), format!("account:{email}")])?;
+    limit_auth(&state, peer, &email)?;
     let code = body.otp.trim();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(HttpError::BadRequest("otp must be 6 digits".into()));
@@ -351,9 +367,7 @@ pub async fn reset_password(
     if state.store.check_otp(&c.user.id, code).await? != crate::store::otps::OtpCheck::Valid {
         return Err(HttpError::InvalidCredentials);
     }
-    let hash = state.hasher.hash(body.new_password).await.ok_or(HttpError::Internal)?;
-    state.store.set_password(&c.user.id, &hash).await?;
-    state.store.revoke_user_tokens(&c.user.id).await?;
+    replace_password(&state, &c.user.id, body.new_password).await?;
     state.bus.control(crate::bus::Control::Disconnect { user_id: c.user.id, device_id: None });
     Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
 }

@@ -141,7 +141,7 @@ pub async fn submit(state: Arc<AppState>, req: Request<Incoming>, peer: IpAddr) 
     };
     let login = login.trim().to_lowercase();
     let retry = |msg: &str, status: StatusCode| page(status, form(&redirect, Some(msg)), Some(&origin));
-    if !state.auth_attempts.allow(&[format!("ip:{peer}"), format!("account:{login}")], std::time::Instant::now()) {
+    if super::accounts::limit_auth(&state, peer, &login).is_err() {
         return retry("Too many attempts; try again later.", StatusCode::TOO_MANY_REQUESTS);
     }
     match super::accounts::password_login(&state, &login, password).await {
