@@ -37,6 +37,7 @@ pub enum Pattern {
 
 pub const USAGE: &str = "\
 usage: loadtest <connect|idle|fanout|broadcast|cluster> [flags]
+       loadtest accounts --host URL --run-time T [goose flags]   (see loadtest accounts --help)
 
 target and auth:
   --url URL              gateway URL, repeatable (default ws://127.0.0.1:8080/ws)

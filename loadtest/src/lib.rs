@@ -1,6 +1,7 @@
 //! # loadtest — syncgate's capacity planner
 //!
 //! - [`args`]: the command line.
+//! - [`accounts`]: the goose login storm with a WebSocket latency probe (`loadtest accounts`).
 //! - [`plan`]: which connections each scenario opens, where, as whom; open-loop send pacing.
 //! - [`worker`]: a worker process: paced connects, traffic, latency from intended send times.
 //! - [`run`]: the parent: spawns workers (and optionally the gateway), drives steps, merges.
@@ -8,6 +9,7 @@
 //! - [`slo`]: thresholds from TOML and their evaluation (exit code 1 when broken).
 //! - [`sampler`]: server memory and CPU from `/proc`.
 
+pub mod accounts;
 pub mod args;
 pub mod hist;
 pub mod plan;

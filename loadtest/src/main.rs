@@ -35,6 +35,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if matches!(argv.first().map(String::as_str), Some("accounts" | "auth" | "login")) {
+        return accounts(&runtime, &argv[1..]);
+    }
     if argv.is_empty() || argv.iter().any(|a| a == "-h" || a == "--help") {
         print!("{}", loadtest::args::USAGE);
         return ExitCode::SUCCESS;
@@ -61,6 +64,35 @@ fn main() -> ExitCode {
                     Err(e) => eprintln!("loadtest: {e}"),
                 }
             }
+            if report.slo_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `loadtest accounts …`: the goose storm; goose prints its own report, then the summary.
+fn accounts(runtime: &tokio::runtime::Runtime, argv: &[String]) -> ExitCode {
+    if argv.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{}", loadtest::accounts::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    let max = match loadtest::accounts::split_args(argv) {
+        Ok((opts, _)) => opts.max_p99_ms,
+        Err(e) => {
+            eprintln!("loadtest: {e}\n\n{}", loadtest::accounts::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(loadtest::accounts::run(argv)) {
+        Ok(report) => {
+            loadtest::accounts::print_summary(&report, max);
             if report.slo_ok {
                 ExitCode::SUCCESS
             } else {

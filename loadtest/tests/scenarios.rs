@@ -15,6 +15,10 @@ struct Gateway {
 }
 
 async fn gateway() -> Gateway {
+    gateway_with(&[]).await
+}
+
+async fn gateway_with(extra: &[(&str, &str)]) -> Gateway {
     let dir = std::env::temp_dir().join(format!("loadtest-it-{}", syncgate::util::random_hex(6)));
     let vars: HashMap<String, String> = [
         ("SYNCGATE_JWT_SECRET", SECRET),
@@ -22,6 +26,7 @@ async fn gateway() -> Gateway {
         ("SYNCGATE_DATA_DIR", dir.to_str().unwrap()),
     ]
     .into_iter()
+    .chain(extra.iter().copied())
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let config = syncgate::config::Config::from_map(&vars).unwrap();
@@ -167,4 +172,67 @@ async fn sweep_and_cluster_and_broken_slo() {
     assert_eq!(r["slo_ok"], false);
     assert_eq!(r["steps"][0]["slo"][0]["name"], "p50_ms");
     g1.stop().await;
+}
+
+/// Runs `loadtest accounts` (goose) against `g`; returns (exit code, JSON summary, stdout).
+async fn accounts(g: &Gateway, extra: &str) -> (i32, Value, String) {
+    let json = std::env::temp_dir().join(format!("accounts-report-{}.json", syncgate::util::random_hex(6)));
+    let host = g.url.replace("ws://", "http://").replace("/ws", "");
+    let mut all = args(&format!("accounts --host {host} --users 3 --hatch-rate 3 --run-time 2s -q {extra}"));
+    all.extend(["--json".into(), json.display().to_string()]);
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(env!("CARGO_BIN_EXE_loadtest")).args(&all).output().unwrap())
+            .await
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| panic!("no report\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    (out.status.code().unwrap_or(-1), report, stdout)
+}
+
+fn endpoint<'a>(r: &'a Value, path: &str) -> &'a Value {
+    r["endpoints"].as_array().unwrap().iter().find(|e| e["path"] == path).unwrap_or_else(|| panic!("{path}: {r:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_storm_with_websocket_probe() {
+    let g =
+        gateway_with(&[("SYNCGATE_AUTH_ATTEMPTS_PER_MIN", "1000000"), ("SYNCGATE_REGISTER_PER_HOUR", "1000000")]).await;
+    let (code, r, stdout) =
+        accounts(&g, "--probe-users 2 --probe-rate 5 --probe-baseline 0.5 --probe-max-p99-ms 60000").await;
+    assert_eq!(code, 0, "{r:#}\n{stdout}");
+    for path in ["/login", "/token/refresh"] {
+        let e = endpoint(&r, path);
+        assert!(e["ok"].as_u64().unwrap() > 0, "{e:#}");
+        assert_eq!(e["failed"], 0, "{e:#}");
+        assert!(e["latency"]["p99_us"].as_u64().unwrap() > 0, "{e:#}");
+    }
+    // goose's own report is printed too.
+    assert!(stdout.contains("POST login"), "{stdout}");
+    assert_eq!(r["probe_connections"], 4);
+    assert!(r["probe_baseline"]["sent"].as_u64().unwrap() > 0, "{r:#}");
+    assert!(r["probe_storm"]["sent"].as_u64().unwrap() > 0, "{r:#}");
+    assert_eq!(r["probe_lost"], 0, "{r:#}");
+    assert_eq!(r["slo_ok"], true);
+
+    // An impossible probe threshold exits 1.
+    let (code, r, _) = accounts(&g, "--probe-users 1 --probe-baseline 0 --probe-max-p99-ms 0.000001").await;
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(r["slo_ok"], false);
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_storm_counts_rate_limited_logins_as_failures() {
+    // Default abuse limits: 10 logins per account per minute, so the loop soon gets 429s.
+    let g = gateway().await;
+    let (code, r, _) = accounts(&g, "--probe-users 0").await;
+    assert_eq!(code, 0, "{r:#}");
+    let login = endpoint(&r, "/login");
+    assert!(login["failed"].as_u64().unwrap() > 0, "{login:#}");
+    assert!(login["statuses"]["429"].as_u64().unwrap() > 0, "{login:#}");
+    g.stop().await;
 }
