@@ -47,6 +47,9 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
     (2, "otps", include_str!("../../migrations/postgres/0002_otps.sql")),
 ];
 
+/// The advisory-lock key that serialises migrations across instances ("syncgate" in ASCII).
+const MIGRATION_LOCK: i64 = 0x73796e6367617465;
+
 /// Cheap to clone (the pool is a handle).
 #[derive(Clone)]
 pub struct Store {
@@ -99,8 +102,27 @@ impl Store {
         Ok(store)
     }
 
-    /// Applies the embedded migrations not yet recorded; returns how many ran.
+    /// Applies the embedded migrations not yet recorded; returns how many ran. On PostgreSQL the
+    /// whole run holds an advisory lock, so instances starting together against a fresh database
+    /// migrate one after the other instead of racing on `CREATE TABLE`.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
+        }
+        let result = self.migrate_on(&mut conn).await;
+        if self.backend == Backend::Postgres {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await;
+            if unlocked.is_err() {
+                // Never hand a connection that may still hold the lock back to the pool.
+                conn.close_on_drop();
+            }
+        }
+        result
+    }
+
+    async fn migrate_on(&self, conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) -> Result<usize, StoreError> {
+        use sqlx::Connection;
         let ledger = match self.backend {
             Backend::Postgres => {
                 "CREATE TABLE IF NOT EXISTS syncgate_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
@@ -109,7 +131,7 @@ impl Store {
                 "CREATE TABLE IF NOT EXISTS syncgate_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
             }
         };
-        sqlx::query(ledger).execute(&self.pool).await?;
+        sqlx::query(ledger).execute(&mut **conn).await?;
         let list = match self.backend {
             Backend::Sqlite => SQLITE_MIGRATIONS,
             Backend::Postgres => POSTGRES_MIGRATIONS,
@@ -118,12 +140,12 @@ impl Store {
         for (version, name, sql) in list {
             let done: Option<(i64,)> = sqlx::query_as("SELECT version FROM syncgate_migrations WHERE version = $1")
                 .bind(*version)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut **conn)
                 .await?;
             if done.is_some() {
                 continue;
             }
-            let mut tx = self.pool.begin().await?;
+            let mut tx = conn.begin().await?;
             for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty() && !is_comment(s)) {
                 sqlx::query(statement).execute(&mut *tx).await?;
             }

@@ -386,3 +386,33 @@ async fn redis_restart_mid_test_resumes_delivery_without_duplicates() {
     s1.stop().await;
     s2.stop().await;
 }
+
+/// Device revocation across instances: two gateways share one PostgreSQL database and one Redis.
+/// The device is revoked through instance A; its connection on instance B closes with 4003
+/// within a second (bus control message), and B refuses it afterwards.
+#[tokio::test]
+async fn device_revocation_reaches_every_instance() {
+    let p = prefix();
+    let db = crate::accounts::fresh_pg_database().await;
+    let a = instance(&p, &[("DATABASE_URL", db.as_str())]).await;
+    let b = instance(&p, &[("DATABASE_URL", db.as_str())]).await;
+    let (status, r) =
+        http(&a, "POST", "/register", None, r#"{"email":"x@example.com","password":"cross instance"}"#).await;
+    assert_eq!(status, 201, "{r}");
+    let access = r["access_token"].as_str().unwrap().to_string();
+    let mut phone_on_b = Client::connect(&b.url(&format!("token={access}&device_id=phone"))).await.unwrap();
+    assert_eq!(phone_on_b.recv().await["type"], "welcome");
+    let mut laptop_on_b = Client::connect(&b.url(&format!("token={access}&device_id=laptop"))).await.unwrap();
+    assert_eq!(laptop_on_b.recv().await["type"], "welcome");
+
+    let started = std::time::Instant::now();
+    let (status, r) = http(&a, "DELETE", "/api/devices/phone", Some(&access), "").await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(phone_on_b.close_code_within(Duration::from_secs(1)).await, 4003);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(laptop_on_b.request(json!({"type":"ping"})).await["type"], "pong");
+    let refused = Client::connect(&b.url(&format!("token={access}&device_id=phone"))).await.err().unwrap();
+    assert_eq!(refused.status, 403);
+    a.stop().await;
+    b.stop().await;
+}
