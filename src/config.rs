@@ -53,6 +53,13 @@ pub const REGISTER_PER_HOUR: &str = "SYNCGATE_REGISTER_PER_HOUR";
 pub const SMTP_URL: &str = "SYNCGATE_SMTP_URL";
 pub const SMTP_FROM: &str = "SYNCGATE_SMTP_FROM";
 pub const REDIRECT_ALLOWLIST: &str = "SYNCGATE_REDIRECT_ALLOWLIST";
+pub const DURABLE_NAMESPACES: &str = "SYNCGATE_DURABLE_NAMESPACES";
+pub const REPLAY_MAX: &str = "SYNCGATE_REPLAY_MAX";
+pub const HISTORY_TTL_SECS: &str = "SYNCGATE_HISTORY_TTL_SECS";
+pub const HISTORY_MAX: &str = "SYNCGATE_HISTORY_MAX";
+pub const RETENTION_INTERVAL_SECS: &str = "SYNCGATE_RETENTION_INTERVAL_SECS";
+pub const DURABLE_BATCH_MAX: &str = "SYNCGATE_DURABLE_BATCH_MAX";
+pub const DURABLE_QUEUE: &str = "SYNCGATE_DURABLE_QUEUE";
 
 /// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
 #[derive(Clone, PartialEq, Eq)]
@@ -141,6 +148,19 @@ pub struct Config {
     pub smtp_from: String,
     /// Non-loopback redirect URIs the login page may send tokens to (exact, query ignored).
     pub redirect_allowlist: Vec<String>,
+    /// Namespaces whose channels are durable streams (`dm` by default; `user` may be added).
+    pub durable_namespaces: Vec<String>,
+    /// Most events a `subscribe` with `since` replays; beyond it the reply says `recovered:false`.
+    pub replay_max: u64,
+    /// Events older than this are deleted (0: no age limit).
+    pub history_ttl_secs: u64,
+    /// Events kept per channel (0: no count limit).
+    pub history_max: u64,
+    pub retention_interval: Duration,
+    /// Most events one group commit writes.
+    pub durable_batch_max: usize,
+    /// Durable publishes waiting for a commit; beyond it publishes get `unavailable`.
+    pub durable_queue: usize,
 }
 
 impl fmt::Debug for Config {
@@ -295,6 +315,13 @@ impl Config {
             (SMTP_URL, self.smtp_url.as_deref().map(mask_url).unwrap_or_else(|| "(unset)".into())),
             (SMTP_FROM, self.smtp_from.clone()),
             (REDIRECT_ALLOWLIST, self.redirect_allowlist.join(",")),
+            (DURABLE_NAMESPACES, self.durable_namespaces.join(",")),
+            (REPLAY_MAX, self.replay_max.to_string()),
+            (HISTORY_TTL_SECS, self.history_ttl_secs.to_string()),
+            (HISTORY_MAX, self.history_max.to_string()),
+            (RETENTION_INTERVAL_SECS, self.retention_interval.as_secs().to_string()),
+            (DURABLE_BATCH_MAX, self.durable_batch_max.to_string()),
+            (DURABLE_QUEUE, self.durable_queue.to_string()),
         ]
     }
 
@@ -414,6 +441,22 @@ impl Config {
             }
         }
         let smtp_from = r.raw(SMTP_FROM).unwrap_or("syncgate <no-reply@localhost>").to_string();
+        let durable_namespaces = match r.raw(DURABLE_NAMESPACES) {
+            None => vec!["dm".to_string()],
+            Some("-" | "none") => Vec::new(),
+            Some(_) => r.list(DURABLE_NAMESPACES),
+        };
+        for ns in &durable_namespaces {
+            if !crate::channel::valid_namespace(ns) {
+                r.errors.push(format!("{DURABLE_NAMESPACES}: {ns:?} is not a namespace"));
+            }
+        }
+        let replay_max = r.ranged(REPLAY_MAX, 1000, 1, 100_000);
+        let history_ttl_secs = r.ranged(HISTORY_TTL_SECS, 30 * 86_400, 0, 100 * 365 * 86_400);
+        let history_max = r.ranged(HISTORY_MAX, 10_000, 0, 1 << 40);
+        let retention_interval = Duration::from_secs(r.ranged(RETENTION_INTERVAL_SECS, 10, 1, 86_400));
+        let durable_batch_max = r.ranged(DURABLE_BATCH_MAX, 1000, 1, 100_000) as usize;
+        let durable_queue = r.ranged(DURABLE_QUEUE, 65_536, 1, 1 << 24) as usize;
         let listen_backlog = r.ranged(LISTEN_BACKLOG, 4096, 1, 1 << 20) as u32;
         let log_format = match r.raw(LOG_FORMAT) {
             None | Some("text") => LogFormat::Text,
@@ -472,6 +515,13 @@ impl Config {
             smtp_url,
             smtp_from,
             redirect_allowlist,
+            durable_namespaces,
+            replay_max,
+            history_ttl_secs,
+            history_max,
+            retention_interval,
+            durable_batch_max,
+            durable_queue,
         })
     }
 }

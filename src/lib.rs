@@ -3,6 +3,8 @@
 //! ## Layout
 //! - [`config`]: one typed `Config` read from `SYNCGATE_*` env vars; bad values stop start-up.
 //! - [`devices`]: batched device sightings, in-memory revocation check.
+//! - [`durable`]: durable streams: group-committed writer, per-channel `seq`, replay, read
+//!   positions, retention.
 //! - [`error`]: error enums and the one mapping to HTTP status / JSON body / close code.
 //! - [`server`]: accept loop, HTTP routing, middleware in front of the upgrade (origin, per-IP
 //!   rate, JWT, per-user cap), two-step shutdown.
@@ -25,6 +27,8 @@
 //! client frame → `ws::session` (rate limit, `protocol::decode`) → `channel::authorize` →
 //! `protocol::event` encodes once → `registry::Registry::fan_out` pushes a clone into each
 //! member's bounded queue → each member's session swaps its queue out and writes it in one flush.
+//! A durable channel's publish goes to `durable`'s writer instead: one transaction per batch
+//! assigns `seq`s, then the event is encoded once, fanned out and acknowledged.
 
 pub mod api;
 pub mod auth;
@@ -33,6 +37,7 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod durable;
 pub mod error;
 pub mod limits;
 pub mod mail;

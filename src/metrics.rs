@@ -103,8 +103,19 @@ pub enum ConnectResult {
 const CONNECT_RESULTS: [&str; 7] = ["ok", "unauthorized", "rate_limited", "over_cap", "origin", "shed", "bad_request"];
 
 /// Inbound frame kinds (`syncgate_frames_in_total{type}`).
-pub const FRAME_IN_TYPES: [&str; 10] =
-    ["auth", "subscribe", "unsubscribe", "publish", "typing", "presence", "ping", "binary", "invalid", "control"];
+pub const FRAME_IN_TYPES: [&str; 11] = [
+    "auth",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "typing",
+    "presence",
+    "ping",
+    "binary",
+    "invalid",
+    "control",
+    "ack",
+];
 /// Outbound frame kinds (`syncgate_frames_out_total{type}`).
 pub const FRAME_OUT_TYPES: [&str; 4] = ["text", "binary", "ping", "other"];
 /// Close codes counted (`syncgate_disconnects_total{code}`); anything else is "other".
@@ -120,7 +131,7 @@ pub static BATCH_BOUNDS: [f64; 9] = [1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 10
 /// Every series syncgate keeps. One per process, shared through `AppState`.
 pub struct Metrics {
     connects: [Counter; 7],
-    pub frames_in: [Counter; 10],
+    pub frames_in: [Counter; 11],
     pub frames_out: [Counter; 4],
     pub bytes_in: Counter,
     pub bytes_out: Counter,
@@ -296,6 +307,7 @@ pub fn render(state: &AppState) -> String {
     single(&mut out, "syncgate_ready", "1 while /ready answers 200.", "gauge", u8::from(state.ready()));
     single(&mut out, "syncgate_uptime_seconds", "Seconds since start.", "gauge", m.uptime_secs());
     state.bus.metrics(&mut out);
+    state.durable.render_metrics(&mut out);
     process(&mut out);
     out
 }

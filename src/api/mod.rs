@@ -2,11 +2,13 @@
 //!
 //! - [`accounts`]: register, login, refresh, logout, change-password.
 //! - [`devices`]: list and revoke the caller's devices.
+//! - [`history`]: durable streams' history and the caller's direct-message conversations.
 //! - [`server_api`]: `POST /api/publish` and `POST /api/disconnect` for backends
 //!   (Bearer `SYNCGATE_API_KEY`).
 
 pub mod accounts;
 pub mod devices;
+pub mod history;
 pub mod login_page;
 pub mod openapi;
 pub mod server_api;

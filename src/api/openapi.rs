@@ -143,12 +143,47 @@ pub fn document() -> Value {
         ),
     );
     add(
+        "/api/history",
+        "get",
+        op(
+            "A durable channel's events (channel, after, before, limit 1-1000); same rules as subscribe",
+            Some("bearer"),
+            None,
+            &[
+                ("200", "events, latest_seq, has_more"),
+                ("400", "bad query or channel not durable"),
+                ("401", "unauthorized"),
+                ("403", "forbidden channel"),
+            ],
+        ),
+    );
+    add(
+        "/api/conversation",
+        "get",
+        op(
+            "Direct messages with one user (with, before, after, limit)",
+            Some("bearer"),
+            None,
+            &[("200", "events, latest_seq, has_more"), ("400", "bad query"), ("401", "unauthorized")],
+        ),
+    );
+    add(
+        "/api/conversations",
+        "get",
+        op(
+            "The caller's dm channels with latest seq and read position",
+            Some("bearer"),
+            None,
+            &[("200", "conversations"), ("401", "unauthorized")],
+        ),
+    );
+    add(
         "/api/publish",
         "post",
         op(
             "Publish an event into a channel",
             Some("apiKey"),
-            Some(object(&["channel", "event"], json!({"channel": s, "event": s, "data": {}}))),
+            Some(object(&["channel", "event"], json!({"channel": s, "event": s, "data": {}, "msg_id": s}))),
             &[("200", "published"), ("400", "bad body"), ("401", "wrong key"), ("404", "API off")],
         ),
     );

@@ -23,6 +23,9 @@ struct PublishBody {
     event: String,
     #[serde(default)]
     data: Option<Box<serde_json::value::RawValue>>,
+    /// Idempotency key on durable channels.
+    #[serde(default)]
+    msg_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -33,8 +36,10 @@ struct DisconnectBody {
     device_id: Option<String>,
 }
 
-/// `POST /api/publish {"channel","event","data"}` → 200 `{"ok":true,"local_recipients":N}`.
-/// Members receive an `event` with `"from":{"user_id":"server"}`.
+/// `POST /api/publish {"channel","event","data","msg_id"?}` → 200 `{"ok":true,"local_recipients":N}`.
+/// Members receive an `event` with `"from":{"user_id":"server"}`. On a durable channel the event
+/// is stored first and the answer is `{"ok":true,"seq":N,"duplicate":B}`; a `dm:` channel reaches
+/// both users' connections.
 pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     require_api_key(&req, state.config.api_key.as_deref())?;
     let body: PublishBody = json_body(req, state.config.max_message_bytes).await?;
@@ -44,9 +49,52 @@ pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
     if body.event.is_empty() || body.event.len() > protocol::MAX_EVENT_LEN {
         return Err(HttpError::BadRequest(format!("event must be 1-{} bytes", protocol::MAX_EVENT_LEN)));
     }
+    if body.msg_id.as_ref().is_some_and(|m| m.is_empty() || m.len() > 128) {
+        return Err(HttpError::BadRequest("msg_id must be 1-128 bytes".into()));
+    }
+    if body.channel.starts_with("dm:") {
+        // Only a well-formed dm:<a>:<b> (a < b) names its two users.
+        let ok = body
+            .channel
+            .strip_prefix("dm:")
+            .and_then(|r| r.split_once(':'))
+            .is_some_and(|(a, b)| crate::channel::valid_user_id(a) && crate::channel::valid_user_id(b) && a < b);
+        if !ok {
+            return Err(HttpError::BadRequest("direct channels are dm:<a>:<b> with a < b".into()));
+        }
+    }
     let data = body.data.as_deref().map(|d| d.get().as_bytes()).unwrap_or(b"null");
-    let frame = protocol::server_event(&body.channel, &body.event, data, crate::auth::now_millis());
-    let n = state.bus.publish(&body.channel, Message::Text(frame), 0);
+    let now = crate::auth::now_millis();
+    if state.durable.is_durable(&body.channel) {
+        let p = crate::durable::Publish {
+            channel: body.channel,
+            event: body.event,
+            data: data.to_vec(),
+            from: None,
+            msg_id: body.msg_id.map(String::into_boxed_str),
+            origin: 0,
+            ts: now,
+            reply: crate::durable::Reply::Http(tokio::sync::oneshot::channel().0),
+        };
+        return match state.durable.publish_and_wait(p).await {
+            Ok(a) => Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"ok": true, "seq": a.seq, "duplicate": a.duplicate}),
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "durable server publish failed");
+                Err(HttpError::Unavailable)
+            }
+        };
+    }
+    let frame = protocol::server_event(&body.channel, &body.event, data, now);
+    let n = match crate::store::events::dm_members(&body.channel) {
+        Some((a, b)) => {
+            state.bus.publish(&format!("user:{a}"), Message::Text(frame.clone()), 0)
+                + state.bus.publish(&format!("user:{b}"), Message::Text(frame), 0)
+        }
+        None => state.bus.publish(&body.channel, Message::Text(frame), 0),
+    };
     Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true, "local_recipients": n})))
 }
 

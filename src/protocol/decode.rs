@@ -10,6 +10,8 @@ use super::{ErrorCode, Frame, Request, RequestId};
 pub const MAX_EVENT_LEN: usize = 256;
 /// Longest accepted request id (JSON text), in bytes.
 pub const MAX_ID_LEN: usize = 128;
+/// Longest accepted `msg_id`, in bytes.
+pub const MAX_MSG_ID_LEN: usize = 128;
 
 /// A frame that could not be understood; `id` is echoed when it could be read.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +23,15 @@ pub struct DecodeError {
 
 fn bad(message: impl Into<String>, id: &RequestId) -> DecodeError {
     DecodeError { code: ErrorCode::BadRequest, message: message.into(), id: id.clone() }
+}
+
+/// An optional non-negative integer field (`since`, `seq`).
+fn seq_field(obj: &BorrowedValue<'_>, key: &str, id: &RequestId) -> Result<Option<u64>, DecodeError> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(v) if v.is_null() => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| bad(format!("field `{key}` must be a non-negative integer"), id)),
+    }
 }
 
 fn str_field<'v>(obj: &'v BorrowedValue<'_>, key: &str, id: &RequestId) -> Result<&'v str, DecodeError> {
@@ -55,7 +66,11 @@ pub fn decode(text: &[u8], buf: &mut Vec<u8>) -> Result<Frame, DecodeError> {
     let channel = || str_field(&value, "channel", &id).map(str::to_string);
     let request = match kind {
         "auth" => Request::Auth { token: str_field(&value, "token", &id)?.to_string() },
-        "subscribe" => Request::Subscribe { channel: channel()? },
+        "subscribe" => Request::Subscribe { channel: channel()?, since: seq_field(&value, "since", &id)? },
+        "ack" => Request::Ack {
+            channel: channel()?,
+            seq: seq_field(&value, "seq", &id)?.ok_or_else(|| bad("missing field `seq`", &id))?,
+        },
         "unsubscribe" => Request::Unsubscribe { channel: channel()? },
         "publish" => {
             let channel = channel()?;
@@ -71,7 +86,22 @@ pub fn decode(text: &[u8], buf: &mut Vec<u8>) -> Result<Frame, DecodeError> {
                 }
                 None => b"null".to_vec(),
             };
-            Request::Publish { channel, event: event.to_string(), data }
+            let msg_id = match value.get("msg_id") {
+                None => None,
+                Some(v) if v.is_null() => None,
+                Some(v) => {
+                    let text = match v.as_str() {
+                        Some(s) => s.to_string(),
+                        None if v.is_u64() || v.is_i64() => v.encode(),
+                        None => return Err(bad("field `msg_id` must be a string or an integer", &id)),
+                    };
+                    if text.is_empty() || text.len() > MAX_MSG_ID_LEN {
+                        return Err(bad(format!("`msg_id` must be 1-{MAX_MSG_ID_LEN} bytes"), &id));
+                    }
+                    Some(text.into_boxed_str())
+                }
+            };
+            Request::Publish { channel, event: event.to_string(), data, msg_id }
         }
         "typing" => {
             let channel = channel()?;
@@ -105,7 +135,8 @@ mod tests {
         let f = d(r#"{"type":"publish","id":7,"channel":"room:1","event":"e","data":{"a":[1,"x"]}}"#).unwrap();
         assert_eq!(f.id.as_deref(), Some("7"));
         match f.request {
-            Request::Publish { channel, event, data } => {
+            Request::Publish { channel, event, data, msg_id } => {
+                assert_eq!(msg_id, None);
                 assert_eq!(channel, "room:1");
                 assert_eq!(event, "e");
                 let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
@@ -128,5 +159,22 @@ mod tests {
         assert!(d(r#"{"type":7}"#).is_err());
         assert!(d(r#"{"type":"ping","id":{"x":1}}"#).is_err());
         assert!(d("").is_err());
+        assert!(d(r#"{"type":"subscribe","channel":"dm:a:b","since":-1}"#).is_err());
+        assert!(d(r#"{"type":"subscribe","channel":"dm:a:b","since":"3"}"#).is_err());
+        assert!(d(r#"{"type":"ack","channel":"dm:a:b"}"#).is_err());
+        assert!(d(r#"{"type":"publish","channel":"a:b","event":"e","msg_id":{"x":1}}"#).is_err());
+        assert!(d(r#"{"type":"publish","channel":"a:b","event":"e","msg_id":""}"#).is_err());
+    }
+
+    #[test]
+    fn durable_fields() {
+        let f = d(r#"{"type":"subscribe","channel":"dm:a:b","since":41}"#).unwrap();
+        assert_eq!(f.request, Request::Subscribe { channel: "dm:a:b".into(), since: Some(41) });
+        let f = d(r#"{"type":"ack","channel":"dm:a:b","seq":7}"#).unwrap();
+        assert_eq!(f.request, Request::Ack { channel: "dm:a:b".into(), seq: 7 });
+        let f = d(r#"{"type":"publish","channel":"dm:a:b","event":"e","msg_id":"m-1"}"#).unwrap();
+        assert!(matches!(f.request, Request::Publish { msg_id: Some(m), .. } if &*m == "m-1"));
+        let f = d(r#"{"type":"publish","channel":"dm:a:b","event":"e","msg_id":17}"#).unwrap();
+        assert!(matches!(f.request, Request::Publish { msg_id: Some(m), .. } if &*m == "17"));
     }
 }

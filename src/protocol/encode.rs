@@ -69,12 +69,34 @@ fn push_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(&buf[i..]);
 }
 
-/// The shared shape of `event` frames; `from` is `None` for the server.
-fn event_frame(channel: &str, event: &str, data: &[u8], from: Option<(&str, &str)>, ts: u64) -> Encoded {
+/// A durable channel's position of an event: its `seq` and the client's `msg_id`.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp<'a> {
+    pub seq: u64,
+    pub msg_id: Option<&'a str>,
+}
+
+const EVENT_PREFIX: &[u8] = b"{\"type\":\"event\",\"channel\":\"";
+
+/// The shared shape of `event` frames; `from` is `None` for the server. Durable events carry
+/// `"seq"` right after the channel (so [`event_seq`] finds it without parsing) and `msg_id`.
+fn event_frame(
+    channel: &str,
+    event: &str,
+    data: &[u8],
+    from: Option<(&str, &str)>,
+    ts: u64,
+    stamp: Option<Stamp<'_>>,
+) -> Encoded {
     let from_len = from.map(|(u, d)| u.len() + d.len()).unwrap_or(0);
-    let mut out = Vec::with_capacity(96 + channel.len() + event.len() + data.len() + from_len);
+    let stamp_len = stamp.map(|s| 40 + s.msg_id.map_or(0, str::len)).unwrap_or(0);
+    let mut out = Vec::with_capacity(96 + channel.len() + event.len() + data.len() + from_len + stamp_len);
     out.extend_from_slice(b"{\"type\":\"event\",\"channel\":");
     json_str(&mut out, channel);
+    if let Some(st) = stamp {
+        out.extend_from_slice(b",\"seq\":");
+        push_u64(&mut out, st.seq);
+    }
     out.extend_from_slice(b",\"event\":");
     json_str(&mut out, event);
     out.extend_from_slice(b",\"data\":");
@@ -90,6 +112,10 @@ fn event_frame(channel: &str, event: &str, data: &[u8], from: Option<(&str, &str
         None => out.extend_from_slice(b",\"from\":{\"user_id\":\"server\"},\"ts\":"),
     }
     push_u64(&mut out, ts);
+    if let Some(Stamp { msg_id: Some(m), .. }) = stamp {
+        out.extend_from_slice(b",\"msg_id\":");
+        json_str(&mut out, m);
+    }
     out.push(b'}');
     finish(out)
 }
@@ -97,13 +123,111 @@ fn event_frame(channel: &str, event: &str, data: &[u8], from: Option<(&str, &str
 /// `{"type":"event","channel":C,"event":E,"data":D,"from":{"user_id":U,"device_id":D},"ts":MS}`.
 /// `data` must already be JSON text.
 pub fn event(channel: &str, event: &str, data: &[u8], user_id: &str, device_id: &str, ts: u64) -> Encoded {
-    event_frame(channel, event, data, Some((user_id, device_id)), ts)
+    event_frame(channel, event, data, Some((user_id, device_id)), ts, None)
 }
 
 /// An `event` published by the server (HTTP API, external Redis publisher):
 /// `"from":{"user_id":"server"}`.
 pub fn server_event(channel: &str, event: &str, data: &[u8], ts: u64) -> Encoded {
-    event_frame(channel, event, data, None, ts)
+    event_frame(channel, event, data, None, ts, None)
+}
+
+/// A durable channel's event: `{"type":"event","channel":C,"seq":N,…,"msg_id":M}`. `from` is
+/// `None` for the server ("from":{"user_id":"server"}).
+pub fn durable_event(
+    channel: &str,
+    event: &str,
+    data: &[u8],
+    from: Option<(&str, &str)>,
+    ts: u64,
+    stamp: Stamp<'_>,
+) -> Encoded {
+    event_frame(channel, event, data, from, ts, Some(stamp))
+}
+
+/// The channel and `seq` of a durable event frame (`None` for any other frame). Cheap: channel
+/// names never need escaping and `seq` directly follows the channel.
+pub fn event_seq(frame: &[u8]) -> Option<(&[u8], u64)> {
+    let rest = frame.strip_prefix(EVENT_PREFIX)?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let (channel, rest) = rest.split_at(end);
+    let digits = rest.strip_prefix(b"\",\"seq\":")?;
+    let mut n: u64 = 0;
+    let mut any = false;
+    for &b in digits.iter().take_while(|b| b.is_ascii_digit()) {
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        any = true;
+    }
+    any.then_some((channel, n))
+}
+
+/// The reply to a durable publish, after the event is committed:
+/// `{"type":"ack","id":…,"channel":C,"seq":N,"msg_id":M,"duplicate":true}` (`duplicate` only for
+/// a repeated `msg_id`, which gets its original `seq`).
+pub fn durable_ack(id: &RequestId, channel: &str, seq: u64, msg_id: Option<&str>, duplicate: bool) -> Encoded {
+    let mut out = Vec::with_capacity(64 + channel.len() + msg_id.map_or(0, str::len));
+    out.extend_from_slice(b"{\"type\":\"ack\"");
+    push_id(&mut out, id);
+    out.extend_from_slice(b",\"channel\":");
+    json_str(&mut out, channel);
+    out.extend_from_slice(b",\"seq\":");
+    push_u64(&mut out, seq);
+    if let Some(m) = msg_id {
+        out.extend_from_slice(b",\"msg_id\":");
+        json_str(&mut out, m);
+    }
+    if duplicate {
+        out.extend_from_slice(b",\"duplicate\":true");
+    }
+    out.push(b'}');
+    finish(out)
+}
+
+/// A durable channel's state for `subscribed` / `welcome`: the latest `seq`, this device's read
+/// position, and — after a replay request — whether every missed event was replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamState {
+    pub seq: u64,
+    pub read_seq: u64,
+    pub recovered: Option<bool>,
+}
+
+fn push_stream(out: &mut Vec<u8>, st: &StreamState) {
+    out.extend_from_slice(b",\"seq\":");
+    push_u64(out, st.seq);
+    out.extend_from_slice(b",\"read_seq\":");
+    push_u64(out, st.read_seq);
+    match st.recovered {
+        Some(true) => out.extend_from_slice(b",\"recovered\":true"),
+        Some(false) => out.extend_from_slice(b",\"recovered\":false"),
+        None => {}
+    }
+}
+
+/// `{"type":"subscribed","channel":C,"seq":N,"read_seq":R,"recovered":B,"id":…}` for a durable
+/// channel.
+pub fn subscribed_durable(channel: &str, st: &StreamState, id: &RequestId) -> Encoded {
+    let mut out = Vec::with_capacity(96 + channel.len());
+    out.extend_from_slice(b"{\"type\":\"subscribed\",\"channel\":");
+    json_str(&mut out, channel);
+    push_stream(&mut out, st);
+    push_id(&mut out, id);
+    out.push(b'}');
+    finish(out)
+}
+
+/// The reply to a client's read-position `ack` that carried an `id`:
+/// `{"type":"ack","id":…,"channel":C,"read_seq":N}`.
+pub fn read_ack(id: &RequestId, channel: &str, read_seq: u64) -> Encoded {
+    let mut out = Vec::with_capacity(64 + channel.len());
+    out.extend_from_slice(b"{\"type\":\"ack\"");
+    push_id(&mut out, id);
+    out.extend_from_slice(b",\"channel\":");
+    json_str(&mut out, channel);
+    out.extend_from_slice(b",\"read_seq\":");
+    push_u64(&mut out, read_seq);
+    out.push(b'}');
+    finish(out)
 }
 
 /// `{"type":"error","code":K,"message":M,"id":…}`.
@@ -201,8 +325,15 @@ pub fn pong(ts: u64, id: &RequestId) -> Encoded {
     finish(out)
 }
 
-/// The `welcome` frame sent once after authentication.
-pub fn welcome(user_id: &str, device_id: &str, conn_id: &str, heartbeat_ms: u64, max_message_bytes: u64) -> Encoded {
+/// The `welcome` frame sent once after authentication; `stream` when the user channel is durable.
+pub fn welcome(
+    user_id: &str,
+    device_id: &str,
+    conn_id: &str,
+    heartbeat_ms: u64,
+    max_message_bytes: u64,
+    stream: Option<&StreamState>,
+) -> Encoded {
     let mut out = Vec::with_capacity(160);
     out.extend_from_slice(b"{\"type\":\"welcome\",\"user_id\":");
     json_str(&mut out, user_id);
@@ -214,6 +345,9 @@ pub fn welcome(user_id: &str, device_id: &str, conn_id: &str, heartbeat_ms: u64,
     push_u64(&mut out, heartbeat_ms);
     out.extend_from_slice(b",\"max_message_bytes\":");
     push_u64(&mut out, max_message_bytes);
+    if let Some(st) = stream {
+        push_stream(&mut out, st);
+    }
     out.push(b'}');
     finish(out)
 }
@@ -253,10 +387,34 @@ mod tests {
         assert_eq!(parse(&p)["members"][1]["device_id"], "2");
         assert_eq!(parse(&p)["id"], 3);
         assert_eq!(parse(&typing("c:1", "u", "d", false))["state"], "stop");
-        assert_eq!(parse(&welcome("u", "d", "c", 1, 2))["max_message_bytes"], 2);
+        assert_eq!(parse(&welcome("u", "d", "c", 1, 2, None))["max_message_bytes"], 2);
         assert_eq!(parse(&ack("5", "c:1"))["id"], 5);
         assert_eq!(parse(&membership("leave", "c:1", "u", "d"))["type"], "leave");
         assert_eq!(parse(&auth_ok("u", 9, &None))["exp"], 9);
         assert_eq!(parse(&channel_reply("subscribed", "c:1", &None))["channel"], "c:1");
+    }
+
+    #[test]
+    fn durable_frames() {
+        let e = durable_event("dm:a:b", "m", b"1", Some(("a", "d")), 5, Stamp { seq: 42, msg_id: Some("x\"y") });
+        let v = parse(&e);
+        assert_eq!(v["seq"], 42);
+        assert_eq!(v["msg_id"], "x\"y");
+        assert_eq!(event_seq(e.as_bytes()), Some((&b"dm:a:b"[..], 42)));
+        assert_eq!(event_seq(event("c:1", "m", b"1", "a", "d", 5).as_bytes()), None);
+        assert_eq!(event_seq(b"{\"type\":\"event\",\"channel\":\"c\",\"seq\":"), None);
+        let a = durable_ack(&Some("7".into()), "dm:a:b", 3, Some("m1"), true);
+        assert_eq!(
+            parse(&a),
+            serde_json::json!({"type":"ack","id":7,"channel":"dm:a:b","seq":3,"msg_id":"m1","duplicate":true})
+        );
+        let st = StreamState { seq: 9, read_seq: 4, recovered: Some(false) };
+        let v = parse(&subscribed_durable("dm:a:b", &st, &None));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"subscribed","channel":"dm:a:b","seq":9,"read_seq":4,"recovered":false})
+        );
+        assert_eq!(parse(&welcome("u", "d", "c", 1, 2, Some(&st)))["read_seq"], 4);
+        assert_eq!(parse(&read_ack(&None, "dm:a:b", 4))["read_seq"], 4);
     }
 }

@@ -16,6 +16,9 @@ pub enum ErrorCode {
     RateLimited,
     TooLarge,
     Internal,
+    /// A durable write could not be made (store down, commit queue full): retry with the same
+    /// `msg_id`.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -27,6 +30,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -40,17 +44,26 @@ pub enum Request {
     Auth {
         token: String,
     },
+    /// `since`: replay a durable channel's events after this `seq` first.
     Subscribe {
         channel: String,
+        since: Option<u64>,
     },
     Unsubscribe {
         channel: String,
     },
     /// `data` is the JSON text of the payload, re-encoded once here.
+    /// `msg_id`: the client's idempotency key (durable channels).
     Publish {
         channel: String,
         event: String,
         data: Vec<u8>,
+        msg_id: Option<Box<str>>,
+    },
+    /// The device has read a durable channel up to `seq`.
+    Ack {
+        channel: String,
+        seq: u64,
     },
     Typing {
         channel: String,

@@ -43,6 +43,8 @@ pub struct Admitted {
     pub channels: Vec<String>,
     /// `?device_name=`: a label for the device list (at most 64 characters).
     pub device_name: Option<String>,
+    /// `?since=N`: replay the (durable) user channel after `seq` N.
+    pub since: Option<u64>,
 }
 
 /// `[A-Za-z0-9._:-]{1,64}`.
@@ -97,6 +99,7 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
     let mut device_id = None;
     let mut channels = Vec::new();
     let mut device_name = None;
+    let mut since = None;
     for (k, v) in crate::util::query_pairs(req.uri().query().unwrap_or("")) {
         match k.as_str() {
             "token" if token.is_none() => token = Some(v),
@@ -111,6 +114,12 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
                     return Err(HttpError::BadRequest("device_name must be at most 64 printable characters".into()));
                 }
                 device_name = Some(v);
+            }
+            "since" => {
+                since = Some(
+                    v.parse::<u64>()
+                        .map_err(|_| HttpError::BadRequest("since must be a non-negative integer (a seq)".into()))?,
+                );
             }
             "channel" => {
                 if channels.len() >= state.config.max_channels_per_connection as usize {
@@ -151,5 +160,5 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
             Some((id, slot))
         }
     };
-    Ok(Admitted { _place: place, identity, device_id, channels, device_name })
+    Ok(Admitted { _place: place, identity, device_id, channels, device_name, since })
 }

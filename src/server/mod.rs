@@ -39,6 +39,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/devices"),
     ("DELETE", "/api/devices/{id}"),
     ("GET", "/api/users/search"),
+    ("GET", "/api/history"),
+    ("GET", "/api/conversation"),
+    ("GET", "/api/conversations"),
     ("POST", "/api/publish"),
     ("POST", "/api/disconnect"),
     ("GET", "/api/status"),
@@ -74,6 +77,8 @@ pub struct AppState {
     pub auth_attempts: crate::limits::AttemptLimiter,
     /// Registrations per IP.
     pub registrations: crate::limits::AttemptLimiter,
+    /// Durable streams (sequenced, stored channels).
+    pub durable: Arc<crate::durable::Durable>,
     /// Connections admitted (upgrade accepted) and not yet finished: the `SYNCGATE_MAX_CONNECTIONS` gauge.
     pub admitted: Arc<AtomicU64>,
     /// Each connection task holds a clone; shutdown waits until all are dropped.
@@ -172,7 +177,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             redis
         }
     };
+    let (durable, durable_tasks) = crate::durable::Durable::start(&config, store.clone(), bus.clone());
+    background.extend(durable_tasks);
     let state = Arc::new(AppState {
+        durable,
         ip_limiter: (config.connect_rate_per_ip > 0).then(|| IpLimiter::new(config.connect_rate_per_ip)),
         ws_config: ws_config(&config),
         instance: crate::util::random_hex(4),
@@ -264,6 +272,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     // Connections that registered meanwhile see the flag in their open phase; sweep once more.
     state.registry.close_all(crate::error::CloseReason::GoingAway);
     let timeout = state.config.shutdown_timeout;
+    // Read positions acknowledged so far are written before the background tasks stop.
+    state.durable.flush_positions().await;
     for task in background {
         task.abort();
     }

@@ -121,6 +121,15 @@ pub async fn route(
         (&Method::GET, "/api/users/search") => {
             crate::api::devices::search_users(state, req).await.unwrap_or_else(HttpError::into_response)
         }
+        (&Method::GET, "/api/history") => {
+            crate::api::history::history(state, req).await.unwrap_or_else(HttpError::into_response)
+        }
+        (&Method::GET, "/api/conversation") => {
+            crate::api::history::conversation(state, req).await.unwrap_or_else(HttpError::into_response)
+        }
+        (&Method::GET, "/api/conversations") => {
+            crate::api::history::conversations(state, req).await.unwrap_or_else(HttpError::into_response)
+        }
         (&Method::GET, "/api/devices") => {
             crate::api::devices::list(state, req).await.unwrap_or_else(HttpError::into_response)
         }

@@ -7,8 +7,11 @@
 //! - [`devices`] — devices per user, revocation.
 //! - [`otps`] — password-reset codes.
 //! - [`tokens`] — rotating refresh tokens with reuse detection.
+//! - [`events`] — durable streams: group-committed appends with per-channel `seq`, idempotent
+//!   `msg_id`s, replay and history reads, read positions, retention.
 
 pub mod devices;
+pub mod events;
 pub mod otps;
 pub mod tokens;
 pub mod users;
@@ -41,10 +44,12 @@ type Migration = (i64, &'static str, &'static str);
 const SQLITE_MIGRATIONS: &[Migration] = &[
     (1, "accounts", include_str!("../../migrations/sqlite/0001_accounts.sql")),
     (2, "otps", include_str!("../../migrations/sqlite/0002_otps.sql")),
+    (3, "streams", include_str!("../../migrations/sqlite/0003_streams.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[Migration] = &[
     (1, "accounts", include_str!("../../migrations/postgres/0001_accounts.sql")),
     (2, "otps", include_str!("../../migrations/postgres/0002_otps.sql")),
+    (3, "streams", include_str!("../../migrations/postgres/0003_streams.sql")),
 ];
 
 /// The advisory-lock key that serialises migrations across instances ("syncgate" in ASCII).
@@ -146,8 +151,10 @@ impl Store {
                 continue;
             }
             let mut tx = conn.begin().await?;
-            for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty() && !is_comment(s)) {
-                sqlx::query(statement).execute(&mut *tx).await?;
+            // Comment lines go first, so a `;` inside a comment never splits a statement.
+            let code: String = sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+            for statement in code.split(';').map(str::trim).filter(|s| !s.is_empty() && !is_comment(s)) {
+                sqlx::query(sqlx::AssertSqlSafe(statement.to_string())).execute(&mut *tx).await?;
             }
             sqlx::query("INSERT INTO syncgate_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
                 .bind(*version)

@@ -129,6 +129,18 @@ struct Session<'a> {
     limiter: MessageLimiter,
     /// simd-json scratch, reused across frames.
     scratch: Vec<u8>,
+    /// After a replay: durable events of these channels up to this `seq` were already sent, so
+    /// live copies queued meanwhile are dropped (removed once a newer event passes).
+    replayed: Vec<(String, u64)>,
+}
+
+/// A subscribe that needs the bus or the store before its reply.
+struct Subscribe {
+    channel: String,
+    id: RequestId,
+    new: bool,
+    durable: bool,
+    since: Option<u64>,
 }
 
 /// What handling one inbound message asks the loop to do.
@@ -137,9 +149,10 @@ enum Step {
     Reply(Message),
     /// A fresh `auth` frame: verify it (rare and possibly slow, so its future is boxed).
     Reauth(String, RequestId),
-    /// Joined a channel for the first time on this connection: the bus subscription must be
-    /// confirmed before `subscribed` goes out.
-    Subscribed(String, RequestId),
+    /// Joined a channel for the first time on this connection (`new`: the bus subscription must
+    /// be confirmed before `subscribed` goes out), or subscribed to a durable channel (its state,
+    /// and with `since` the replay, come from the store).
+    Subscribed(Box<Subscribe>),
     /// A cluster-wide presence query.
     Presence(String, RequestId),
     Close(CloseReason),
@@ -175,6 +188,67 @@ impl Session<'_> {
         let started = Instant::now();
         self.state.bus.publish(channel, msg, self.conn().id);
         self.state.metrics.fanout_seconds.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Durable channels: queued for the next group commit; the writer delivers and acks.
+    fn publish_durable(
+        &self,
+        channel: String,
+        event: String,
+        data: Vec<u8>,
+        msg_id: Option<Box<str>>,
+        id: RequestId,
+    ) -> Step {
+        let p = crate::durable::Publish {
+            channel,
+            event,
+            data,
+            from: Some((self.identity.user_id.clone(), self.identity.device_id.clone())),
+            msg_id,
+            origin: self.conn().id,
+            ts: now_millis(),
+            reply: crate::durable::Reply::Conn { conn: self.conn().clone(), id },
+        };
+        match self.state.durable.submit(p) {
+            Ok(()) => Step::Nothing,
+            Err(p) => {
+                let id = match p.reply {
+                    crate::durable::Reply::Conn { id, .. } => id,
+                    crate::durable::Reply::Http(_) => None,
+                };
+                Step::Reply(error_frame(
+                    ErrorCode::Unavailable,
+                    "durable write queue full; retry with the same msg_id",
+                    &id,
+                ))
+            }
+        }
+    }
+
+    /// Drops a live durable event already sent by a replay; clears the filter once the stream
+    /// has moved past the replayed range.
+    fn already_replayed(&mut self, m: &Message) -> bool {
+        let filters = &mut self.replayed;
+        let Message::Text(t) = m else { return false };
+        let Some((channel, seq)) = protocol::event_seq(t.as_bytes()) else { return false };
+        let Some(i) = filters.iter().position(|(c, _)| c.as_bytes() == channel) else { return false };
+        if seq <= filters[i].1 {
+            return true;
+        }
+        filters.swap_remove(i);
+        if filters.is_empty() {
+            // Give the memory back: most connections never replay.
+            self.replayed = Vec::new();
+        }
+        false
+    }
+
+    fn mark_replayed(&mut self, channel: &str, upto: u64) {
+        let filters = &mut self.replayed;
+        match filters.iter_mut().find(|(c, _)| c == channel) {
+            Some(f) => f.1 = f.1.max(upto),
+            None => filters.push((channel.to_string(), upto)),
+        }
     }
 
     fn count_in(&self, kind: usize, bytes: usize) {
@@ -223,6 +297,7 @@ impl Session<'_> {
             Request::Typing { .. } => 4,
             Request::Presence { .. } => 5,
             Request::Ping => 6,
+            Request::Ack { .. } => 10,
         };
         self.count_in(kind, text.len());
         if let Some(step) = self.rate_limit(&id) {
@@ -230,10 +305,29 @@ impl Session<'_> {
         }
         let reply = match frame.request {
             Request::Ping => Message::Text(protocol::pong(now_millis(), &id)),
-            Request::Subscribe { channel } => match self.subscribe(&channel, &id) {
+            Request::Subscribe { channel, since } => match self.subscribe(&channel, &id) {
                 Err(m) => m,
-                Ok((ch, true)) => return Step::Subscribed(ch, id),
-                Ok((ch, false)) => Message::Text(protocol::channel_reply("subscribed", &ch, &id)),
+                Ok((ch, new)) => {
+                    let durable = self.state.durable.is_durable(&ch);
+                    if !new && !durable {
+                        Message::Text(protocol::channel_reply("subscribed", &ch, &id))
+                    } else {
+                        return Step::Subscribed(Box::new(Subscribe { channel: ch, id, new, durable, since }));
+                    }
+                }
+            },
+            Request::Ack { channel, seq } => match self.authorize(&channel, &id) {
+                Err(m) => m,
+                Ok(ch) if !self.state.durable.is_durable(&ch) => {
+                    error_frame(ErrorCode::BadRequest, "not a durable channel", &id)
+                }
+                Ok(ch) => {
+                    self.state.durable.ack(&self.identity.user_id, &self.identity.device_id, &ch, seq);
+                    match &id {
+                        Some(_) => Message::Text(protocol::read_ack(&id, &ch, seq)),
+                        None => return Step::Nothing,
+                    }
+                }
             },
             Request::Unsubscribe { channel } => match self.authorize(&channel, &id) {
                 Err(m) => m,
@@ -245,8 +339,11 @@ impl Session<'_> {
                     Message::Text(protocol::channel_reply("unsubscribed", &ch, &id))
                 }
             },
-            Request::Publish { channel, event, data } => match self.authorize(&channel, &id) {
+            Request::Publish { channel, event, data, msg_id } => match self.authorize(&channel, &id) {
                 Err(m) => m,
+                Ok(ch) if self.state.durable.is_durable(&ch) => {
+                    return self.publish_durable(ch, event, data, msg_id, id);
+                }
                 Ok(ch) => {
                     let frame = protocol::event(
                         &ch,
@@ -256,7 +353,15 @@ impl Session<'_> {
                         &self.identity.device_id,
                         now_millis(),
                     );
-                    self.publish(&ch, Message::Text(frame));
+                    match crate::store::events::dm_members(&ch) {
+                        // Direct messages reach both users' connections, subscribed or not.
+                        Some((a, b)) => {
+                            let (a, b) = (format!("user:{a}"), format!("user:{b}"));
+                            self.publish(&a, Message::Text(frame.clone()));
+                            self.publish(&b, Message::Text(frame));
+                        }
+                        None => self.publish(&ch, Message::Text(frame)),
+                    }
                     match &id {
                         Some(id) => Message::Text(protocol::ack(id, &ch)),
                         None => return Step::Nothing,
@@ -308,6 +413,50 @@ impl Session<'_> {
     }
 }
 
+/// Writes frames straight to the socket (ahead of anything queued) and flushes.
+async fn write_now(state: &AppState, ws: &mut Ws, frames: impl IntoIterator<Item = Message>) -> bool {
+    for m in frames {
+        state.metrics.frames_out[0].inc();
+        state.metrics.bytes_out.add(m.len() as u64);
+        if ws.feed(m).await.is_err() {
+            return false;
+        }
+    }
+    tokio::time::timeout(WRITE_TIMEOUT, ws.flush()).await.is_ok_and(|r| r.is_ok())
+}
+
+/// Answers a subscribe that needed the bus or the store. The bus subscription is confirmed
+/// first, so every event committed after the store is read arrives live; a replay is written
+/// before anything queued meanwhile, and live copies of replayed events are then dropped.
+/// False when the socket failed.
+async fn subscribed(s: &mut Session<'_>, ws: &mut Ws, sub: Subscribe) -> bool {
+    let state = s.state;
+    if sub.new {
+        state.bus.subscribe(&sub.channel).await;
+    }
+    if !sub.durable {
+        s.conn().push(Message::Text(protocol::channel_reply("subscribed", &sub.channel, &sub.id)));
+        return true;
+    }
+    let replay = state.durable.replay(&sub.channel, &s.identity.user_id, &s.identity.device_id, sub.since).await;
+    match replay {
+        Err(e) => {
+            tracing::warn!(error = %e, channel = %sub.channel, "stream state unavailable");
+            s.conn().push(error_frame(ErrorCode::Unavailable, "history is unavailable; retry", &sub.id));
+            true
+        }
+        Ok(r) => {
+            let reply = Message::Text(protocol::subscribed_durable(&sub.channel, &r.state, &sub.id));
+            if r.state.recovered != Some(true) {
+                s.conn().push(reply);
+                return true;
+            }
+            s.mark_replayed(&sub.channel, r.state.seq);
+            write_now(state, ws, std::iter::once(reply).chain(r.frames)).await
+        }
+    }
+}
+
 fn classify(e: &WsError) -> Option<CloseReason> {
     use tokio_tungstenite::tungstenite::error::ProtocolError;
     match e {
@@ -327,7 +476,7 @@ async fn open<'a>(
     ws: &mut Ws,
     admitted: Box<Admitted>,
 ) -> Option<(Session<'a>, (UserSlot, AdmitGuard))> {
-    let Admitted { _place: place, identity, device_id, channels, device_name } = *admitted;
+    let Admitted { _place: place, identity, device_id, channels, device_name, since } = *admitted;
     let (identity, slot) = match identity {
         Some(x) => x,
         None => match first_frame_auth(state, ws, device_id.as_deref()).await {
@@ -353,6 +502,7 @@ async fn open<'a>(
         membership: Membership::new(state.registry.clone(), conn),
         limiter: MessageLimiter::new(state.config.messages_per_min, Instant::now()),
         scratch: Vec::new(),
+        replayed: Vec::new(),
         identity,
     };
     s.membership.join(&s.user_channel);
@@ -366,14 +516,33 @@ async fn open<'a>(
         return None;
     }
     tracing::info!(user = %s.identity.user_id, device = %s.identity.device_id, conn = %conn_id, "connection open");
+    // A durable user channel: `welcome` carries its state; `?since=` replays it right after.
+    let mut user_replay = Vec::new();
+    let mut user_stream = None;
+    if state.durable.is_durable(&s.user_channel) {
+        match state.durable.replay(&s.user_channel, &s.identity.user_id, &s.identity.device_id, since).await {
+            Ok(r) => {
+                if r.state.recovered == Some(true) {
+                    s.mark_replayed(&s.user_channel.clone(), r.state.seq);
+                    user_replay = r.frames;
+                }
+                user_stream = Some(r.state);
+            }
+            Err(e) => tracing::warn!(error = %e, "user stream state unavailable at connect"),
+        }
+    }
     let welcome = protocol::welcome(
         &s.identity.user_id,
         &s.identity.device_id,
         &conn_id,
         state.config.heartbeat.as_millis() as u64,
         state.config.max_message_bytes as u64,
+        user_stream.as_ref(),
     );
     let mut ok = ws.feed(Message::Text(welcome)).await.is_ok();
+    for m in user_replay {
+        ok = ok && ws.feed(m).await.is_ok();
+    }
     for ch in &channels {
         let reply = match s.subscribe(ch, &None) {
             Err(m) => m,
@@ -381,7 +550,14 @@ async fn open<'a>(
                 if new {
                     state.bus.subscribe(&ch).await;
                 }
-                Message::Text(protocol::channel_reply("subscribed", &ch, &None))
+                let stream = match state.durable.is_durable(&ch) {
+                    true => state.durable.replay(&ch, &s.identity.user_id, &s.identity.device_id, None).await.ok(),
+                    false => None,
+                };
+                match stream {
+                    Some(r) => Message::Text(protocol::subscribed_durable(&ch, &r.state, &None)),
+                    None => Message::Text(protocol::channel_reply("subscribed", &ch, &None)),
+                }
             }
         };
         ok = ok && ws.feed(reply).await.is_ok();
@@ -438,6 +614,9 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
                         break;
                     }
                     for m in spare.drain(..) {
+                        if !s.replayed.is_empty() && s.already_replayed(&m) {
+                            continue;
+                        }
                         let kind = match &m {
                             Message::Text(_) => 0,
                             Message::Binary(_) => 1,
@@ -486,9 +665,10 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
                             }
                             conn.push(reply);
                         }
-                        Step::Subscribed(ch, id) => {
-                            state.bus.subscribe(&ch).await;
-                            conn.push(Message::Text(protocol::channel_reply("subscribed", &ch, &id)));
+                        Step::Subscribed(sub) => {
+                            if !Box::pin(subscribed(&mut s, &mut ws, *sub)).await {
+                                break None;
+                            }
                         }
                         Step::Presence(ch, id) => {
                             let reply = state.bus.presence(&ch, &id).await;

@@ -1,0 +1,420 @@
+//! Durable streams: channels in `SYNCGATE_DURABLE_NAMESPACES` (default `dm`) keep every event
+//! with a per-channel `seq`.
+//!
+//! - Publishes go through a bounded queue to one writer per instance that group-commits whatever
+//!   is queued (up to `SYNCGATE_DURABLE_BATCH_MAX`) in one transaction ([`Store::append`]); only
+//!   after the commit is an event delivered and acknowledged, so an acked event is on disk.
+//! - `dm:<a>:<b>` events reach every connection of `a` and `b` (their user channels) except the
+//!   sender's, subscribed to the dm channel or not: implicit membership, exactly once.
+//! - Read positions (`ack` frames) are coalesced in memory and written in batches.
+//! - Retention: a background job deletes events older than `SYNCGATE_HISTORY_TTL_SECS` and beyond
+//!   `SYNCGATE_HISTORY_MAX` per channel, every `SYNCGATE_RETENTION_INTERVAL_SECS`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::metrics::{Counter, Histogram};
+use crate::protocol::{self, ErrorCode, RequestId, Stamp, StreamState};
+use crate::registry::ConnHandle;
+use crate::store::events::{dm_members, Appended, NewEvent, StoredEvent};
+use crate::store::{Store, StoreError};
+
+/// Commit latency buckets (seconds).
+static COMMIT_BOUNDS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
+/// How often coalesced read positions are written.
+const POSITION_FLUSH: Duration = Duration::from_millis(100);
+
+/// Who learns the outcome of a durable publish.
+pub enum Reply {
+    /// A WebSocket publisher: an `ack` (or `error`) frame is queued on its connection.
+    Conn { conn: Arc<ConnHandle>, id: RequestId },
+    /// The HTTP server API: the result (or the error text).
+    Http(oneshot::Sender<Result<Appended, String>>),
+}
+
+/// One durable publish on its way to the writer.
+pub struct Publish {
+    pub channel: String,
+    pub event: String,
+    /// JSON text.
+    pub data: Vec<u8>,
+    /// (user, device); `None` for the server.
+    pub from: Option<(Arc<str>, Arc<str>)>,
+    pub msg_id: Option<Box<str>>,
+    /// The publishing connection, excluded from delivery (0: none).
+    pub origin: u64,
+    pub ts: u64,
+    pub reply: Reply,
+}
+
+#[derive(Default)]
+struct DurableMetrics {
+    events: Counter,
+    duplicates: Counter,
+    failed: Counter,
+    batches: Counter,
+    replays: Counter,
+    replayed_events: Counter,
+    retention_deleted: Counter,
+    retention_runs: Counter,
+}
+
+/// (user, device, channel) of a read position.
+type PositionKey = (Arc<str>, Arc<str>, String);
+
+/// The durable-stream service; one per process, shared through `AppState`.
+pub struct Durable {
+    store: Store,
+    namespaces: Vec<String>,
+    pub replay_max: u64,
+    tx: mpsc::Sender<Publish>,
+    /// Read positions not yet written: (user, device, channel) → seq.
+    positions: Mutex<HashMap<PositionKey, u64>>,
+    /// Channels this instance appended to since the last retention run, with their last seq.
+    touched: Mutex<HashMap<String, u64>>,
+    metrics: DurableMetrics,
+    commit_seconds: Histogram,
+    queued: std::sync::atomic::AtomicU64,
+}
+
+/// Why a durable operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DurableError {
+    #[error("the durable write queue is full")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a replay found: the events to send and the stream state for the reply.
+pub struct Replay {
+    pub frames: Vec<Message>,
+    pub state: StreamState,
+}
+
+impl Durable {
+    /// Starts the writer, the position flusher and the retention job.
+    pub fn start(config: &Config, store: Store, bus: Arc<dyn Bus>) -> (Arc<Durable>, Vec<tokio::task::JoinHandle<()>>) {
+        let (tx, rx) = mpsc::channel(config.durable_queue);
+        let durable = Arc::new(Durable {
+            store,
+            namespaces: config.durable_namespaces.clone(),
+            replay_max: config.replay_max,
+            tx,
+            positions: Mutex::new(HashMap::new()),
+            touched: Mutex::new(HashMap::new()),
+            metrics: DurableMetrics::default(),
+            commit_seconds: Histogram::new(&COMMIT_BOUNDS),
+            queued: std::sync::atomic::AtomicU64::new(0),
+        });
+        let tasks = vec![
+            tokio::spawn(durable.clone().writer(rx, bus, config.durable_batch_max)),
+            tokio::spawn(durable.clone().position_flusher()),
+            tokio::spawn(durable.clone().retention(
+                config.retention_interval,
+                config.history_ttl_secs,
+                config.history_max,
+            )),
+        ];
+        (durable, tasks)
+    }
+
+    /// True when `channel` (canonical name) is in a durable namespace.
+    pub fn is_durable(&self, channel: &str) -> bool {
+        let ns = channel.split_once(':').map_or("", |(ns, _)| ns);
+        self.namespaces.iter().any(|n| n == ns)
+    }
+
+    /// Queues a publish for the next group commit. Never waits: a full queue is
+    /// [`DurableError::Busy`] (the client retries with the same `msg_id`).
+    pub fn submit(&self, p: Publish) -> Result<(), Box<Publish>> {
+        match self.tx.try_send(p) {
+            Ok(()) => {
+                self.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p)) => Err(Box::new(p)),
+        }
+    }
+
+    /// Publishes from the server API and waits for the commit.
+    pub async fn publish_and_wait(&self, mut p: Publish) -> Result<Appended, DurableError> {
+        let (tx, rx) = oneshot::channel();
+        p.reply = Reply::Http(tx);
+        self.submit(p).map_err(|_| DurableError::Busy)?;
+        match rx.await {
+            Ok(Ok(a)) => Ok(a),
+            Ok(Err(e)) => Err(DurableError::Store(StoreError::Config(e))),
+            Err(_) => Err(DurableError::Busy),
+        }
+    }
+
+    /// The single writer: takes everything queued (one commit per batch), then delivers and
+    /// acknowledges in `seq` order.
+    async fn writer(self: Arc<Self>, mut rx: mpsc::Receiver<Publish>, bus: Arc<dyn Bus>, batch_max: usize) {
+        let mut batch: Vec<Publish> = Vec::with_capacity(batch_max.min(4096));
+        while rx.recv_many(&mut batch, batch_max).await > 0 {
+            self.queued.fetch_sub(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let started = Instant::now();
+            let rows: Vec<NewEvent<'_>> = batch
+                .iter()
+                .map(|p| NewEvent {
+                    channel: &p.channel,
+                    event: &p.event,
+                    data: std::str::from_utf8(&p.data).unwrap_or("null"),
+                    from: p.from.as_ref().map(|(u, d)| (&**u, &**d)),
+                    msg_id: p.msg_id.as_deref(),
+                    ts: p.ts as i64,
+                })
+                .collect();
+            let result = self.store.append(&rows).await;
+            drop(rows);
+            self.commit_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics.batches.inc();
+            match result {
+                Ok(appended) => {
+                    let mut touched = HashMap::new();
+                    for (p, a) in batch.drain(..).zip(appended) {
+                        if a.duplicate {
+                            self.metrics.duplicates.inc();
+                        } else {
+                            self.metrics.events.inc();
+                            touched.insert(p.channel.clone(), a.seq);
+                            deliver(&*bus, &p, a.seq);
+                        }
+                        respond(p, Ok(a));
+                    }
+                    if let Ok(mut t) = self.touched.lock() {
+                        t.extend(touched);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, n = batch.len(), "durable batch not stored; publishers get `unavailable`");
+                    self.metrics.failed.add(batch.len() as u64);
+                    for p in batch.drain(..) {
+                        respond(p, Err(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a device's read position (coalesced; written within [`POSITION_FLUSH`]).
+    pub fn ack(&self, user: &Arc<str>, device: &Arc<str>, channel: &str, seq: u64) {
+        if let Ok(mut p) = self.positions.lock() {
+            let e = p.entry((user.clone(), device.clone(), channel.to_string())).or_insert(0);
+            *e = (*e).max(seq);
+        }
+    }
+
+    /// A device's read position: the pending one if newer than the stored one.
+    pub async fn position(&self, user: &Arc<str>, device: &Arc<str>, channel: &str) -> Result<u64, StoreError> {
+        let pending = self
+            .positions
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&(user.clone(), device.clone(), channel.to_string())).copied())
+            .unwrap_or(0);
+        Ok(self.store.position(user, Some(device), channel).await?.max(pending))
+    }
+
+    async fn position_flusher(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(POSITION_FLUSH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.flush_positions().await;
+        }
+    }
+
+    /// Writes the pending read positions now.
+    pub async fn flush_positions(&self) {
+        let pending: Vec<(String, String, String, u64)> = match self.positions.lock() {
+            Ok(mut p) if !p.is_empty() => {
+                std::mem::take(&mut *p).into_iter().map(|((u, d, c), s)| (u.to_string(), d.to_string(), c, s)).collect()
+            }
+            _ => return,
+        };
+        if let Err(e) = self.store.save_positions(&pending).await {
+            tracing::warn!(error = %e, n = pending.len(), "read positions not stored; kept for the next flush");
+            if let Ok(mut p) = self.positions.lock() {
+                for (u, d, c, s) in pending {
+                    let e = p.entry((Arc::from(u), Arc::from(d), c)).or_insert(0);
+                    *e = (*e).max(s);
+                }
+            }
+        }
+    }
+
+    /// The stream state of `channel` for this device, and — with `since` — the events after it
+    /// (at most `SYNCGATE_REPLAY_MAX`; beyond that, or when retention already removed some of
+    /// them, nothing is replayed and `recovered` is false).
+    pub async fn replay(
+        &self,
+        channel: &str,
+        user: &Arc<str>,
+        device: &Arc<str>,
+        since: Option<u64>,
+    ) -> Result<Replay, StoreError> {
+        let head = self.store.head(channel).await?;
+        let read_seq = self.position(user, device, channel).await?;
+        let Some(since) = since else {
+            return Ok(Replay { frames: Vec::new(), state: StreamState { seq: head, read_seq, recovered: None } });
+        };
+        self.metrics.replays.inc();
+        if since > head || head - since > self.replay_max {
+            return Ok(Replay {
+                frames: Vec::new(),
+                state: StreamState { seq: head, read_seq, recovered: Some(false) },
+            });
+        }
+        let events = self.store.events(channel, since, Some(head + 1), self.replay_max, false).await?;
+        // Retention may have removed the start of the range: then the client must page history.
+        let complete = events.first().is_none_or(|e| e.seq == since + 1) && events.len() as u64 == head - since;
+        if !complete {
+            return Ok(Replay {
+                frames: Vec::new(),
+                state: StreamState { seq: head, read_seq, recovered: Some(false) },
+            });
+        }
+        self.metrics.replayed_events.add(events.len() as u64);
+        let frames = events.iter().map(|e| Message::Text(stored_frame(channel, e))).collect();
+        Ok(Replay { frames, state: StreamState { seq: head, read_seq, recovered: Some(true) } })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn retention(self: Arc<Self>, every: Duration, ttl_secs: u64, max: u64) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let deleted = self.retain(ttl_secs, max).await;
+            if deleted > 0 {
+                tracing::debug!(deleted, "retention");
+            }
+        }
+    }
+
+    /// One retention pass; returns how many events were deleted.
+    pub async fn retain(&self, ttl_secs: u64, max: u64) -> u64 {
+        self.metrics.retention_runs.inc();
+        let mut deleted = 0;
+        if ttl_secs > 0 {
+            let cutoff = crate::auth::now_millis().saturating_sub(ttl_secs.saturating_mul(1000)) as i64;
+            match self.store.expire(cutoff).await {
+                Ok(n) => deleted += n,
+                Err(e) => tracing::warn!(error = %e, "retention (age) failed"),
+            }
+        }
+        if max > 0 {
+            let touched = self.touched.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+            for (channel, last) in touched {
+                if last <= max {
+                    continue;
+                }
+                match self.store.trim(&channel, last - max).await {
+                    Ok(n) => deleted += n,
+                    Err(e) => tracing::warn!(error = %e, %channel, "retention (count) failed"),
+                }
+            }
+        }
+        self.metrics.retention_deleted.add(deleted);
+        deleted
+    }
+
+    /// Appends the durable series to `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let m = &self.metrics;
+        let rows: [(&str, &str, u64); 8] = [
+            ("syncgate_durable_events_total", "Durable events committed.", m.events.get()),
+            (
+                "syncgate_durable_duplicates_total",
+                "Durable publishes answered from an earlier msg_id.",
+                m.duplicates.get(),
+            ),
+            (
+                "syncgate_durable_failed_total",
+                "Durable publishes that could not be stored (publisher got unavailable).",
+                m.failed.get(),
+            ),
+            ("syncgate_durable_batches_total", "Group commits.", m.batches.get()),
+            ("syncgate_replays_total", "Subscribes with since.", m.replays.get()),
+            ("syncgate_replayed_events_total", "Events sent by replays.", m.replayed_events.get()),
+            ("syncgate_retention_deleted_total", "Events deleted by retention.", m.retention_deleted.get()),
+            ("syncgate_retention_runs_total", "Retention passes.", m.retention_runs.get()),
+        ];
+        for (name, help, v) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
+        let q = self.queued.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP syncgate_durable_queue Durable publishes waiting for a commit.\n# TYPE syncgate_durable_queue gauge\nsyncgate_durable_queue {q}"
+        );
+        self.commit_seconds.render(out, "syncgate_durable_commit_seconds", "One group commit, in seconds.");
+    }
+}
+
+/// The event frame of a stored event.
+pub fn stored_frame(channel: &str, e: &StoredEvent) -> protocol::Encoded {
+    let from = match (&e.user_id, &e.device_id) {
+        (Some(u), Some(d)) => Some((u.as_str(), d.as_str())),
+        _ => None,
+    };
+    protocol::durable_event(
+        channel,
+        &e.event,
+        e.data.as_bytes(),
+        from,
+        e.ts.max(0) as u64,
+        Stamp { seq: e.seq, msg_id: e.msg_id.as_deref() },
+    )
+}
+
+/// Encodes the committed event once and hands it to the bus: a dm goes to both users' channels
+/// (every connection of theirs but the sender's), anything else to the channel's members.
+fn deliver(bus: &dyn Bus, p: &Publish, seq: u64) {
+    let frame = protocol::durable_event(
+        &p.channel,
+        &p.event,
+        &p.data,
+        p.from.as_ref().map(|(u, d)| (&**u, &**d)),
+        p.ts,
+        Stamp { seq, msg_id: p.msg_id.as_deref() },
+    );
+    match dm_members(&p.channel) {
+        Some((a, b)) => {
+            bus.publish(&format!("user:{a}"), Message::Text(frame.clone()), p.origin);
+            bus.publish(&format!("user:{b}"), Message::Text(frame), p.origin);
+        }
+        None => {
+            bus.publish(&p.channel, Message::Text(frame), p.origin);
+        }
+    }
+}
+
+fn respond(p: Publish, result: Result<Appended, String>) {
+    match p.reply {
+        Reply::Conn { conn, id } => {
+            let frame = match result {
+                Ok(a) => protocol::durable_ack(&id, &p.channel, a.seq, p.msg_id.as_deref(), a.duplicate),
+                Err(_) => protocol::error(ErrorCode::Unavailable, "not stored; retry with the same msg_id", &id),
+            };
+            conn.push(Message::Text(frame));
+        }
+        Reply::Http(tx) => {
+            let _ = tx.send(result);
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! Durable streams in SQL. [`Store::append`] writes a whole batch in one transaction: repeated
+//! `msg_id`s are found first (one query), every touched channel's head is advanced in one
+//! multi-row upsert whose row locks serialise writers of the same channel across instances (so
+//! `seq`s are contiguous cluster-wide), and the events go in with multi-row inserts.
+
+use std::collections::HashMap;
+
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Backend, Store, StoreError};
+
+/// Rows per multi-row statement (8 binds each: well under both databases' limits).
+const CHUNK: usize = 500;
+
+/// One event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub channel: &'a str,
+    pub event: &'a str,
+    /// JSON text.
+    pub data: &'a str,
+    /// `None` for events published by the server.
+    pub from: Option<(&'a str, &'a str)>,
+    pub msg_id: Option<&'a str>,
+    pub ts: i64,
+}
+
+/// Where an appended event landed. `duplicate`: its `msg_id` was already stored (or appeared
+/// earlier in the batch); `seq` is the original one and nothing new was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Appended {
+    pub seq: u64,
+    pub duplicate: bool,
+}
+
+/// An event read back (replay, history).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub event: String,
+    pub data: String,
+    pub user_id: Option<String>,
+    pub device_id: Option<String>,
+    pub msg_id: Option<String>,
+    pub ts: i64,
+}
+
+/// A direct-message channel of a user: `GET /api/conversations`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Conversation {
+    pub channel: String,
+    pub with: String,
+    pub latest_seq: u64,
+    pub read_seq: u64,
+    pub updated_at: i64,
+}
+
+/// The two users of `dm:<a>:<b>`.
+pub fn dm_members(channel: &str) -> Option<(&str, &str)> {
+    channel.strip_prefix("dm:")?.split_once(':')
+}
+
+/// `$from, $from+1, …` placeholders for `n` values: `($1,$2,$3),($4,$5,$6)`.
+fn rows(sql: &mut String, rows: usize, cols: usize) {
+    let mut p = 1;
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push(',');
+            }
+            sql.push('$');
+            sql.push_str(&p.to_string());
+            p += 1;
+        }
+        sql.push(')');
+    }
+}
+
+/// A stored msg_id row: (channel, user, device, msg_id, seq).
+type StoredId = (String, Option<String>, Option<String>, String, i64);
+
+type IdKey<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a str);
+
+impl Store {
+    /// Appends a batch in one transaction and returns each event's `seq` (in batch order; events
+    /// of one channel get increasing `seq`s in batch order). A concurrent duplicate `msg_id` from
+    /// another instance makes the transaction fail on the unique index; it is retried, and the
+    /// retry finds the stored event.
+    pub async fn append(&self, batch: &[NewEvent<'_>]) -> Result<Vec<Appended>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.append_once(batch).await {
+                Err(StoreError::Conflict) if attempt < 3 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn append_once(&self, batch: &[NewEvent<'_>]) -> Result<Vec<Appended>, StoreError> {
+        let mut out = vec![Appended::default(); batch.len()];
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        let mut tx = self.pool.begin().await?;
+
+        // 1. Repeated msg_ids: already stored, or earlier in this batch.
+        let mut known: HashMap<IdKey<'_>, u64> = HashMap::new();
+        let ids: Vec<&str> = batch.iter().filter_map(|e| e.msg_id).collect();
+        let mut stored: Vec<StoredId> = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            let mut sql =
+                String::from("SELECT channel, sender_user, sender_device, msg_id, seq FROM events WHERE msg_id IN (");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('$');
+                sql.push_str(&(i + 1).to_string());
+            }
+            sql.push(')');
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                stored.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?));
+            }
+        }
+        for (c, u, d, m, seq) in &stored {
+            known.insert((c.as_str(), u.as_deref(), d.as_deref(), m.as_str()), *seq as u64);
+        }
+
+        // 2. Count the new events per channel; a repeat inside the batch points at its first.
+        let mut first_in_batch: HashMap<IdKey<'_>, usize> = HashMap::new();
+        let mut repeat_of: Vec<Option<usize>> = vec![None; batch.len()];
+        let mut per_channel: HashMap<&str, u64> = HashMap::new();
+        for (i, e) in batch.iter().enumerate() {
+            if let Some(m) = e.msg_id {
+                let key = (e.channel, e.from.map(|f| f.0), e.from.map(|f| f.1), m);
+                if let Some(seq) = known.get(&key) {
+                    out[i] = Appended { seq: *seq, duplicate: true };
+                    continue;
+                }
+                if let Some(&j) = first_in_batch.get(&key) {
+                    repeat_of[i] = Some(j);
+                    continue;
+                }
+                first_in_batch.insert(key, i);
+            }
+            *per_channel.entry(e.channel).or_default() += 1;
+        }
+
+        // 3. Advance every touched head at once (sorted: a fixed lock order across instances).
+        let mut channels: Vec<(&str, u64)> = per_channel.into_iter().collect();
+        channels.sort_unstable();
+        let now = crate::auth::now_millis() as i64;
+        let mut next: HashMap<String, u64> = HashMap::with_capacity(channels.len());
+        for chunk in channels.chunks(CHUNK) {
+            let mut sql =
+                String::from("INSERT INTO channel_heads (channel, last_seq, member_a, member_b, updated_at) VALUES ");
+            rows(&mut sql, chunk.len(), 5);
+            sql.push_str(
+                " ON CONFLICT (channel) DO UPDATE SET last_seq = channel_heads.last_seq + excluded.last_seq, \
+                 updated_at = excluded.updated_at RETURNING channel, last_seq",
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (c, n) in chunk {
+                let members = dm_members(c);
+                q = q.bind(*c).bind(*n as i64).bind(members.map(|m| m.0)).bind(members.map(|m| m.1)).bind(now);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let channel: String = row.try_get(0)?;
+                let last: i64 = row.try_get(1)?;
+                let n = chunk.iter().find(|(c, _)| *c == channel).map_or(0, |(_, n)| *n);
+                next.insert(channel, (last as u64) + 1 - n);
+            }
+        }
+
+        // 4. Number the new events and insert them.
+        let mut fresh: Vec<usize> = Vec::with_capacity(batch.len());
+        for (i, e) in batch.iter().enumerate() {
+            if out[i].duplicate || repeat_of[i].is_some() {
+                continue;
+            }
+            let Some(seq) = next.get_mut(e.channel) else {
+                return Err(StoreError::Config(format!("no head returned for {}", e.channel)));
+            };
+            out[i] = Appended { seq: *seq, duplicate: false };
+            *seq += 1;
+            fresh.push(i);
+        }
+        for (i, j) in repeat_of.iter().enumerate() {
+            if let Some(j) = j {
+                out[i] = Appended { seq: out[*j].seq, duplicate: true };
+            }
+        }
+        for chunk in fresh.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO events (channel, seq, event, data, sender_user, sender_device, msg_id, ts) VALUES ",
+            );
+            rows(&mut sql, chunk.len(), 8);
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for &i in chunk {
+                let e = &batch[i];
+                q = q
+                    .bind(e.channel)
+                    .bind(out[i].seq as i64)
+                    .bind(e.event)
+                    .bind(e.data)
+                    .bind(e.from.map(|f| f.0))
+                    .bind(e.from.map(|f| f.1))
+                    .bind(e.msg_id)
+                    .bind(e.ts);
+            }
+            q.execute(&mut *tx).await.map_err(Store::map_unique)?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The latest `seq` of `channel` (0 when nothing was ever published).
+    pub async fn head(&self, channel: &str) -> Result<u64, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT last_seq FROM channel_heads WHERE channel = $1")
+            .bind(channel)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map_or(0, |r| r.0 as u64))
+    }
+
+    /// Events of `channel` with `after < seq < before`, oldest first. `newest`: the last `limit`
+    /// of that range instead of the first (still returned oldest first).
+    pub async fn events(
+        &self,
+        channel: &str,
+        after: u64,
+        before: Option<u64>,
+        limit: u64,
+        newest: bool,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = if newest {
+            "SELECT seq, event, data, sender_user, sender_device, msg_id, ts FROM events \
+             WHERE channel = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4"
+        } else {
+            "SELECT seq, event, data, sender_user, sender_device, msg_id, ts FROM events \
+             WHERE channel = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4"
+        };
+        let rows = sqlx::query(sql)
+            .bind(channel)
+            .bind(after.min(i64::MAX as u64) as i64)
+            .bind(before.unwrap_or(i64::MAX as u64).min(i64::MAX as u64) as i64)
+            .bind(limit.min(i64::MAX as u64) as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(StoredEvent {
+                seq: row.try_get::<i64, _>(0)? as u64,
+                event: row.try_get(1)?,
+                data: row.try_get(2)?,
+                user_id: row.try_get(3)?,
+                device_id: row.try_get(4)?,
+                msg_id: row.try_get(5)?,
+                ts: row.try_get(6)?,
+            });
+        }
+        if newest {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    /// Stores read positions (user, device, channel, seq): a position only moves forward.
+    pub async fn save_positions(&self, batch: &[(String, String, String, u64)]) -> Result<(), StoreError> {
+        let now = crate::auth::now_millis() as i64;
+        for chunk in batch.chunks(CHUNK) {
+            let mut sql =
+                String::from("INSERT INTO read_positions (user_id, device_id, channel, seq, updated_at) VALUES ");
+            rows(&mut sql, chunk.len(), 5);
+            sql.push_str(match self.backend {
+                Backend::Postgres => {
+                    " ON CONFLICT (user_id, device_id, channel) DO UPDATE SET \
+                     seq = GREATEST(read_positions.seq, excluded.seq), updated_at = excluded.updated_at"
+                }
+                Backend::Sqlite => {
+                    " ON CONFLICT (user_id, device_id, channel) DO UPDATE SET \
+                     seq = MAX(read_positions.seq, excluded.seq), updated_at = excluded.updated_at"
+                }
+            });
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (u, d, c, seq) in chunk {
+                q = q.bind(u.as_str()).bind(d.as_str()).bind(c.as_str()).bind(*seq as i64).bind(now);
+            }
+            q.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// A device's read position in `channel`; without a device, the furthest of the user's devices.
+    pub async fn position(&self, user: &str, device: Option<&str>, channel: &str) -> Result<u64, StoreError> {
+        let row: Option<(i64,)> = match device {
+            Some(d) => {
+                sqlx::query_as("SELECT seq FROM read_positions WHERE user_id = $1 AND device_id = $2 AND channel = $3")
+                    .bind(user)
+                    .bind(d)
+                    .bind(channel)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM read_positions WHERE user_id = $1 AND channel = $2")
+                    .bind(user)
+                    .bind(channel)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
+        Ok(row.map_or(0, |r| r.0.max(0) as u64))
+    }
+
+    /// The user's direct-message channels, most recently active first, with their read position
+    /// (`device`'s, or the furthest of the user's devices).
+    pub async fn conversations(
+        &self,
+        user: &str,
+        device: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT channel, member_a, member_b, last_seq, updated_at FROM channel_heads \
+             WHERE member_a = $1 OR member_b = $1 ORDER BY updated_at DESC, channel LIMIT $2",
+        )
+        .bind(user)
+        .bind(limit.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let channel: String = row.try_get(0)?;
+            let a: Option<String> = row.try_get(1)?;
+            let b: Option<String> = row.try_get(2)?;
+            let with = if a.as_deref() == Some(user) { b } else { a }.unwrap_or_default();
+            let read_seq = self.position(user, device, &channel).await?;
+            out.push(Conversation {
+                channel,
+                with,
+                latest_seq: row.try_get::<i64, _>(3)? as u64,
+                read_seq,
+                updated_at: row.try_get(4)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes `channel`'s events with `seq <= upto`; returns how many.
+    pub async fn trim(&self, channel: &str, upto: u64) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM events WHERE channel = $1 AND seq <= $2")
+            .bind(channel)
+            .bind(upto.min(i64::MAX as u64) as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Deletes events older than `before_ms`; returns how many.
+    pub async fn expire(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM events WHERE ts < $1").bind(before_ms).execute(&self.pool).await?;
+        Ok(r.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders() {
+        let mut s = String::new();
+        rows(&mut s, 2, 3);
+        assert_eq!(s, "($1,$2,$3),($4,$5,$6)");
+        assert_eq!(dm_members("dm:a:b"), Some(("a", "b")));
+        assert_eq!(dm_members("room:a"), None);
+    }
+}
