@@ -105,7 +105,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(out);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
 
         // 1. Repeated msg_ids: already stored, or earlier in this batch.
         let mut known: HashMap<IdKey<'_>, u64> = HashMap::new();

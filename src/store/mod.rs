@@ -168,6 +168,17 @@ impl Store {
         Ok(ran)
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock up front (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads first and then writes fails at once with
+    /// `SQLITE_BUSY` when another connection committed in between (WAL snapshot rule), while an
+    /// immediate one just waits its turn.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// A unique-constraint violation becomes [`StoreError::Conflict`].
     pub(crate) fn map_unique(e: sqlx::Error) -> StoreError {
         match &e {

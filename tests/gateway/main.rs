@@ -6,6 +6,7 @@ mod auth;
 mod bus_contract;
 mod cluster;
 mod common;
+mod durable;
 mod lifecycle;
 mod limits;
 mod login_page;

@@ -1,0 +1,436 @@
+//! Durable streams over real sockets, on SQLite and on a real PostgreSQL: `seq` in acks and
+//! events, dm implicit membership, idempotent `msg_id`, replay with `since` while live traffic
+//! continues, read positions, history and conversations, retention, SIGKILL after acks, and
+//! several instances over Redis publishing to one channel.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+async fn get(s: &Server, path: &str, bearer: &str) -> (u16, Value) {
+    http_json(s.addr, "GET", path, Some(bearer), "").await
+}
+
+/// Publishes on `c` and returns the ack (skipping any event frames in between).
+async fn publish(c: &mut Client, channel: &str, id: u64, msg_id: Option<&str>, text: &str) -> Value {
+    let mut frame = json!({"type":"publish","id":id,"channel":channel,"event":"message","data":{"text":text}});
+    if let Some(m) = msg_id {
+        frame["msg_id"] = json!(m);
+    }
+    c.send(frame).await;
+    loop {
+        let v = c.recv().await;
+        if v["type"] == "ack" && v["id"] == id {
+            return v;
+        }
+        assert_ne!(v["type"], "error", "{v}");
+    }
+}
+
+/// Reads event frames of `channel` until `n` have arrived; returns their seqs.
+async fn seqs(c: &mut Client, channel: &str, n: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let v = c.recv().await;
+        if v["type"] == "event" && v["channel"] == channel {
+            out.push(v["seq"].as_u64().unwrap());
+        }
+    }
+    out
+}
+
+async fn durable_flow(env: &[(&str, &str)]) {
+    let s = Server::start(env).await;
+    let dm = "dm:alice:bob";
+    let mut alice_phone = s.client("alice", "phone").await;
+    let mut alice_laptop = s.client("alice", "laptop").await;
+    let mut bob = s.client("bob", "phone").await;
+    let mut bob_subscribed = s.client("bob", "tablet").await;
+    let sub = bob_subscribed.subscribe(dm).await;
+    assert_eq!(sub["type"], "subscribed");
+    assert_eq!(sub["seq"], 0);
+    assert_eq!(sub["read_seq"], 0);
+
+    // Acks carry contiguous seqs from 1; every connection of both users but the sender's gets
+    // each event exactly once, subscribed or not.
+    for i in 1..=3u64 {
+        let ack = publish(&mut alice_phone, dm, i, None, &format!("hi {i}")).await;
+        assert_eq!(ack["seq"], i, "{ack}");
+        assert_eq!(ack["channel"], dm);
+    }
+    for c in [&mut alice_laptop, &mut bob] {
+        assert_eq!(seqs(c, dm, 3).await, vec![1, 2, 3]);
+    }
+    let first = bob_subscribed.recv().await;
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["data"]["text"], "hi 1");
+    assert_eq!(first["from"]["user_id"], "alice");
+    assert_eq!(seqs(&mut bob_subscribed, dm, 2).await, vec![2, 3]);
+    bob_subscribed.silent(200).await;
+    alice_phone.silent(100).await;
+
+    // Idempotency: a retried msg_id is acked with its original seq and not delivered again.
+    let a = publish(&mut bob, dm, 10, Some("m-1"), "once").await;
+    assert_eq!(a["seq"], 4);
+    assert_eq!(a["msg_id"], "m-1");
+    let again = publish(&mut bob, dm, 11, Some("m-1"), "once").await;
+    assert_eq!(again["seq"], 4);
+    assert_eq!(again["duplicate"], true);
+    let e = alice_phone.recv().await;
+    assert_eq!((e["seq"].as_u64(), e["msg_id"].as_str()), (Some(4), Some("m-1")));
+    alice_phone.silent(200).await;
+    // The same msg_id from another device is a different message.
+    let other = publish(&mut bob_subscribed, dm, 12, Some("m-1"), "from the tablet").await;
+    assert_eq!(other["seq"], 5);
+    assert_eq!(other.get("duplicate"), None);
+    assert_eq!(seqs(&mut alice_phone, dm, 1).await, vec![5]);
+    assert_eq!(seqs(&mut alice_laptop, dm, 2).await, vec![4, 5]);
+
+    // Read positions: stored per device, reported by `subscribed` and the conversation list.
+    alice_laptop.send(json!({"type":"ack","channel":dm,"seq":3})).await;
+    let r = alice_laptop.request(json!({"type":"ack","channel":dm,"seq":4,"id":"r"})).await;
+    assert_eq!(r, json!({"type":"ack","id":"r","channel":dm,"read_seq":4}));
+    let sub = alice_laptop.subscribe(dm).await;
+    assert_eq!((sub["seq"].as_u64(), sub["read_seq"].as_u64()), (Some(5), Some(4)));
+    let (status, list) = get(&s, "/api/conversations?device_id=laptop", &token("alice")).await;
+    assert_eq!(status, 200, "{list}");
+    let conv = &list["conversations"][0];
+    assert_eq!(conv["channel"], dm);
+    assert_eq!(conv["with"], "bob");
+    assert_eq!(conv["latest_seq"], 5);
+    assert_eq!(conv["read_seq"], 4);
+    assert_eq!(conv["unread"], 1);
+    let (_, list) = get(&s, "/api/conversations", &token("bob")).await;
+    assert_eq!(list["conversations"][0]["with"], "alice");
+    assert_eq!(list["conversations"][0]["read_seq"], 0);
+    let (_, list) = get(&s, "/api/conversations", &token("carol")).await;
+    assert_eq!(list["conversations"], json!([]));
+    // Acks on non-durable channels and foreign channels are refused.
+    let e = alice_laptop.request(json!({"type":"ack","channel":"dm:bob:carol","seq":1})).await;
+    assert_eq!(e["code"], "forbidden");
+
+    // Replay: subscribe with since delivers exactly what was missed, in order.
+    let mut late = s.client("bob", "desktop").await;
+    late.send(json!({"type":"subscribe","channel":dm,"since":2,"id":1})).await;
+    let sub = late.recv().await;
+    assert_eq!(sub["type"], "subscribed", "{sub}");
+    assert_eq!((sub["recovered"].as_bool(), sub["seq"].as_u64()), (Some(true), Some(5)));
+    assert_eq!(seqs(&mut late, dm, 3).await, vec![3, 4, 5]);
+    late.silent(200).await;
+
+    // History: pages oldest first; `after`, `before`, `limit`; the same rules as subscribe.
+    let (status, h) = get(&s, &format!("/api/history?channel={dm}&limit=2"), &token("alice")).await;
+    assert_eq!(status, 200, "{h}");
+    let got: Vec<u64> = h["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(got, vec![4, 5]);
+    assert_eq!(h["has_more"], true);
+    assert_eq!(h["latest_seq"], 5);
+    assert_eq!(h["events"][1]["from"]["device_id"], "tablet");
+    let (_, h) = get(&s, &format!("/api/history?channel={dm}&before=4&limit=2"), &token("alice")).await;
+    let got: Vec<u64> = h["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(got, vec![2, 3]);
+    let (_, h) = get(&s, &format!("/api/history?channel={dm}&after=1&limit=10"), &token("bob")).await;
+    assert_eq!(h["events"].as_array().unwrap().len(), 4);
+    assert_eq!(h["has_more"], false);
+    assert_eq!(h["events"][0]["data"], json!({"text":"hi 2"}));
+    assert_eq!(get(&s, &format!("/api/history?channel={dm}"), &token("carol")).await.0, 403);
+    assert_eq!(get(&s, "/api/history?channel=room:x", &token("alice")).await.0, 403);
+    assert_eq!(get(&s, "/api/history?channel=dm:bob:alice", &token("alice")).await.0, 400);
+    assert_eq!(get(&s, &format!("/api/history?channel={dm}&limit=0"), &token("alice")).await.0, 400);
+    assert_eq!(get(&s, &format!("/api/history?channel={dm}&after=x"), &token("alice")).await.0, 400);
+    assert_eq!(get(&s, &format!("/api/history?channel={dm}"), "garbage").await.0, 401);
+    let (status, c) = get(&s, "/api/conversation?with=bob&limit=3", &token("alice")).await;
+    assert_eq!(status, 200);
+    assert_eq!(c["channel"], dm);
+    let got: Vec<u64> = c["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(got, vec![3, 4, 5]);
+    let (_, c) = get(&s, "/api/conversation?with=bob&before=3", &token("alice")).await;
+    assert_eq!(c["events"].as_array().unwrap().len(), 2);
+    assert_eq!(get(&s, "/api/conversation?with=alice", &token("alice")).await.0, 400);
+    assert_eq!(get(&s, "/api/conversation", &token("alice")).await.0, 400);
+
+    // Bad frames get clear errors and change nothing.
+    for bad in [
+        json!({"type":"subscribe","channel":dm,"since":-3}),
+        json!({"type":"publish","channel":dm,"event":"m","msg_id":{"x":1}}),
+        json!({"type":"ack","channel":dm}),
+    ] {
+        bob.send(bad).await;
+        assert_eq!(bob.recv_type("error").await["code"], "bad_request");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn durable_streams_on_sqlite() {
+    durable_flow(&[]).await;
+}
+
+#[tokio::test]
+async fn durable_streams_on_postgres() {
+    let url = crate::accounts::fresh_pg_database().await;
+    durable_flow(&[("DATABASE_URL", url.as_str())]).await;
+}
+
+/// A publisher keeps sending while a device reconnects with `since`: the device gets every event
+/// after `since` exactly once and in order, the replayed ones and then the live ones.
+async fn replay_under_live_traffic(env: &[(&str, &str)]) {
+    let s = Server::start(env).await;
+    let dm = "dm:ann:ben";
+    let mut ann = s.client("ann", "a1").await;
+    for i in 1..=20u64 {
+        publish(&mut ann, dm, i, Some(&format!("pre-{i}")), "x").await;
+    }
+    let total = 200u64;
+    let publisher = tokio::spawn(async move {
+        for i in 21..=total {
+            ann.send(json!({"type":"publish","channel":dm,"event":"m","data":i,"msg_id":format!("live-{i}")})).await;
+            if i % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        ann
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut ben = s.client("ben", "b1").await;
+    ben.send(json!({"type":"subscribe","channel":dm,"since":7})).await;
+    let mut got = Vec::new();
+    let mut replied = false;
+    while got.last().copied() != Some(total) {
+        let v = ben.recv().await;
+        match v["type"].as_str() {
+            Some("subscribed") => {
+                assert_eq!(v["recovered"], true, "{v}");
+                replied = true;
+            }
+            Some("event") => got.push(v["seq"].as_u64().unwrap()),
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    assert!(replied);
+    let first = got[0];
+    // Events delivered live before the subscribe reply (ben's user channel) come first; from the
+    // reply on, the sequence is exactly since+1..=total.
+    let expected: Vec<u64> = (8..=total).collect();
+    let tail: Vec<u64> = got.iter().copied().skip_while(|s| *s != 8).collect();
+    assert_eq!(tail, expected, "first {first}, got {got:?}");
+    ben.silent(200).await;
+    publisher.await.unwrap();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn replay_while_live_traffic_continues_on_sqlite() {
+    replay_under_live_traffic(&[]).await;
+}
+
+#[tokio::test]
+async fn replay_while_live_traffic_continues_on_postgres() {
+    let url = crate::accounts::fresh_pg_database().await;
+    replay_under_live_traffic(&[("DATABASE_URL", url.as_str())]).await;
+}
+
+#[tokio::test]
+async fn replay_limit_user_channel_since_and_retention() {
+    let s = Server::start(&[
+        ("SYNCGATE_DURABLE_NAMESPACES", "dm,user,log"),
+        ("SYNCGATE_PUBLIC_NAMESPACES", "log"),
+        ("SYNCGATE_REPLAY_MAX", "5"),
+        ("SYNCGATE_HISTORY_MAX", "4"),
+        ("SYNCGATE_RETENTION_INTERVAL_SECS", "1"),
+    ])
+    .await;
+    let mut a = s.client("u1", "d1").await;
+    assert_eq!(a.welcome["seq"], 0, "{}", a.welcome);
+    for i in 1..=8u64 {
+        let ack = publish(&mut a, "user", i, None, "sync").await;
+        assert_eq!(ack["seq"], i);
+        assert_eq!(ack["channel"], "user:u1");
+    }
+    a.send(json!({"type":"ack","channel":"user","seq":6})).await;
+    // Connecting with ?since= replays the user channel right after welcome.
+    let mut b = s.client_with(&token("u1"), "d2", "&since=5").await;
+    assert_eq!(b.welcome["recovered"], true, "{}", b.welcome);
+    assert_eq!(b.welcome["seq"], 8);
+    assert_eq!(seqs(&mut b, "user:u1", 3).await, vec![6, 7, 8]);
+    // Device d1's read position is reported to d1 on its next connect.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = s.client("u1", "d1").await;
+    assert_eq!(c.welcome["read_seq"], 6, "{}", c.welcome);
+    // More than SYNCGATE_REPLAY_MAX missed: nothing replayed, the reply says so.
+    let mut d = s.client("u1", "d3").await;
+    let sub = d.request(json!({"type":"subscribe","channel":"user","since":1})).await;
+    assert_eq!((sub["recovered"].as_bool(), sub["seq"].as_u64()), (Some(false), Some(8)), "{sub}");
+    d.silent(200).await;
+    let sub = d.request(json!({"type":"subscribe","channel":"user","since":99})).await;
+    assert_eq!(sub["recovered"], false);
+
+    // Retention keeps the last SYNCGATE_HISTORY_MAX events per channel.
+    for i in 1..=10u64 {
+        publish(&mut a, "log:x", 100 + i, None, "l").await;
+    }
+    let mut kept = Vec::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, h) = get(&s, "/api/history?channel=log:x", &token("u1")).await;
+        kept = h["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        if kept.len() == 4 {
+            break;
+        }
+    }
+    assert_eq!(kept, vec![7, 8, 9, 10]);
+    // A replay from before the retained range cannot be complete.
+    let sub = d.request(json!({"type":"subscribe","channel":"log:x","since":3})).await;
+    assert_eq!(sub["recovered"], false, "{sub}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn retention_by_age_with_metrics() {
+    let s = Server::start(&[("SYNCGATE_HISTORY_TTL_SECS", "1"), ("SYNCGATE_RETENTION_INTERVAL_SECS", "1")]).await;
+    let mut a = s.client("p", "d").await;
+    for i in 1..=3u64 {
+        publish(&mut a, "dm:p:q", i, None, "old").await;
+    }
+    let mut left = 3;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, h) = get(&s, "/api/history?channel=dm:p:q", &token("p")).await;
+        left = h["events"].as_array().unwrap().len();
+        if left == 0 {
+            break;
+        }
+    }
+    assert_eq!(left, 0);
+    let text = raw_metrics(&s).await;
+    let deleted = text
+        .lines()
+        .find_map(|l| l.strip_prefix("syncgate_retention_deleted_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap();
+    assert!(deleted >= 3, "{text}");
+    assert!(text.contains("syncgate_durable_events_total 3"), "{text}");
+    // The head survives retention: the next event continues the sequence.
+    assert_eq!(publish(&mut a, "dm:p:q", 9, None, "new").await["seq"], 4);
+    s.stop().await;
+}
+
+async fn raw_metrics(s: &Server) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// SIGKILL right after the acks: every acked event is in history and replayed after a restart.
+async fn killed_after_acks(env: &[(&str, &str)]) {
+    let dir = temp_dir();
+    let dir_s = dir.display().to_string();
+    let mut vars: Vec<(&str, &str)> = vec![("SYNCGATE_JWT_SECRET", SECRET), ("SYNCGATE_DATA_DIR", dir_s.as_str())];
+    vars.extend_from_slice(env);
+    let (mut child, addr, _logs) = spawn_binary(&vars);
+    let s = Server::attach(addr.parse().unwrap());
+    let mut c = s.client("kim", "k1").await;
+    let n = 300u64;
+    for i in 1..=n {
+        c.send(json!({"type":"publish","id":i,"channel":"dm:kim:lee","event":"m","data":i,"msg_id":format!("k-{i}")}))
+            .await;
+    }
+    let mut acked = BTreeSet::new();
+    while acked.len() < n as usize {
+        let v = c.recv().await;
+        assert_eq!(v["type"], "ack", "{v}");
+        acked.insert(v["seq"].as_u64().unwrap());
+    }
+    // No delay: kill the moment the last ack is read.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(acked, (1..=n).collect::<BTreeSet<_>>());
+
+    let (mut child, addr, _logs) = spawn_binary(&vars);
+    let s = Server::attach(addr.parse().unwrap());
+    let (status, h) = get(&s, "/api/history?channel=dm:kim:lee&after=0&limit=1000", &token("lee")).await;
+    assert_eq!(status, 200, "{h}");
+    let stored: Vec<u64> = h["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(stored, (1..=n).collect::<Vec<_>>());
+    let mut lee = s.client("lee", "l1").await;
+    let sub = lee.request(json!({"type":"subscribe","channel":"dm:kim:lee","since":250})).await;
+    assert_eq!(sub["recovered"], true);
+    assert_eq!(seqs(&mut lee, "dm:kim:lee", 50).await, (251..=n).collect::<Vec<_>>());
+    // A retry of an acked msg_id after the restart is still a duplicate.
+    let mut kim = s.client("kim", "k1").await;
+    let again = publish(&mut kim, "dm:kim:lee", 1, Some("k-7"), "retry").await;
+    assert_eq!((again["seq"].as_u64(), again["duplicate"].as_bool()), (Some(7), Some(true)));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn sigkill_after_acks_loses_nothing_on_sqlite() {
+    killed_after_acks(&[]).await;
+}
+
+#[tokio::test]
+async fn sigkill_after_acks_loses_nothing_on_postgres() {
+    let url = crate::accounts::fresh_pg_database().await;
+    killed_after_acks(&[("DATABASE_URL", url.as_str())]).await;
+}
+
+/// Two instances (one PostgreSQL, one Redis) with publishers on both writing to one dm channel at
+/// once: the acks' seqs are exactly 1..=N, and every receiving connection on either instance
+/// gets every event once.
+#[tokio::test]
+async fn concurrent_publishers_on_two_instances() {
+    let db = crate::accounts::fresh_pg_database().await;
+    let prefix = format!("sgtest:{}:", syncgate::util::random_hex(6));
+    let env = [
+        ("DATABASE_URL", db.as_str()),
+        ("REDIS_URL", crate::cluster::REDIS),
+        ("SYNCGATE_REDIS_PREFIX", prefix.as_str()),
+    ];
+    let a = Server::start(&env).await;
+    let b = Server::start(&env).await;
+    let dm = "dm:xa:xb";
+    let mut rx_a = a.client("xb", "on-a").await;
+    let mut rx_b = b.client("xb", "on-b").await;
+    let per = 150u64;
+    let mut tasks = Vec::new();
+    for (server, device) in [(&a, "pa"), (&b, "pb")] {
+        let mut c = server.client("xa", device).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 1..=per {
+                c.send(json!({"type":"publish","id":i,"channel":dm,"event":"m","data":i})).await;
+            }
+            let mut seqs = Vec::new();
+            while seqs.len() < per as usize {
+                let v = c.recv().await;
+                if v["type"] == "ack" {
+                    seqs.push(v["seq"].as_u64().unwrap());
+                }
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let seqs = t.await.unwrap();
+        // One publisher's events get increasing seqs in the order it sent them.
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=2 * per).collect::<Vec<_>>());
+    for rx in [&mut rx_a, &mut rx_b] {
+        let mut got = seqs(rx, dm, 2 * per as usize).await;
+        got.sort_unstable();
+        assert_eq!(got, (1..=2 * per).collect::<Vec<_>>());
+        rx.silent(200).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
