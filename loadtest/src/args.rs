@@ -67,6 +67,9 @@ scale and output:
   --slo FILE             SLO thresholds [loadtest/slo.toml if present]
   --json FILE            write the full report as JSON
   --quiet                no progress line
+  --durable              publishes carry a msg_id and wait for the durable ack: also reports ack
+                         (commit) latency; the gateway needs the channels durable
+                         (SYNCGATE_DURABLE_NAMESPACES=dm,user, which --spawn sets)
 ";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,6 +98,9 @@ pub struct Args {
     pub slo: Option<PathBuf>,
     pub json: Option<PathBuf>,
     pub quiet: bool,
+    /// Publish to durable channels with a `msg_id` and measure the ack (commit) latency.
+    #[serde(default)]
+    pub durable: bool,
 }
 
 impl Args {
@@ -176,6 +182,7 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         slo: None,
         json: None,
         quiet: false,
+        durable: false,
     };
     let mut it = args[1..].iter();
     while let Some(flag) = it.next() {
@@ -219,6 +226,7 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
             "--slo" => a.slo = Some(PathBuf::from(val()?)),
             "--json" => a.json = Some(PathBuf::from(val()?)),
             "--quiet" => a.quiet = true,
+            "--durable" => a.durable = true,
             other => return Err(format!("unknown flag {other:?}")),
         }
     }

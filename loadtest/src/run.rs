@@ -41,6 +41,9 @@ pub struct StepResult {
     pub errors: u64,
     pub deliveries_per_s: f64,
     pub latency: Summary,
+    /// `--durable`: acks received and publish → ack (commit) latency.
+    pub acks: u64,
+    pub ack_latency: Option<Summary>,
     pub disconnects: BTreeMap<String, u64>,
     pub server: Option<ServerReport>,
     /// Redis bus: PUBLISH commands per message over all instances (from their `/metrics`).
@@ -188,6 +191,8 @@ async fn spawn_gateway(args: &mut Args) -> Result<Child, String> {
         .env("SYNCGATE_DATA_DIR", &dir)
         // Load generators publish far above an end user's allowance.
         .env("SYNCGATE_MESSAGES_PER_MIN", "10000000")
+        // `--durable`: the user channels the scenarios publish to become durable streams.
+        .env("SYNCGATE_DURABLE_NAMESPACES", if args.durable { "dm,user" } else { "dm" })
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -334,9 +339,11 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
         };
         let reports: Vec<StepReport> = reports.into_iter().flatten().collect();
         let mut lat = new_hist();
+        let mut ack_lat = new_hist();
         let mut disconnects = BTreeMap::new();
         for r in &reports {
             r.latency.merge_into(&mut lat);
+            r.ack_latency.merge_into(&mut ack_lat);
             for (k, v) in &r.closes {
                 *disconnects.entry(k.clone()).or_insert(0) += v;
             }
@@ -359,6 +366,8 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
             errors: reports.iter().map(|r| r.errors).sum(),
             deliveries_per_s: unique as f64 / args.duration_s,
             latency,
+            acks: reports.iter().map(|r| r.acks).sum(),
+            ack_latency: args.durable.then(|| summarize(&ack_lat)),
             disconnects,
             server,
             bus_commands_per_message,
@@ -502,6 +511,18 @@ fn print_step(args: &Args, s: &StepResult) {
             s.rate, s.messages_sent, s.deliveries_received, s.deliveries_expected, s.lost, s.duplicates, s.errors,
             s.deliveries_per_s, ms(l.p50_us), ms(l.p90_us), ms(l.p99_us), ms(l.p999_us), ms(l.max_us)
         ),
+    }
+    if let Some(a) = &s.ack_latency {
+        println!(
+            "  durable acks {:>9} ({:.0}/s) | ack p50 {:.2} p90 {:.2} p99 {:.2} p999 {:.2} max {:.2} ms",
+            s.acks,
+            s.acks as f64 / s.duration_s,
+            ms(a.p50_us),
+            ms(a.p90_us),
+            ms(a.p99_us),
+            ms(a.p999_us),
+            ms(a.max_us)
+        );
     }
     if !s.disconnects.is_empty() {
         println!("  disconnects during the run: {:?}", s.disconnects);

@@ -44,6 +44,11 @@ pub struct StepReport {
     pub errors: u64,
     pub latency: Recorded,
     pub closes: BTreeMap<String, u64>,
+    /// `--durable`: acks received and publish → ack latency.
+    #[serde(default)]
+    pub acks: u64,
+    #[serde(default)]
+    pub ack_latency: Recorded,
 }
 
 /// What opening connections looked like.
@@ -81,11 +86,14 @@ struct Counters {
     errors: AtomicU64,
     received: AtomicU64,
     open: AtomicU64,
+    acked: AtomicU64,
 }
 
 struct Shared {
     counters: Counters,
     latency: Sharded,
+    /// `--durable`: publish → ack (commit) latency.
+    acks: Sharded,
     closes: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -226,6 +234,7 @@ impl Seqs {
 
 struct Local {
     lat: Vec<u64>,
+    ack_lat: Vec<u64>,
     unique: u64,
     dups: u64,
     errors: u64,
@@ -237,6 +246,11 @@ impl Local {
         if !self.lat.is_empty() {
             shared.latency.record(key, &self.lat);
             self.lat.clear();
+        }
+        if !self.ack_lat.is_empty() {
+            shared.acks.record(key, &self.ack_lat);
+            shared.counters.acked.fetch_add(self.ack_lat.len() as u64, Ordering::Relaxed);
+            self.ack_lat.clear();
         }
         let c = &shared.counters;
         c.unique.fetch_add(self.unique, Ordering::Relaxed);
@@ -258,8 +272,17 @@ async fn connection(
     mut phase_rx: watch::Receiver<Phase>,
 ) {
     let mut seqs = Seqs::default();
-    let mut local = Local { lat: Vec::with_capacity(32), unique: 0, dups: 0, errors: 0, last_flush: Instant::now() };
+    let mut local = Local {
+        lat: Vec::with_capacity(32),
+        ack_lat: Vec::new(),
+        unique: 0,
+        dups: 0,
+        errors: 0,
+        last_flush: Instant::now(),
+    };
     let mut seq: u64 = 0;
+    // `--durable`: intended send times of the publishes not yet acked (acks come in order).
+    let mut unacked: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
     let pad = "x".repeat(args.payload.saturating_sub(40));
     let mut phase = *phase_rx.borrow();
     // (k-th message of this step, its intended instant, per-sender rate)
@@ -287,9 +310,13 @@ async fn connection(
             _ = tokio::time::sleep_until(send_at) => {
                 let (Some((k, at, r)), Phase::Traffic { t0, wall0, .. }, Role::Publish { channel, sender, senders }) = (next_send, phase, &spec.role) else { continue };
                 let intended = wall0 + at.duration_since(t0).as_micros() as u64;
+                let msg_id = if args.durable { format!(",\"msg_id\":\"{sender}-{seq}\"") } else { String::new() };
                 let text = format!(
-                    "{{\"type\":\"publish\",\"channel\":\"{channel}\",\"event\":\"lt\",\"data\":{{\"s\":{sender},\"q\":{seq},\"t\":{intended},\"p\":\"{pad}\"}}}}"
+                    "{{\"type\":\"publish\",\"channel\":\"{channel}\",\"event\":\"lt\",\"data\":{{\"s\":{sender},\"q\":{seq},\"t\":{intended},\"p\":\"{pad}\"}}{msg_id}}}"
                 );
+                if args.durable {
+                    unacked.push_back(intended);
+                }
                 seq += 1;
                 if ws.send(Message::text(text)).await.is_err() {
                     shared.closes.lock().unwrap_or_else(|e| e.into_inner()).entry("send failed".into()).and_modify(|n| *n += 1).or_insert(1);
@@ -308,7 +335,17 @@ async fn connection(
                         } else {
                             local.dups += 1;
                         }
+                    } else if b.starts_with(b"{\"type\":\"ack\"") {
+                        match unacked.pop_front() {
+                            // An ack without a seq: the channel is not durable on this gateway.
+                            Some(sent_us) if t.contains("\"seq\":") => local.ack_lat.push(wall_us().saturating_sub(sent_us)),
+                            _ => local.errors += 1,
+                        }
                     } else if t.contains("\"type\":\"error\"") {
+                        // A refused durable publish is never acked.
+                        if t.contains("\"unavailable\"") {
+                            unacked.pop_front();
+                        }
                         local.errors += 1;
                     }
                     if local.lat.len() >= 32 || local.last_flush.elapsed() > Duration::from_millis(250) {
@@ -350,6 +387,7 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
     let shared = Arc::new(Shared {
         counters: Counters::default(),
         latency: Sharded::new(64),
+        acks: Sharded::new(64),
         closes: Mutex::new(BTreeMap::new()),
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Wait);
@@ -460,6 +498,12 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
             duplicates: after.2 - before.2,
             errors: after.3 - before.3,
             latency: Recorded::from_hist(&step_hist(&shared, &before.4)),
+            acks: after.5 - before.5,
+            ack_latency: Recorded::from_hist(&{
+                let mut h = shared.acks.total();
+                let _ = h.subtract(&before.6);
+                h
+            }),
             closes: shared.closes.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         };
         emit(&stdout, format!("S {}", serde_json::to_string(&report).unwrap_or_default())).await;
@@ -475,7 +519,7 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
     Ok(())
 }
 
-type Snap = (u64, u64, u64, u64, hdrhistogram::Histogram<u64>);
+type Snap = (u64, u64, u64, u64, hdrhistogram::Histogram<u64>, u64, hdrhistogram::Histogram<u64>);
 
 fn snapshot(shared: &Shared) -> Snap {
     let c = &shared.counters;
@@ -485,6 +529,8 @@ fn snapshot(shared: &Shared) -> Snap {
         c.dups.load(Ordering::Relaxed),
         c.errors.load(Ordering::Relaxed),
         shared.latency.total(),
+        c.acked.load(Ordering::Relaxed),
+        shared.acks.total(),
     )
 }
 

@@ -10,8 +10,8 @@ CREATE TABLE events (
     ts            INTEGER NOT NULL,
     PRIMARY KEY (channel, seq)
 );
--- Idempotency: one msg_id per sending device and channel.
-CREATE UNIQUE INDEX events_msg_id ON events (channel, sender_user, sender_device, msg_id) WHERE msg_id IS NOT NULL;
+-- Idempotency: one msg_id per sending device and channel (msg_id first: the batch lookup is by msg_id).
+CREATE UNIQUE INDEX events_msg_id ON events (msg_id, channel, sender_user, sender_device) WHERE msg_id IS NOT NULL;
 CREATE INDEX events_ts ON events (ts);
 
 -- The latest seq of every durable channel (member_a and member_b: the two users of a dm channel).

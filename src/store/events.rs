@@ -60,6 +60,48 @@ pub fn dm_members(channel: &str) -> Option<(&str, &str)> {
     channel.strip_prefix("dm:")?.split_once(':')
 }
 
+/// The append statements. Each takes the whole batch as one JSON parameter, so the SQL text is
+/// fixed (prepared once per connection) whatever the batch size.
+struct AppendSql {
+    find_ids: &'static str,
+    advance_heads: &'static str,
+    insert_events: &'static str,
+}
+
+const PG_APPEND: AppendSql = AppendSql {
+    find_ids: "SELECT channel, sender_user, sender_device, msg_id, seq FROM events \
+               WHERE msg_id IN (SELECT json_array_elements_text($1::json))",
+    advance_heads: "INSERT INTO channel_heads (channel, last_seq, member_a, member_b, updated_at) \
+                    SELECT x.c, x.n, x.a, x.b, $2 FROM json_to_recordset($1::json) AS x(c text, n bigint, a text, b text) \
+                    ORDER BY x.c \
+                    ON CONFLICT (channel) DO UPDATE SET last_seq = channel_heads.last_seq + excluded.last_seq, \
+                    updated_at = excluded.updated_at RETURNING channel, last_seq",
+    insert_events: "INSERT INTO events (channel, seq, event, data, sender_user, sender_device, msg_id, ts) \
+                    SELECT x.c, x.s, x.e, x.d, x.u, x.v, x.m, x.t FROM json_to_recordset($1::json) \
+                    AS x(c text, s bigint, e text, d text, u text, v text, m text, t bigint)",
+};
+
+const SQLITE_APPEND: AppendSql = AppendSql {
+    find_ids: "SELECT channel, sender_user, sender_device, msg_id, seq FROM events \
+               WHERE msg_id IN (SELECT value FROM json_each($1))",
+    advance_heads: "INSERT INTO channel_heads (channel, last_seq, member_a, member_b, updated_at) \
+                    SELECT json_extract(value, '$.c'), json_extract(value, '$.n'), json_extract(value, '$.a'), \
+                    json_extract(value, '$.b'), $2 FROM json_each($1) WHERE true \
+                    ON CONFLICT (channel) DO UPDATE SET last_seq = channel_heads.last_seq + excluded.last_seq, \
+                    updated_at = excluded.updated_at RETURNING channel, last_seq",
+    insert_events: "INSERT INTO events (channel, seq, event, data, sender_user, sender_device, msg_id, ts) \
+                    SELECT json_extract(value, '$.c'), json_extract(value, '$.s'), json_extract(value, '$.e'), \
+                    json_extract(value, '$.d'), json_extract(value, '$.u'), json_extract(value, '$.v'), \
+                    json_extract(value, '$.m'), json_extract(value, '$.t') FROM json_each($1)",
+};
+
+fn sql_for(backend: Backend) -> &'static AppendSql {
+    match backend {
+        Backend::Postgres => &PG_APPEND,
+        Backend::Sqlite => &SQLITE_APPEND,
+    }
+}
+
 /// `$from, $from+1, …` placeholders for `n` values: `($1,$2,$3),($4,$5,$6)`.
 fn rows(sql: &mut String, rows: usize, cols: usize) {
     let mut p = 1;
@@ -105,31 +147,19 @@ impl Store {
         if batch.is_empty() {
             return Ok(out);
         }
+        let sql = sql_for(self.backend);
         let mut tx = self.begin_write().await?;
 
         // 1. Repeated msg_ids: already stored, or earlier in this batch.
-        let mut known: HashMap<IdKey<'_>, u64> = HashMap::new();
         let ids: Vec<&str> = batch.iter().filter_map(|e| e.msg_id).collect();
         let mut stored: Vec<StoredId> = Vec::new();
-        for chunk in ids.chunks(CHUNK) {
-            let mut sql =
-                String::from("SELECT channel, sender_user, sender_device, msg_id, seq FROM events WHERE msg_id IN (");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push('$');
-                sql.push_str(&(i + 1).to_string());
-            }
-            sql.push(')');
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for row in q.fetch_all(&mut *tx).await? {
+        if !ids.is_empty() {
+            let param = serde_json::to_string(&ids).map_err(|e| StoreError::Config(e.to_string()))?;
+            for row in sqlx::query(sql.find_ids).bind(param).fetch_all(&mut *tx).await? {
                 stored.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?));
             }
         }
+        let mut known: HashMap<IdKey<'_>, u64> = HashMap::new();
         for (c, u, d, m, seq) in &stored {
             known.insert((c.as_str(), u.as_deref(), d.as_deref(), m.as_str()), *seq as u64);
         }
@@ -154,34 +184,31 @@ impl Store {
             *per_channel.entry(e.channel).or_default() += 1;
         }
 
-        // 3. Advance every touched head at once (sorted: a fixed lock order across instances).
-        let mut channels: Vec<(&str, u64)> = per_channel.into_iter().collect();
-        channels.sort_unstable();
-        let now = crate::auth::now_millis() as i64;
-        let mut next: HashMap<String, u64> = HashMap::with_capacity(channels.len());
-        for chunk in channels.chunks(CHUNK) {
-            let mut sql =
-                String::from("INSERT INTO channel_heads (channel, last_seq, member_a, member_b, updated_at) VALUES ");
-            rows(&mut sql, chunk.len(), 5);
-            sql.push_str(
-                " ON CONFLICT (channel) DO UPDATE SET last_seq = channel_heads.last_seq + excluded.last_seq, \
-                 updated_at = excluded.updated_at RETURNING channel, last_seq",
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (c, n) in chunk {
-                let members = dm_members(c);
-                q = q.bind(*c).bind(*n as i64).bind(members.map(|m| m.0)).bind(members.map(|m| m.1)).bind(now);
-            }
-            for row in q.fetch_all(&mut *tx).await? {
+        // 3. Advance every touched head in one statement (in channel order: a fixed lock order
+        //    across instances). Its row locks serialise writers of one channel cluster-wide.
+        let mut next: HashMap<String, u64> = HashMap::with_capacity(per_channel.len());
+        if !per_channel.is_empty() {
+            let mut channels: Vec<(&str, u64)> = per_channel.iter().map(|(c, n)| (*c, *n)).collect();
+            channels.sort_unstable();
+            let heads: Vec<serde_json::Value> = channels
+                .iter()
+                .map(|(c, n)| {
+                    let m = dm_members(c);
+                    serde_json::json!({"c": c, "n": n, "a": m.map(|m| m.0), "b": m.map(|m| m.1)})
+                })
+                .collect();
+            let param = serde_json::to_string(&heads).map_err(|e| StoreError::Config(e.to_string()))?;
+            let now = crate::auth::now_millis() as i64;
+            for row in sqlx::query(sql.advance_heads).bind(param).bind(now).fetch_all(&mut *tx).await? {
                 let channel: String = row.try_get(0)?;
                 let last: i64 = row.try_get(1)?;
-                let n = chunk.iter().find(|(c, _)| *c == channel).map_or(0, |(_, n)| *n);
+                let n = per_channel.get(channel.as_str()).copied().unwrap_or(0);
                 next.insert(channel, (last as u64) + 1 - n);
             }
         }
 
-        // 4. Number the new events and insert them.
-        let mut fresh: Vec<usize> = Vec::with_capacity(batch.len());
+        // 4. Number the new events and insert them in one statement.
+        let mut rows: Vec<serde_json::Value> = Vec::with_capacity(batch.len());
         for (i, e) in batch.iter().enumerate() {
             if out[i].duplicate || repeat_of[i].is_some() {
                 continue;
@@ -190,33 +217,20 @@ impl Store {
                 return Err(StoreError::Config(format!("no head returned for {}", e.channel)));
             };
             out[i] = Appended { seq: *seq, duplicate: false };
+            rows.push(serde_json::json!({
+                "c": e.channel, "s": *seq, "e": e.event, "d": e.data,
+                "u": e.from.map(|f| f.0), "v": e.from.map(|f| f.1), "m": e.msg_id, "t": e.ts,
+            }));
             *seq += 1;
-            fresh.push(i);
         }
         for (i, j) in repeat_of.iter().enumerate() {
             if let Some(j) = j {
                 out[i] = Appended { seq: out[*j].seq, duplicate: true };
             }
         }
-        for chunk in fresh.chunks(CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO events (channel, seq, event, data, sender_user, sender_device, msg_id, ts) VALUES ",
-            );
-            rows(&mut sql, chunk.len(), 8);
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for &i in chunk {
-                let e = &batch[i];
-                q = q
-                    .bind(e.channel)
-                    .bind(out[i].seq as i64)
-                    .bind(e.event)
-                    .bind(e.data)
-                    .bind(e.from.map(|f| f.0))
-                    .bind(e.from.map(|f| f.1))
-                    .bind(e.msg_id)
-                    .bind(e.ts);
-            }
-            q.execute(&mut *tx).await.map_err(Store::map_unique)?;
+        if !rows.is_empty() {
+            let param = serde_json::to_string(&rows).map_err(|e| StoreError::Config(e.to_string()))?;
+            sqlx::query(sql.insert_events).bind(param).execute(&mut *tx).await.map_err(Store::map_unique)?;
         }
         tx.commit().await?;
         Ok(out)
