@@ -22,8 +22,8 @@ CREATE TABLE channel_heads (
     member_b   TEXT,
     updated_at INTEGER NOT NULL
 );
-CREATE INDEX channel_heads_a ON channel_heads (member_a, updated_at);
-CREATE INDEX channel_heads_b ON channel_heads (member_b, updated_at);
+CREATE INDEX channel_heads_a ON channel_heads (member_a);
+CREATE INDEX channel_heads_b ON channel_heads (member_b);
 
 -- How far each device has read each durable channel.
 CREATE TABLE read_positions (

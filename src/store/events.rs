@@ -70,7 +70,7 @@ struct AppendSql {
 
 const PG_APPEND: AppendSql = AppendSql {
     find_ids: "SELECT channel, sender_user, sender_device, msg_id, seq FROM events \
-               WHERE msg_id IN (SELECT json_array_elements_text($1::json))",
+               WHERE msg_id = ANY(ARRAY(SELECT json_array_elements_text($1::json)))",
     advance_heads: "INSERT INTO channel_heads (channel, last_seq, member_a, member_b, updated_at) \
                     SELECT x.c, x.n, x.a, x.b, $2 FROM json_to_recordset($1::json) AS x(c text, n bigint, a text, b text) \
                     ORDER BY x.c \
@@ -94,6 +94,34 @@ const SQLITE_APPEND: AppendSql = AppendSql {
                     json_extract(value, '$.d'), json_extract(value, '$.u'), json_extract(value, '$.v'), \
                     json_extract(value, '$.m'), json_extract(value, '$.t') FROM json_each($1)",
 };
+
+/// Largest JSON parameter sent in one statement. sqlx does not set `TCP_NODELAY`, and a message
+/// larger than one segment makes Nagle's algorithm wait for the server's delayed ACK (40 ms on
+/// Linux) before its last segment: measured 45 ms per 300 KB statement against 7 ms in psql. So a
+/// batch goes as several statements, each parameter well inside one loopback segment.
+const PARAM_BYTES: usize = 32 * 1024;
+
+/// Serialises `items` into JSON arrays of at most about [`PARAM_BYTES`] each.
+fn json_chunks<T: serde::Serialize>(items: impl Iterator<Item = T>) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    let mut cur = String::from("[");
+    for item in items {
+        let text = serde_json::to_string(&item).map_err(|e| StoreError::Config(e.to_string()))?;
+        if cur.len() > 1 && cur.len() + text.len() + 2 > PARAM_BYTES {
+            cur.push(']');
+            out.push(std::mem::replace(&mut cur, String::from("[")));
+        }
+        if cur.len() > 1 {
+            cur.push(',');
+        }
+        cur.push_str(&text);
+    }
+    if cur.len() > 1 {
+        cur.push(']');
+        out.push(cur);
+    }
+    Ok(out)
+}
 
 fn sql_for(backend: Backend) -> &'static AppendSql {
     match backend {
@@ -153,8 +181,7 @@ impl Store {
         // 1. Repeated msg_ids: already stored, or earlier in this batch.
         let ids: Vec<&str> = batch.iter().filter_map(|e| e.msg_id).collect();
         let mut stored: Vec<StoredId> = Vec::new();
-        if !ids.is_empty() {
-            let param = serde_json::to_string(&ids).map_err(|e| StoreError::Config(e.to_string()))?;
+        for param in json_chunks(ids.iter())? {
             for row in sqlx::query(sql.find_ids).bind(param).fetch_all(&mut *tx).await? {
                 stored.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?));
             }
@@ -190,20 +217,18 @@ impl Store {
         if !per_channel.is_empty() {
             let mut channels: Vec<(&str, u64)> = per_channel.iter().map(|(c, n)| (*c, *n)).collect();
             channels.sort_unstable();
-            let heads: Vec<serde_json::Value> = channels
-                .iter()
-                .map(|(c, n)| {
-                    let m = dm_members(c);
-                    serde_json::json!({"c": c, "n": n, "a": m.map(|m| m.0), "b": m.map(|m| m.1)})
-                })
-                .collect();
-            let param = serde_json::to_string(&heads).map_err(|e| StoreError::Config(e.to_string()))?;
+            let heads = channels.iter().map(|(c, n)| {
+                let m = dm_members(c);
+                serde_json::json!({"c": c, "n": n, "a": m.map(|m| m.0), "b": m.map(|m| m.1)})
+            });
             let now = crate::auth::now_millis() as i64;
-            for row in sqlx::query(sql.advance_heads).bind(param).bind(now).fetch_all(&mut *tx).await? {
-                let channel: String = row.try_get(0)?;
-                let last: i64 = row.try_get(1)?;
-                let n = per_channel.get(channel.as_str()).copied().unwrap_or(0);
-                next.insert(channel, (last as u64) + 1 - n);
+            for param in json_chunks(heads)? {
+                for row in sqlx::query(sql.advance_heads).bind(param).bind(now).fetch_all(&mut *tx).await? {
+                    let channel: String = row.try_get(0)?;
+                    let last: i64 = row.try_get(1)?;
+                    let n = per_channel.get(channel.as_str()).copied().unwrap_or(0);
+                    next.insert(channel, (last as u64) + 1 - n);
+                }
             }
         }
 
@@ -228,8 +253,7 @@ impl Store {
                 out[i] = Appended { seq: out[*j].seq, duplicate: true };
             }
         }
-        if !rows.is_empty() {
-            let param = serde_json::to_string(&rows).map_err(|e| StoreError::Config(e.to_string()))?;
+        for param in json_chunks(rows.iter())? {
             sqlx::query(sql.insert_events).bind(param).execute(&mut *tx).await.map_err(Store::map_unique)?;
         }
         tx.commit().await?;
@@ -397,5 +421,19 @@ mod tests {
         assert_eq!(s, "($1,$2,$3),($4,$5,$6)");
         assert_eq!(dm_members("dm:a:b"), Some(("a", "b")));
         assert_eq!(dm_members("room:a"), None);
+    }
+
+    #[test]
+    fn chunks_stay_small_and_lose_nothing() {
+        let items: Vec<String> = (0..5000).map(|i| format!("item-{i}")).collect();
+        let chunks = json_chunks(items.iter()).unwrap();
+        assert!(chunks.len() > 1);
+        let mut back = Vec::new();
+        for c in &chunks {
+            assert!(c.len() <= PARAM_BYTES, "{}", c.len());
+            back.extend(serde_json::from_str::<Vec<String>>(c).unwrap());
+        }
+        assert_eq!(back, items);
+        assert!(json_chunks(std::iter::empty::<u8>()).unwrap().is_empty());
     }
 }

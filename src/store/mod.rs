@@ -93,11 +93,16 @@ impl Store {
             Backend::Sqlite => 4,
             Backend::Postgres => 16,
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect(&url)
-            .await?;
+        let mut options = AnyPoolOptions::new().max_connections(max).acquire_timeout(std::time::Duration::from_secs(5));
+        if backend == Backend::Postgres {
+            options = options.after_connect(|_, _| {
+                Box::pin(async {
+                    nodelay_on_every_socket();
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await?;
         let store = Store { pool, backend };
         if backend == Backend::Sqlite {
             // WAL: readers never block the writer; persistent for the database file.
@@ -184,6 +189,37 @@ impl Store {
         match &e {
             sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
             _ => StoreError::Db(e),
+        }
+    }
+}
+
+/// Sets `TCP_NODELAY` on every TCP socket of this process. sqlx does not set it on its
+/// PostgreSQL connections, and without it a statement written in more than one `write` (any
+/// large parameter) waits for the server's delayed ACK: 40 ms per group commit, measured. Runs
+/// only when the pool opens a connection; client sockets already have it, so touching them is
+/// harmless, and non-TCP descriptors just refuse the option.
+fn nodelay_on_every_socket() {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+        for entry in dir.flatten() {
+            let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<libc::c_int>().ok()) else { continue };
+            let is_socket = std::fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+            if !is_socket {
+                continue;
+            }
+            let one: libc::c_int = 1;
+            // SAFETY: `fd` is open in this process (listed just now); a fd closed meanwhile or a
+            // non-TCP socket only makes the call fail, which is ignored.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NODELAY,
+                    &one as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
         }
     }
 }
