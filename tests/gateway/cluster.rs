@@ -405,6 +405,14 @@ async fn device_revocation_reaches_every_instance() {
     let mut laptop_on_b = Client::connect(&b.url(&format!("token={access}&device_id=laptop"))).await.unwrap();
     assert_eq!(laptop_on_b.recv().await["type"], "welcome");
 
+    // Sightings are written in batches: wait until the phone is listed.
+    for _ in 0..50 {
+        let (_, v) = http(&a, "GET", "/api/devices", Some(&access), "").await;
+        if v["devices"].as_array().is_some_and(|d| d.iter().any(|d| d["id"] == "phone")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let started = std::time::Instant::now();
     let (status, r) = http(&a, "DELETE", "/api/devices/phone", Some(&access), "").await;
     assert_eq!(status, 200, "{r}");
