@@ -42,6 +42,9 @@ pub trait Bus: Send + Sync + 'static {
     /// Delivers `frame` to every member of `channel` in the cluster except connection `origin`
     /// (0: nobody excluded). Returns the number of local recipients.
     fn publish(&self, channel: &str, frame: Message, origin: u64) -> usize;
+    /// Sends `frame` to the other instances only (the caller delivered it here); each delivers it
+    /// to its members of `channel`. A no-op for the in-process bus.
+    fn publish_remote(&self, _channel: &str, _frame: Message, _origin: u64) {}
     /// Applies `ctl` on every instance, this one included.
     fn control(&self, ctl: Control);
     /// The `presence` reply (cluster-wide).

@@ -282,8 +282,21 @@ impl RedisBus {
                             Err(_) => continue,
                         },
                     };
-                    // Connection ids are per instance: nobody here is the origin.
-                    self.registry.fan_out(channel, &msg, 0);
+                    // Connection ids are per instance: nobody here is the origin. A durable
+                    // event goes through the sequencer (in seq order with local commits).
+                    let durable = match &msg {
+                        Message::Text(t) => protocol::event_seq(t.as_bytes())
+                            .and_then(|(c, seq)| std::str::from_utf8(c).ok().map(|c| (c.to_string(), seq))),
+                        _ => None,
+                    };
+                    match durable {
+                        Some((durable_channel, seq)) => {
+                            self.registry.fan_out_durable(channel, &durable_channel, seq, msg, 0);
+                        }
+                        None => {
+                            self.registry.fan_out(channel, &msg, 0);
+                        }
+                    }
                 }
             }
             None => {
@@ -472,16 +485,20 @@ impl Bus for RedisBus {
 
     fn publish(&self, channel: &str, frame: Message, origin: u64) -> usize {
         let n = self.registry.fan_out(channel, &frame, origin);
+        self.publish_remote(channel, frame, origin);
+        n
+    }
+
+    fn publish_remote(&self, channel: &str, frame: Message, origin: u64) {
         let (kind, bytes) = match &frame {
             Message::Text(t) => (Kind::Text, Bytes::from(t.clone())),
             Message::Binary(b) => (Kind::Binary, b.clone()),
-            _ => return n,
+            _ => return,
         };
         let item = Outgoing { channel: Arc::from(channel), kind, frame: bytes, origin };
         if self.out.try_send(item).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        n
     }
 
     fn control(&self, ctl: Control) {

@@ -22,7 +22,7 @@ use crate::bus::Bus;
 use crate::config::Config;
 use crate::metrics::{Counter, Histogram};
 use crate::protocol::{self, ErrorCode, RequestId, Stamp, StreamState};
-use crate::registry::ConnHandle;
+use crate::registry::{ConnHandle, Registry};
 use crate::store::events::{dm_members, Appended, NewEvent, StoredEvent};
 use crate::store::{Store, StoreError};
 
@@ -101,7 +101,12 @@ pub struct Replay {
 
 impl Durable {
     /// Starts the writer, the position flusher and the retention job.
-    pub fn start(config: &Config, store: Store, bus: Arc<dyn Bus>) -> (Arc<Durable>, Vec<tokio::task::JoinHandle<()>>) {
+    pub fn start(
+        config: &Config,
+        store: Store,
+        bus: Arc<dyn Bus>,
+        registry: Arc<Registry>,
+    ) -> (Arc<Durable>, Vec<tokio::task::JoinHandle<()>>) {
         let (tx, rx) = mpsc::channel(config.durable_queue);
         let durable = Arc::new(Durable {
             store,
@@ -115,7 +120,8 @@ impl Durable {
             queued: std::sync::atomic::AtomicU64::new(0),
         });
         let tasks = vec![
-            tokio::spawn(durable.clone().writer(rx, bus, config.durable_batch_max)),
+            tokio::spawn(durable.clone().writer(rx, bus, registry.clone(), config.durable_batch_max)),
+            tokio::spawn(sequencer_ticks(registry)),
             tokio::spawn(durable.clone().position_flusher()),
             tokio::spawn(durable.clone().retention(
                 config.retention_interval,
@@ -158,7 +164,13 @@ impl Durable {
 
     /// The single writer: takes everything queued (one commit per batch), then delivers and
     /// acknowledges in `seq` order.
-    async fn writer(self: Arc<Self>, mut rx: mpsc::Receiver<Publish>, bus: Arc<dyn Bus>, batch_max: usize) {
+    async fn writer(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Publish>,
+        bus: Arc<dyn Bus>,
+        registry: Arc<Registry>,
+        batch_max: usize,
+    ) {
         let mut batch: Vec<Publish> = Vec::with_capacity(batch_max.min(4096));
         while rx.recv_many(&mut batch, batch_max).await > 0 {
             self.queued.fetch_sub(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -187,7 +199,7 @@ impl Durable {
                         } else {
                             self.metrics.events.inc();
                             touched.insert(p.channel.clone(), a.seq);
-                            deliver(&*bus, &p, a.seq);
+                            deliver(&*bus, &registry, &p, a.seq);
                         }
                         respond(p, Ok(a));
                     }
@@ -382,9 +394,11 @@ pub fn stored_frame(channel: &str, e: &StoredEvent) -> protocol::Encoded {
     )
 }
 
-/// Encodes the committed event once and hands it to the bus: a dm goes to both users' channels
-/// (every connection of theirs but the sender's), anything else to the channel's members.
-fn deliver(bus: &dyn Bus, p: &Publish, seq: u64) {
+/// Encodes the committed event once; delivers it here through the sequencer (in `seq` order
+/// with events other instances committed) and sends it to the other instances. A dm goes to both
+/// users' channels (every connection of theirs but the sender's), anything else to the
+/// channel's members.
+fn deliver(bus: &dyn Bus, registry: &Registry, p: &Publish, seq: u64) {
     let frame = protocol::durable_event(
         &p.channel,
         &p.event,
@@ -393,13 +407,30 @@ fn deliver(bus: &dyn Bus, p: &Publish, seq: u64) {
         p.ts,
         Stamp { seq, msg_id: p.msg_id.as_deref() },
     );
+    let route = |to: &str| {
+        registry.fan_out_durable(to, &p.channel, seq, Message::Text(frame.clone()), p.origin);
+        bus.publish_remote(to, Message::Text(frame.clone()), p.origin);
+    };
     match dm_members(&p.channel) {
         Some((a, b)) => {
-            bus.publish(&format!("user:{a}"), Message::Text(frame.clone()), p.origin);
-            bus.publish(&format!("user:{b}"), Message::Text(frame), p.origin);
+            route(&format!("user:{a}"));
+            route(&format!("user:{b}"));
         }
-        None => {
-            bus.publish(&p.channel, Message::Text(frame), p.origin);
+        None => route(&p.channel),
+    }
+}
+
+/// Releases sequencer gaps every few milliseconds; forgets idle streams now and then.
+async fn sequencer_ticks(registry: Arc<Registry>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        registry.sequencer_tick();
+        n += 1;
+        if n % 2000 == 0 {
+            registry.sequencer_evict_idle();
         }
     }
 }

@@ -5,6 +5,7 @@
 //! while it pushes `Bytes` clones into bounded queues (no await, no allocation per recipient).
 
 mod conn;
+pub mod sequencer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,6 +79,8 @@ pub struct Registry {
     /// Set when a cluster bus runs: presence changes and departures are reported to it, and
     /// join/leave are announced cluster-wide by the bus instead of locally.
     hooks: std::sync::OnceLock<Arc<dyn crate::bus::ClusterHooks>>,
+    /// In-order live delivery of durable events (see [`sequencer`]).
+    sequencer: sequencer::Sequencer,
     /// `user\x1fdevice` of every revoked device: such a device never connects again.
     revoked: dashmap::DashSet<String>,
 }
@@ -123,6 +126,7 @@ impl Registry {
             deliveries: AtomicU64::new(0),
             join_leave_max: max_members,
             hooks: std::sync::OnceLock::new(),
+            sequencer: sequencer::Sequencer::default(),
             revoked: dashmap::DashSet::new(),
         }
     }
@@ -273,6 +277,27 @@ impl Registry {
         drop(entry);
         self.deliveries.fetch_add(n as u64, Ordering::Relaxed);
         n
+    }
+
+    /// [`Registry::fan_out`] for a durable event (`seq` of `channel`) to the members of `route`:
+    /// through the sequencer, so each route sees a channel's events in `seq` order whatever
+    /// path they came by. Returns the number of recipients handed something now.
+    pub fn fan_out_durable(&self, route: &str, channel: &str, seq: u64, msg: Message, except: u64) -> usize {
+        let mut n = 0;
+        self.sequencer.offer(route, channel, seq, msg, except, |m, e| n += self.fan_out(route, &m, e));
+        n
+    }
+
+    /// Releases durable events that waited too long for a missing predecessor.
+    pub fn sequencer_tick(&self) {
+        self.sequencer.tick(|route, m, e| {
+            self.fan_out(route, &m, e);
+        });
+    }
+
+    /// Forgets idle sequencer state.
+    pub fn sequencer_evict_idle(&self) {
+        self.sequencer.evict_idle();
     }
 
     /// Frames handed to recipients by [`Registry::fan_out`] so far.

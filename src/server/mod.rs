@@ -177,7 +177,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             redis
         }
     };
-    let (durable, durable_tasks) = crate::durable::Durable::start(&config, store.clone(), bus.clone());
+    let (durable, durable_tasks) =
+        crate::durable::Durable::start(&config, store.clone(), bus.clone(), registry.clone());
     background.extend(durable_tasks);
     let state = Arc::new(AppState {
         durable,

@@ -1,0 +1,257 @@
+//! In-order live delivery of durable events on one instance.
+//!
+//! A channel's `seq`s are assigned by the database, but events committed by different instances
+//! reach this one by different paths (its own commits at once, the others' through Redis), so
+//! two near-simultaneous events can arrive swapped. Every durable event delivered here passes
+//! through [`Sequencer::offer`], keyed by (route, channel) — the route is the registry channel
+//! whose members receive it (the channel itself, or a user channel for `dm:`):
+//!
+//! - the next expected `seq` is delivered at once, followed by any buffered successors;
+//! - a later one waits (bounded) for the gap to fill; [`Sequencer::tick`] releases what waited
+//!   longer than [`GAP_WAIT`] in order, so a lost path never stalls a stream;
+//! - an earlier one is a duplicate and dropped, unless it is one that was skipped (released past
+//!   by `tick`, or older than the stream's first event here): then it is delivered late, once.
+//!
+//! State is created by the first event and dropped after [`IDLE`] without traffic.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long an event waits for a missing predecessor.
+pub const GAP_WAIT: Duration = Duration::from_millis(25);
+/// Streams without traffic for this long are forgotten.
+pub const IDLE: Duration = Duration::from_secs(120);
+/// Most events buffered per stream; beyond it the oldest are released at once.
+const MAX_PENDING: usize = 4096;
+/// Most skipped seqs remembered per stream (for late delivery).
+const MAX_SKIPPED: usize = 4096;
+const SHARDS: usize = 16;
+
+struct Pending {
+    msg: Message,
+    except: u64,
+}
+
+struct Stream {
+    next: u64,
+    /// Seqs below this were never delivered here (the stream started at `floor`).
+    floor: u64,
+    pending: BTreeMap<u64, Pending>,
+    waiting_since: Option<Instant>,
+    /// Seqs passed over (or below `floor`) that may still arrive: delivered late, once.
+    skipped: BTreeSet<u64>,
+    /// Below-floor seqs already delivered late.
+    late: BTreeSet<u64>,
+    last_used: Instant,
+}
+
+/// (route, channel).
+type Key = (String, String);
+
+#[derive(Default)]
+struct Shard {
+    streams: HashMap<Key, Stream>,
+    /// Streams with buffered events (what `tick` looks at).
+    waiting: std::collections::HashSet<Key>,
+}
+
+/// Per-instance sequencing state, sharded by key.
+pub struct Sequencer {
+    shards: Vec<Mutex<Shard>>,
+}
+
+impl Default for Sequencer {
+    fn default() -> Self {
+        Sequencer { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect() }
+    }
+}
+
+/// What to hand to the route's members, in order: (message, connection to skip).
+pub type Ready = Vec<(Message, u64)>;
+
+impl Sequencer {
+    fn shard(&self, route: &str, channel: &str) -> &Mutex<Shard> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        route.hash(&mut h);
+        channel.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    /// Takes one durable event; returns the events now deliverable, in order. `deliver` is
+    /// called with them while the stream's shard is locked, so two callers never interleave
+    /// one stream's deliveries (it must not block: pushing into connection queues is fine).
+    pub fn offer(
+        &self,
+        route: &str,
+        channel: &str,
+        seq: u64,
+        msg: Message,
+        except: u64,
+        deliver: impl FnMut(Message, u64),
+    ) {
+        let now = Instant::now();
+        let Ok(mut guard) = self.shard(route, channel).lock() else { return };
+        let shard = &mut *guard;
+        let key = (route.to_string(), channel.to_string());
+        let st = shard.streams.entry(key.clone()).or_insert_with(|| Stream {
+            next: seq,
+            floor: seq,
+            pending: BTreeMap::new(),
+            waiting_since: None,
+            skipped: BTreeSet::new(),
+            late: BTreeSet::new(),
+            last_used: now,
+        });
+        st.last_used = now;
+        let mut deliver = deliver;
+        if seq < st.next {
+            let late = if seq < st.floor { st.late.insert(seq) } else { st.skipped.remove(&seq) };
+            if late {
+                if st.late.len() > MAX_SKIPPED {
+                    st.late.pop_first();
+                }
+                deliver(msg, except);
+            }
+            return;
+        }
+        if seq > st.next {
+            st.pending.entry(seq).or_insert(Pending { msg, except });
+            st.waiting_since.get_or_insert(now);
+            if st.pending.len() > MAX_PENDING {
+                release(st, &mut deliver);
+            }
+        } else {
+            deliver(msg, except);
+            st.next += 1;
+            drain(st, &mut deliver);
+        }
+        if st.waiting_since.is_some() {
+            shard.waiting.insert(key);
+        } else {
+            shard.waiting.remove(&key);
+        }
+    }
+
+    /// Releases streams that waited longer than [`GAP_WAIT`]. Call every few milliseconds;
+    /// `deliver` gets (route, message, connection to skip).
+    pub fn tick(&self, mut deliver: impl FnMut(&str, Message, u64)) {
+        let now = Instant::now();
+        for shard in &self.shards {
+            let Ok(mut guard) = shard.lock() else { continue };
+            let Shard { streams, waiting } = &mut *guard;
+            if waiting.is_empty() {
+                continue;
+            }
+            waiting.retain(|key| {
+                let Some(st) = streams.get_mut(key) else { return false };
+                if st.waiting_since.is_some_and(|t| now.duration_since(t) >= GAP_WAIT) {
+                    release(st, &mut |m, e| deliver(&key.0, m, e));
+                }
+                st.waiting_since.is_some()
+            });
+        }
+    }
+
+    /// Forgets streams without traffic for [`IDLE`] (call every few seconds).
+    pub fn evict_idle(&self) {
+        let now = Instant::now();
+        for shard in &self.shards {
+            if let Ok(mut guard) = shard.lock() {
+                let Shard { streams, waiting } = &mut *guard;
+                streams.retain(|k, st| waiting.contains(k) || now.duration_since(st.last_used) < IDLE);
+            }
+        }
+    }
+
+    /// Streams currently tracked (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map(|m| m.streams.len()).unwrap_or(0)).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Delivers consecutive buffered events from `next` on.
+fn drain(st: &mut Stream, deliver: &mut impl FnMut(Message, u64)) {
+    while let Some(p) = st.pending.remove(&st.next) {
+        deliver(p.msg, p.except);
+        st.next += 1;
+    }
+    st.waiting_since = if st.pending.is_empty() { None } else { Some(Instant::now()) };
+}
+
+/// Gives up on the gap before the first buffered event: the missing seqs become `skipped`
+/// (delivered late if they still come), the buffered ones go out in order.
+fn release(st: &mut Stream, deliver: &mut impl FnMut(Message, u64)) {
+    if let Some((&first, _)) = st.pending.first_key_value() {
+        for s in st.next..first {
+            st.skipped.insert(s);
+        }
+        while st.skipped.len() > MAX_SKIPPED {
+            st.skipped.pop_first();
+        }
+        st.next = first;
+    }
+    drain(st, deliver);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(seq: &Sequencer, s: u64, out: &mut Vec<u64>) {
+        seq.offer("user:a", "dm:a:b", s, Message::text(s.to_string()), 0, |m, _| {
+            out.push(m.to_text().unwrap().parse().unwrap())
+        });
+    }
+
+    #[test]
+    fn reorders_drops_duplicates_and_never_loses() {
+        let q = Sequencer::default();
+        let mut out = Vec::new();
+        for s in [5, 7, 6, 6, 8, 5] {
+            run(&q, s, &mut out);
+        }
+        assert_eq!(out, vec![5, 6, 7, 8]);
+        // Older than the stream's start: delivered late, once.
+        run(&q, 4, &mut out);
+        run(&q, 4, &mut out);
+        assert_eq!(out, vec![5, 6, 7, 8, 4]);
+    }
+
+    #[test]
+    fn a_gap_is_released_after_the_wait_and_the_missing_one_still_arrives() {
+        let q = Sequencer::default();
+        let mut out = Vec::new();
+        run(&q, 1, &mut out);
+        run(&q, 3, &mut out);
+        assert_eq!(out, vec![1]);
+        let mut routed = Vec::new();
+        q.tick(|r, m, _| routed.push((r.to_string(), m.to_text().unwrap().to_string())));
+        assert!(routed.is_empty(), "not yet");
+        std::thread::sleep(GAP_WAIT + Duration::from_millis(5));
+        q.tick(|r, m, _| routed.push((r.to_string(), m.to_text().unwrap().to_string())));
+        assert_eq!(routed, vec![("user:a".to_string(), "3".to_string())]);
+        run(&q, 2, &mut out);
+        run(&q, 2, &mut out);
+        run(&q, 4, &mut out);
+        assert_eq!(out, vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn routes_are_independent() {
+        let q = Sequencer::default();
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        q.offer("user:a", "dm:a:b", 1, Message::text("1"), 0, |_, _| a.push(1));
+        q.offer("user:b", "dm:a:b", 1, Message::text("1"), 0, |_, _| b.push(1));
+        assert_eq!((a.len(), b.len()), (1, 1));
+        assert_eq!(q.len(), 2);
+    }
+}
