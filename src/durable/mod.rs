@@ -23,13 +23,42 @@ use crate::config::Config;
 use crate::metrics::{Counter, Histogram};
 use crate::protocol::{self, ErrorCode, RequestId, Stamp, StreamState};
 use crate::registry::{ConnHandle, Registry};
-use crate::store::events::{dm_members, Appended, NewEvent, StoredEvent};
+use crate::store::events::{dm_members, Appended, NewEvent, StoredEvent, Turn};
 use crate::store::{Store, StoreError};
 
 /// Commit latency buckets (seconds).
 static COMMIT_BOUNDS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
 /// How often coalesced read positions are written.
 const POSITION_FLUSH: Duration = Duration::from_millis(100);
+
+/// Batches written at once (each on its own connection; results handled in order).
+const PIPELINE: usize = 2;
+
+/// One batch after its transaction.
+struct Committed {
+    batch: Vec<Publish>,
+    result: Result<Vec<Appended>, StoreError>,
+    seconds: f64,
+}
+
+/// Writes one batch in one transaction, in its turn.
+async fn commit(store: Store, batch: Vec<Publish>, turn: Turn) -> Committed {
+    let started = Instant::now();
+    let rows: Vec<NewEvent<'_>> = batch
+        .iter()
+        .map(|p| NewEvent {
+            channel: &p.channel,
+            event: &p.event,
+            data: std::str::from_utf8(&p.data).unwrap_or("null"),
+            from: p.from.as_ref().map(|(u, d)| (&**u, &**d)),
+            msg_id: p.msg_id.as_deref(),
+            ts: p.ts as i64,
+        })
+        .collect();
+    let result = store.append(&rows, turn).await;
+    drop(rows);
+    Committed { batch, result, seconds: started.elapsed().as_secs_f64() }
+}
 
 /// Who learns the outcome of a durable publish.
 pub enum Reply {
@@ -162,8 +191,11 @@ impl Durable {
         }
     }
 
-    /// The single writer: takes everything queued (one commit per batch), then delivers and
-    /// acknowledges in `seq` order.
+    /// The writer: takes everything queued as one batch (one transaction). Up to
+    /// [`PIPELINE`] batches are in flight on separate connections — the next one is written
+    /// while the previous one commits — and their results are handled strictly in batch order:
+    /// delivered and acknowledged in `seq` order (the heads' row locks order the commits of any
+    /// channel two batches share).
     async fn writer(
         self: Arc<Self>,
         mut rx: mpsc::Receiver<Publish>,
@@ -171,48 +203,70 @@ impl Durable {
         registry: Arc<Registry>,
         batch_max: usize,
     ) {
-        let mut batch: Vec<Publish> = Vec::with_capacity(batch_max.min(4096));
-        while rx.recv_many(&mut batch, batch_max).await > 0 {
-            self.queued.fetch_sub(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            let started = Instant::now();
-            let rows: Vec<NewEvent<'_>> = batch
-                .iter()
-                .map(|p| NewEvent {
-                    channel: &p.channel,
-                    event: &p.event,
-                    data: std::str::from_utf8(&p.data).unwrap_or("null"),
-                    from: p.from.as_ref().map(|(u, d)| (&**u, &**d)),
-                    msg_id: p.msg_id.as_deref(),
-                    ts: p.ts as i64,
-                })
-                .collect();
-            let result = self.store.append(&rows).await;
-            drop(rows);
-            self.commit_seconds.observe(started.elapsed().as_secs_f64());
-            self.metrics.batches.inc();
-            match result {
-                Ok(appended) => {
-                    let mut touched = HashMap::new();
-                    for (p, a) in batch.drain(..).zip(appended) {
-                        if a.duplicate {
-                            self.metrics.duplicates.inc();
-                        } else {
-                            self.metrics.events.inc();
-                            touched.insert(p.channel.clone(), a.seq);
-                            deliver(&*bus, &registry, &p, a.seq);
-                        }
-                        respond(p, Ok(a));
-                    }
-                    if let Ok(mut t) = self.touched.lock() {
-                        t.extend(touched);
+        let mut inflight: std::collections::VecDeque<tokio::task::JoinHandle<Committed>> = Default::default();
+        let mut open = true;
+        // Fired by the newest batch once it holds its head locks.
+        let mut last_turn: Option<oneshot::Receiver<()>> = None;
+        while open || !inflight.is_empty() {
+            let room = open && inflight.len() < PIPELINE;
+            tokio::select! {
+                biased;
+                done = async { inflight.front_mut().expect("checked non-empty").await }, if !inflight.is_empty() => {
+                    inflight.pop_front();
+                    match done {
+                        Ok(c) => self.finish(c, &*bus, &registry),
+                        Err(e) => tracing::error!(error = %e, "durable commit task failed"),
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, n = batch.len(), "durable batch not stored; publishers get `unavailable`");
-                    self.metrics.failed.add(batch.len() as u64);
-                    for p in batch.drain(..) {
-                        respond(p, Err(e.to_string()));
+                batch = async {
+                    let mut batch = Vec::with_capacity(batch_max.min(1024));
+                    rx.recv_many(&mut batch, batch_max).await;
+                    batch
+                }, if room => {
+                    if batch.is_empty() {
+                        open = false;
+                        continue;
                     }
+                    self.queued.fetch_sub(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    let store = self.store.clone();
+                    let (next, held) = oneshot::channel();
+                    let turn = Turn { prev: last_turn.replace(held), next: Some(next) };
+                    inflight.push_back(tokio::spawn(commit(store, batch, turn)));
+                }
+            }
+        }
+    }
+
+    /// Delivers and acknowledges one committed batch (or reports its failure).
+    fn finish(&self, c: Committed, bus: &dyn Bus, registry: &Registry) {
+        self.commit_seconds.observe(c.seconds);
+        self.metrics.batches.inc();
+        let Committed { batch, result, .. } = c;
+        match result {
+            Ok(appended) => {
+                let mut touched = HashMap::new();
+                for (p, a) in batch.into_iter().zip(appended) {
+                    if a.duplicate {
+                        self.metrics.duplicates.inc();
+                    } else {
+                        self.metrics.events.inc();
+                        touched.insert(p.channel.clone(), a.seq);
+                        deliver(bus, registry, &p, a.seq);
+                    }
+                    respond(p, Ok(a));
+                }
+                if let Ok(mut t) = self.touched.lock() {
+                    for (c, seq) in touched {
+                        let e = t.entry(c).or_insert(0);
+                        *e = (*e).max(seq);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, n = batch.len(), "durable batch not stored; publishers get `unavailable`");
+                self.metrics.failed.add(batch.len() as u64);
+                for p in batch {
+                    respond(p, Err(e.to_string()));
                 }
             }
         }

@@ -284,7 +284,9 @@ impl Registry {
     /// path they came by. Returns the number of recipients handed something now.
     pub fn fan_out_durable(&self, route: &str, channel: &str, seq: u64, msg: Message, except: u64) -> usize {
         let mut n = 0;
-        self.sequencer.offer(route, channel, seq, msg, except, |m, e| n += self.fan_out(route, &m, e));
+        // With a cluster bus, another instance's earlier commit may still be on its way.
+        let lookback = if self.hooks.get().is_some() { 8 } else { 0 };
+        self.sequencer.offer(route, channel, seq, msg, except, lookback, |m, e| n += self.fan_out(route, &m, e));
         n
     }
 

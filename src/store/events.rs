@@ -45,6 +45,15 @@ pub struct StoredEvent {
     pub ts: i64,
 }
 
+/// Orders pipelined appends: a batch waits for `prev` (the previous batch holds its head locks,
+/// or is done) before it takes any, and fires `next` once it holds its own. So a later batch
+/// never numbers a channel's events before an earlier batch does.
+#[derive(Default)]
+pub struct Turn {
+    pub prev: Option<tokio::sync::oneshot::Receiver<()>>,
+    pub next: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
 /// A direct-message channel of a user: `GET /api/conversations`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Conversation {
@@ -160,17 +169,21 @@ impl Store {
     /// of one channel get increasing `seq`s in batch order). A concurrent duplicate `msg_id` from
     /// another instance makes the transaction fail on the unique index; it is retried, and the
     /// retry finds the stored event.
-    pub async fn append(&self, batch: &[NewEvent<'_>]) -> Result<Vec<Appended>, StoreError> {
+    pub async fn append(&self, batch: &[NewEvent<'_>], mut turn: Turn) -> Result<Vec<Appended>, StoreError> {
+        if let Some(prev) = turn.prev.take() {
+            // An error only means the previous batch is already finished.
+            let _ = prev.await;
+        }
         let mut attempt = 0;
         loop {
-            match self.append_once(batch).await {
+            match self.append_once(batch, &mut turn).await {
                 Err(StoreError::Conflict) if attempt < 3 => attempt += 1,
                 other => return other,
             }
         }
     }
 
-    async fn append_once(&self, batch: &[NewEvent<'_>]) -> Result<Vec<Appended>, StoreError> {
+    async fn append_once(&self, batch: &[NewEvent<'_>], turn: &mut Turn) -> Result<Vec<Appended>, StoreError> {
         let mut out = vec![Appended::default(); batch.len()];
         if batch.is_empty() {
             return Ok(out);
@@ -232,7 +245,12 @@ impl Store {
             }
         }
 
-        // 4. Number the new events and insert them in one statement.
+        // This batch now holds its heads (and on SQLite the write lock): the next may start.
+        if let Some(next) = turn.next.take() {
+            let _ = next.send(());
+        }
+
+        // 4. Number the new events and insert them.
         let mut rows: Vec<serde_json::Value> = Vec::with_capacity(batch.len());
         for (i, e) in batch.iter().enumerate() {
             if out[i].duplicate || repeat_of[i].is_some() {
