@@ -31,7 +31,8 @@ static COMMIT_BOUNDS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05
 /// How often coalesced read positions are written.
 const POSITION_FLUSH: Duration = Duration::from_millis(100);
 
-/// Batches written at once (each on its own connection; results handled in order).
+/// Batches written at once on PostgreSQL (each on its own connection; results handled in order).
+/// SQLite has one writer at a time, so a second batch would only wait for the lock: 1 there.
 const PIPELINE: usize = 2;
 
 /// One batch after its transaction.
@@ -205,10 +206,14 @@ impl Durable {
     ) {
         let mut inflight: std::collections::VecDeque<tokio::task::JoinHandle<Committed>> = Default::default();
         let mut open = true;
+        let depth = match self.store.backend {
+            crate::store::Backend::Postgres => PIPELINE,
+            crate::store::Backend::Sqlite => 1,
+        };
         // Fired by the newest batch once it holds its head locks.
         let mut last_turn: Option<oneshot::Receiver<()>> = None;
         while open || !inflight.is_empty() {
-            let room = open && inflight.len() < PIPELINE;
+            let room = open && inflight.len() < depth;
             tokio::select! {
                 biased;
                 done = async { inflight.front_mut().expect("checked non-empty").await }, if !inflight.is_empty() => {
