@@ -574,6 +574,37 @@ mod tests {
     }
 
     #[test]
+    fn durable_settings() {
+        let c = Config::default();
+        assert_eq!(c.durable_namespaces, vec!["dm".to_string()]);
+        assert_eq!((c.replay_max, c.retention_interval), (1000, Duration::from_secs(10)));
+        let c = Config::from_map(&map(&[(DURABLE_NAMESPACES, "dm, user"), (HISTORY_MAX, "0")])).unwrap();
+        assert_eq!(c.durable_namespaces, vec!["dm".to_string(), "user".to_string()]);
+        assert_eq!(c.history_max, 0);
+        assert!(Config::from_map(&map(&[(DURABLE_NAMESPACES, "none")])).unwrap().durable_namespaces.is_empty());
+        let err = Config::from_map(&map(&[
+            (DURABLE_NAMESPACES, "dm,a:b"),
+            (REPLAY_MAX, "0"),
+            (HISTORY_TTL_SECS, "soon"),
+            (RETENTION_INTERVAL_SECS, "0"),
+            (DURABLE_BATCH_MAX, "x"),
+            (DURABLE_QUEUE, "-1"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        for key in [
+            DURABLE_NAMESPACES,
+            REPLAY_MAX,
+            HISTORY_TTL_SECS,
+            RETENTION_INTERVAL_SECS,
+            DURABLE_BATCH_MAX,
+            DURABLE_QUEUE,
+        ] {
+            assert!(err.contains(key), "{key} missing from {err}");
+        }
+    }
+
+    #[test]
     fn only_one_key_source() {
         let err = Config::from_map(&map(&[
             (JWT_SECRET, "0123456789abcdef0123456789abcdef"),

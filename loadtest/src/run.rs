@@ -523,6 +523,12 @@ fn print_step(args: &Args, s: &StepResult) {
             ms(a.p999_us),
             ms(a.max_us)
         );
+        if s.acks < s.messages_sent {
+            println!(
+                "  {} publishes never acked (is the channel durable? SYNCGATE_DURABLE_NAMESPACES)",
+                s.messages_sent - s.acks
+            );
+        }
     }
     if !s.disconnects.is_empty() {
         println!("  disconnects during the run: {:?}", s.disconnects);

@@ -236,3 +236,32 @@ async fn accounts_storm_counts_rate_limited_logins_as_failures() {
     assert!(login["statuses"]["429"].as_u64().unwrap() > 0, "{login:#}");
     g.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_durable_acks_every_publish() {
+    let g = gateway_with(&[("SYNCGATE_DURABLE_NAMESPACES", "dm,user")]).await;
+    let slo = slo_file("[default]\nmax_loss_rate = 0.0\nmax_duplicates = 0\nmax_error_rate = 0.0\n");
+    let (code, r) = loadtest(args(&format!(
+        "fanout --url {} --users 20 --devices 2 --rate 5 --duration 2 --durable --slo {slo}",
+        g.url
+    )))
+    .await;
+    assert_eq!(code, 0, "{r:#}");
+    assert_exact(&r);
+    let step = &r["steps"][0];
+    // 40 devices x 5 msg/s x 2 s, each acked after its commit and delivered to the sibling.
+    assert_eq!(step["messages_sent"], 400);
+    assert_eq!(step["acks"], 400, "{step:#}");
+    assert_eq!(step["ack_latency"]["count"], 400, "{step:#}");
+    assert_eq!(step["errors"], 0);
+
+    // Against channels that are not durable nothing is acked, and the report shows it.
+    let plain = gateway().await;
+    let (_, r) =
+        loadtest(args(&format!("fanout --url {} --users 2 --devices 2 --rate 2 --duration 1 --durable", plain.url)))
+            .await;
+    assert!(r["steps"][0]["messages_sent"].as_u64().unwrap() > 0, "{r:#}");
+    assert_eq!(r["steps"][0]["acks"], 0, "{r:#}");
+    plain.stop().await;
+    g.stop().await;
+}

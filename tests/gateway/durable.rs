@@ -435,3 +435,46 @@ async fn concurrent_publishers_on_two_instances() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The server API on a durable channel: stored first, answered with the seq, idempotent by
+/// msg_id; a dm reaches both users. With `dm` not durable, dm events still reach both users'
+/// connections (implicit membership) without a seq.
+#[tokio::test]
+async fn server_api_publish_and_implicit_dm_membership() {
+    let key = "server-api-key-0123456789";
+    let s = Server::start(&[("SYNCGATE_API_KEY", key)]).await;
+    let mut a = s.client("sa", "d1").await;
+    let mut b = s.client("sb", "d1").await;
+    let body = r#"{"channel":"dm:sa:sb","event":"note","data":{"n":1},"msg_id":"srv-1"}"#;
+    let (status, r) = http_json(s.addr, "POST", "/api/publish", Some(key), body).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!((r["seq"].as_u64(), r["duplicate"].as_bool()), (Some(1), Some(false)));
+    for c in [&mut a, &mut b] {
+        let e = c.recv().await;
+        assert_eq!((e["seq"].as_u64(), e["from"]["user_id"].as_str()), (Some(1), Some("server")), "{e}");
+    }
+    let (_, r) = http_json(s.addr, "POST", "/api/publish", Some(key), body).await;
+    assert_eq!((r["seq"].as_u64(), r["duplicate"].as_bool()), (Some(1), Some(true)));
+    a.silent(200).await;
+    let (status, _) =
+        http_json(s.addr, "POST", "/api/publish", Some(key), r#"{"channel":"dm:sb:sa","event":"x"}"#).await;
+    assert_eq!(status, 400);
+    s.stop().await;
+
+    let s = Server::start(&[("SYNCGATE_DURABLE_NAMESPACES", "none")]).await;
+    let mut a1 = s.client("sa", "d1").await;
+    let mut a2 = s.client("sa", "d2").await;
+    let mut b = s.client("sb", "d1").await;
+    let ack = a1.request(json!({"type":"publish","id":1,"channel":"dm:sa:sb","event":"m","data":1})).await;
+    assert_eq!(ack, json!({"type":"ack","id":1,"channel":"dm:sa:sb"}));
+    for c in [&mut a2, &mut b] {
+        let e = c.recv().await;
+        assert_eq!(e["channel"], "dm:sa:sb");
+        assert_eq!(e.get("seq"), None);
+    }
+    a1.silent(200).await;
+    let e = a1.request(json!({"type":"ack","channel":"dm:sa:sb","seq":1})).await;
+    assert_eq!(e["code"], "bad_request");
+    assert_eq!(get(&s, "/api/history?channel=dm:sa:sb", &token("sa")).await.0, 400);
+    s.stop().await;
+}
