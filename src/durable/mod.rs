@@ -279,6 +279,8 @@ impl Durable {
 
     /// Records a device's read position (coalesced; written within [`POSITION_FLUSH`]).
     pub fn ack(&self, user: &Arc<str>, device: &Arc<str>, channel: &str, seq: u64) {
+        // Stored as BIGINT.
+        let seq = seq.min(i64::MAX as u64);
         if let Ok(mut p) = self.positions.lock() {
             let e = p.entry((user.clone(), device.clone(), channel.to_string())).or_insert(0);
             *e = (*e).max(seq);

@@ -289,8 +289,20 @@ async fn replay_limit_user_channel_since_and_retention() {
 }
 
 #[tokio::test]
-async fn retention_by_age_with_metrics() {
-    let s = Server::start(&[("SYNCGATE_HISTORY_TTL_SECS", "1"), ("SYNCGATE_RETENTION_INTERVAL_SECS", "1")]).await;
+async fn retention_by_age_with_metrics_on_sqlite() {
+    retention_by_age(&[]).await;
+}
+
+#[tokio::test]
+async fn retention_by_age_with_metrics_on_postgres() {
+    let url = crate::accounts::fresh_pg_database().await;
+    retention_by_age(&[("DATABASE_URL", url.as_str())]).await;
+}
+
+async fn retention_by_age(env: &[(&str, &str)]) {
+    let mut vars = vec![("SYNCGATE_HISTORY_TTL_SECS", "1"), ("SYNCGATE_RETENTION_INTERVAL_SECS", "1")];
+    vars.extend_from_slice(env);
+    let s = Server::start(&vars).await;
     let mut a = s.client("p", "d").await;
     for i in 1..=3u64 {
         publish(&mut a, "dm:p:q", i, None, "old").await;
@@ -416,6 +428,15 @@ async fn concurrent_publishers_on_two_instances() {
             seqs
         }));
     }
+    // A retry that lands on the other instance (the phone reconnected elsewhere) is still a
+    // duplicate: same device, same msg_id.
+    let mut on_a = a.client("xa", "phone").await;
+    let first = publish(&mut on_a, dm, 1, Some("retry-1"), "once").await;
+    let mut on_b = b.client("xa", "phone").await;
+    let again = publish(&mut on_b, dm, 1, Some("retry-1"), "once").await;
+    assert_eq!((again["seq"].clone(), again["duplicate"].as_bool()), (first["seq"].clone(), Some(true)));
+    let retry_seq = first["seq"].as_u64().unwrap();
+
     let mut all = Vec::new();
     for t in tasks {
         let seqs = t.await.unwrap();
@@ -423,13 +444,14 @@ async fn concurrent_publishers_on_two_instances() {
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
         all.extend(seqs);
     }
+    all.push(retry_seq);
     all.sort_unstable();
-    assert_eq!(all, (1..=2 * per).collect::<Vec<_>>());
+    assert_eq!(all, (1..=2 * per + 1).collect::<Vec<_>>());
     // Every receiver, on either instance, sees 1..=N exactly once and in seq order (its own
     // instance's commits and the other's arriving through Redis are sequenced).
     for rx in [&mut rx_a, &mut rx_b] {
-        let got = seqs(rx, dm, 2 * per as usize).await;
-        assert_eq!(got, (1..=2 * per).collect::<Vec<_>>());
+        let got = seqs(rx, dm, 2 * per as usize + 1).await;
+        assert_eq!(got, (1..=2 * per + 1).collect::<Vec<_>>());
         rx.silent(200).await;
     }
     a.stop().await;
