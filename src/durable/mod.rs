@@ -107,6 +107,8 @@ pub struct Durable {
     tx: mpsc::Sender<Publish>,
     /// Read positions not yet written: (user, device, channel) → seq.
     positions: Mutex<HashMap<PositionKey, u64>>,
+    /// Wakes the position flusher.
+    positions_queued: tokio::sync::Notify,
     /// Channels this instance appended to since the last retention run, with their last seq.
     touched: Mutex<HashMap<String, u64>>,
     metrics: DurableMetrics,
@@ -144,6 +146,7 @@ impl Durable {
             replay_max: config.replay_max,
             tx,
             positions: Mutex::new(HashMap::new()),
+            positions_queued: tokio::sync::Notify::new(),
             touched: Mutex::new(HashMap::new()),
             metrics: DurableMetrics::default(),
             commit_seconds: Histogram::new(&COMMIT_BOUNDS),
@@ -285,6 +288,7 @@ impl Durable {
             let e = p.entry((user.clone(), device.clone(), channel.to_string())).or_insert(0);
             *e = (*e).max(seq);
         }
+        self.positions_queued.notify_one();
     }
 
     /// A device's read position: the pending one if newer than the stored one.
@@ -299,10 +303,10 @@ impl Durable {
     }
 
     async fn position_flusher(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(POSITION_FLUSH);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            // Sleeps until a position is acknowledged, then writes at most every POSITION_FLUSH.
+            self.positions_queued.notified().await;
+            tokio::time::sleep(POSITION_FLUSH).await;
             self.flush_positions().await;
         }
     }
@@ -481,17 +485,20 @@ fn deliver(bus: &dyn Bus, registry: &Registry, p: &Publish, seq: u64) {
     }
 }
 
-/// Releases sequencer gaps every few milliseconds; forgets idle streams now and then.
+/// Releases sequencer gaps every few milliseconds while any stream waits; sleeps otherwise (an
+/// idle gateway does not wake up for it). Forgets idle streams now and then.
 async fn sequencer_ticks(registry: Arc<Registry>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n: u64 = 0;
+    let mut last_evict = Instant::now();
     loop {
-        tick.tick().await;
+        if !registry.sequencer_waiting() {
+            // Woken by the first event that has to wait; the evict pass runs at most this late.
+            let _ = tokio::time::timeout(Duration::from_secs(10), registry.sequencer_wait()).await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
         registry.sequencer_tick();
-        n += 1;
-        if n % 2000 == 0 {
+        if last_evict.elapsed() >= Duration::from_secs(10) {
             registry.sequencer_evict_idle();
+            last_evict = Instant::now();
         }
     }
 }

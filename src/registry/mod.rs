@@ -297,6 +297,16 @@ impl Registry {
         });
     }
 
+    /// True while some durable stream waits for a missing event.
+    pub fn sequencer_waiting(&self) -> bool {
+        self.sequencer.waiting()
+    }
+
+    /// Resolves when an event starts waiting (see [`Registry::sequencer_waiting`]).
+    pub async fn sequencer_wait(&self) {
+        self.sequencer.wait().await
+    }
+
     /// Forgets idle sequencer state.
     pub fn sequencer_evict_idle(&self) {
         self.sequencer.evict_idle();

@@ -62,11 +62,18 @@ struct Shard {
 /// Per-instance sequencing state, sharded by key.
 pub struct Sequencer {
     shards: Vec<Mutex<Shard>>,
+    /// Streams with buffered events, over all shards (the ticker sleeps while 0).
+    waiting: std::sync::atomic::AtomicUsize,
+    woken: tokio::sync::Notify,
 }
 
 impl Default for Sequencer {
     fn default() -> Self {
-        Sequencer { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect() }
+        Sequencer {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            woken: tokio::sync::Notify::new(),
+        }
     }
 }
 
@@ -137,10 +144,23 @@ impl Sequencer {
             drain(st, &mut deliver);
         }
         if st.waiting_since.is_some() {
-            shard.waiting.insert(key);
-        } else {
-            shard.waiting.remove(&key);
+            if shard.waiting.insert(key) {
+                self.waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.woken.notify_one();
+            }
+        } else if shard.waiting.remove(&key) {
+            self.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// True while some stream has buffered events.
+    pub fn waiting(&self) -> bool {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
+    /// Resolves when a stream starts waiting.
+    pub async fn wait(&self) {
+        self.woken.notified().await
     }
 
     /// Releases streams that waited longer than [`GAP_WAIT`]. Call every few milliseconds;
@@ -153,6 +173,7 @@ impl Sequencer {
             if waiting.is_empty() {
                 continue;
             }
+            let before = waiting.len();
             waiting.retain(|key| {
                 let Some(st) = streams.get_mut(key) else { return false };
                 if st.waiting_since.is_some_and(|t| now.duration_since(t) >= GAP_WAIT) {
@@ -160,6 +181,7 @@ impl Sequencer {
                 }
                 st.waiting_since.is_some()
             });
+            self.waiting.fetch_sub(before - waiting.len(), std::sync::atomic::Ordering::Relaxed);
         }
     }
 

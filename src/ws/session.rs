@@ -131,8 +131,14 @@ struct Session<'a> {
     scratch: Vec<u8>,
     /// After a replay: durable events of these channels up to this `seq` were already sent, so
     /// live copies queued meanwhile are dropped (removed once a newer event passes).
-    replayed: Vec<(String, u64)>,
+    /// Boxed and usually `None`: most connections never replay, and this struct lives as long as
+    /// the connection.
+    replayed: Option<Box<ReplayFilter>>,
 }
+
+/// (channel, last replayed seq) per channel replayed on this connection.
+#[derive(Default)]
+struct ReplayFilter(Vec<(String, u64)>);
 
 /// A subscribe that needs the bus or the store before its reply.
 struct Subscribe {
@@ -228,26 +234,25 @@ impl Session<'_> {
     /// Drops a live durable event already sent by a replay; clears the filter once the stream
     /// has moved past the replayed range.
     fn already_replayed(&mut self, m: &Message) -> bool {
-        let filters = &mut self.replayed;
+        let Some(filters) = self.replayed.as_mut() else { return false };
         let Message::Text(t) = m else { return false };
         let Some((channel, seq)) = protocol::event_seq(t.as_bytes()) else { return false };
-        let Some(i) = filters.iter().position(|(c, _)| c.as_bytes() == channel) else { return false };
-        if seq <= filters[i].1 {
+        let Some(i) = filters.0.iter().position(|(c, _)| c.as_bytes() == channel) else { return false };
+        if seq <= filters.0[i].1 {
             return true;
         }
-        filters.swap_remove(i);
-        if filters.is_empty() {
-            // Give the memory back: most connections never replay.
-            self.replayed = Vec::new();
+        filters.0.swap_remove(i);
+        if filters.0.is_empty() {
+            self.replayed = None;
         }
         false
     }
 
     fn mark_replayed(&mut self, channel: &str, upto: u64) {
-        let filters = &mut self.replayed;
-        match filters.iter_mut().find(|(c, _)| c == channel) {
+        let filters = self.replayed.get_or_insert_with(Default::default);
+        match filters.0.iter_mut().find(|(c, _)| c == channel) {
             Some(f) => f.1 = f.1.max(upto),
-            None => filters.push((channel.to_string(), upto)),
+            None => filters.0.push((channel.to_string(), upto)),
         }
     }
 
@@ -502,7 +507,7 @@ async fn open<'a>(
         membership: Membership::new(state.registry.clone(), conn),
         limiter: MessageLimiter::new(state.config.messages_per_min, Instant::now()),
         scratch: Vec::new(),
-        replayed: Vec::new(),
+        replayed: None,
         identity,
     };
     s.membership.join(&s.user_channel);
@@ -520,7 +525,9 @@ async fn open<'a>(
     let mut user_replay = Vec::new();
     let mut user_stream = None;
     if state.durable.is_durable(&s.user_channel) {
-        match state.durable.replay(&s.user_channel, &s.identity.user_id, &s.identity.device_id, since).await {
+        // Boxed: the store's futures are large and would otherwise enlarge every connection's
+        // open phase, durable or not.
+        match Box::pin(state.durable.replay(&s.user_channel, &s.identity.user_id, &s.identity.device_id, since)).await {
             Ok(r) => {
                 if r.state.recovered == Some(true) {
                     s.mark_replayed(&s.user_channel.clone(), r.state.seq);
@@ -551,7 +558,9 @@ async fn open<'a>(
                     state.bus.subscribe(&ch).await;
                 }
                 let stream = match state.durable.is_durable(&ch) {
-                    true => state.durable.replay(&ch, &s.identity.user_id, &s.identity.device_id, None).await.ok(),
+                    true => Box::pin(state.durable.replay(&ch, &s.identity.user_id, &s.identity.device_id, None))
+                        .await
+                        .ok(),
                     false => None,
                 };
                 match stream {
@@ -614,7 +623,7 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
                         break;
                     }
                     for m in spare.drain(..) {
-                        if !s.replayed.is_empty() && s.already_replayed(&m) {
+                        if s.replayed.is_some() && s.already_replayed(&m) {
                             continue;
                         }
                         let kind = match &m {
