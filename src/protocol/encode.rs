@@ -161,15 +161,20 @@ pub fn event_seq(frame: &[u8]) -> Option<(&[u8], u64)> {
     any.then_some((channel, n))
 }
 
+/// `{"type":"ack","id":…,"channel":C` — the start of both durable acks.
+fn ack_head(out: &mut Vec<u8>, id: &RequestId, channel: &str) {
+    out.extend_from_slice(b"{\"type\":\"ack\"");
+    push_id(out, id);
+    out.extend_from_slice(b",\"channel\":");
+    json_str(out, channel);
+}
+
 /// The reply to a durable publish, after the event is committed:
 /// `{"type":"ack","id":…,"channel":C,"seq":N,"msg_id":M,"duplicate":true}` (`duplicate` only for
 /// a repeated `msg_id`, which gets its original `seq`).
 pub fn durable_ack(id: &RequestId, channel: &str, seq: u64, msg_id: Option<&str>, duplicate: bool) -> Encoded {
     let mut out = Vec::with_capacity(64 + channel.len() + msg_id.map_or(0, str::len));
-    out.extend_from_slice(b"{\"type\":\"ack\"");
-    push_id(&mut out, id);
-    out.extend_from_slice(b",\"channel\":");
-    json_str(&mut out, channel);
+    ack_head(&mut out, id, channel);
     out.extend_from_slice(b",\"seq\":");
     push_u64(&mut out, seq);
     if let Some(m) = msg_id {
@@ -220,10 +225,7 @@ pub fn subscribed_durable(channel: &str, st: &StreamState, id: &RequestId) -> En
 /// `{"type":"ack","id":…,"channel":C,"read_seq":N}`.
 pub fn read_ack(id: &RequestId, channel: &str, read_seq: u64) -> Encoded {
     let mut out = Vec::with_capacity(64 + channel.len());
-    out.extend_from_slice(b"{\"type\":\"ack\"");
-    push_id(&mut out, id);
-    out.extend_from_slice(b",\"channel\":");
-    json_str(&mut out, channel);
+    ack_head(&mut out, id, channel);
     out.extend_from_slice(b",\"read_seq\":");
     push_u64(&mut out, read_seq);
     out.push(b'}');

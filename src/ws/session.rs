@@ -558,9 +558,9 @@ async fn open<'a>(
                     state.bus.subscribe(&ch).await;
                 }
                 let stream = match state.durable.is_durable(&ch) {
-                    true => Box::pin(state.durable.replay(&ch, &s.identity.user_id, &s.identity.device_id, None))
-                        .await
-                        .ok(),
+                    true => {
+                        Box::pin(state.durable.replay(&ch, &s.identity.user_id, &s.identity.device_id, None)).await.ok()
+                    }
                     false => None,
                 };
                 match stream {

@@ -41,15 +41,6 @@ async fn numsub(client: &RedisClient, channel: &str) -> i64 {
     v.get(1).and_then(|v| v.as_i64()).unwrap_or(0)
 }
 
-async fn metrics(s: &Server) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 async fn http(s: &Server, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, serde_json::Value) {
     http_json(s.addr, method, path, key, body).await
 }
@@ -354,10 +345,10 @@ async fn redis_restart_mid_test_resumes_delivery_without_duplicates() {
     assert_eq!(rx.recv_type("event").await["data"], 0);
     assert_eq!(local.recv_type("event").await["data"], 0);
 
-    assert!(metrics(&s1).await.contains("syncgate_redis_up 1"));
+    assert!(metrics_text(&s1).await.contains("syncgate_redis_up 1"));
     redis.kill();
     wait_ready(&s1, 503).await;
-    assert!(metrics(&s1).await.contains("syncgate_redis_up 0"));
+    assert!(metrics_text(&s1).await.contains("syncgate_redis_up 0"));
     // Local traffic goes on while Redis is down.
     tx.send(json!({"type":"publish","channel":"user","event":"n","data":1})).await;
     assert_eq!(local.recv_type("event").await["data"], 1);
@@ -381,7 +372,7 @@ async fn redis_restart_mid_test_resumes_delivery_without_duplicates() {
     let unique: std::collections::HashSet<i64> = got.iter().copied().collect();
     assert_eq!(unique.len(), got.len(), "duplicates: {got:?}");
     assert_eq!(got.iter().filter(|d| **d >= 2).copied().collect::<Vec<_>>(), vec![2, 3, 4, 5, 6]);
-    let m = metrics(&s2).await;
+    let m = metrics_text(&s2).await;
     assert!(m.contains("syncgate_redis_up 1") && m.contains("syncgate_redis_reconnects_total"), "{m}");
     s1.stop().await;
     s2.stop().await;

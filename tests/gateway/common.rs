@@ -268,3 +268,13 @@ pub async fn http_json(addr: SocketAddr, method: &str, path: &str, bearer: Optio
     let status = out[9..12].parse().unwrap();
     (status, serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or(Value::Null))
 }
+
+/// The raw `/metrics` page (status line and headers included).
+pub async fn metrics_text(s: &Server) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}

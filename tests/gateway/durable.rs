@@ -317,7 +317,7 @@ async fn retention_by_age(env: &[(&str, &str)]) {
         }
     }
     assert_eq!(left, 0);
-    let text = raw_metrics(&s).await;
+    let text = metrics_text(&s).await;
     let deleted = text
         .lines()
         .find_map(|l| l.strip_prefix("syncgate_retention_deleted_total "))
@@ -328,15 +328,6 @@ async fn retention_by_age(env: &[(&str, &str)]) {
     // The head survives retention: the next event continues the sequence.
     assert_eq!(publish(&mut a, "dm:p:q", 9, None, "new").await["seq"], 4);
     s.stop().await;
-}
-
-async fn raw_metrics(s: &Server) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 /// SIGKILL right after the acks: every acked event is in history and replayed after a restart.
