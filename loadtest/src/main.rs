@@ -64,11 +64,7 @@ fn main() -> ExitCode {
                     Err(e) => eprintln!("loadtest: {e}"),
                 }
             }
-            if report.slo_ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            slo_exit(report.slo_ok)
         }
         Err(e) => {
             eprintln!("loadtest: {e}");
@@ -93,15 +89,20 @@ fn accounts(runtime: &tokio::runtime::Runtime, argv: &[String]) -> ExitCode {
     match runtime.block_on(loadtest::accounts::run(argv)) {
         Ok(report) => {
             loadtest::accounts::print_summary(&report, max);
-            if report.slo_ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            slo_exit(report.slo_ok)
         }
         Err(e) => {
             eprintln!("loadtest: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// 0 when every SLO held, 1 when one broke (2 is for errors).
+fn slo_exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
