@@ -341,7 +341,8 @@ impl Durable {
         since: Option<u64>,
     ) -> Result<Replay, StoreError> {
         let head = self.store.head(channel).await?;
-        let read_seq = self.position(user, device, channel).await?;
+        // A position acknowledged beyond the head (a confused client) reads as the head.
+        let read_seq = self.position(user, device, channel).await?.min(head);
         let Some(since) = since else {
             return Ok(Replay { frames: Vec::new(), state: StreamState { seq: head, read_seq, recovered: None } });
         };

@@ -399,11 +399,12 @@ impl Store {
             let a: Option<String> = row.try_get(1)?;
             let b: Option<String> = row.try_get(2)?;
             let with = if a.as_deref() == Some(user) { b } else { a }.unwrap_or_default();
-            let read_seq = self.position(user, device, &channel).await?;
+            let latest_seq = row.try_get::<i64, _>(3)? as u64;
+            let read_seq = self.position(user, device, &channel).await?.min(latest_seq);
             out.push(Conversation {
                 channel,
                 with,
-                latest_seq: row.try_get::<i64, _>(3)? as u64,
+                latest_seq,
                 read_seq,
                 updated_at: row.try_get(4)?,
             });
