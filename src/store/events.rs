@@ -401,13 +401,7 @@ impl Store {
             let with = if a.as_deref() == Some(user) { b } else { a }.unwrap_or_default();
             let latest_seq = row.try_get::<i64, _>(3)? as u64;
             let read_seq = self.position(user, device, &channel).await?.min(latest_seq);
-            out.push(Conversation {
-                channel,
-                with,
-                latest_seq,
-                read_seq,
-                updated_at: row.try_get(4)?,
-            });
+            out.push(Conversation { channel, with, latest_seq, read_seq, updated_at: row.try_get(4)? });
         }
         Ok(out)
     }

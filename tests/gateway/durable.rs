@@ -179,8 +179,14 @@ async fn durable_streams_on_postgres() {
 /// after `since` exactly once and in order, the replayed ones and then the live ones.
 async fn replay_under_live_traffic(env: &[(&str, &str)]) {
     let s = Server::start(env).await;
+    replay_flow(&s, &s).await;
+    s.stop().await;
+}
+
+/// The publisher on `p`, the reconnecting device on `r` (the same server or another instance).
+async fn replay_flow(p: &Server, r: &Server) {
     let dm = "dm:ann:ben";
-    let mut ann = s.client("ann", "a1").await;
+    let mut ann = p.client("ann", "a1").await;
     for i in 1..=20u64 {
         publish(&mut ann, dm, i, Some(&format!("pre-{i}")), "x").await;
     }
@@ -195,7 +201,7 @@ async fn replay_under_live_traffic(env: &[(&str, &str)]) {
         ann
     });
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let mut ben = s.client("ben", "b1").await;
+    let mut ben = r.client("ben", "b1").await;
     ben.send(json!({"type":"subscribe","channel":dm,"since":7})).await;
     let mut got = Vec::new();
     let mut replied = false;
@@ -219,7 +225,23 @@ async fn replay_under_live_traffic(env: &[(&str, &str)]) {
     assert_eq!(tail, expected, "first {first}, got {got:?}");
     ben.silent(200).await;
     publisher.await.unwrap();
-    s.stop().await;
+}
+
+/// Reconnecting to another instance than the publisher's: the live part arrives through Redis.
+#[tokio::test]
+async fn replay_while_live_traffic_continues_across_instances() {
+    let db = crate::accounts::fresh_pg_database().await;
+    let prefix = format!("sgtest:{}:", syncgate::util::random_hex(6));
+    let env = [
+        ("DATABASE_URL", db.as_str()),
+        ("REDIS_URL", crate::cluster::REDIS),
+        ("SYNCGATE_REDIS_PREFIX", prefix.as_str()),
+    ];
+    let a = Server::start(&env).await;
+    let b = Server::start(&env).await;
+    replay_flow(&a, &b).await;
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test]
