@@ -60,6 +60,7 @@ pub const HISTORY_MAX: &str = "SYNCGATE_HISTORY_MAX";
 pub const RETENTION_INTERVAL_SECS: &str = "SYNCGATE_RETENTION_INTERVAL_SECS";
 pub const DURABLE_BATCH_MAX: &str = "SYNCGATE_DURABLE_BATCH_MAX";
 pub const DURABLE_QUEUE: &str = "SYNCGATE_DURABLE_QUEUE";
+pub const DURABLE_QUEUE_BYTES: &str = "SYNCGATE_DURABLE_QUEUE_BYTES";
 
 /// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
 #[derive(Clone, PartialEq, Eq)]
@@ -161,6 +162,8 @@ pub struct Config {
     pub durable_batch_max: usize,
     /// Durable publishes waiting for a commit; beyond it publishes get `unavailable`.
     pub durable_queue: usize,
+    /// Payload bytes of the durable publishes waiting for a commit (the same policy).
+    pub durable_queue_bytes: u64,
 }
 
 impl fmt::Debug for Config {
@@ -322,6 +325,7 @@ impl Config {
             (RETENTION_INTERVAL_SECS, self.retention_interval.as_secs().to_string()),
             (DURABLE_BATCH_MAX, self.durable_batch_max.to_string()),
             (DURABLE_QUEUE, self.durable_queue.to_string()),
+            (DURABLE_QUEUE_BYTES, self.durable_queue_bytes.to_string()),
         ]
     }
 
@@ -457,6 +461,7 @@ impl Config {
         let retention_interval = Duration::from_secs(r.ranged(RETENTION_INTERVAL_SECS, 10, 1, 86_400));
         let durable_batch_max = r.ranged(DURABLE_BATCH_MAX, 1000, 1, 100_000) as usize;
         let durable_queue = r.ranged(DURABLE_QUEUE, 65_536, 1, 1 << 24) as usize;
+        let durable_queue_bytes = r.ranged(DURABLE_QUEUE_BYTES, 256 << 20, 1024, 1 << 40);
         let listen_backlog = r.ranged(LISTEN_BACKLOG, 4096, 1, 1 << 20) as u32;
         let log_format = match r.raw(LOG_FORMAT) {
             None | Some("text") => LogFormat::Text,
@@ -522,6 +527,7 @@ impl Config {
             retention_interval,
             durable_batch_max,
             durable_queue,
+            durable_queue_bytes,
         })
     }
 }
@@ -589,6 +595,7 @@ mod tests {
             (RETENTION_INTERVAL_SECS, "0"),
             (DURABLE_BATCH_MAX, "x"),
             (DURABLE_QUEUE, "-1"),
+            (DURABLE_QUEUE_BYTES, "10"),
         ]))
         .unwrap_err()
         .to_string();

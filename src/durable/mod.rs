@@ -26,6 +26,14 @@ use crate::registry::{ConnHandle, Registry};
 use crate::store::events::{dm_members, Appended, NewEvent, StoredEvent, Turn};
 use crate::store::{Store, StoreError};
 
+impl Publish {
+    /// What it holds in the queue, for the byte bound.
+    fn size(&self) -> u64 {
+        (self.channel.len() + self.event.len() + self.data.len() + self.msg_id.as_deref().map_or(0, str::len) + 64)
+            as u64
+    }
+}
+
 /// Commit latency buckets (seconds).
 static COMMIT_BOUNDS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
 /// How often coalesced read positions are written.
@@ -114,6 +122,9 @@ pub struct Durable {
     metrics: DurableMetrics,
     commit_seconds: Histogram,
     queued: std::sync::atomic::AtomicU64,
+    /// Bytes of the publishes in the queue, bounded by `SYNCGATE_DURABLE_QUEUE_BYTES`.
+    queued_bytes: std::sync::atomic::AtomicU64,
+    max_queued_bytes: u64,
 }
 
 /// Why a durable operation failed.
@@ -151,6 +162,8 @@ impl Durable {
             metrics: DurableMetrics::default(),
             commit_seconds: Histogram::new(&COMMIT_BOUNDS),
             queued: std::sync::atomic::AtomicU64::new(0),
+            queued_bytes: std::sync::atomic::AtomicU64::new(0),
+            max_queued_bytes: config.durable_queue_bytes,
         });
         let tasks = vec![
             tokio::spawn(durable.clone().writer(rx, bus, registry.clone(), config.durable_batch_max)),
@@ -174,12 +187,21 @@ impl Durable {
     /// Queues a publish for the next group commit. Never waits: a full queue is
     /// [`DurableError::Busy`] (the client retries with the same `msg_id`).
     pub fn submit(&self, p: Publish) -> Result<(), Box<Publish>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let size = p.size();
+        if self.queued_bytes.fetch_add(size, Relaxed) + size > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(size, Relaxed);
+            return Err(Box::new(p));
+        }
         match self.tx.try_send(p) {
             Ok(()) => {
-                self.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.queued.fetch_add(1, Relaxed);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p)) => Err(Box::new(p)),
+            Err(mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p)) => {
+                self.queued_bytes.fetch_sub(size, Relaxed);
+                Err(Box::new(p))
+            }
         }
     }
 
@@ -236,6 +258,8 @@ impl Durable {
                         continue;
                     }
                     self.queued.fetch_sub(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    let bytes: u64 = batch.iter().map(Publish::size).sum();
+                    self.queued_bytes.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
                     let store = self.store.clone();
                     let (next, held) = oneshot::channel();
                     let turn = Turn { prev: last_turn.replace(held), next: Some(next) };

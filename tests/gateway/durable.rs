@@ -513,3 +513,19 @@ async fn server_api_publish_and_implicit_dm_membership() {
     assert_eq!(get(&s, "/api/history?channel=dm:sa:sb", &token("sa")).await.0, 400);
     s.stop().await;
 }
+
+/// The durable queue is bounded in bytes too: a publish that does not fit is refused with
+/// `unavailable` (nothing stored, nothing delivered) and the connection keeps working.
+#[tokio::test]
+async fn durable_queue_byte_bound() {
+    let s = Server::start(&[("SYNCGATE_DURABLE_QUEUE_BYTES", "1024")]).await;
+    let mut a = s.client("qa", "d").await;
+    let mut b = s.client("qb", "d").await;
+    let big = "x".repeat(2000);
+    let e = a.request(json!({"type":"publish","id":1,"channel":"dm:qa:qb","event":"m","data":big})).await;
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("unavailable")), "{e}");
+    assert_eq!(e["id"], 1);
+    b.silent(200).await;
+    assert_eq!(publish(&mut a, "dm:qa:qb", 2, None, "small").await["seq"], 1);
+    s.stop().await;
+}
