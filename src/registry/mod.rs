@@ -284,9 +284,12 @@ impl Registry {
     /// path they came by. Returns the number of recipients handed something now.
     pub fn fan_out_durable(&self, route: &str, channel: &str, seq: u64, msg: Message, except: u64) -> usize {
         let mut n = 0;
-        // With a cluster bus, another instance's earlier commit may still be on its way.
-        let lookback = if self.hooks.get().is_some() { 8 } else { 0 };
-        self.sequencer.offer(route, channel, seq, msg, except, lookback, |m, e| n += self.fan_out(route, &m, e));
+        // One instance: its single writer delivers every channel in seq order already, so no
+        // state is kept. In a cluster another instance's earlier commit may still be on its way.
+        if self.hooks.get().is_none() {
+            return self.fan_out(route, &msg, except);
+        }
+        self.sequencer.offer(route, channel, seq, msg, except, 8, |m, e| n += self.fan_out(route, &m, e));
         n
     }
 
