@@ -278,3 +278,13 @@ pub async fn metrics_text(s: &Server) -> String {
     stream.read_to_string(&mut out).await.unwrap();
     out
 }
+
+/// Kills and reaps a spawned gateway when dropped, so a failing test leaves no process behind.
+pub struct Reap(pub std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -358,7 +358,8 @@ async fn killed_after_acks(env: &[(&str, &str)]) {
     let dir_s = dir.display().to_string();
     let mut vars: Vec<(&str, &str)> = vec![("SYNCGATE_JWT_SECRET", SECRET), ("SYNCGATE_DATA_DIR", dir_s.as_str())];
     vars.extend_from_slice(env);
-    let (mut child, addr, _logs) = spawn_binary(&vars);
+    let (child, addr, _logs) = spawn_binary(&vars);
+    let mut child = Reap(child);
     let s = Server::attach(addr.parse().unwrap());
     let mut c = s.client("kim", "k1").await;
     let n = 300u64;
@@ -373,11 +374,12 @@ async fn killed_after_acks(env: &[(&str, &str)]) {
         acked.insert(v["seq"].as_u64().unwrap());
     }
     // No delay: kill the moment the last ack is read.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     assert_eq!(acked, (1..=n).collect::<BTreeSet<_>>());
 
-    let (mut child, addr, _logs) = spawn_binary(&vars);
+    let (child, addr, _logs) = spawn_binary(&vars);
+    let _child = Reap(child);
     let s = Server::attach(addr.parse().unwrap());
     let (status, h) = get(&s, "/api/history?channel=dm:kim:lee&after=0&limit=1000", &token("lee")).await;
     assert_eq!(status, 200, "{h}");
@@ -391,8 +393,6 @@ async fn killed_after_acks(env: &[(&str, &str)]) {
     let mut kim = s.client("kim", "k1").await;
     let again = publish(&mut kim, "dm:kim:lee", 1, Some("k-7"), "retry").await;
     assert_eq!((again["seq"].as_u64(), again["duplicate"].as_bool()), (Some(7), Some(true)));
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[tokio::test]
