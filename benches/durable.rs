@@ -88,6 +88,9 @@ fn store_append(c: &mut Criterion) {
     for (name, vars) in targets {
         let config = syncgate::config::Config::from_map(&vars).unwrap();
         let store: Store = rt.block_on(Store::open(&config)).unwrap();
+        // As the gateway's writer does: statistics refreshed each time the events double.
+        let mut stored = 0u64;
+        let mut next_analyze = 1_000u64;
         for size in [1usize, 100] {
             g.throughput(Throughput::Elements(size as u64));
             let mut i = 0u64;
@@ -107,6 +110,11 @@ fn store_append(c: &mut Criterion) {
                         })
                         .collect();
                     black_box(rt.block_on(store.append(&events, Turn::default())).unwrap());
+                    stored += size as u64;
+                    if stored >= next_analyze {
+                        next_analyze *= 2;
+                        rt.block_on(store.analyze_streams()).unwrap();
+                    }
                 })
             });
         }

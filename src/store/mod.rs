@@ -95,13 +95,9 @@ impl Store {
         };
         let mut options = AnyPoolOptions::new().max_connections(max).acquire_timeout(std::time::Duration::from_secs(5));
         if backend == Backend::Postgres {
-            options = options.after_connect(|conn, _| {
-                Box::pin(async move {
+            options = options.after_connect(|_, _| {
+                Box::pin(async {
                     nodelay_on_every_socket();
-                    // Plan every execution with the tables' current size: a generic plan cached
-                    // while `events` was empty scans it sequentially (42 ms per 100-event batch
-                    // measured on a fresh database, 1.8 ms once re-planned).
-                    sqlx::query("SET plan_cache_mode = force_custom_plan").execute(&mut *conn).await?;
                     Ok(())
                 })
             });
