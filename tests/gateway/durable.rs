@@ -10,6 +10,22 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
+/// One test per store for `flow(env)`: SQLite (the default) and a fresh PostgreSQL database.
+macro_rules! on_both_stores {
+    ($sqlite:ident, $postgres:ident, $flow:ident) => {
+        #[tokio::test]
+        async fn $sqlite() {
+            $flow(&[]).await;
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            let url = crate::accounts::fresh_pg_database().await;
+            $flow(&[("DATABASE_URL", url.as_str())]).await;
+        }
+    };
+}
+
 async fn get(s: &Server, path: &str, bearer: &str) -> (u16, Value) {
     http_json(s.addr, "GET", path, Some(bearer), "").await
 }
@@ -164,16 +180,7 @@ async fn durable_flow(env: &[(&str, &str)]) {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn durable_streams_on_sqlite() {
-    durable_flow(&[]).await;
-}
-
-#[tokio::test]
-async fn durable_streams_on_postgres() {
-    let url = crate::accounts::fresh_pg_database().await;
-    durable_flow(&[("DATABASE_URL", url.as_str())]).await;
-}
+on_both_stores!(durable_streams_on_sqlite, durable_streams_on_postgres, durable_flow);
 
 /// A publisher keeps sending while a device reconnects with `since`: the device gets every event
 /// after `since` exactly once and in order, the replayed ones and then the live ones.
@@ -244,16 +251,11 @@ async fn replay_while_live_traffic_continues_across_instances() {
     b.stop().await;
 }
 
-#[tokio::test]
-async fn replay_while_live_traffic_continues_on_sqlite() {
-    replay_under_live_traffic(&[]).await;
-}
-
-#[tokio::test]
-async fn replay_while_live_traffic_continues_on_postgres() {
-    let url = crate::accounts::fresh_pg_database().await;
-    replay_under_live_traffic(&[("DATABASE_URL", url.as_str())]).await;
-}
+on_both_stores!(
+    replay_while_live_traffic_continues_on_sqlite,
+    replay_while_live_traffic_continues_on_postgres,
+    replay_under_live_traffic
+);
 
 #[tokio::test]
 async fn replay_limit_user_channel_since_and_retention() {
@@ -310,16 +312,7 @@ async fn replay_limit_user_channel_since_and_retention() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn retention_by_age_with_metrics_on_sqlite() {
-    retention_by_age(&[]).await;
-}
-
-#[tokio::test]
-async fn retention_by_age_with_metrics_on_postgres() {
-    let url = crate::accounts::fresh_pg_database().await;
-    retention_by_age(&[("DATABASE_URL", url.as_str())]).await;
-}
+on_both_stores!(retention_by_age_with_metrics_on_sqlite, retention_by_age_with_metrics_on_postgres, retention_by_age);
 
 async fn retention_by_age(env: &[(&str, &str)]) {
     let mut vars = vec![("SYNCGATE_HISTORY_TTL_SECS", "1"), ("SYNCGATE_RETENTION_INTERVAL_SECS", "1")];
@@ -395,16 +388,11 @@ async fn killed_after_acks(env: &[(&str, &str)]) {
     assert_eq!((again["seq"].as_u64(), again["duplicate"].as_bool()), (Some(7), Some(true)));
 }
 
-#[tokio::test]
-async fn sigkill_after_acks_loses_nothing_on_sqlite() {
-    killed_after_acks(&[]).await;
-}
-
-#[tokio::test]
-async fn sigkill_after_acks_loses_nothing_on_postgres() {
-    let url = crate::accounts::fresh_pg_database().await;
-    killed_after_acks(&[("DATABASE_URL", url.as_str())]).await;
-}
+on_both_stores!(
+    sigkill_after_acks_loses_nothing_on_sqlite,
+    sigkill_after_acks_loses_nothing_on_postgres,
+    killed_after_acks
+);
 
 /// Two instances (one PostgreSQL, one Redis) with publishers on both writing to one dm channel at
 /// once: the acks' seqs are exactly 1..=N, and every receiving connection on either instance
