@@ -234,9 +234,8 @@ async fn replay_flow(p: &Server, r: &Server) {
     publisher.await.unwrap();
 }
 
-/// Reconnecting to another instance than the publisher's: the live part arrives through Redis.
-#[tokio::test]
-async fn replay_while_live_traffic_continues_across_instances() {
+/// Two instances sharing a fresh PostgreSQL database and a Redis key prefix of their own.
+async fn two_instances() -> (Server, Server) {
     let db = crate::accounts::fresh_pg_database().await;
     let prefix = format!("sgtest:{}:", syncgate::util::random_hex(6));
     let env = [
@@ -244,8 +243,13 @@ async fn replay_while_live_traffic_continues_across_instances() {
         ("REDIS_URL", crate::cluster::REDIS),
         ("SYNCGATE_REDIS_PREFIX", prefix.as_str()),
     ];
-    let a = Server::start(&env).await;
-    let b = Server::start(&env).await;
+    (Server::start(&env).await, Server::start(&env).await)
+}
+
+/// Reconnecting to another instance than the publisher's: the live part arrives through Redis.
+#[tokio::test]
+async fn replay_while_live_traffic_continues_across_instances() {
+    let (a, b) = two_instances().await;
     replay_flow(&a, &b).await;
     a.stop().await;
     b.stop().await;
@@ -399,15 +403,7 @@ on_both_stores!(
 /// gets every event once, in order.
 #[tokio::test]
 async fn concurrent_publishers_on_two_instances() {
-    let db = crate::accounts::fresh_pg_database().await;
-    let prefix = format!("sgtest:{}:", syncgate::util::random_hex(6));
-    let env = [
-        ("DATABASE_URL", db.as_str()),
-        ("REDIS_URL", crate::cluster::REDIS),
-        ("SYNCGATE_REDIS_PREFIX", prefix.as_str()),
-    ];
-    let a = Server::start(&env).await;
-    let b = Server::start(&env).await;
+    let (a, b) = two_instances().await;
     let dm = "dm:xa:xb";
     let mut rx_a = a.client("xb", "on-a").await;
     let mut rx_b = b.client("xb", "on-b").await;
