@@ -107,36 +107,14 @@ async fn accounts_flow(s: &Server) {
     assert_eq!(post(s, "/token/refresh", &json!({"refresh_token": r4}).to_string(), None).await.0, 401);
 }
 
-#[tokio::test]
-async fn accounts_on_sqlite() {
-    let s = Server::start(&[]).await;
-    accounts_flow(&s).await;
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn accounts_on_postgres() {
-    let url = fresh_pg_database().await;
-    let s = Server::start(&[("DATABASE_URL", url.as_str())]).await;
-    accounts_flow(&s).await;
-    s.stop().await;
-}
+on_both_stores!(accounts_on_sqlite, accounts_on_postgres, server accounts_flow);
 
 async fn get(s: &Server, path: &str, bearer: &str) -> (u16, Value) {
     request(s, "GET", path, bearer).await
 }
 
 async fn request(s: &Server, method: &str, path: &str, bearer: &str) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {bearer}\r\nContent-Length: 0\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    (
-        out[9..12].parse().unwrap(),
-        serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or(Value::Null),
-    )
+    http_json(s.addr, method, path, Some(bearer), "").await
 }
 
 async fn devices_flow(s: &Server) {
@@ -205,20 +183,7 @@ async fn devices_flow(s: &Server) {
     assert_eq!(laptop.request(json!({"type":"ping"})).await["type"], "pong");
 }
 
-#[tokio::test]
-async fn devices_on_sqlite() {
-    let s = Server::start(&[]).await;
-    devices_flow(&s).await;
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn devices_on_postgres() {
-    let url = fresh_pg_database().await;
-    let s = Server::start(&[("DATABASE_URL", url.as_str())]).await;
-    devices_flow(&s).await;
-    s.stop().await;
-}
+on_both_stores!(devices_on_sqlite, devices_on_postgres, server devices_flow);
 
 async fn search_flow(s: &Server) {
     let mut access = String::new();
@@ -251,20 +216,7 @@ async fn search_flow(s: &Server) {
     assert_eq!(get(s, "/api/users/search?q=", &access).await.0, 400);
 }
 
-#[tokio::test]
-async fn search_on_sqlite() {
-    let s = Server::start(&[]).await;
-    search_flow(&s).await;
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn search_on_postgres_with_pg_trgm() {
-    let url = fresh_pg_database().await;
-    let s = Server::start(&[("DATABASE_URL", url.as_str())]).await;
-    search_flow(&s).await;
-    s.stop().await;
-}
+on_both_stores!(search_on_sqlite, search_on_postgres_with_pg_trgm, server search_flow);
 
 #[test]
 fn migrate_command_on_sqlite_and_postgres() {
@@ -367,16 +319,7 @@ async fn reset_flow(env: &[(&str, &str)]) {
     let _ = child.wait();
 }
 
-#[tokio::test]
-async fn password_reset_on_sqlite() {
-    reset_flow(&[]).await;
-}
-
-#[tokio::test]
-async fn password_reset_on_postgres() {
-    let url = fresh_pg_database().await;
-    reset_flow(&[("DATABASE_URL", url.as_str())]).await;
-}
+on_both_stores!(password_reset_on_sqlite, password_reset_on_postgres, reset_flow);
 
 #[tokio::test]
 async fn cors_for_allowed_origins() {

@@ -10,22 +10,6 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-/// One test per store for `flow(env)`: SQLite (the default) and a fresh PostgreSQL database.
-macro_rules! on_both_stores {
-    ($sqlite:ident, $postgres:ident, $flow:ident) => {
-        #[tokio::test]
-        async fn $sqlite() {
-            $flow(&[]).await;
-        }
-
-        #[tokio::test]
-        async fn $postgres() {
-            let url = crate::accounts::fresh_pg_database().await;
-            $flow(&[("DATABASE_URL", url.as_str())]).await;
-        }
-    };
-}
-
 async fn get(s: &Server, path: &str, bearer: &str) -> (u16, Value) {
     http_json(s.addr, "GET", path, Some(bearer), "").await
 }

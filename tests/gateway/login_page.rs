@@ -205,17 +205,8 @@ async fn login_page_refuses_foreign_redirects_and_escapes() {
 async fn login_page_in_headless_chromium_returns_a_token_that_opens_ws() {
     let s = Server::start(&[]).await;
     let body = r#"{"email":"tray@example.com","password":"tray password","username":"tray"}"#;
-    {
-        let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-        let req = format!(
-            "POST /register HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        stream.read_to_string(&mut out).await.unwrap();
-        assert!(out.starts_with("HTTP/1.1 201"), "{out}");
-    }
+    let (status, r) = http_json(s.addr, "POST", "/register", None, body).await;
+    assert_eq!(status, 201, "{r}");
     let (cb_port, mut got) = callback_server().await;
     let redirect = format!("http://127.0.0.1:{cb_port}/cb");
     let page = format!("http://{}/login-client?redirect_uri={}", s.addr, syncgate_encode(&redirect));
