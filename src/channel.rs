@@ -61,6 +61,28 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     pi == p.len()
 }
 
+/// What a malformed direct channel name gets told.
+pub const DM_RULE: &str = "direct channels are dm:<a>:<b> with a < b";
+
+/// The two users of a well-formed `dm:<a>:<b>` (`a < b`, byte order); `None` for anything else.
+pub fn dm_members(channel: &str) -> Option<(&str, &str)> {
+    let (a, b) = channel.strip_prefix("dm:")?.split_once(':')?;
+    (!a.is_empty() && !b.is_empty() && !b.contains(':') && a < b).then_some((a, b))
+}
+
+/// Calls `f` with each registry/bus channel whose members receive an event published to
+/// `channel`: a direct channel reaches both users' channels (implicit membership, so every
+/// connection of either user gets it once, subscribed or not), any other channel its own members.
+pub fn for_each_route(channel: &str, mut f: impl FnMut(&str)) {
+    match dm_members(channel) {
+        Some((a, b)) => {
+            f(&format!("user:{a}"));
+            f(&format!("user:{b}"));
+        }
+        None => f(channel),
+    }
+}
+
 /// Resolves the `"user"` alias to the caller's own user channel and checks that `identity` may use
 /// the channel. Returns the canonical name.
 pub fn authorize(requested: &str, identity: &Identity, public_namespaces: &[String]) -> Result<String, ChannelError> {
@@ -83,12 +105,9 @@ pub fn authorize(requested: &str, identity: &Identity, public_namespaces: &[Stri
             }
         }
         "dm" => {
-            let Some((a, b)) = rest.split_once(':') else {
-                return Err(ChannelError::Invalid("direct channels are dm:<a>:<b> with a < b"));
+            let Some((a, b)) = dm_members(requested) else {
+                return Err(ChannelError::Invalid(DM_RULE));
             };
-            if a.is_empty() || b.is_empty() || b.contains(':') || a >= b {
-                return Err(ChannelError::Invalid("direct channels are dm:<a>:<b> with a < b"));
-            }
             if a == &*identity.user_id || b == &*identity.user_id {
                 Ok(requested.to_string())
             } else {
@@ -142,6 +161,14 @@ mod tests {
         assert!(authorize("dm:alice:bob", &alice, &pubs).is_ok());
         assert_eq!(authorize("dm:bob:carol", &alice, &pubs), Err(ChannelError::Forbidden));
         assert!(matches!(authorize("dm:bob:alice", &alice, &pubs), Err(ChannelError::Invalid(_))));
+        assert_eq!(dm_members("dm:a:b"), Some(("a", "b")));
+        for bad in ["dm:b:a", "dm:a:a", "dm:a", "dm::b", "dm:a:b:c", "room:a:b"] {
+            assert_eq!(dm_members(bad), None, "{bad}");
+        }
+        let mut routes = Vec::new();
+        for_each_route("dm:a:b", |r| routes.push(r.to_string()));
+        for_each_route("room:x", |r| routes.push(r.to_string()));
+        assert_eq!(routes, ["user:a", "user:b", "room:x"]);
         assert!(authorize("public:lobby", &alice, &pubs).is_ok());
         assert!(authorize("room:1", &alice, &pubs).is_ok());
         assert!(authorize("note:abc", &alice, &pubs).is_ok());

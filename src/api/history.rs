@@ -65,7 +65,7 @@ async fn page(
     before: Option<u64>,
     limit: u64,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
-    let store = state.durable.store();
+    let store = &state.store;
     let latest = store.head(channel).await?;
     // One extra row tells whether more remain in the direction of paging.
     let mut events = match after {
@@ -135,7 +135,7 @@ pub async fn conversations(state: Arc<AppState>, req: Request<Incoming>) -> Resu
     let limit = limit(&q)?;
     // Positions acknowledged in the last moments are still in memory: write them first.
     state.durable.flush_positions().await;
-    let list = state.durable.store().conversations(&claims.user_id, device.as_deref(), limit).await?;
+    let list = state.store.conversations(&claims.user_id, device.as_deref(), limit).await?;
     let rows: Vec<Value> = list
         .iter()
         .map(|c| {

@@ -52,31 +52,14 @@ pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
     if body.msg_id.as_ref().is_some_and(|m| m.is_empty() || m.len() > 128) {
         return Err(HttpError::BadRequest("msg_id must be 1-128 bytes".into()));
     }
-    if body.channel.starts_with("dm:") {
-        // Only a well-formed dm:<a>:<b> (a < b) names its two users.
-        let ok = body
-            .channel
-            .strip_prefix("dm:")
-            .and_then(|r| r.split_once(':'))
-            .is_some_and(|(a, b)| crate::channel::valid_user_id(a) && crate::channel::valid_user_id(b) && a < b);
-        if !ok {
-            return Err(HttpError::BadRequest("direct channels are dm:<a>:<b> with a < b".into()));
-        }
+    if body.channel.starts_with("dm:") && crate::channel::dm_members(&body.channel).is_none() {
+        return Err(HttpError::BadRequest(crate::channel::DM_RULE.into()));
     }
     let data = body.data.as_deref().map(|d| d.get().as_bytes()).unwrap_or(b"null");
     let now = crate::auth::now_millis();
     if state.durable.is_durable(&body.channel) {
-        let p = crate::durable::Publish {
-            channel: body.channel,
-            event: body.event,
-            data: data.to_vec(),
-            from: None,
-            msg_id: body.msg_id.map(String::into_boxed_str),
-            origin: 0,
-            ts: now,
-            reply: crate::durable::Reply::Http(tokio::sync::oneshot::channel().0),
-        };
-        return match state.durable.publish_and_wait(p).await {
+        let msg_id = body.msg_id.map(String::into_boxed_str);
+        return match state.durable.publish_from_server(body.channel, body.event, data.to_vec(), msg_id, now).await {
             Ok(a) => Ok(json_response(
                 StatusCode::OK,
                 &serde_json::json!({"ok": true, "seq": a.seq, "duplicate": a.duplicate}),
@@ -88,13 +71,10 @@ pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
         };
     }
     let frame = protocol::server_event(&body.channel, &body.event, data, now);
-    let n = match crate::store::events::dm_members(&body.channel) {
-        Some((a, b)) => {
-            state.bus.publish(&format!("user:{a}"), Message::Text(frame.clone()), 0)
-                + state.bus.publish(&format!("user:{b}"), Message::Text(frame), 0)
-        }
-        None => state.bus.publish(&body.channel, Message::Text(frame), 0),
-    };
+    let mut n = 0;
+    crate::channel::for_each_route(&body.channel, |route| {
+        n += state.bus.publish(route, Message::Text(frame.clone()), 0);
+    });
     Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true, "local_recipients": n})))
 }
 

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::metrics::{Counter, Histogram};
 use crate::protocol::{self, ErrorCode, RequestId, Stamp, StreamState};
 use crate::registry::{ConnHandle, Registry};
-use crate::store::events::{dm_members, Appended, NewEvent, StoredEvent, Turn};
+use crate::store::events::{Appended, NewEvent, StoredEvent, Turn};
 use crate::store::{Store, StoreError};
 
 impl Publish {
@@ -134,8 +134,8 @@ pub struct Durable {
 pub enum DurableError {
     #[error("the durable write queue is full")]
     Busy,
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    #[error("not stored: {0}")]
+    NotStored(String),
 }
 
 /// What a replay found: the events to send and the stream state for the reply.
@@ -208,15 +208,22 @@ impl Durable {
         }
     }
 
-    /// Publishes from the server API and waits for the commit.
-    pub async fn publish_and_wait(&self, mut p: Publish) -> Result<Appended, DurableError> {
+    /// Publishes from the server API (`"from":{"user_id":"server"}`) and waits for the commit.
+    pub async fn publish_from_server(
+        &self,
+        channel: String,
+        event: String,
+        data: Vec<u8>,
+        msg_id: Option<Box<str>>,
+        ts: u64,
+    ) -> Result<Appended, DurableError> {
         let (tx, rx) = oneshot::channel();
-        p.reply = Reply::Http(tx);
+        let p = Publish { channel, event, data, from: None, msg_id, origin: 0, ts, reply: Reply::Http(tx) };
         self.submit(p).map_err(|_| DurableError::Busy)?;
         match rx.await {
             Ok(Ok(a)) => Ok(a),
-            Ok(Err(e)) => Err(DurableError::Store(StoreError::Config(e))),
-            Err(_) => Err(DurableError::Busy),
+            Ok(Err(e)) => Err(DurableError::NotStored(e)),
+            Err(_) => Err(DurableError::NotStored("the writer stopped".into())),
         }
     }
 
@@ -418,10 +425,6 @@ impl Durable {
         Ok(Replay { frames, state: StreamState { seq: head, read_seq, recovered: Some(true) } })
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     async fn retention(self: Arc<Self>, every: Duration, ttl_secs: u64, max: u64) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -512,9 +515,9 @@ pub fn stored_frame(channel: &str, e: &StoredEvent) -> protocol::Encoded {
 }
 
 /// Encodes the committed event once; delivers it here through the sequencer (in `seq` order
-/// with events other instances committed) and sends it to the other instances. A dm goes to both
-/// users' channels (every connection of theirs but the sender's), anything else to the
-/// channel's members.
+/// with events other instances committed) and sends it to the other instances, on every route
+/// of the channel ([`crate::channel::for_each_route`]: a dm reaches both users' connections but
+/// the sender's).
 fn deliver(bus: &dyn Bus, registry: &Registry, p: &Publish, seq: u64) {
     let frame = protocol::durable_event(
         &p.channel,
@@ -524,17 +527,10 @@ fn deliver(bus: &dyn Bus, registry: &Registry, p: &Publish, seq: u64) {
         p.ts,
         Stamp { seq, msg_id: p.msg_id.as_deref() },
     );
-    let route = |to: &str| {
-        registry.fan_out_durable(to, &p.channel, seq, Message::Text(frame.clone()), p.origin);
-        bus.publish_remote(to, Message::Text(frame.clone()), p.origin);
-    };
-    match dm_members(&p.channel) {
-        Some((a, b)) => {
-            route(&format!("user:{a}"));
-            route(&format!("user:{b}"));
-        }
-        None => route(&p.channel),
-    }
+    crate::channel::for_each_route(&p.channel, |route| {
+        registry.fan_out_durable(route, &p.channel, seq, Message::Text(frame.clone()), p.origin);
+        bus.publish_remote(route, Message::Text(frame.clone()), p.origin);
+    });
 }
 
 /// Releases sequencer gaps every few milliseconds while any stream waits; sleeps otherwise (an

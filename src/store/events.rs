@@ -64,11 +64,6 @@ pub struct Conversation {
     pub updated_at: i64,
 }
 
-/// The two users of `dm:<a>:<b>`.
-pub fn dm_members(channel: &str) -> Option<(&str, &str)> {
-    channel.strip_prefix("dm:")?.split_once(':')
-}
-
 /// The append statements. Each takes the whole batch as one JSON parameter, so the SQL text is
 /// fixed (prepared once per connection) whatever the batch size.
 struct AppendSql {
@@ -231,7 +226,7 @@ impl Store {
             let mut channels: Vec<(&str, u64)> = per_channel.iter().map(|(c, n)| (*c, *n)).collect();
             channels.sort_unstable();
             let heads = channels.iter().map(|(c, n)| {
-                let m = dm_members(c);
+                let m = crate::channel::dm_members(c);
                 serde_json::json!({"c": c, "n": n, "a": m.map(|m| m.0), "b": m.map(|m| m.1)})
             });
             let now = crate::auth::now_millis() as i64;
@@ -444,8 +439,6 @@ mod tests {
         let mut s = String::new();
         rows(&mut s, 2, 3);
         assert_eq!(s, "($1,$2,$3),($4,$5,$6)");
-        assert_eq!(dm_members("dm:a:b"), Some(("a", "b")));
-        assert_eq!(dm_members("room:a"), None);
     }
 
     #[test]

@@ -358,15 +358,7 @@ impl Session<'_> {
                         &self.identity.device_id,
                         now_millis(),
                     );
-                    match crate::store::events::dm_members(&ch) {
-                        // Direct messages reach both users' connections, subscribed or not.
-                        Some((a, b)) => {
-                            let (a, b) = (format!("user:{a}"), format!("user:{b}"));
-                            self.publish(&a, Message::Text(frame.clone()));
-                            self.publish(&b, Message::Text(frame));
-                        }
-                        None => self.publish(&ch, Message::Text(frame)),
-                    }
+                    channel::for_each_route(&ch, |route| self.publish(route, Message::Text(frame.clone())));
                     match &id {
                         Some(id) => Message::Text(protocol::ack(id, &ch)),
                         None => return Step::Nothing,
