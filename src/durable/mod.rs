@@ -286,23 +286,21 @@ impl Durable {
         let Committed { batch, result, .. } = c;
         match result {
             Ok(appended) => {
-                let mut touched = HashMap::new();
+                // For count retention: each channel's last seq (batches are handled in seq order).
+                let mut touched = self.touched.lock().ok();
                 for (p, a) in batch.into_iter().zip(appended) {
                     if a.duplicate {
                         self.metrics.duplicates.inc();
                     } else {
                         self.metrics.events.inc();
-                        touched.insert(p.channel.clone(), a.seq);
                         deliver(bus, registry, &p, a.seq);
+                        if let Some(t) = touched.as_mut() {
+                            t.insert(p.channel.clone(), a.seq);
+                        }
                     }
                     respond(p, Ok(a));
                 }
-                if let Ok(mut t) = self.touched.lock() {
-                    for (c, seq) in touched {
-                        let e = t.entry(c).or_insert(0);
-                        *e = (*e).max(seq);
-                    }
-                }
+                drop(touched);
                 self.analyze_when_young();
             }
             Err(e) => {

@@ -5,12 +5,9 @@
 
 use std::collections::HashMap;
 
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::Row;
 
 use super::{Backend, Store, StoreError};
-
-/// Rows per multi-row statement (8 binds each: well under both databases' limits).
-const CHUNK: usize = 500;
 
 /// One event to append.
 #[derive(Debug, Clone)]
@@ -131,26 +128,6 @@ fn sql_for(backend: Backend) -> &'static AppendSql {
     match backend {
         Backend::Postgres => &PG_APPEND,
         Backend::Sqlite => &SQLITE_APPEND,
-    }
-}
-
-/// `$from, $from+1, …` placeholders for `n` values: `($1,$2,$3),($4,$5,$6)`.
-fn rows(sql: &mut String, rows: usize, cols: usize) {
-    let mut p = 1;
-    for r in 0..rows {
-        if r > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                sql.push(',');
-            }
-            sql.push('$');
-            sql.push_str(&p.to_string());
-            p += 1;
-        }
-        sql.push(')');
     }
 }
 
@@ -327,25 +304,24 @@ impl Store {
     /// Stores read positions (user, device, channel, seq): a position only moves forward.
     pub async fn save_positions(&self, batch: &[(String, String, String, u64)]) -> Result<(), StoreError> {
         let now = crate::auth::now_millis() as i64;
-        for chunk in batch.chunks(CHUNK) {
-            let mut sql =
-                String::from("INSERT INTO read_positions (user_id, device_id, channel, seq, updated_at) VALUES ");
-            rows(&mut sql, chunk.len(), 5);
-            sql.push_str(match self.backend {
-                Backend::Postgres => {
-                    " ON CONFLICT (user_id, device_id, channel) DO UPDATE SET \
-                     seq = GREATEST(read_positions.seq, excluded.seq), updated_at = excluded.updated_at"
-                }
-                Backend::Sqlite => {
-                    " ON CONFLICT (user_id, device_id, channel) DO UPDATE SET \
-                     seq = MAX(read_positions.seq, excluded.seq), updated_at = excluded.updated_at"
-                }
-            });
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (u, d, c, seq) in chunk {
-                q = q.bind(u.as_str()).bind(d.as_str()).bind(c.as_str()).bind(*seq as i64).bind(now);
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "INSERT INTO read_positions (user_id, device_id, channel, seq, updated_at) \
+                 SELECT x.u, x.d, x.c, x.s, $2 FROM json_to_recordset($1::json) AS x(u text, d text, c text, s bigint) \
+                 ON CONFLICT (user_id, device_id, channel) DO UPDATE SET \
+                 seq = GREATEST(read_positions.seq, excluded.seq), updated_at = excluded.updated_at"
             }
-            q.execute(&self.pool).await?;
+            Backend::Sqlite => {
+                "INSERT INTO read_positions (user_id, device_id, channel, seq, updated_at) \
+                 SELECT json_extract(value, '$.u'), json_extract(value, '$.d'), json_extract(value, '$.c'), \
+                 json_extract(value, '$.s'), $2 FROM json_each($1) WHERE true \
+                 ON CONFLICT (user_id, device_id, channel) DO UPDATE SET \
+                 seq = MAX(read_positions.seq, excluded.seq), updated_at = excluded.updated_at"
+            }
+        };
+        let rows = batch.iter().map(|(u, d, c, seq)| serde_json::json!({"u": u, "d": d, "c": c, "s": seq}));
+        for param in json_chunks(rows)? {
+            sqlx::query(sql).bind(param).bind(now).execute(&self.pool).await?;
         }
         Ok(())
     }
@@ -433,13 +409,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn placeholders() {
-        let mut s = String::new();
-        rows(&mut s, 2, 3);
-        assert_eq!(s, "($1,$2,$3),($4,$5,$6)");
-    }
 
     #[test]
     fn chunks_stay_small_and_lose_nothing() {
