@@ -54,8 +54,11 @@ type Key = (String, String);
 
 #[derive(Default)]
 struct Shard {
-    streams: HashMap<Key, Stream>,
-    /// Streams with buffered events (what `tick` looks at).
+    /// route → channel → stream: looked up by `&str`, so an event allocates nothing unless its
+    /// stream is new.
+    streams: HashMap<String, HashMap<String, Stream>>,
+    /// Streams with buffered events (what `tick` looks at); changed only when a stream starts or
+    /// stops waiting.
     waiting: std::collections::HashSet<Key>,
 }
 
@@ -108,19 +111,28 @@ impl Sequencer {
     ) {
         let now = Instant::now();
         let Ok(mut guard) = self.shard(route, channel).lock() else { return };
-        let shard = &mut *guard;
-        let key = (route.to_string(), channel.to_string());
-        let start = seq.saturating_sub(lookback).max(1).min(seq);
-        let st = shard.streams.entry(key.clone()).or_insert_with(|| Stream {
-            next: start,
-            floor: start,
-            pending: BTreeMap::new(),
-            waiting_since: None,
-            skipped: BTreeSet::new(),
-            late: BTreeSet::new(),
-            last_used: now,
-        });
+        let Shard { streams, waiting } = &mut *guard;
+        let by_channel = match streams.get_mut(route) {
+            Some(m) => m,
+            None => streams.entry(route.to_string()).or_default(),
+        };
+        let st = match by_channel.get_mut(channel) {
+            Some(st) => st,
+            None => {
+                let start = seq.saturating_sub(lookback).max(1).min(seq);
+                by_channel.entry(channel.to_string()).or_insert_with(|| Stream {
+                    next: start,
+                    floor: start,
+                    pending: BTreeMap::new(),
+                    waiting_since: None,
+                    skipped: BTreeSet::new(),
+                    late: BTreeSet::new(),
+                    last_used: now,
+                })
+            }
+        };
         st.last_used = now;
+        let was_waiting = st.waiting_since.is_some();
         let mut deliver = deliver;
         if seq < st.next {
             let late = if seq < st.floor { st.late.insert(seq) } else { st.skipped.remove(&seq) };
@@ -143,13 +155,17 @@ impl Sequencer {
             st.next += 1;
             drain(st, &mut deliver);
         }
-        if st.waiting_since.is_some() {
-            if shard.waiting.insert(key) {
+        let is_waiting = st.waiting_since.is_some();
+        if is_waiting != was_waiting {
+            let key = (route.to_string(), channel.to_string());
+            if is_waiting {
+                waiting.insert(key);
                 self.waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.woken.notify_one();
+            } else {
+                waiting.remove(&key);
+                self.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             }
-        } else if shard.waiting.remove(&key) {
-            self.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -175,7 +191,7 @@ impl Sequencer {
             }
             let before = waiting.len();
             waiting.retain(|key| {
-                let Some(st) = streams.get_mut(key) else { return false };
+                let Some(st) = streams.get_mut(&key.0).and_then(|m| m.get_mut(&key.1)) else { return false };
                 if st.waiting_since.is_some_and(|t| now.duration_since(t) >= GAP_WAIT) {
                     release(st, &mut |m, e| deliver(&key.0, m, e));
                 }
@@ -190,15 +206,18 @@ impl Sequencer {
         let now = Instant::now();
         for shard in &self.shards {
             if let Ok(mut guard) = shard.lock() {
-                let Shard { streams, waiting } = &mut *guard;
-                streams.retain(|k, st| waiting.contains(k) || now.duration_since(st.last_used) < IDLE);
+                // A waiting stream is never idle (it is in `waiting` exactly while it waits).
+                guard.streams.retain(|_, by_channel| {
+                    by_channel.retain(|_, st| st.waiting_since.is_some() || now.duration_since(st.last_used) < IDLE);
+                    !by_channel.is_empty()
+                });
             }
         }
     }
 
     /// Streams currently tracked (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map(|m| m.streams.len()).unwrap_or(0)).sum()
+        self.shards.iter().map(|s| s.lock().map(|m| m.streams.values().map(HashMap::len).sum()).unwrap_or(0)).sum()
     }
 
     pub fn is_empty(&self) -> bool {
