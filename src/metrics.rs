@@ -195,7 +195,8 @@ fn labeled(
     }
 }
 
-fn single(out: &mut String, name: &str, help: &str, kind: &str, v: impl std::fmt::Display) {
+/// One `# HELP`/`# TYPE` block with a single unlabelled sample.
+pub(crate) fn single(out: &mut String, name: &str, help: &str, kind: &str, v: impl std::fmt::Display) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
 }
 

@@ -11,7 +11,6 @@
 //!   `SYNCGATE_HISTORY_MAX` per channel, every `SYNCGATE_RETENTION_INTERVAL_SECS`.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -485,12 +484,15 @@ impl Durable {
             ("syncgate_retention_runs_total", "Retention passes.", m.retention_runs.get()),
         ];
         for (name, help, v) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            crate::metrics::single(out, name, help, "counter", v);
         }
-        let q = self.queued.load(std::sync::atomic::Ordering::Relaxed);
-        let _ = writeln!(
+        let queued = self.queued.load(std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::single(
             out,
-            "# HELP syncgate_durable_queue Durable publishes waiting for a commit.\n# TYPE syncgate_durable_queue gauge\nsyncgate_durable_queue {q}"
+            "syncgate_durable_queue",
+            "Durable publishes waiting for a commit.",
+            "gauge",
+            queued,
         );
         self.commit_seconds.render(out, "syncgate_durable_commit_seconds", "One group commit, in seconds.");
     }

@@ -48,6 +48,10 @@ fn finish(out: Vec<u8>) -> Encoded {
 }
 
 fn push_id(out: &mut Vec<u8>, id: &RequestId) {
+    push_id_str(out, id.as_deref());
+}
+
+fn push_id_str(out: &mut Vec<u8>, id: Option<&str>) {
     if let Some(id) = id {
         out.extend_from_slice(b",\"id\":");
         out.extend_from_slice(id.as_bytes());
@@ -162,9 +166,9 @@ pub fn event_seq(frame: &[u8]) -> Option<(&[u8], u64)> {
 }
 
 /// `{"type":"ack","id":…,"channel":C` — the start of both durable acks.
-fn ack_head(out: &mut Vec<u8>, id: &RequestId, channel: &str) {
+fn ack_head(out: &mut Vec<u8>, id: Option<&str>, channel: &str) {
     out.extend_from_slice(b"{\"type\":\"ack\"");
-    push_id(out, id);
+    push_id_str(out, id);
     out.extend_from_slice(b",\"channel\":");
     json_str(out, channel);
 }
@@ -174,7 +178,7 @@ fn ack_head(out: &mut Vec<u8>, id: &RequestId, channel: &str) {
 /// a repeated `msg_id`, which gets its original `seq`).
 pub fn durable_ack(id: &RequestId, channel: &str, seq: u64, msg_id: Option<&str>, duplicate: bool) -> Encoded {
     let mut out = Vec::with_capacity(64 + channel.len() + msg_id.map_or(0, str::len));
-    ack_head(&mut out, id, channel);
+    ack_head(&mut out, id.as_deref(), channel);
     out.extend_from_slice(b",\"seq\":");
     push_u64(&mut out, seq);
     if let Some(m) = msg_id {
@@ -225,7 +229,7 @@ pub fn subscribed_durable(channel: &str, st: &StreamState, id: &RequestId) -> En
 /// `{"type":"ack","id":…,"channel":C,"read_seq":N}`.
 pub fn read_ack(id: &RequestId, channel: &str, read_seq: u64) -> Encoded {
     let mut out = Vec::with_capacity(64 + channel.len());
-    ack_head(&mut out, id, channel);
+    ack_head(&mut out, id.as_deref(), channel);
     out.extend_from_slice(b",\"read_seq\":");
     push_u64(&mut out, read_seq);
     out.push(b'}');
@@ -259,10 +263,7 @@ pub fn channel_reply(kind: &str, channel: &str, id: &RequestId) -> Encoded {
 /// `{"type":"ack","id":…,"channel":C}`.
 pub fn ack(id: &str, channel: &str) -> Encoded {
     let mut out = Vec::with_capacity(40 + id.len() + channel.len());
-    out.extend_from_slice(b"{\"type\":\"ack\",\"id\":");
-    out.extend_from_slice(id.as_bytes());
-    out.extend_from_slice(b",\"channel\":");
-    json_str(&mut out, channel);
+    ack_head(&mut out, Some(id), channel);
     out.push(b'}');
     finish(out)
 }
