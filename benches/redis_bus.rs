@@ -22,6 +22,7 @@ fn settings(prefix: &str) -> RedisSettings {
         prefix: prefix.into(),
         flush: Duration::from_micros(200),
         presence_ttl: Duration::from_secs(15),
+        max_json_depth: 128,
     }
 }
 

@@ -61,6 +61,10 @@ pub const RETENTION_INTERVAL_SECS: &str = "SYNCGATE_RETENTION_INTERVAL_SECS";
 pub const DURABLE_BATCH_MAX: &str = "SYNCGATE_DURABLE_BATCH_MAX";
 pub const DURABLE_QUEUE: &str = "SYNCGATE_DURABLE_QUEUE";
 pub const DURABLE_QUEUE_BYTES: &str = "SYNCGATE_DURABLE_QUEUE_BYTES";
+pub const MAX_JSON_DEPTH: &str = "SYNCGATE_MAX_JSON_DEPTH";
+pub const CLOSE_LINGER_MS: &str = "SYNCGATE_CLOSE_LINGER_MS";
+pub const WRITE_TIMEOUT_MS: &str = "SYNCGATE_WRITE_TIMEOUT_MS";
+pub const ECHO_PATH: &str = "SYNCGATE_ECHO_PATH";
 
 /// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
 #[derive(Clone, PartialEq, Eq)]
@@ -164,6 +168,15 @@ pub struct Config {
     pub durable_queue: usize,
     /// Payload bytes of the durable publishes waiting for a commit (the same policy).
     pub durable_queue_bytes: u64,
+    /// Deepest JSON nesting accepted from any untrusted source (frames, bodies, Redis, JWKS).
+    pub max_json_depth: usize,
+    /// After sending a close frame: how long to keep reading (and discarding) until the peer's
+    /// close frame or EOF arrives, before the socket is shut (RFC 6455 §7.1.1).
+    pub close_linger: Duration,
+    /// A connection whose socket accepts no byte for this long while frames wait is closed.
+    pub write_timeout: Duration,
+    /// Unauthenticated echo endpoint for conformance runs (`None`: off).
+    pub echo_path: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -326,6 +339,10 @@ impl Config {
             (DURABLE_BATCH_MAX, self.durable_batch_max.to_string()),
             (DURABLE_QUEUE, self.durable_queue.to_string()),
             (DURABLE_QUEUE_BYTES, self.durable_queue_bytes.to_string()),
+            (MAX_JSON_DEPTH, self.max_json_depth.to_string()),
+            (CLOSE_LINGER_MS, ms(self.close_linger)),
+            (WRITE_TIMEOUT_MS, ms(self.write_timeout)),
+            (ECHO_PATH, opt(&self.echo_path)),
         ]
     }
 
@@ -395,6 +412,17 @@ impl Config {
         let ws_read_buffer = r.ranged(WS_READ_BUFFER, 512, 128, 1 << 20) as usize;
         let ws_write_buffer = r.ranged(WS_WRITE_BUFFER, 64 * 1024, 0, 16 << 20) as usize;
         let handshake_timeout = Duration::from_millis(r.ranged(HANDSHAKE_TIMEOUT_MS, 10_000, 1, 600_000));
+        // Capped so that even the recursive encoders stay far from a worker thread's stack limit.
+        let max_json_depth = r.ranged(MAX_JSON_DEPTH, 128, 1, crate::util::json::MAX_DEPTH_LIMIT as u64) as usize;
+        let close_linger = Duration::from_millis(r.ranged(CLOSE_LINGER_MS, 2_000, 0, 60_000));
+        let write_timeout = Duration::from_millis(r.ranged(WRITE_TIMEOUT_MS, 10_000, 100, 600_000));
+        let echo_path = r.raw(ECHO_PATH).map(str::to_string);
+        if let Some(p) = &echo_path {
+            let reserved = crate::server::ROUTES.iter().any(|(_, route)| route == p);
+            if !p.starts_with('/') || p.len() < 2 || p.contains(['?', '#', ' ']) || reserved {
+                r.errors.push(format!("{ECHO_PATH}={p:?} must be a path like /echo that no other route uses"));
+            }
+        }
         let join_leave_max_members = r.ranged(JOIN_LEAVE_MAX_MEMBERS, 1000, 0, 10_000_000) as usize;
         let redis_url = r.raw(REDIS_URL).map(str::to_string);
         if let Some(u) = &redis_url {
@@ -499,6 +527,10 @@ impl Config {
             ws_read_buffer,
             ws_write_buffer,
             handshake_timeout,
+            max_json_depth,
+            close_linger,
+            write_timeout,
+            echo_path,
             log_format,
             listen_backlog,
             join_leave_max_members,

@@ -37,6 +37,8 @@ pub enum HttpError {
     Internal,
     #[error("too many attempts; try again later")]
     TooManyAttempts,
+    #[error("request body not received in time")]
+    RequestTimeout,
 }
 
 impl HttpError {
@@ -53,6 +55,7 @@ impl HttpError {
             HttpError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             HttpError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -72,6 +75,7 @@ impl HttpError {
             HttpError::InvalidCredentials => "unauthorized",
             HttpError::Internal => "internal",
             HttpError::TooManyAttempts => "rate_limited",
+            HttpError::RequestTimeout => "request_timeout",
         }
     }
 

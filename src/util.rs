@@ -1,5 +1,7 @@
 //! Small helpers shared by several modules.
 
+pub mod json;
+
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -183,7 +183,7 @@ pub async fn register(
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
     attempt(&state.registrations, &[format!("ip:{peer}")])?;
-    let body: RegisterBody = json_body(req, BODY_LIMIT).await?;
+    let body: RegisterBody = json_body(&state, req, BODY_LIMIT).await?;
     let email = email_field(&body.email)?;
     check_password(&body.password)?;
     let username = body.username.map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
@@ -205,7 +205,7 @@ pub async fn login(
     peer: IpAddr,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
-    let body: LoginBody = json_body(req, BODY_LIMIT).await?;
+    let body: LoginBody = json_body(&state, req, BODY_LIMIT).await?;
     if let Some(d) = &body.device_id {
         if !crate::server::middleware::valid_device_id(d) {
             return Err(HttpError::BadRequest("device_id must be 1-64 characters of [A-Za-z0-9._:-]".into()));
@@ -236,7 +236,7 @@ pub async fn login(
 /// that whole login.
 pub async fn refresh(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
-    let body: RefreshBody = json_body(req, BODY_LIMIT).await?;
+    let body: RefreshBody = json_body(&state, req, BODY_LIMIT).await?;
     match state.store.redeem_refresh(&body.refresh_token).await? {
         Redeemed::Valid { user_id, family, device_id } => {
             let user = state.store.credentials_by_id(&user_id).await?.ok_or(HttpError::InvalidCredentials)?.user;
@@ -253,7 +253,7 @@ pub async fn refresh(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
 /// `POST /logout {refresh_token}` → 200 (also for unknown tokens: nothing to reveal).
 pub async fn logout(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
-    let body: RefreshBody = json_body(req, BODY_LIMIT).await?;
+    let body: RefreshBody = json_body(&state, req, BODY_LIMIT).await?;
     state.store.revoke_by_token(&body.refresh_token).await?;
     Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
 }
@@ -270,7 +270,7 @@ pub async fn change_password(state: Arc<AppState>, req: Request<Incoming>) -> Re
         .map(str::to_string)
         .ok_or(HttpError::Unauthorized(crate::auth::AuthError::Missing))?;
     let claims = state.verifier.verify(&token).await.map_err(HttpError::Unauthorized)?;
-    let body: ChangePasswordBody = json_body(req, BODY_LIMIT).await?;
+    let body: ChangePasswordBody = json_body(&state, req, BODY_LIMIT).await?;
     check_password(&body.new_password)?;
     let creds = state.store.credentials_by_id(&claims.user_id).await?.ok_or(HttpError::InvalidCredentials)?;
     if !state.hasher.verify(body.current_password, Some(creds.password_hash)).await {
@@ -317,7 +317,7 @@ pub async fn forgot_password(
     peer: IpAddr,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
-    let body: ForgotBody = json_body(req, BODY_LIMIT).await?;
+    let body: ForgotBody = json_body(&state, req, BODY_LIMIT).await?;
     let email = email_field(&body.email)?;
     limit_auth(&state, peer, &email)?;
     if let Some(c) = state.store.credentials_by_login(&email).await? {
@@ -353,7 +353,7 @@ pub async fn reset_password(
     peer: IpAddr,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
-    let body: ResetBody = json_body(req, BODY_LIMIT).await?;
+    let body: ResetBody = json_body(&state, req, BODY_LIMIT).await?;
     let email = email_field(&body.email)?;
     check_password(&body.new_password)?;
     limit_auth(&state, peer, &email)?;

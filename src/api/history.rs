@@ -44,7 +44,9 @@ fn limit(q: &[(String, String)]) -> Result<u64, HttpError> {
 }
 
 fn event_json(e: &StoredEvent) -> Value {
-    let data: Value = serde_json::from_str(&e.data).unwrap_or(Value::Null);
+    // Stored data passed the depth check when it was published.
+    let data: Value =
+        crate::util::json::from_slice(e.data.as_bytes(), crate::util::json::MAX_DEPTH_LIMIT).unwrap_or(Value::Null);
     let from = match (&e.user_id, &e.device_id) {
         (Some(u), Some(d)) => json!({"user_id": u, "device_id": d}),
         _ => json!({"user_id": "server"}),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::server::AppState;
@@ -123,8 +123,10 @@ pub fn show(state: &AppState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
 
 /// `POST /login-client` (form): 303 to `redirect_uri#access_token=…` on success.
 pub async fn submit(state: Arc<AppState>, req: Request<Incoming>, peer: IpAddr) -> Response<Full<Bytes>> {
-    let Ok(body) = Limited::new(req.into_body(), 16 * 1024).collect().await.map(|c| c.to_bytes()) else {
-        return bad_request("form too large");
+    let body = match crate::api::read_body(&state, req, 16 * 1024).await {
+        Ok(b) => b,
+        Err(crate::error::HttpError::RequestTimeout) => return bad_request("form not received in time"),
+        Err(_) => return bad_request("form too large"),
     };
     let text = String::from_utf8_lossy(&body);
     let (mut login, mut password, mut redirect) = (String::new(), String::new(), String::new());

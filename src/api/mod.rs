@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::error::HttpError;
+use crate::server::AppState;
 
 /// Compares secrets in constant time (over SHA-256 digests, so the length does not leak either).
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
@@ -59,12 +60,29 @@ pub async fn authenticate<B>(
     state.verifier.verify(token).await.map_err(HttpError::Unauthorized)
 }
 
-/// Reads a JSON body of at most `limit` bytes.
-pub async fn json_body<T: serde::de::DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, HttpError> {
-    let body: Bytes = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|_| HttpError::BadRequest(format!("body missing or larger than {limit} bytes")))?
-        .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| HttpError::BadRequest(format!("invalid JSON body: {e}")))
+/// Reads a body of at most `limit` bytes; a client that has not sent all of it within
+/// `SYNCGATE_HANDSHAKE_TIMEOUT_MS` gets 408 (a slow body cannot hold a connection open).
+pub async fn read_body(state: &AppState, req: Request<Incoming>, limit: usize) -> Result<Bytes, HttpError> {
+    let collect = Limited::new(req.into_body(), limit).collect();
+    match tokio::time::timeout(state.config.handshake_timeout, collect).await {
+        Err(_) => Err(HttpError::RequestTimeout),
+        Ok(Err(_)) => Err(HttpError::BadRequest(format!("body missing or larger than {limit} bytes"))),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// Parses an untrusted JSON body: nesting beyond `SYNCGATE_MAX_JSON_DEPTH` and invalid JSON are
+/// a 400 `bad_request` naming the problem.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], max_depth: usize) -> Result<T, HttpError> {
+    crate::util::json::from_slice(body, max_depth).map_err(|e| HttpError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// Reads a JSON body of at most `limit` bytes (see [`read_body`] and [`parse_json`]).
+pub async fn json_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, HttpError> {
+    let body = read_body(state, req, limit).await?;
+    parse_json(&body, state.config.max_json_depth)
 }

@@ -42,7 +42,7 @@ struct DisconnectBody {
 /// both users' connections.
 pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     require_api_key(&req, state.config.api_key.as_deref())?;
-    let body: PublishBody = json_body(req, state.config.max_message_bytes).await?;
+    let body: PublishBody = json_body(&state, req, state.config.max_message_bytes).await?;
     if !crate::channel::valid_name(&body.channel) {
         return Err(HttpError::BadRequest("channel names are 1-128 bytes of [A-Za-z0-9:_.@=-]".into()));
     }
@@ -82,7 +82,7 @@ pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
 /// every instance.
 pub async fn disconnect(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     require_api_key(&req, state.config.api_key.as_deref())?;
-    let body: DisconnectBody = json_body(req, 64 * 1024).await?;
+    let body: DisconnectBody = json_body(&state, req, 64 * 1024).await?;
     if !crate::channel::valid_user_id(&body.user_id) {
         return Err(HttpError::BadRequest("invalid user_id".into()));
     }

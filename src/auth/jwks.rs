@@ -47,6 +47,20 @@ pub(crate) struct CachedKey {
     key: Arc<DecodingKey>,
 }
 
+/// Parses a JWKS document (untrusted bytes from the network): depth-checked before serde sees it;
+/// keys that are not usable signature keys are skipped. Returns the usable keys.
+pub(crate) fn parse_jwks(body: &[u8], max_depth: usize) -> Result<Vec<CachedKey>, String> {
+    let set: JwkSet =
+        crate::util::json::from_slice(body, max_depth).map_err(|e| format!("not a JWKS document: {e}"))?;
+    Ok(set.keys.into_iter().filter_map(parse_jwk).collect())
+}
+
+/// The number of usable keys in a JWKS document, or why it was refused (the fuzz harness's view
+/// of [`parse_jwks`]).
+pub fn usable_keys(body: &[u8], max_depth: usize) -> Result<usize, String> {
+    parse_jwks(body, max_depth).map(|k| k.len())
+}
+
 /// Turns one JWK into a verification key; symmetric and encryption keys are ignored.
 fn parse_jwk(value: serde_json::Value) -> Option<CachedKey> {
     let jwk: Jwk = serde_json::from_value(value).ok()?;
@@ -99,6 +113,7 @@ struct State {
 /// serialised by an async mutex so a burst of unknown `kid`s makes one request.
 pub struct JwksCache {
     url: String,
+    max_json_depth: usize,
     timeout: Duration,
     pub refresh: Duration,
     state: RwLock<State>,
@@ -116,8 +131,9 @@ fn client() -> Result<HttpsClient, String> {
 }
 
 impl JwksCache {
-    pub fn new(url: String, timeout: Duration, refresh: Duration) -> JwksCache {
+    pub fn new(url: String, timeout: Duration, refresh: Duration, max_json_depth: usize) -> JwksCache {
         JwksCache {
+            max_json_depth,
             url,
             timeout,
             refresh,
@@ -184,8 +200,7 @@ impl JwksCache {
         })
         .await
         .map_err(|_| "timed out".to_string())??;
-        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS document: {e}"))?;
-        let keys: Vec<CachedKey> = set.keys.into_iter().filter_map(parse_jwk).collect();
+        let keys = parse_jwks(&body, self.max_json_depth)?;
         let n = keys.len();
         self.state.write().unwrap_or_else(|e| e.into_inner()).keys = keys;
         tracing::info!(url = %self.url, keys = n, "JWKS loaded");

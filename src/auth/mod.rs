@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::config::{Config, KeySource};
 
-pub use jwks::JwksCache;
+pub use jwks::{usable_keys as jwks_usable_keys, JwksCache};
 
 /// Who a connection is: the user from the token, the device from the request.
 #[derive(Debug, Clone)]
@@ -173,7 +173,12 @@ impl Verifier {
                 (Keys::Static(k, algs), None, false)
             }
             KeySource::Jwks(url) => (
-                Keys::Jwks(Arc::new(JwksCache::new(url.clone(), config.jwks_timeout, config.jwks_refresh))),
+                Keys::Jwks(Arc::new(JwksCache::new(
+                    url.clone(),
+                    config.jwks_timeout,
+                    config.jwks_refresh,
+                    config.max_json_depth,
+                ))),
                 None,
                 false,
             ),

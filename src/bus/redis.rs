@@ -37,6 +37,8 @@ pub struct RedisSettings {
     pub prefix: String,
     pub flush: Duration,
     pub presence_ttl: Duration,
+    /// `SYNCGATE_MAX_JSON_DEPTH`: external publishes and control messages nested deeper are dropped.
+    pub max_json_depth: usize,
 }
 
 /// Bus counters (read by tests, benches and, later, metrics).
@@ -47,6 +49,8 @@ pub struct BusStats {
     pub dropped: AtomicU64,
     pub received: AtomicU64,
     pub reconnects: AtomicU64,
+    /// External publishes and control messages dropped as malformed or nested too deep.
+    pub rejected: AtomicU64,
 }
 
 struct Outgoing {
@@ -301,11 +305,15 @@ impl RedisBus {
             }
             None => {
                 // External publish: {"event":E,"data":ANY}.
-                if let Some(frame) = external_event(channel, payload) {
-                    self.stats.received.fetch_add(1, Ordering::Relaxed);
-                    self.registry.fan_out(channel, &Message::Text(frame), 0);
-                } else {
-                    tracing::debug!(%channel, "ignored a malformed external publish");
+                match external_event(channel, payload, self.settings.max_json_depth) {
+                    Ok(frame) => {
+                        self.stats.received.fetch_add(1, Ordering::Relaxed);
+                        self.registry.fan_out(channel, &Message::Text(frame), 0);
+                    }
+                    Err(e) => {
+                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%channel, error = %e, "dropped an external publish");
+                    }
                 }
             }
         }
@@ -319,14 +327,17 @@ impl RedisBus {
             #[serde(default)]
             device_id: Option<String>,
         }
-        match serde_json::from_slice::<Ctl>(payload) {
+        match crate::util::json::from_slice::<Ctl>(payload, self.settings.max_json_depth) {
             Ok(c) if c.op == "disconnect" => {
                 self.registry.close_user(&c.user_id, c.device_id.as_deref(), CloseReason::Forbidden);
             }
             Ok(Ctl { op, user_id, device_id: Some(device_id) }) if op == "revoke" => {
                 self.registry.revoke_device(&user_id, &device_id);
             }
-            _ => tracing::debug!("ignored a malformed control message"),
+            _ => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("ignored a malformed control message");
+            }
         }
     }
 
@@ -459,19 +470,20 @@ impl RedisBus {
 }
 
 /// `{"event":E,"data":ANY}` from an external publisher → an `event` frame from the server.
-pub fn external_event(channel: &str, payload: &[u8]) -> Option<Encoded> {
+/// Malformed, nested deeper than `max_depth`, or with a bad event name: an error naming why.
+pub fn external_event(channel: &str, payload: &[u8], max_depth: usize) -> Result<Encoded, String> {
     #[derive(serde::Deserialize)]
     struct Ext<'a> {
         event: String,
         #[serde(borrow, default)]
         data: Option<&'a serde_json::value::RawValue>,
     }
-    let ext: Ext = serde_json::from_slice(payload).ok()?;
+    let ext: Ext = crate::util::json::from_slice(payload, max_depth).map_err(|e| e.to_string())?;
     if ext.event.is_empty() || ext.event.len() > crate::protocol::MAX_EVENT_LEN {
-        return None;
+        return Err(format!("`event` must be 1-{} bytes", crate::protocol::MAX_EVENT_LEN));
     }
     let data = ext.data.map(|d| d.get().as_bytes()).unwrap_or(b"null");
-    Some(protocol::server_event(channel, &ext.event, data, now_ms()))
+    Ok(protocol::server_event(channel, &ext.event, data, now_ms()))
 }
 
 impl Bus for RedisBus {
@@ -599,13 +611,15 @@ impl Bus for RedisBus {
              # HELP syncgate_bus_publish_commands_total PUBLISH commands (several messages per command when batched).\n# TYPE syncgate_bus_publish_commands_total counter\nsyncgate_bus_publish_commands_total {}\n\
              # HELP syncgate_bus_dropped_total Messages not carried between instances (queue full or Redis down).\n# TYPE syncgate_bus_dropped_total counter\nsyncgate_bus_dropped_total {}\n\
              # HELP syncgate_bus_received_total Messages received from other instances or external publishers.\n# TYPE syncgate_bus_received_total counter\nsyncgate_bus_received_total {}\n\
-             # HELP syncgate_redis_reconnects_total Redis reconnections.\n# TYPE syncgate_redis_reconnects_total counter\nsyncgate_redis_reconnects_total {}\n",
+             # HELP syncgate_redis_reconnects_total Redis reconnections.\n# TYPE syncgate_redis_reconnects_total counter\nsyncgate_redis_reconnects_total {}\n\
+             # HELP syncgate_bus_rejected_total External publishes and control messages dropped as malformed or nested deeper than SYNCGATE_MAX_JSON_DEPTH.\n# TYPE syncgate_bus_rejected_total counter\nsyncgate_bus_rejected_total {}\n",
             u8::from(self.healthy()),
             load(&s.messages),
             load(&s.publish_commands),
             load(&s.dropped),
             load(&s.received),
             load(&s.reconnects),
+            load(&s.rejected),
         );
         self.batch_sizes.render(out, "syncgate_bus_batch_messages", "Messages per Redis PUBLISH batch.");
     }

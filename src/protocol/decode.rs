@@ -41,9 +41,88 @@ fn str_field<'v>(obj: &'v BorrowedValue<'_>, key: &str, id: &RequestId) -> Resul
     }
 }
 
+/// The request id of a frame too deep to parse: the raw value of the top-level `"id"` key when
+/// it is a string or a number and comes before the first nested value. An iterative scan over
+/// the top level only; never recurses.
+fn shallow_id(text: &[u8]) -> RequestId {
+    fn ws(b: &[u8], mut i: usize) -> usize {
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+            i += 1;
+        }
+        i
+    }
+    /// End (exclusive) of the string starting at `b[i] == '"'`.
+    fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+        i += 1;
+        while i < b.len() {
+            match b[i] {
+                b'\\' => i += 2,
+                b'"' => return Some(i + 1),
+                _ => i += 1,
+            }
+        }
+        None
+    }
+    let b = text;
+    let mut i = ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = ws(b, i);
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(b, i)?;
+        let key = &b[i..key_end];
+        i = ws(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = ws(b, i + 1);
+        let start = i;
+        let end = match b.get(i)? {
+            b'"' => string_end(b, i)?,
+            b'-' | b'0'..=b'9' => {
+                while i < b.len() && matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    i += 1;
+                }
+                i
+            }
+            b't' | b'f' | b'n' => {
+                while i < b.len() && b[i].is_ascii_alphabetic() {
+                    i += 1;
+                }
+                i
+            }
+            // A nested value: the id (if any) is not read past it.
+            _ => return None,
+        };
+        if key == b"\"id\"" {
+            let mut raw = b[start..end].to_vec();
+            let v = simd_json::to_borrowed_value(&mut raw).ok()?;
+            if !(v.is_str() || v.is_i64() || v.is_u64() || v.is_f64()) {
+                return None;
+            }
+            let text = v.encode();
+            return (text.len() <= MAX_ID_LEN).then(|| text.into_boxed_str());
+        }
+        i = ws(b, end);
+        if b.get(i) != Some(&b',') {
+            return None;
+        }
+        i += 1;
+    }
+}
+
 /// Decodes one text frame. `buf` is scratch space that simd-json parses in place (reused by the
-/// caller across frames, so decoding does not allocate a buffer per frame).
-pub fn decode(text: &[u8], buf: &mut Vec<u8>) -> Result<Frame, DecodeError> {
+/// caller across frames, so decoding does not allocate a buffer per frame). Nesting deeper than
+/// `max_depth` is refused by an iterative pre-scan before simd-json (which recurses) sees it.
+pub fn decode(text: &[u8], buf: &mut Vec<u8>, max_depth: usize) -> Result<Frame, DecodeError> {
+    if let Err(e) = crate::util::json::check_depth(text, max_depth) {
+        return Err(bad(e.to_string(), &shallow_id(text)));
+    }
     buf.clear();
     buf.extend_from_slice(text);
     let none: RequestId = None;
@@ -127,7 +206,29 @@ mod tests {
     use super::*;
 
     fn d(s: &str) -> Result<Frame, DecodeError> {
-        decode(s.as_bytes(), &mut Vec::new())
+        decode(s.as_bytes(), &mut Vec::new(), 128)
+    }
+
+    #[test]
+    fn too_deep_is_refused_with_the_id() {
+        let data = "[".repeat(200) + &"]".repeat(200);
+        let e =
+            d(&format!(r#"{{"type":"publish","id":"r-1","channel":"a:b","event":"e","data":{data}}}"#)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.message.contains("deeper than 128"), "{}", e.message);
+        assert_eq!(e.id.as_deref(), Some("\"r-1\""));
+        let e = d(&format!(r#"{{ "id" : 42 , "data":{data}}}"#)).unwrap_err();
+        assert_eq!(e.id.as_deref(), Some("42"));
+        let e = d(&format!(r#"{{"data":{data},"id":42}}"#)).unwrap_err();
+        assert_eq!(e.id, None);
+        let e = d(&format!(r#"{{"id":{{"a":{data}}}}}"#)).unwrap_err();
+        assert_eq!(e.id, None);
+        let e = d(&("[".repeat(400_000) + &"]".repeat(400_000))).unwrap_err();
+        assert_eq!(e.id, None);
+        // 127 levels inside `data` + the frame itself = 128: accepted and kept verbatim.
+        let data = "[".repeat(127) + &"]".repeat(127);
+        let f = d(&format!(r#"{{"type":"publish","channel":"a:b","event":"e","data":{data}}}"#)).unwrap();
+        assert!(matches!(f.request, Request::Publish { data: ref got, .. } if got == data.as_bytes()));
     }
 
     #[test]

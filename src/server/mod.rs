@@ -170,6 +170,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 prefix: config.redis_prefix.clone(),
                 flush: config.redis_flush,
                 presence_ttl: config.presence_ttl,
+                max_json_depth: config.max_json_depth,
             };
             let redis = RedisBus::start(settings, registry.clone()).await.map_err(StartError::Bus)?;
             registry.set_hooks(redis.clone());

@@ -76,7 +76,7 @@ async fn first_frame_auth(
         },
         _ = crate::shutdown::stopping(&mut shutdown) => return Err(CloseReason::GoingAway),
     };
-    let token = match protocol::decode(text.as_bytes(), &mut Vec::new()) {
+    let token = match protocol::decode(text.as_bytes(), &mut Vec::new(), state.config.max_json_depth) {
         Ok(protocol::Frame { request: Request::Auth { token }, .. }) => token,
         _ => {
             refuse("invalid");
@@ -283,7 +283,7 @@ impl Session<'_> {
                 return Step::Nothing;
             }
         };
-        let frame = match protocol::decode(text.as_bytes(), &mut self.scratch) {
+        let frame = match protocol::decode(text.as_bytes(), &mut self.scratch, self.state.config.max_json_depth) {
             Ok(f) => f,
             Err(e) => {
                 self.count_in(8, text.len());

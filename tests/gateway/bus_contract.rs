@@ -26,6 +26,7 @@ async fn redis(prefix: &str) -> (Node, Arc<RedisBus>) {
         prefix: prefix.into(),
         flush: Duration::from_micros(200),
         presence_ttl: Duration::from_secs(5),
+        max_json_depth: 128,
     };
     let bus = RedisBus::start(settings, registry.clone()).await.unwrap();
     registry.set_hooks(bus.clone());
