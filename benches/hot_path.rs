@@ -1,4 +1,4 @@
-//! Hot-path benches: decode a publish frame (simd-json), encode an event once, and fan it out to
+//! Hot-path benches: decode a publish frame (depth pre-scan + simd-json), refuse a nesting bomb, encode an event once, and fan it out to
 //! 10 000 registry entries (one `Bytes` clone pushed into each bounded queue).
 //!
 //! Run: `cargo bench --bench hot_path`
@@ -20,7 +20,16 @@ fn codec(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let mut scratch = Vec::new();
     g.bench_function("decode_publish", |b| {
-        b.iter(|| black_box(protocol::decode(black_box(PUBLISH), &mut scratch).unwrap()))
+        b.iter(|| black_box(protocol::decode(black_box(PUBLISH), &mut scratch, 128).unwrap()))
+    });
+    // The nesting pre-scan alone (part of decode_publish above), and on the 800 kB nesting bomb
+    // that it refuses before simd-json would recurse into it.
+    g.bench_function("depth_check_publish", |b| {
+        b.iter(|| black_box(syncgate::util::json::check_depth(black_box(PUBLISH), 128)))
+    });
+    let bomb = "[".repeat(400_000) + &"]".repeat(400_000);
+    g.bench_function("decode_nesting_bomb_800k", |b| {
+        b.iter(|| black_box(protocol::decode(black_box(bomb.as_bytes()), &mut scratch, 128).is_err()))
     });
     let data = br#"{"text":"hello there, this is a typical chat message","attachments":[],"n":42}"#;
     g.bench_function("encode_event", |b| {

@@ -138,6 +138,10 @@ pub struct Metrics {
     disconnects: [Counter; 13],
     auth_failures: [Counter; 4],
     pub rate_limited: Counter,
+    /// Connections closed because the socket accepted no byte for `SYNCGATE_WRITE_TIMEOUT_MS`.
+    pub write_timeouts: Counter,
+    /// HTTP connections cut for not finishing a request (or its body) in time.
+    pub handshake_timeouts: Counter,
     /// Publish → every recipient's queue (seconds).
     pub fanout_seconds: Histogram,
     started: std::time::Instant,
@@ -154,6 +158,8 @@ impl Default for Metrics {
             disconnects: Default::default(),
             auth_failures: Default::default(),
             rate_limited: Counter::default(),
+            write_timeouts: Counter::default(),
+            handshake_timeouts: Counter::default(),
             fanout_seconds: Histogram::new(&LATENCY_BOUNDS),
             started: std::time::Instant::now(),
         }
@@ -289,6 +295,20 @@ pub fn render(state: &AppState) -> String {
         "Connections closed with 1013 (outbound queue overflow or stalled writes).",
         "counter",
         s.slow_consumer_closes.load(Ordering::Relaxed),
+    );
+    single(
+        &mut out,
+        "syncgate_write_timeouts_total",
+        "Connections closed because the socket accepted no byte for SYNCGATE_WRITE_TIMEOUT_MS while frames waited.",
+        "counter",
+        m.write_timeouts.get(),
+    );
+    single(
+        &mut out,
+        "syncgate_handshake_timeouts_total",
+        "HTTP connections cut for not finishing a request or upgrade within SYNCGATE_HANDSHAKE_TIMEOUT_MS.",
+        "counter",
+        m.handshake_timeouts.get(),
     );
     single(
         &mut out,

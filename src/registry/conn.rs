@@ -41,8 +41,14 @@ impl Drop for OpenGuard {
 
 struct Queue {
     items: VecDeque<Message>,
-    /// Payload bytes queued (bounded too: 1024 frames of 1 MiB would be 1 GiB).
+    /// Payload bytes queued or taken and not yet written (bounded too: 1024 frames of 1 MiB
+    /// would be 1 GiB).
     bytes: usize,
+    /// Frames (and their bytes) the connection task took and is still feeding to the socket:
+    /// they count against the bounds until [`ConnHandle::written`], so a connection never holds
+    /// more than one queue's worth whatever its writer is doing.
+    inflight: usize,
+    inflight_bytes: usize,
     /// Set once: the connection must close with this reason after writing nothing more.
     closing: Option<CloseReason>,
 }
@@ -85,7 +91,13 @@ impl ConnHandle {
             device_id,
             capacity,
             max_bytes,
-            queue: Mutex::new(Queue { items: VecDeque::new(), bytes: 0, closing: None }),
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                bytes: 0,
+                inflight: 0,
+                inflight_bytes: 0,
+                closing: None,
+            }),
             notify: Notify::new(),
             stats,
         }
@@ -103,10 +115,9 @@ impl ConnHandle {
             return Push::Closed;
         }
         let len = msg.len();
-        // A single frame larger than the byte budget still fits into an empty queue.
-        if q.items.len() >= self.capacity || (q.bytes + len > self.max_bytes && !q.items.is_empty()) {
+        if !self.fits(&q, len) {
             q.items = VecDeque::new();
-            q.bytes = 0;
+            q.bytes = q.inflight_bytes;
             q.closing = Some(CloseReason::SlowConsumer);
             drop(q);
             self.stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
@@ -123,13 +134,47 @@ impl ConnHandle {
         Push::Queued
     }
 
+    /// Whether a frame of `len` bytes fits. A single frame larger than the byte budget still
+    /// fits into an empty queue.
+    fn fits(&self, q: &Queue, len: usize) -> bool {
+        let frames = q.items.len() + q.inflight;
+        frames < self.capacity && (q.bytes + len <= self.max_bytes || frames == 0)
+    }
+
+    /// Queues `msg` only if it fits (a replay page waits for room instead of overflowing);
+    /// gives it back otherwise. A closing connection swallows it.
+    pub fn try_push(&self, msg: Message) -> Result<(), Message> {
+        let mut q = self.lock();
+        if q.closing.is_some() {
+            return Ok(());
+        }
+        let len = msg.len();
+        if !self.fits(&q, len) {
+            return Err(msg);
+        }
+        let was_empty = q.items.is_empty();
+        q.items.push_back(msg);
+        q.bytes += len;
+        drop(q);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    /// At most half full (frames and bytes, in flight included): room to read another replay page.
+    pub fn half_empty(&self) -> bool {
+        let q = self.lock();
+        (q.items.len() + q.inflight) * 2 <= self.capacity && q.bytes * 2 <= self.max_bytes
+    }
+
     /// Asks the connection to close with `reason` (kicks, shutdown). The first reason wins.
     pub fn close(&self, reason: CloseReason) {
         let mut q = self.lock();
         if q.closing.is_none() {
             q.closing = Some(reason);
             q.items.clear();
-            q.bytes = 0;
+            q.bytes = q.inflight_bytes;
         }
         drop(q);
         self.notify.notify_one();
@@ -147,11 +192,23 @@ impl ConnHandle {
 
     /// Swaps the queued frames into `into` (which must be empty; its capacity is reused, so a
     /// steady stream of fan-out allocates nothing). Returns the close reason, if one was set.
+    /// The taken frames stay counted against the bounds until [`ConnHandle::written`] (or the
+    /// next `take`).
     pub fn take(&self, into: &mut VecDeque<Message>) -> Option<CloseReason> {
         let mut q = self.lock();
+        q.bytes -= q.inflight_bytes;
         std::mem::swap(&mut q.items, into);
-        q.bytes = 0;
+        q.inflight = into.len();
+        q.inflight_bytes = q.bytes;
         q.closing
+    }
+
+    /// The frames last taken were handed to the socket's write buffer.
+    pub fn written(&self) {
+        let mut q = self.lock();
+        q.bytes -= q.inflight_bytes;
+        q.inflight = 0;
+        q.inflight_bytes = 0;
     }
 
     /// Frees queue memory of an idle connection.
@@ -195,6 +252,28 @@ mod tests {
     }
 
     #[test]
+    fn frames_being_written_still_count() {
+        let c = ConnHandle::new(1, "u".into(), "d".into(), 3, 1 << 20, Arc::default());
+        c.push(Message::text("a"));
+        c.push(Message::text("b"));
+        let mut spare = VecDeque::new();
+        c.take(&mut spare);
+        assert!(!c.half_empty());
+        assert_eq!(c.try_push(Message::text("c")), Ok(()));
+        assert_eq!(c.try_push(Message::text("d")), Err(Message::text("d")), "2 in flight + 1 queued = capacity");
+        assert_eq!(c.push(Message::text("d")), Push::Overflow);
+        let c = ConnHandle::new(1, "u".into(), "d".into(), 3, 1 << 20, Arc::default());
+        c.push(Message::text("a"));
+        c.push(Message::text("b"));
+        spare.clear();
+        c.take(&mut spare);
+        c.written();
+        assert!(c.half_empty());
+        assert_eq!(c.push(Message::text("c")), Push::Queued);
+        assert_eq!(c.push(Message::text("d")), Push::Queued);
+    }
+
+    #[test]
     fn take_swaps_and_keeps_capacity() {
         let c = ConnHandle::new(1, "u".into(), "d".into(), 8, 1 << 20, Arc::default());
         c.push(Message::text("a"));
@@ -202,6 +281,7 @@ mod tests {
         assert_eq!(c.take(&mut spare), None);
         assert_eq!(spare.len(), 1);
         spare.clear();
+        c.written();
         c.push(Message::text("b"));
         assert_eq!(c.take(&mut spare), None);
         assert_eq!(spare.pop_front(), Some(Message::text("b")));

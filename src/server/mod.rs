@@ -219,6 +219,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             }
         }));
     }
+    if let Some(path) = &state.config.echo_path {
+        tracing::warn!(
+            %path,
+            "SYNCGATE_ECHO_PATH is set: an unauthenticated echo endpoint is open (for conformance runs only)"
+        );
+    }
     tracing::info!(addr = %listener.local_addr()?, "syncgate listening");
 
     tokio::pin!(shutdown);

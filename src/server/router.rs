@@ -67,6 +67,16 @@ pub async fn route(
         }
         return Ok(r);
     }
+    if let Some(echo) = &state.config.echo_path {
+        if req.uri().path() == echo {
+            return Ok(match *req.method() {
+                Method::GET => {
+                    crate::ws::upgrade_echo(state.clone(), req, peer).unwrap_or_else(HttpError::into_response)
+                }
+                _ => HttpError::MethodNotAllowed.into_response(),
+            });
+        }
+    }
     let mut resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/ws") => {
             let result = match middleware::admit(&state, peer, &req).await {

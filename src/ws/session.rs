@@ -2,44 +2,61 @@
 //! reads requests, writes queued frames in batches (many frames per flush), pings, and enforces
 //! the token's expiry — until a close reason ends it. Registry membership and the user's slot are
 //! RAII guards, so every exit path (including an abrupt disconnect) sends `leave` and frees them.
+//!
+//! A request that waits on a backend (re-auth with a JWKS fetch, cluster presence, a subscribe
+//! that confirms a bus subscription or reads a stream's state) runs as a pending future beside
+//! the loop: queued frames keep flowing to the client meanwhile, and the next request is read
+//! once it is answered (replies stay in request order). Replays are read page by page as the
+//! queue makes room ([`super::streams`]). Every write is bounded by `SYNCGATE_WRITE_TIMEOUT_MS`
+//! and every close lingers ([`super::io`]).
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::auth::{now_millis, now_secs, AuthError, Identity};
+use super::io::{self, Ws};
+use super::streams::{PageRequest, Streams, PAGE};
+use crate::auth::{now_millis, now_secs, AuthError, Claims, Identity};
 use crate::channel::{self, ChannelError};
+use crate::durable::Replay;
 use crate::error::CloseReason;
 use crate::limits::{MessageLimiter, Verdict};
 use crate::protocol::{self, ErrorCode, Request, RequestId};
 use crate::registry::{ConnHandle, Membership, UserSlot};
 use crate::server::middleware::{identity as make_identity, AdmitGuard, Admitted};
 use crate::server::AppState;
+use crate::store::StoreError;
 
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
+/// A request waiting on a backend; it borrows only the shared state, never the session.
+type Pending<'a> = Pin<Box<dyn Future<Output = Done> + Send + 'a>>;
+/// A replay page being read from the store.
+type PageRead<'a> = Pin<Box<dyn Future<Output = (PageRequest, PageResult)> + Send + 'a>>;
+type PageResult = Result<(Vec<Message>, Option<u64>), StoreError>;
 
-/// How long a close handshake or a stuck flush may take before the socket is dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// What a pending request produced.
+enum Done {
+    Reauth(RequestId, Result<Claims, AuthError>),
+    Presence(Message),
+    /// The bus subscription is confirmed; a durable channel's state (and first replay page).
+    Subscribed(Box<Subscribe>, Option<Result<Replay, StoreError>>),
+}
 
-async fn close(ws: &mut Ws, reason: CloseReason) {
-    if reason == CloseReason::TooLarge {
-        let m = error_frame(ErrorCode::TooLarge, "message exceeds max_message_bytes", &None);
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(m)).await;
+/// Awaits the future in `slot` (its `select!` branch is disabled while the slot is empty).
+async fn poll_slot<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
+    match slot {
+        Some(f) => f.await,
+        None => std::future::pending().await,
     }
-    let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.reason().into() };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
 }
 
 fn error_frame(code: ErrorCode, message: &str, id: &RequestId) -> Message {
@@ -129,16 +146,11 @@ struct Session<'a> {
     limiter: MessageLimiter,
     /// simd-json scratch, reused across frames.
     scratch: Vec<u8>,
-    /// After a replay: durable events of these channels up to this `seq` were already sent, so
-    /// live copies queued meanwhile are dropped (removed once a newer event passes).
-    /// Boxed and usually `None`: most connections never replay, and this struct lives as long as
-    /// the connection.
-    replayed: Option<Box<ReplayFilter>>,
+    /// Durable channels delivered in `seq` order with replays from the store (see
+    /// [`super::streams`]). Boxed and usually `None`: most connections never subscribe to a
+    /// durable channel, and this struct lives as long as the connection.
+    streams: Option<Box<Streams>>,
 }
-
-/// (channel, last replayed seq) per channel replayed on this connection.
-#[derive(Default)]
-struct ReplayFilter(Vec<(String, u64)>);
 
 /// A subscribe that needs the bus or the store before its reply.
 struct Subscribe {
@@ -153,7 +165,7 @@ struct Subscribe {
 enum Step {
     Nothing,
     Reply(Message),
-    /// A fresh `auth` frame: verify it (rare and possibly slow, so its future is boxed).
+    /// A fresh `auth` frame: verify it (rare and possibly slow: a pending request).
     Reauth(String, RequestId),
     /// Joined a channel for the first time on this connection (`new`: the bus subscription must
     /// be confirmed before `subscribed` goes out), or subscribed to a durable channel (its state,
@@ -231,29 +243,8 @@ impl Session<'_> {
         }
     }
 
-    /// Drops a live durable event already sent by a replay; clears the filter once the stream
-    /// has moved past the replayed range.
-    fn already_replayed(&mut self, m: &Message) -> bool {
-        let Some(filters) = self.replayed.as_mut() else { return false };
-        let Message::Text(t) = m else { return false };
-        let Some((channel, seq)) = protocol::event_seq(t.as_bytes()) else { return false };
-        let Some(i) = filters.0.iter().position(|(c, _)| c.as_bytes() == channel) else { return false };
-        if seq <= filters.0[i].1 {
-            return true;
-        }
-        filters.0.swap_remove(i);
-        if filters.0.is_empty() {
-            self.replayed = None;
-        }
-        false
-    }
-
-    fn mark_replayed(&mut self, channel: &str, upto: u64) {
-        let filters = self.replayed.get_or_insert_with(Default::default);
-        match filters.0.iter_mut().find(|(c, _)| c == channel) {
-            Some(f) => f.1 = f.1.max(upto),
-            None => filters.0.push((channel.to_string(), upto)),
-        }
+    fn streams(&mut self) -> &mut Streams {
+        self.streams.get_or_insert_with(Default::default)
     }
 
     fn count_in(&self, kind: usize, bytes: usize) {
@@ -317,6 +308,10 @@ impl Session<'_> {
                     if !new && !durable {
                         Message::Text(protocol::channel_reply("subscribed", &ch, &id))
                     } else {
+                        if durable {
+                            // Live events are held back until the stream state is known.
+                            self.streams().hold(&ch);
+                        }
                         return Step::Subscribed(Box::new(Subscribe { channel: ch, id, new, durable, since }));
                     }
                 }
@@ -341,6 +336,9 @@ impl Session<'_> {
                 }
                 Ok(ch) => {
                     self.membership.leave(&ch);
+                    if let Some(st) = self.streams.as_deref_mut() {
+                        st.forget(&ch);
+                    }
                     Message::Text(protocol::channel_reply("unsubscribed", &ch, &id))
                 }
             },
@@ -382,9 +380,9 @@ impl Session<'_> {
         Step::Reply(reply)
     }
 
-    /// Verifies a fresh token for the same user; returns the reply and, on success, the new expiry.
-    async fn reauth(&mut self, token: &str, id: &RequestId) -> (Message, Option<u64>) {
-        match self.state.verifier.verify(token).await {
+    /// A fresh token was verified (or refused): the reply and, on success, the new expiry.
+    fn reauthed(&mut self, id: &RequestId, verified: Result<Claims, AuthError>) -> (Message, Option<u64>) {
+        match verified {
             Ok(claims) if claims.user_id == *self.identity.user_id => {
                 if claims.device_id.as_deref().is_some_and(|d| d != &*self.identity.device_id) {
                     return (error_frame(ErrorCode::Unauthorized, "invalid token", id), None);
@@ -410,59 +408,73 @@ impl Session<'_> {
     }
 }
 
-/// Writes frames straight to the socket (ahead of anything queued) and flushes.
-async fn write_now(state: &AppState, ws: &mut Ws, frames: impl IntoIterator<Item = Message>) -> bool {
-    for m in frames {
-        state.metrics.frames_out[0].inc();
-        state.metrics.bytes_out.add(m.len() as u64);
-        if ws.feed(m).await.is_err() {
-            return false;
-        }
-    }
-    tokio::time::timeout(WRITE_TIMEOUT, ws.flush()).await.is_ok_and(|r| r.is_ok())
-}
-
-/// Answers a subscribe that needed the bus or the store. The bus subscription is confirmed
-/// first, so every event committed after the store is read arrives live; a replay is written
-/// before anything queued meanwhile, and live copies of replayed events are then dropped.
-/// False when the socket failed.
-async fn subscribed(s: &mut Session<'_>, ws: &mut Ws, sub: Subscribe) -> bool {
-    let state = s.state;
-    if sub.new {
-        state.bus.subscribe(&sub.channel).await;
-    }
-    if !sub.durable {
-        s.conn().push(Message::Text(protocol::channel_reply("subscribed", &sub.channel, &sub.id)));
-        return true;
-    }
-    let replay = state.durable.replay(&sub.channel, &s.identity.user_id, &s.identity.device_id, sub.since).await;
-    match replay {
-        Err(e) => {
-            tracing::warn!(error = %e, channel = %sub.channel, "stream state unavailable");
-            s.conn().push(error_frame(ErrorCode::Unavailable, "history is unavailable; retry", &sub.id));
-            true
-        }
-        Ok(r) => {
-            let reply = Message::Text(protocol::subscribed_durable(&sub.channel, &r.state, &sub.id));
-            if r.state.recovered != Some(true) {
-                s.conn().push(reply);
-                return true;
+impl<'a> Session<'a> {
+    /// Starts the backend part of a request as a pending future (`None` for other steps).
+    fn start(&mut self, step: Step) -> Option<Pending<'a>> {
+        let state = self.state;
+        Some(match step {
+            Step::Reauth(token, id) => Box::pin(async move {
+                let verified = state.verifier.verify(&token).await;
+                Done::Reauth(id, verified)
+            }),
+            Step::Presence(ch, id) => {
+                Box::pin(async move { Done::Presence(Message::Text(state.bus.presence(&ch, &id).await)) })
             }
-            s.mark_replayed(&sub.channel, r.state.seq);
-            write_now(state, ws, std::iter::once(reply).chain(r.frames)).await
-        }
+            Step::Subscribed(sub) => {
+                let (user, device) = (self.identity.user_id.clone(), self.identity.device_id.clone());
+                Box::pin(async move {
+                    if sub.new {
+                        state.bus.subscribe(&sub.channel).await;
+                    }
+                    let opened = match sub.durable {
+                        true => Some(state.durable.open_stream(&sub.channel, &user, &device, sub.since, PAGE).await),
+                        false => None,
+                    };
+                    Done::Subscribed(sub, opened)
+                })
+            }
+            _ => return None,
+        })
     }
-}
 
-fn classify(e: &WsError) -> Option<CloseReason> {
-    use tokio_tungstenite::tungstenite::error::ProtocolError;
-    match e {
-        // The peer vanished: nothing to send a close frame to (counted as 1006).
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some(CloseReason::TooLarge),
-        WsError::Capacity(_) => Some(CloseReason::TooLarge),
-        WsError::Protocol(_) | WsError::Utf8(_) => Some(CloseReason::Protocol),
-        _ => None,
+    /// Applies what a pending request produced: its reply goes into the queue.
+    fn finish(&mut self, done: Done) -> Option<u64> {
+        let conn = self.conn().clone();
+        match done {
+            Done::Reauth(id, verified) => {
+                let (reply, exp) = self.reauthed(&id, verified);
+                conn.push(reply);
+                return exp;
+            }
+            Done::Presence(reply) => {
+                conn.push(reply);
+            }
+            Done::Subscribed(sub, None) => {
+                conn.push(Message::Text(protocol::channel_reply("subscribed", &sub.channel, &sub.id)));
+            }
+            Done::Subscribed(sub, Some(Err(e))) => {
+                tracing::warn!(error = %e, channel = %sub.channel, "stream state unavailable");
+                self.streams().forget(&sub.channel);
+                conn.push(error_frame(ErrorCode::Unavailable, "history is unavailable; retry", &sub.id));
+            }
+            Done::Subscribed(sub, Some(Ok(r))) => {
+                // The bus subscription was confirmed before the state was read: every event
+                // committed after that read arrives live; the replay follows the reply.
+                conn.push(Message::Text(protocol::subscribed_durable(&sub.channel, &r.state, &sub.id)));
+                self.opened(&sub.channel, sub.since, r);
+            }
+        }
+        None
+    }
+
+    /// The stream state of a held channel arrived: track it from there, its replay queued.
+    fn opened(&mut self, channel: &str, since: Option<u64>, r: Replay) {
+        let conn = self.conn().clone();
+        let st = self.streams();
+        match (r.state.recovered, since) {
+            (Some(true), Some(since)) => st.replay(channel, since, r.frames, r.last, &conn),
+            _ => st.opened(channel, r.last, false),
+        }
     }
 }
 
@@ -479,7 +491,7 @@ async fn open<'a>(
         None => match first_frame_auth(state, ws, device_id.as_deref()).await {
             Ok(x) => x,
             Err(reason) => {
-                close(ws, reason).await;
+                io::close(state, ws, reason).await;
                 return None;
             }
         },
@@ -499,35 +511,50 @@ async fn open<'a>(
         membership: Membership::new(state.registry.clone(), conn),
         limiter: MessageLimiter::new(state.config.messages_per_min, Instant::now()),
         scratch: Vec::new(),
-        replayed: None,
+        streams: None,
         identity,
     };
     s.membership.join(&s.user_channel);
+    let user_durable = state.durable.is_durable(&s.user_channel);
+    if user_durable {
+        // Held from the join on: events queued before the stream state is read are replayed.
+        let user_channel = s.user_channel.clone();
+        s.streams().hold(&user_channel);
+    }
     // Confirmed before `welcome`: a message published right after it is never missed.
     state.bus.subscribe(&s.user_channel).await;
     // Registered before this check, so a shutdown either is seen here or closes us via the
     // registry (server::run sets the flag, then closes every registered connection).
     if *state.shutdown.borrow() {
         drop(s);
-        close(ws, CloseReason::GoingAway).await;
+        io::close(state, ws, CloseReason::GoingAway).await;
         return None;
     }
     tracing::info!(user = %s.identity.user_id, device = %s.identity.device_id, conn = %conn_id, "connection open");
-    // A durable user channel: `welcome` carries its state; `?since=` replays it right after.
-    let mut user_replay = Vec::new();
+    // A durable user channel: `welcome` carries its state; `?since=` replays it right after
+    // (through the queue, page by page).
     let mut user_stream = None;
-    if state.durable.is_durable(&s.user_channel) {
+    if user_durable {
         // Boxed: the store's futures are large and would otherwise enlarge every connection's
         // open phase, durable or not.
-        match Box::pin(state.durable.replay(&s.user_channel, &s.identity.user_id, &s.identity.device_id, since)).await {
+        let user_channel = s.user_channel.clone();
+        match Box::pin(state.durable.open_stream(
+            &user_channel,
+            &s.identity.user_id,
+            &s.identity.device_id,
+            since,
+            PAGE,
+        ))
+        .await
+        {
             Ok(r) => {
-                if r.state.recovered == Some(true) {
-                    s.mark_replayed(&s.user_channel.clone(), r.state.seq);
-                    user_replay = r.frames;
-                }
-                user_stream = Some(r.state);
+                user_stream = Some(r.state.clone());
+                s.opened(&user_channel, since, r);
             }
-            Err(e) => tracing::warn!(error = %e, "user stream state unavailable at connect"),
+            Err(e) => {
+                tracing::warn!(error = %e, "user stream state unavailable at connect");
+                s.streams().forget(&user_channel);
+            }
         }
     }
     let welcome = protocol::welcome(
@@ -538,32 +565,45 @@ async fn open<'a>(
         state.config.max_message_bytes as u64,
         user_stream.as_ref(),
     );
-    let mut ok = ws.feed(Message::Text(welcome)).await.is_ok();
-    for m in user_replay {
-        ok = ok && ws.feed(m).await.is_ok();
-    }
+    let mut ok = io::timed(state, None, ws.feed(Message::Text(welcome))).await.is_ok();
+    // Replies to `?channel=` follow the user channel's first replay page, through the queue.
     for ch in &channels {
         let reply = match s.subscribe(ch, &None) {
             Err(m) => m,
             Ok((ch, new)) => {
+                let durable = state.durable.is_durable(&ch);
+                if durable {
+                    s.streams().hold(&ch);
+                }
                 if new {
                     state.bus.subscribe(&ch).await;
                 }
-                let stream = match state.durable.is_durable(&ch) {
+                let stream = match durable {
                     true => {
-                        Box::pin(state.durable.replay(&ch, &s.identity.user_id, &s.identity.device_id, None)).await.ok()
+                        Box::pin(state.durable.open_stream(&ch, &s.identity.user_id, &s.identity.device_id, None, 0))
+                            .await
+                            .ok()
                     }
                     false => None,
                 };
                 match stream {
-                    Some(r) => Message::Text(protocol::subscribed_durable(&ch, &r.state, &None)),
-                    None => Message::Text(protocol::channel_reply("subscribed", &ch, &None)),
+                    Some(r) => {
+                        let reply = Message::Text(protocol::subscribed_durable(&ch, &r.state, &None));
+                        s.opened(&ch, None, r);
+                        reply
+                    }
+                    None => {
+                        if let Some(st) = s.streams.as_deref_mut() {
+                            st.forget(&ch);
+                        }
+                        Message::Text(protocol::channel_reply("subscribed", &ch, &None))
+                    }
                 }
             }
         };
-        ok = ok && ws.feed(reply).await.is_ok();
+        s.conn().push(reply);
     }
-    ok = ok && tokio::time::timeout(WRITE_TIMEOUT, ws.flush()).await.is_ok_and(|r| r.is_ok());
+    ok = ok && io::timed(state, None, ws.flush()).await.is_ok();
     if ok {
         state.metrics.connect(crate::metrics::ConnectResult::Ok);
         state.devices.seen(&s.identity.user_id, &s.identity.device_id, device_name.as_deref(), true);
@@ -599,9 +639,28 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
     let timer = tokio::time::sleep_until(next_ping.min(expires));
     tokio::pin!(timer);
 
-    // Everything the connection writes goes through its bounded queue (replies included), so
-    // there is one write path: swap the queue out, feed every frame, flush once.
+    // A request waiting on a backend, and a replay page being read (see the module docs).
+    let mut request: Option<Pending<'_>> = None;
+    let mut page: Option<PageRead<'_>> = None;
+
+    // Everything the connection writes goes through its bounded queue (replies and replays
+    // included), so there is one write path: swap the queue out, feed every frame, flush once.
     let reason: Option<CloseReason> = 'session: loop {
+        if let Some(st) = s.streams.as_deref_mut() {
+            st.push_backlog(&conn);
+            if page.is_none() && conn.half_empty() {
+                if let Some(req) = st.next_read() {
+                    let state = &*state;
+                    page = Some(Box::pin(async move {
+                        let r = state.durable.page(&req.0, req.1, PAGE).await;
+                        (req, r)
+                    }));
+                }
+            }
+            if st.is_empty() && page.is_none() {
+                s.streams = None;
+            }
+        }
         tokio::select! {
             biased;
             _ = conn.notified() => {
@@ -615,8 +674,10 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
                         break;
                     }
                     for m in spare.drain(..) {
-                        if s.replayed.is_some() && s.already_replayed(&m) {
-                            continue;
+                        if let Some(st) = s.streams.as_deref_mut() {
+                            if !st.admit(&m) {
+                                continue;
+                            }
                         }
                         let kind = match &m {
                             Message::Text(_) => 0,
@@ -626,30 +687,42 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
                         };
                         state.metrics.frames_out[kind].inc();
                         state.metrics.bytes_out.add(m.len() as u64);
-                        if ws.feed(m).await.is_err() {
-                            break 'session None;
+                        // Bounded like every write; a stalled feed still notices a close request.
+                        if let Err(r) = io::timed(&state, Some(&conn), ws.feed(m)).await {
+                            break 'session r;
                         }
                     }
-                    // A stalled flush still notices a close request (slow consumer, kick).
-                    let flushed = tokio::time::timeout(WRITE_TIMEOUT, async {
-                        loop {
-                            tokio::select! {
-                                r = ws.flush() => return r.map_err(|_| None),
-                                _ = conn.notified() => if let Some(r) = conn.closing() {
-                                    return Err(Some(r));
-                                },
-                            }
-                        }
-                    })
-                    .await;
-                    match flushed {
-                        Ok(Ok(())) => {}
-                        Ok(Err(r)) => break 'session r,
-                        Err(_) => break 'session Some(CloseReason::SlowConsumer),
+                    conn.written();
+                    if let Err(r) = io::timed(&state, Some(&conn), ws.flush()).await {
+                        break 'session r;
+                    }
+                    if let Some(st) = s.streams.as_deref_mut() {
+                        st.push_backlog(&conn);
                     }
                 }
             }
-            msg = ws.next() => match msg {
+            done = poll_slot(&mut request) => {
+                request = None;
+                if let Some(exp) = s.finish(done) {
+                    expires = deadline_for(exp);
+                    timer.as_mut().reset(next_ping.min(expires));
+                }
+            }
+            (req, read) = poll_slot(&mut page) => {
+                page = None;
+                let Some(st) = s.streams.as_deref_mut() else { continue };
+                match read {
+                    Ok((frames, last)) => st.page_read(&req, frames, last, &conn),
+                    Err(e) => {
+                        // The client would miss events: it reconnects and replays with `since`.
+                        tracing::warn!(error = %e, channel = %req.0, "replay page unavailable");
+                        st.page_failed(&req);
+                        break Some(CloseReason::SlowConsumer);
+                    }
+                }
+            }
+            // The next request is read once the pending one is answered (replies in order).
+            msg = ws.next(), if request.is_none() => match msg {
                 None => break None,
                 Some(Ok(m)) => {
                     last_seen = Instant::now();
@@ -658,27 +731,11 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
                         Step::Reply(m) => {
                             conn.push(m);
                         }
-                        Step::Reauth(token, id) => {
-                            let (reply, exp) = Box::pin(s.reauth(&token, &id)).await;
-                            if let Some(exp) = exp {
-                                expires = deadline_for(exp);
-                                timer.as_mut().reset(next_ping.min(expires));
-                            }
-                            conn.push(reply);
-                        }
-                        Step::Subscribed(sub) => {
-                            if !Box::pin(subscribed(&mut s, &mut ws, *sub)).await {
-                                break None;
-                            }
-                        }
-                        Step::Presence(ch, id) => {
-                            let reply = state.bus.presence(&ch, &id).await;
-                            conn.push(Message::Text(reply));
-                        }
                         Step::Close(r) => break Some(r),
+                        step => request = s.start(step),
                     }
                 }
-                Some(Err(e)) => break classify(&e),
+                Some(Err(e)) => break io::classify(&e),
             },
             _ = &mut timer => {
                 let now = tokio::time::Instant::now();
@@ -686,7 +743,8 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
                     break Some(CloseReason::TokenExpired);
                 }
                 if now >= next_ping {
-                    if last_seen.elapsed() >= hb * 2 {
+                    // A pending request stops reading: the peer's pongs wait in the socket.
+                    if last_seen.elapsed() >= hb * 2 && request.is_none() {
                         break Some(CloseReason::HeartbeatTimeout);
                     }
                     conn.push(Message::Ping(Default::default()));
@@ -701,6 +759,8 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
             }
         }
     };
+    drop(request);
+    drop(page);
     // Leave channels before the close handshake so peers learn at once.
     let user = s.identity.user_id.clone();
     let device = s.identity.device_id.clone();
@@ -709,7 +769,7 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
         state.devices.seen(&user, &device, None, false);
     }
     if let Some(r) = reason {
-        Box::pin(close(&mut ws, r)).await;
+        Box::pin(io::close(&state, &mut ws, r)).await;
     }
     // No close reason: the peer vanished (1006, abnormal closure).
     let code = reason.map(|r| r.code()).unwrap_or(1006);

@@ -14,7 +14,7 @@ pub const REDIS: &str = "redis://127.0.0.1:6379";
 const API_KEY: &str = "test-api-key-0123456789";
 
 /// A Redis key prefix of its own per test, so parallel tests never see each other.
-fn prefix() -> String {
+pub fn prefix() -> String {
     format!("sgtest:{}:", syncgate::util::random_hex(6))
 }
 

@@ -40,6 +40,7 @@ mod bus_contract;
 mod cluster;
 mod common;
 mod durable;
+mod hostile;
 mod lifecycle;
 mod limits;
 mod login_page;
