@@ -65,7 +65,10 @@ pub async fn authenticate<B>(
 pub async fn read_body(state: &AppState, req: Request<Incoming>, limit: usize) -> Result<Bytes, HttpError> {
     let collect = Limited::new(req.into_body(), limit).collect();
     match tokio::time::timeout(state.config.handshake_timeout, collect).await {
-        Err(_) => Err(HttpError::RequestTimeout),
+        Err(_) => {
+            state.metrics.handshake_timeouts.inc();
+            Err(HttpError::RequestTimeout)
+        }
         Ok(Err(_)) => Err(HttpError::BadRequest(format!("body missing or larger than {limit} bytes"))),
         Ok(Ok(c)) => Ok(c.to_bytes()),
     }

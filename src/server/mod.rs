@@ -312,6 +312,10 @@ fn serve_connection(state: Arc<AppState>, stream: tokio::net::TcpStream, peer: S
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
+                    if e.is_timeout() {
+                        // Slowloris: the request head did not arrive within the handshake timeout.
+                        state.metrics.handshake_timeouts.inc();
+                    }
                     tracing::debug!(%peer, error = %e, "http connection error");
                 }
             }
