@@ -27,7 +27,7 @@ fn header_has_token(req: &Request<impl Sized>, name: header::HeaderName, token: 
 
 /// The 101 response for a valid RFC 6455 upgrade request, and the future of the upgraded socket.
 fn handshake<B>(req: &mut Request<B>) -> Result<(Response<Full<Bytes>>, hyper::upgrade::OnUpgrade), HttpError> {
-    if !header_has_token(&req, header::CONNECTION, "upgrade") || !header_has_token(&req, header::UPGRADE, "websocket") {
+    if !header_has_token(req, header::CONNECTION, "upgrade") || !header_has_token(req, header::UPGRADE, "websocket") {
         return Err(HttpError::BadRequest("expected a WebSocket upgrade".into()));
     }
     if req.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {

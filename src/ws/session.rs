@@ -548,7 +548,7 @@ async fn open<'a>(
         .await
         {
             Ok(r) => {
-                user_stream = Some(r.state.clone());
+                user_stream = Some(r.state);
                 s.opened(&user_channel, since, r);
             }
             Err(e) => {

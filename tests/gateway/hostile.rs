@@ -266,6 +266,35 @@ async fn policy_kick_and_shutdown_codes_arrive_while_the_client_sends() {
     stop.await.unwrap();
 }
 
+/// A publisher at 1 MiB/s (16 KiB events, 64 per second) and a subscriber that reads them all,
+/// sampling the gateway's peak RSS.
+struct Firehose {
+    publisher: Client,
+    healthy: Client,
+    payload: String,
+    sent: u64,
+    received: u64,
+    pid: u32,
+    peak: u64,
+}
+
+impl Firehose {
+    async fn publish_for(&mut self, secs: u64) {
+        let started = Instant::now();
+        for i in 0..secs * 64 {
+            let frame = json!({"type":"publish","channel":"room:firehose","event":"chunk","data":self.payload});
+            self.publisher.send(frame).await;
+            self.sent += 1;
+            tokio::time::sleep_until(tokio::time::Instant::from_std(started + Duration::from_millis(i * 1000 / 64)))
+                .await;
+            while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::ZERO, self.healthy.ws.next()).await {
+                self.received += m.is_text() as u64;
+            }
+            self.peak = self.peak.max(rss_kib(self.pid));
+        }
+    }
+}
+
 /// A reader that stopped reading: the gateway holds at most its queue and one write buffer,
 /// closes it, and everyone else keeps receiving.
 #[tokio::test]
@@ -281,36 +310,17 @@ async fn a_stalled_reader_costs_a_bounded_amount_of_memory() {
     let s = Server::attach(addr.parse().unwrap());
     let mut healthy = s.client("healthy", "d").await;
     healthy.subscribe("room:firehose").await;
-    let mut publisher = s.client("publisher", "d").await;
-    let payload = "p".repeat(16 * 1024);
-    // 1 MiB/s: 16 KiB events, 64 per second; the healthy subscriber reads them all.
-    let mut sent = 0;
-    let mut received = 0;
-    let mut peak = 0;
-    async fn publish_for(
-        secs: u64,
-        publisher: &mut Client,
-        healthy: &mut Client,
-        payload: &str,
-        sent: &mut u64,
-        received: &mut u64,
-        pid: u32,
-        peak: &mut u64,
-    ) {
-        let started = Instant::now();
-        for i in 0..secs * 64 {
-            publisher.send(json!({"type":"publish","channel":"room:firehose","event":"chunk","data":payload})).await;
-            *sent += 1;
-            tokio::time::sleep_until(tokio::time::Instant::from_std(started + Duration::from_millis(i * 1000 / 64)))
-                .await;
-            while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::ZERO, healthy.ws.next()).await {
-                *received += m.is_text() as u64;
-            }
-            *peak = (*peak).max(rss_kib(pid));
-        }
-    }
+    let mut f = Firehose {
+        publisher: s.client("publisher", "d").await,
+        healthy,
+        payload: "p".repeat(16 * 1024),
+        sent: 0,
+        received: 0,
+        pid,
+        peak: 0,
+    };
     // Warm-up without the stalled reader: the allocator reaches its steady state first.
-    publish_for(2, &mut publisher, &mut healthy, &payload, &mut sent, &mut received, pid, &mut peak).await;
+    f.publish_for(2).await;
     // The stalled client: a real WebSocket over a socket with a small receive buffer that is
     // never read after `subscribed`.
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
@@ -321,15 +331,15 @@ async fn a_stalled_reader_costs_a_bounded_amount_of_memory() {
     stalled.next().await.unwrap().unwrap(); // welcome
     stalled.send(Message::text(r#"{"type":"subscribe","channel":"room:firehose"}"#)).await.unwrap();
     while !stalled.next().await.unwrap().unwrap().to_text().unwrap().contains("subscribed") {}
-    let baseline = peak;
-    publish_for(8, &mut publisher, &mut healthy, &payload, &mut sent, &mut received, pid, &mut peak).await;
-    while received < sent {
-        let m = tokio::time::timeout(Duration::from_secs(5), healthy.ws.next()).await.unwrap().unwrap().unwrap();
-        received += m.is_text() as u64;
+    let baseline = f.peak;
+    f.publish_for(8).await;
+    while f.received < f.sent {
+        let m = tokio::time::timeout(Duration::from_secs(5), f.healthy.ws.next()).await.unwrap().unwrap().unwrap();
+        f.received += m.is_text() as u64;
     }
     // The queue (1 MiB here) plus one write buffer (64 KiB + one message), and the allocator's
     // page granularity (several MiB of slack measured): well below the 8 MiB sent meanwhile.
-    let grown = peak.saturating_sub(baseline);
+    let grown = f.peak.saturating_sub(baseline);
     assert!(grown < 6 * 1024, "RSS grew by {grown} KiB for one stalled reader");
     let m = metrics_text(&s).await;
     assert!(
