@@ -599,6 +599,29 @@ mod tests {
     }
 
     #[test]
+    fn hostile_input_knobs() {
+        let c = Config::from_map(&HashMap::new()).unwrap();
+        assert_eq!(
+            (c.max_json_depth, c.close_linger, c.write_timeout, c.echo_path.as_deref()),
+            (128, Duration::from_millis(2000), Duration::from_millis(10_000), None)
+        );
+        let err = Config::from_map(&map(&[
+            (MAX_JSON_DEPTH, "5000"),
+            (CLOSE_LINGER_MS, "soon"),
+            (WRITE_TIMEOUT_MS, "0"),
+            (ECHO_PATH, "/ws"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        for key in [MAX_JSON_DEPTH, CLOSE_LINGER_MS, WRITE_TIMEOUT_MS, ECHO_PATH] {
+            assert!(err.contains(key), "{key} missing from {err}");
+        }
+        assert!(Config::from_map(&map(&[(ECHO_PATH, "echo")])).is_err());
+        let c = Config::from_map(&map(&[(ECHO_PATH, "/echo"), (MAX_JSON_DEPTH, "1024")])).unwrap();
+        assert_eq!((c.echo_path.as_deref(), c.max_json_depth), (Some("/echo"), 1024));
+    }
+
+    #[test]
     fn debug_output_is_masked() {
         let c = Config::from_map(&map(&[
             (JWT_SECRET, "a-very-secret-value-of-enough-length"),
