@@ -497,3 +497,47 @@ async fn durable_queue_byte_bound() {
     assert_eq!(publish(&mut a, "dm:qa:qb", 2, None, "small").await["seq"], 1);
     s.stop().await;
 }
+
+/// A replay far larger than the connection's queue (16 frames) goes through that queue page by
+/// page while live events keep coming: every event once, in order, and no slow-consumer close.
+#[tokio::test]
+async fn replay_pages_through_a_small_outbound_queue() {
+    let s = Server::start(&[("SYNCGATE_OUTBOUND_QUEUE", "16"), ("SYNCGATE_MESSAGES_PER_MIN", "100000")]).await;
+    let dm = "dm:ann:ben";
+    let mut ann = s.client("ann", "a1").await;
+    for i in 1..=300u64 {
+        ann.send(json!({"type":"publish","id":i,"channel":dm,"event":"m","data":i})).await;
+        if i % 10 == 0 {
+            // Acks come back in order; waiting every 10 keeps ann's own queue small too.
+            while ann.recv().await["id"] != i {}
+        }
+    }
+    let total = 400u64;
+    let publisher = tokio::spawn(async move {
+        for i in 301..=total {
+            // Each ack is read: ann's own 16-frame queue must not overflow.
+            ann.send(json!({"type":"publish","id":i,"channel":dm,"event":"m","data":i})).await;
+            while ann.recv().await["id"] != i {}
+        }
+        ann
+    });
+    let mut ben = s.client("ben", "b1").await;
+    ben.send(json!({"type":"subscribe","channel":dm,"since":0})).await;
+    let mut got = Vec::new();
+    while got.last().copied() != Some(total) {
+        let v = match tokio::time::timeout(Duration::from_secs(4), ben.recv()).await {
+            Ok(v) => v,
+            Err(_) => panic!("stalled after {:?}", got.last()),
+        };
+        match v["type"].as_str() {
+            Some("subscribed") => assert_eq!(v["recovered"], true, "{v}"),
+            Some("event") => got.push(v["seq"].as_u64().unwrap()),
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    assert_eq!(got, (1..=total).collect::<Vec<_>>());
+    ben.silent(200).await;
+    publisher.await.unwrap();
+    assert_eq!(ben.request(json!({"type":"ping"})).await["type"], "pong");
+    s.stop().await;
+}
