@@ -1,0 +1,51 @@
+//! A stable-toolchain fuzz harness for syncgate's decoders of untrusted bytes.
+//!
+//! No coverage feedback (cargo-fuzz needs nightly): a seeded corpus of hostile inputs, a byte
+//! mutator, structured generators for JSON-ish values, tokens and batches, and per-target
+//! invariants checked against a strict iterative reference parser. Deterministic per seed; each
+//! input runs in `catch_unwind` on a 2 MiB stack (tokio's worker size), and a fatal signal (stack
+//! overflow, abort) writes the input out before the process dies. See `fuzz/README.md`.
+
+pub mod corpus;
+pub mod crash;
+pub mod gen;
+pub mod mutate;
+pub mod refjson;
+pub mod rng;
+pub mod runner;
+pub mod targets;
+
+use std::path::PathBuf;
+
+use runner::KnownBug;
+
+/// Bugs found by this harness that are reported and not fixed yet. Findings that match are
+/// counted and listed, not failed; each has an `#[ignore]`d regression test in
+/// `tests/regressions.rs`. Remove the entry when the bug is fixed.
+pub const KNOWN_BUGS: &[KnownBug] = &[
+    KnownBug {
+        target: "frame",
+        needle: "lone UTF-16 surrogate",
+        what: "simd-json decodes a lone high surrogate escape (\\ud800) as U+0000 (simd-lite/simd-json#481)",
+    },
+    KnownBug {
+        target: "frame",
+        needle: "exponent of 2^31 or more",
+        what: "simd-json truncates a number's exponent to 32 bits: 1e4294967297 decodes as 10.0",
+    },
+    KnownBug {
+        target: "frame",
+        needle: "junk after a number or literal",
+        what: "simd-json skips bytes after a scalar up to the next separator (after NUL, or a 19+ digit number)",
+    },
+    KnownBug {
+        target: "jwt",
+        needle: "numeric sub",
+        what: "a numeric `sub` becomes the user id through serde_json::Number's text (f64 for non-64-bit integers)",
+    },
+];
+
+/// `fuzz/` (the corpus, regressions and findings live under it).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
