@@ -342,9 +342,10 @@ impl Target for Jwt {
                         format!("{} vs {}", claims.exp, preview(&p, 200)),
                     );
                 }
-                // A numeric subject becomes the user id through `serde_json::Number`'s text: only
-                // a 64-bit integer maps to one user id; anything else goes through `f64`, where
-                // distinct subjects collide (2^64 + 1 and 2^64 + 2, or 1e2 and 100.0).
+                // A numeric subject becomes the user id through `serde_json::Number`'s text. Only a
+                // 64-bit integer has one spelling; other numbers go through `f64` and its text, so
+                // `1.5`, `1.50` and `15e-1` are all user "1.5", and `-0` is "-0.0" (big numbers
+                // print as `1e+22`, and `+` is not allowed in a user id).
                 let subject = payload.as_ref().and_then(|t| match t.get("sub") {
                     None | Some(J::Null) => t.get("user_id"),
                     s => s,

@@ -1,0 +1,287 @@
+//! Every finding of the fuzz harness, as a named test.
+//!
+//! - `fuzz/regressions/<target>/*`: inputs that once made a target report a finding and must now
+//!   pass (mostly library leniencies the invariants learned to allow; each test says which).
+//! - `fuzz/regressions/open/<target>/*`: inputs that hit a bug that is reported and not fixed.
+//!   Their tests are `#[ignore]`d with the bug's description (and the bug is in `KNOWN_BUGS`);
+//!   when it is fixed: move the file up to `regressions/<target>/`, drop the `#[ignore]` and the
+//!   `KNOWN_BUGS` entry.
+
+use std::path::Path;
+
+use syncgate_fuzz::corpus::{files, read_input};
+use syncgate_fuzz::root;
+use syncgate_fuzz::runner;
+use syncgate_fuzz::targets::NAMES;
+
+/// Runs one regression input through its target; panics with the finding, if any.
+fn check(target: &str, rel: &str) {
+    let path = root().join("regressions").join(rel);
+    let input = read_input(&path).unwrap_or_else(|e| panic!("{e}"));
+    let failures = runner::replay(target, vec![input]).expect("replay");
+    if let Some((_, m)) = failures.first() {
+        panic!("{rel}: {m}");
+    }
+}
+
+macro_rules! regression {
+    ($name:ident, $target:literal, $file:literal, $why:literal) => {
+        #[doc = $why]
+        #[test]
+        fn $name() {
+            check($target, concat!($target, "/", $file));
+        }
+    };
+}
+
+macro_rules! open_bug {
+    ($name:ident, $target:literal, $file:literal, $bug:literal) => {
+        #[doc = $bug]
+        #[test]
+        #[ignore = $bug]
+        fn $name() {
+            check($target, concat!("open/", $target, "/", $file));
+        }
+    };
+}
+
+// ---- fixed or allowed: must pass ---------------------------------------------------------------
+
+regression!(
+    external_invalid_utf8_in_an_unknown_field,
+    "external",
+    "invalid-utf8-in-unknown-field.json",
+    "serde_json skips unknown fields without checking their UTF-8; the event built is still valid."
+);
+regression!(
+    external_array_form_with_a_bom_event,
+    "external",
+    "array-form-bom-event.json",
+    "serde-derived structs accept an array of their fields: `[\"\\u{feff}\"]` is the event \"\\u{feff}\"."
+);
+regression!(
+    external_array_form_with_data,
+    "external",
+    "array-form-event-data.json",
+    "`[\"e\", data]` is accepted as `{\"event\":\"e\",\"data\":data}` (serde's sequence form of structs)."
+);
+regression!(
+    jwks_lone_surrogate_in_an_unknown_field,
+    "jwks",
+    "lone-surrogate-in-unknown-field.json",
+    "A lone surrogate in a skipped member does not make the document invalid for serde_json."
+);
+regression!(
+    jwks_invalid_utf8_in_an_unknown_field,
+    "jwks",
+    "invalid-utf8-in-unknown-field.json",
+    "Invalid UTF-8 in a skipped member passes serde_json; no key is built from it."
+);
+regression!(
+    jwks_array_form_128_deep,
+    "jwks",
+    "array-form-128-deep.json",
+    "A 128-deep array is read as `JwkSet { keys: [[…]] }` (sequence form) and yields no key."
+);
+regression!(
+    http_json_ignored_any_with_invalid_utf8,
+    "http_json",
+    "ignored-any-invalid-utf8.json",
+    "IgnoredAny (and unknown fields) skip strings without checking their UTF-8."
+);
+regression!(
+    http_json_integer_beyond_u64_rounded_by_serde,
+    "http_json",
+    "int-beyond-u64-rounded-by-serde.json",
+    "serde_json (without `float_roundtrip`) reads 18446744073794775809 one f64 step off."
+);
+regression!(
+    http_json_309_digit_integer_refused,
+    "http_json",
+    "309-digit-int.json",
+    "An integer beyond f64 is refused by serde_json (`number out of range`)."
+);
+regression!(
+    http_json_near_f64_max_refused,
+    "http_json",
+    "near-f64-max.json",
+    "1.797693134862315715e308 rounds to f64::MAX, but serde_json's approximate parse overflows."
+);
+regression!(
+    jwt_claim_nested_5000_deep,
+    "jwt",
+    "claim-deep-5000.txt",
+    "An unknown claim nested 5000 deep is skipped iteratively by serde_json; the token is valid."
+);
+regression!(
+    frame_huge_negative_exponent_refused,
+    "frame",
+    "huge-negative-exponent-refused.json",
+    "simd-json refuses 1e-100000000000 (it is 0): a harmless refusal of valid JSON."
+);
+regression!(
+    frame_exponent_overflow_refused,
+    "frame",
+    "exponent-overflow-refused.json",
+    "1e99999999999 is beyond f64: refused."
+);
+
+// ---- open bugs: ignored until fixed ------------------------------------------------------------
+
+open_bug!(
+    frame_lone_high_surrogate_in_data,
+    "frame",
+    "lone-high-surrogate-in-data.json",
+    "BUG simd-json (simd-lite/simd-json#481): \"\\ud800\" in a published `data` is delivered as \"\\u0000\""
+);
+open_bug!(
+    frame_lone_high_surrogate_in_echoed_id,
+    "frame",
+    "lone-high-surrogate-in-echoed-id.json",
+    "BUG simd-json (simd-lite/simd-json#481): an `id` of \"\\ud800\" is echoed as \"\\u0000\""
+);
+open_bug!(
+    frame_exponent_beyond_32_bits,
+    "frame",
+    "exponent-beyond-32-bits.json",
+    "BUG simd-json: exponent cast to i32 — `\"data\":1e4294967297` is delivered as 10.0"
+);
+open_bug!(
+    frame_exponent_beyond_32_bits_fuzzed,
+    "frame",
+    "exponent-beyond-32-bits-fuzzed.json",
+    "BUG simd-json: exponent cast to i32 — 3e12884901799 is delivered as 3e-89"
+);
+open_bug!(
+    frame_nul_after_a_number,
+    "frame",
+    "nul-after-number.json",
+    "BUG simd-json: `1<NUL>2` is accepted as 1 (the rest of the scalar run is skipped)"
+);
+open_bug!(
+    frame_junk_after_a_long_number,
+    "frame",
+    "junk-after-long-number.json",
+    "BUG simd-json: a 19+ digit number followed by `.` is accepted (trailing bytes skipped)"
+);
+open_bug!(
+    jwt_numeric_sub_float,
+    "jwt",
+    "numeric-sub-float.txt",
+    "BUG syncgate auth: `\"sub\":1.5` is accepted as user id \"1.5\" (numbers go through serde_json::Number text)"
+);
+open_bug!(
+    jwt_numeric_sub_other_spelling,
+    "jwt",
+    "numeric-sub-other-spelling.txt",
+    "BUG syncgate auth: `\"sub\":15e-1` is accepted as user id \"1.5\", the same user as `\"sub\":1.5` and `1.50`"
+);
+open_bug!(
+    jwt_numeric_sub_negative_zero,
+    "jwt",
+    "numeric-sub-negative-zero.txt",
+    "BUG syncgate auth: `\"sub\":-0` becomes user id \"-0.0\" while `\"sub\":0` is \"0\""
+);
+
+/// A frame of `n` members `"k":1` (all the same key) or `"k0":1, "k1":1, …` (all distinct).
+fn members(n: usize, same_key: bool) -> Vec<u8> {
+    let mut f = String::from("{\"type\":\"ping\"");
+    for i in 0..n {
+        if same_key {
+            f.push_str(",\"k\":1");
+        } else {
+            f.push_str(&format!(",\"k{i}\":1"));
+        }
+    }
+    f.push('}');
+    f.into_bytes()
+}
+
+fn decode_time(frame: &[u8]) -> std::time::Duration {
+    let mut buf = Vec::new();
+    let t = std::time::Instant::now();
+    for _ in 0..3 {
+        let r = syncgate::protocol::decode(frame, &mut buf, 128);
+        assert!(r.is_ok());
+    }
+    t.elapsed()
+}
+
+/// BUG (found by the harness's slowest-input report): simd-json's object map is quadratic in
+/// the number of members with the same key. In release builds a 1 MiB frame of 170 000
+/// `"k":1` members takes ~650 ms to decode (a tokio worker blocked for that long per frame,
+/// five frames a second under the default rate limit), against ~50 ms for 170 000 distinct keys.
+/// Measured here as a ratio, so the test does not depend on the machine's speed.
+#[test]
+#[ignore = "BUG simd-json: decoding is quadratic in duplicate keys (1 MiB frame: ~650 ms release)"]
+fn frame_duplicate_keys_decode_in_linear_time() {
+    let n = 40_000;
+    let dup = decode_time(&members(n, true));
+    let distinct = decode_time(&members(n, false));
+    let ratio = dup.as_secs_f64() / distinct.as_secs_f64();
+    assert!(ratio < 4.0, "{n} duplicate keys: {dup:?}, {n} distinct keys: {distinct:?} (x{ratio:.1})");
+}
+
+/// BUG (debug builds only; found by the harness, a stack overflow on the 2 MiB stack): at
+/// SYNCGATE_MAX_JSON_DEPTH=1024 (`MAX_DEPTH_LIMIT`), `serde_json::Value` needs ~2046 KiB of stack
+/// for 1024 levels of `{"a":` in an unoptimised build (583 KiB in release); the gateway's own
+/// `deepest_allowed_fits_a_worker_stack` test alternates arrays and objects, which needs 1838
+/// KiB, and passes. The JWKS keys are `Value`s. This test aborts the process (stack overflow) in
+/// debug builds, so it runs only in release (`cargo test --release -p syncgate-fuzz`).
+#[test]
+#[cfg_attr(debug_assertions, ignore = "BUG (debug builds): a 1024-deep object Value overflows a 2 MiB stack")]
+fn debug_value_at_max_depth_fits_a_worker_stack() {
+    let max = syncgate::util::json::MAX_DEPTH_LIMIT;
+    let doc = "{\"a\":".repeat(max) + "1" + &"}".repeat(max);
+    std::thread::Builder::new()
+        .stack_size(runner::STACK)
+        .spawn(move || {
+            let v: serde_json::Value =
+                syncgate::api::parse_json(doc.as_bytes(), max).map_err(|e| e.to_string()).unwrap();
+            drop(v);
+            let keys = format!("{{\"keys\":[{doc}]}}");
+            let _ = syncgate::auth::jwks_usable_keys(keys.as_bytes(), max);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// Each regression file has a named test above, and every target directory is a target.
+#[test]
+fn every_regression_file_has_a_test() {
+    let this = std::fs::read_to_string(root().join("tests/regressions.rs")).unwrap();
+    let dir = root().join("regressions");
+    for sub in [dir.clone(), dir.join("open")] {
+        for entry in std::fs::read_dir(&sub).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "open" {
+                continue;
+            }
+            assert!(NAMES.contains(&name.as_str()), "{}: not a target", entry.path().display());
+            for f in files(&entry.path()) {
+                let file = f.file_name().unwrap().to_string_lossy().into_owned();
+                assert!(this.contains(&format!("\"{file}\"")), "{} has no test", f.display());
+            }
+        }
+    }
+}
+
+/// All the must-pass files in one go (also catches a file added without its own test).
+#[test]
+fn all_fixed_regressions_pass() {
+    for target in NAMES {
+        let dir = root().join("regressions").join(target);
+        let inputs: Vec<(String, Vec<u8>)> =
+            files(&dir).iter().map(|p| (display(p), read_input(p).unwrap_or_else(|e| panic!("{e}")))).collect();
+        let failures = runner::replay(target, inputs.iter().map(|(_, i)| i.clone()).collect()).unwrap();
+        for (i, m) in &failures {
+            eprintln!("{}: {m}", inputs[*i].0);
+        }
+        assert!(failures.is_empty(), "{target}: {} regression(s) fail", failures.len());
+    }
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
