@@ -13,6 +13,7 @@ pub enum Scenario {
     Fanout,
     Broadcast,
     Cluster,
+    Churn,
 }
 
 impl Scenario {
@@ -23,6 +24,7 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::Broadcast => "broadcast",
             Scenario::Cluster => "cluster",
+            Scenario::Churn => "churn",
         }
     }
 }
@@ -36,7 +38,7 @@ pub enum Pattern {
 }
 
 pub const USAGE: &str = "\
-usage: loadtest <connect|idle|fanout|broadcast|cluster> [flags]
+usage: loadtest <connect|idle|fanout|broadcast|cluster|churn> [flags]
        loadtest accounts --host URL --run-time T [goose flags]   (see loadtest accounts --help)
 
 target and auth:
@@ -45,13 +47,17 @@ target and auth:
   --spawn                start the gateway binary (--gateway-bin, default target/release/syncgate) and sample it
   --gateway-bin PATH     binary for --spawn
   --env K=V              extra env for --spawn, repeatable
-  --server-pid PID       sample an already running gateway's memory and CPU
+  --server-pid PID       sample an already running gateway's memory and CPU (churn: also its open fds)
 
 sizes, rates, durations (defaults in brackets):
   --connections N        connect/idle: connections [1000]
   --rate R               connect: connects/s [2000]; fanout: msg/s per device [1];
-                         broadcast/cluster: total msg/s over all publishers [10]
-  --duration T           hold (connect, idle) or send (fanout, broadcast) time: 10, 10s, 500ms, 2m [10s]
+                         broadcast/cluster: total msg/s over all publishers [10]; churn: connects/s [500]
+  --duration T           hold (connect, idle) or send (fanout, broadcast) time: 10, 10s, 500ms, 2m [10s];
+                         churn: total churn time [60s]
+  --round T              churn: length of one round; server RSS and fds are sampled after each [10s]
+  --settle T             churn: after a round, wait at most this long for the server's open fds to
+                         return to the baseline before sampling [5s]
   --users U --devices D  fanout: U users x D devices [100 x 3]
   --subscribers N        broadcast/cluster: subscribers [1000]
   --publishers P         broadcast/cluster: publishers [1]
@@ -101,6 +107,19 @@ pub struct Args {
     /// Publish to durable channels with a `msg_id` and measure the ack (commit) latency.
     #[serde(default)]
     pub durable: bool,
+    /// churn: round length and the longest settle wait after a round, in seconds.
+    #[serde(default = "default_round")]
+    pub round_s: f64,
+    #[serde(default = "default_settle")]
+    pub settle_s: f64,
+}
+
+fn default_round() -> f64 {
+    10.0
+}
+
+fn default_settle() -> f64 {
+    5.0
 }
 
 impl Args {
@@ -112,6 +131,21 @@ impl Args {
     }
     pub fn timeout(&self) -> Duration {
         Duration::from_secs_f64(self.timeout_s)
+    }
+    pub fn settle(&self) -> Duration {
+        Duration::from_secs_f64(self.settle_s)
+    }
+    /// churn: the rounds' lengths in seconds (`--duration` cut into `--round`s; the last may be
+    /// shorter).
+    pub fn rounds(&self) -> Vec<f64> {
+        let mut out = Vec::new();
+        let mut left = self.duration_s;
+        while left > 1e-9 {
+            let r = left.min(self.round_s);
+            out.push(r);
+            left -= r;
+        }
+        out
     }
 }
 
@@ -149,14 +183,17 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         Some("fanout") => Scenario::Fanout,
         Some("broadcast") => Scenario::Broadcast,
         Some("cluster") => Scenario::Cluster,
+        Some("churn") => Scenario::Churn,
         Some(other) => return Err(format!("unknown scenario {other:?}")),
         None => return Err("missing scenario".into()),
     };
     let default_rate = match scenario {
         Scenario::Connect => 2000.0,
         Scenario::Fanout => 1.0,
+        Scenario::Churn => 500.0,
         _ => 10.0,
     };
+    let default_duration = if scenario == Scenario::Churn { 60.0 } else { 10.0 };
     let mut a = Args {
         scenario,
         urls: Vec::new(),
@@ -167,7 +204,7 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         server_pid: None,
         connections: 1000,
         rate: default_rate,
-        duration_s: 10.0,
+        duration_s: default_duration,
         users: 100,
         devices: 3,
         subscribers: 1000,
@@ -183,6 +220,8 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         json: None,
         quiet: false,
         durable: false,
+        round_s: default_round(),
+        settle_s: default_settle(),
     };
     let mut it = args[1..].iter();
     while let Some(flag) = it.next() {
@@ -227,6 +266,8 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
             "--json" => a.json = Some(PathBuf::from(val()?)),
             "--quiet" => a.quiet = true,
             "--durable" => a.durable = true,
+            "--round" => a.round_s = positive(flag, secs(flag, val()?)?)?,
+            "--settle" => a.settle_s = secs(flag, val()?)?,
             other => return Err(format!("unknown flag {other:?}")),
         }
     }
@@ -249,6 +290,16 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
     }
     if a.jwt_secret.is_empty() && !a.spawn {
         return Err("--jwt-secret (or SYNCGATE_JWT_SECRET) is required to mint tokens".into());
+    }
+    if a.scenario == Scenario::Churn {
+        if a.rounds().len() < 2 {
+            return Err(
+                "churn needs at least two rounds (--duration >= 2 x --round): RSS is compared with round 1's".into()
+            );
+        }
+        if !a.spawn && a.server_pid.is_none() {
+            return Err("churn samples the server's RSS and open fds: give --spawn or --server-pid".into());
+        }
     }
     if a.spawn && a.jwt_secret.is_empty() {
         a.jwt_secret = "loadtest-secret-loadtest-secret-0123456789".into();
@@ -280,5 +331,18 @@ mod tests {
         assert_eq!(p("idle --jwt-secret s --duration 500ms").unwrap().duration_s, 0.5);
         assert_eq!(p("idle --jwt-secret s --duration 2m").unwrap().duration_s, 120.0);
         assert_eq!(p("idle --jwt-secret s --duration 3s").unwrap().duration_s, 3.0);
+    }
+
+    #[test]
+    fn churn_rounds() {
+        let a = p("churn --jwt-secret s --server-pid 1").unwrap();
+        assert_eq!((a.rate, a.duration_s, a.round_s, a.settle_s), (500.0, 60.0, 10.0, 5.0));
+        assert_eq!(a.rounds().len(), 6);
+        let a = p("churn --jwt-secret s --server-pid 1 --duration 25 --round 10s").unwrap();
+        assert_eq!(a.rounds(), vec![10.0, 10.0, 5.0]);
+        assert_eq!(p("churn --spawn --duration 1500ms --round 500ms").unwrap().rounds().len(), 3);
+        // One round has nothing to compare with; no server to sample is an error too.
+        assert!(p("churn --jwt-secret s --server-pid 1 --duration 10 --round 10").is_err());
+        assert!(p("churn --jwt-secret s --duration 20").is_err());
     }
 }

@@ -4,6 +4,8 @@
 //! - [`accounts`]: the goose login storm with a WebSocket latency probe (`loadtest accounts`).
 //! - [`plan`]: which connections each scenario opens, where, as whom; open-loop send pacing.
 //! - [`worker`]: a worker process: paced connects, traffic, latency from intended send times.
+//! - [`churn`]: connections that connect, subscribe, publish and leave in rounds; server RSS and
+//!   open fds after every round (`loadtest churn`).
 //! - [`run`]: the parent: spawns workers (and optionally the gateway), drives steps, merges.
 //! - [`hist`]: HDR histograms (µs), sharded recording, lossless merge across processes.
 //! - [`slo`]: thresholds from TOML and their evaluation (exit code 1 when broken).
@@ -11,6 +13,7 @@
 
 pub mod accounts;
 pub mod args;
+pub mod churn;
 pub mod hist;
 pub mod plan;
 pub mod run;

@@ -50,6 +50,24 @@ fn main() -> ExitCode {
         }
     };
     let json = args.json.clone();
+    if args.scenario == loadtest::args::Scenario::Churn {
+        return match runtime.block_on(loadtest::churn::run(args)) {
+            Ok(report) => {
+                loadtest::churn::print_summary(&report);
+                if let Some(path) = json {
+                    if let Err(e) = write_json(&path, &report) {
+                        eprintln!("loadtest: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+                slo_exit(report.slo_ok)
+            }
+            Err(e) => {
+                eprintln!("loadtest: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match runtime.block_on(loadtest::run::run(args)) {
         Ok(report) => {
             loadtest::run::print_summary(&report);
@@ -71,6 +89,11 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn write_json(path: &std::path::Path, report: &impl serde::Serialize) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// `loadtest accounts …`: the goose storm; goose prints its own report, then the summary.

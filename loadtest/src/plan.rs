@@ -55,6 +55,8 @@ pub fn build(args: &Args) -> Vec<ConnSpec> {
     let url = |i: usize| args.urls[i % args.urls.len()].clone();
     let mut out = Vec::new();
     match (args.scenario, args.pattern) {
+        // churn opens and closes its connections round by round (crate::churn), none stay open.
+        (Scenario::Churn, _) => {}
         (Scenario::Connect, _) | (Scenario::Idle, _) => {
             for idx in 0..args.connections {
                 let channels = if args.scenario == Scenario::Idle { vec![format!("lt:idle:{idx}")] } else { vec![] };

@@ -69,16 +69,18 @@ pub struct Report {
     pub slo_ok: bool,
 }
 
-enum Line {
+pub(crate) enum Line {
     Ready(OpenReport),
     Progress(Progress),
     Step(StepReport),
+    /// churn: one round as one worker saw it.
+    Round(Box<crate::churn::RoundReport>),
     Done,
 }
 
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
+pub(crate) struct Worker {
+    pub(crate) child: Child,
+    pub(crate) stdin: ChildStdin,
 }
 
 fn parse_line(line: &str) -> Option<Line> {
@@ -87,12 +89,16 @@ fn parse_line(line: &str) -> Option<Line> {
         "READY" => serde_json::from_str(body).ok().map(Line::Ready),
         "P" => serde_json::from_str(body).ok().map(Line::Progress),
         "S" => serde_json::from_str(body).ok().map(Line::Step),
+        "C" => serde_json::from_str(body).ok().map(|r| Line::Round(Box::new(r))),
         "R" => Some(Line::Done),
         _ => None,
     }
 }
 
-async fn spawn_workers(args: &Args, tx: mpsc::UnboundedSender<(usize, Line)>) -> Result<Vec<Worker>, String> {
+pub(crate) async fn spawn_workers(
+    args: &Args,
+    tx: mpsc::UnboundedSender<(usize, Line)>,
+) -> Result<Vec<Worker>, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let json = serde_json::to_string(args).map_err(|e| e.to_string())?;
     let mut workers = Vec::new();
@@ -182,7 +188,7 @@ async fn free_port() -> Result<u16, String> {
 }
 
 /// `--spawn`: starts the gateway with the given env on a free loopback port.
-async fn spawn_gateway(args: &mut Args) -> Result<Child, String> {
+pub(crate) async fn spawn_gateway(args: &mut Args) -> Result<Child, String> {
     let port = free_port().await?;
     let dir = std::env::temp_dir().join(format!("loadtest-gw-{}-{port}", std::process::id()));
     let mut cmd = Command::new(&args.gateway_bin);
@@ -211,7 +217,7 @@ async fn spawn_gateway(args: &mut Args) -> Result<Child, String> {
     Ok(child)
 }
 
-fn load_slo(args: &Args) -> Result<Option<SloFile>, String> {
+pub(crate) fn load_slo(args: &Args) -> Result<Option<SloFile>, String> {
     let path = match &args.slo {
         Some(p) => p.clone(),
         None => {
@@ -226,11 +232,11 @@ fn load_slo(args: &Args) -> Result<Option<SloFile>, String> {
     SloFile::parse(&text).map(Some)
 }
 
-fn ms(us: u64) -> f64 {
+pub(crate) fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-fn measured_from(lat: &Summary) -> Measured {
+pub(crate) fn measured_from(lat: &Summary) -> Measured {
     Measured {
         p50_ms: ms(lat.p50_us),
         p90_ms: ms(lat.p90_us),
@@ -243,6 +249,9 @@ fn measured_from(lat: &Summary) -> Measured {
 
 /// Runs a whole scenario; returns the report (its `slo_ok` decides the exit code).
 pub async fn run(mut args: Args) -> Result<Report, String> {
+    if args.scenario == Scenario::Churn {
+        return Err("churn has its own driver: crate::churn::run".into());
+    }
     let slo = load_slo(&args)?;
     let thresholds = slo.as_ref().map(|f| f.for_scenario(args.scenario.name()));
     let mut gateway = None;

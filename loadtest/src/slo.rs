@@ -20,6 +20,11 @@ pub struct Thresholds {
     pub min_throughput: Option<f64>,
     /// idle: server memory per connection.
     pub max_memory_per_conn_kib: Option<f64>,
+    /// churn: the highest server RSS after any round past the first, as % above round 1's.
+    pub max_rss_growth_pct: Option<f64>,
+    /// churn: after every round (and the settle wait) the server's open fds equal the baseline
+    /// counted before the first round.
+    pub fds_return_to_baseline: Option<bool>,
 }
 
 impl Thresholds {
@@ -37,7 +42,9 @@ impl Thresholds {
             max_loss_rate,
             max_duplicates,
             min_throughput,
-            max_memory_per_conn_kib
+            max_memory_per_conn_kib,
+            max_rss_growth_pct,
+            fds_return_to_baseline
         );
         self
     }
@@ -58,6 +65,8 @@ pub struct SloFile {
     pub broadcast: Thresholds,
     #[serde(default)]
     pub cluster: Thresholds,
+    #[serde(default)]
+    pub churn: Thresholds,
 }
 
 impl SloFile {
@@ -71,6 +80,7 @@ impl SloFile {
             "idle" => &self.idle,
             "fanout" => &self.fanout,
             "broadcast" => &self.broadcast,
+            "churn" => &self.churn,
             _ => &self.cluster,
         };
         self.default.clone().overlay(s)
@@ -90,6 +100,10 @@ pub struct Measured {
     pub duplicates: u64,
     pub throughput: f64,
     pub memory_per_conn_kib: Option<f64>,
+    /// churn: highest RSS after a later round, % above round 1's.
+    pub rss_growth_pct: Option<f64>,
+    /// churn: the most open fds above the baseline after any round (≤ 0: back to it).
+    pub fds_over_baseline: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -119,6 +133,12 @@ pub fn evaluate(t: &Thresholds, m: &Measured) -> Vec<Check> {
     if let (Some(limit), Some(actual)) = (t.max_memory_per_conn_kib, m.memory_per_conn_kib) {
         out.push(Check { name: "max_memory_per_conn_kib", limit, actual, ok: actual <= limit });
     }
+    if let (Some(limit), Some(actual)) = (t.max_rss_growth_pct, m.rss_growth_pct) {
+        out.push(Check { name: "max_rss_growth_pct", limit, actual, ok: actual <= limit });
+    }
+    if let (Some(true), Some(over)) = (t.fds_return_to_baseline, m.fds_over_baseline) {
+        out.push(Check { name: "fds_return_to_baseline", limit: 0.0, actual: over as f64, ok: over <= 0 });
+    }
     if let Some(limit) = t.min_throughput {
         out.push(Check { name: "min_throughput", limit, actual: m.throughput, ok: m.throughput >= limit });
     }
@@ -147,5 +167,24 @@ mod tests {
         assert_eq!(broken, vec!["max_loss_rate", "min_throughput"]);
         assert_eq!(f.for_scenario("connect").p99_ms, Some(100.0));
         assert!(SloFile::parse("[default]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn churn_thresholds() {
+        let f = SloFile::parse(
+            "[default]\nmax_error_rate = 0.0\n[churn]\nmax_rss_growth_pct = 10\nfds_return_to_baseline = true\n",
+        )
+        .unwrap();
+        let t = f.for_scenario("churn");
+        assert_eq!(t.max_error_rate, Some(0.0));
+        assert_eq!(f.for_scenario("connect").max_rss_growth_pct, None);
+        let m = Measured { rss_growth_pct: Some(9.9), fds_over_baseline: Some(0), ..Default::default() };
+        assert!(evaluate(&t, &m).iter().all(|c| c.ok));
+        let m = Measured { rss_growth_pct: Some(10.1), fds_over_baseline: Some(1), ..Default::default() };
+        let broken: Vec<_> = evaluate(&t, &m).into_iter().filter(|c| !c.ok).map(|c| c.name).collect();
+        assert_eq!(broken, vec!["max_rss_growth_pct", "fds_return_to_baseline"]);
+        // `fds_return_to_baseline = false` turns the check off.
+        let off = SloFile::parse("[churn]\nfds_return_to_baseline = false\n").unwrap().for_scenario("churn");
+        assert!(evaluate(&off, &m).is_empty());
     }
 }

@@ -120,7 +120,7 @@ pub fn parse_stamp(text: &[u8]) -> Option<(u32, u64, u64)> {
     Some((field(d, b"\"s\":")? as u32, field(d, b"\"q\":")?, field(d, b"\"t\":")?))
 }
 
-fn token(secret: &str, user: &str) -> String {
+pub(crate) fn token(secret: &str, user: &str) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let claims = serde_json::json!({"sub": user, "iat": now, "exp": now + 86_400, "channels": [plan::CLAIM]});
     jsonwebtoken::encode(
@@ -131,9 +131,9 @@ fn token(secret: &str, user: &str) -> String {
     .unwrap_or_default()
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-fn host_port(url: &str) -> Option<(String, u16)> {
+pub(crate) fn host_port(url: &str) -> Option<(String, u16)> {
     let rest = url.strip_prefix("ws://")?;
     let hostport = rest.split('/').next()?;
     let (host, port) = match hostport.rsplit_once(':') {
@@ -146,7 +146,7 @@ fn host_port(url: &str) -> Option<(String, u16)> {
 /// `IP_BIND_ADDRESS_NO_PORT`: bind only the source address and let `connect` pick the port per
 /// destination. Without it, every `bind(ip:0)` scans the ephemeral range (seconds of kernel time
 /// at 10k+ sockets) and ports cannot be shared between destinations.
-fn bind_address_no_port(sock: &tokio::net::TcpSocket) {
+pub(crate) fn bind_address_no_port(sock: &tokio::net::TcpSocket) {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
@@ -371,7 +371,7 @@ async fn connection(
     let _ = ws.close(None).await;
 }
 
-async fn emit(out: &Mutex<std::io::Stdout>, line: String) {
+pub(crate) async fn emit(out: &Mutex<std::io::Stdout>, line: String) {
     use std::io::Write;
     let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
     let _ = writeln!(o, "{line}");
@@ -380,6 +380,9 @@ async fn emit(out: &Mutex<std::io::Stdout>, line: String) {
 
 /// Entry point of `loadtest __worker`: `index`/`count` of the worker processes.
 pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
+    if args.scenario == Scenario::Churn {
+        return crate::churn::worker(args, index, count).await;
+    }
     let args = Arc::new(args);
     let stdout = Arc::new(Mutex::new(std::io::stdout()));
     let specs: Vec<ConnSpec> = plan::build(&args).into_iter().filter(|c| c.idx % count == index).collect();

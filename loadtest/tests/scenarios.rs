@@ -265,3 +265,125 @@ async fn fanout_durable_acks_every_publish() {
     plain.stop().await;
     g.stop().await;
 }
+
+/// Set in the environment of the helper process that `gateway_process` turns into.
+const GATEWAY_CHILD: &str = "LOADTEST_IT_GATEWAY_PROCESS";
+
+/// Not a test of its own: `churn_returns_fds_and_memory` runs this test binary again with only
+/// this test selected and `GATEWAY_CHILD` set, so the gateway gets a process to itself (the
+/// churn scenario counts the server's open fds, and this process's other tests open and close
+/// sockets all the time). Prints `LISTEN <url>`, serves until its stdin closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper process for churn_returns_fds_and_memory"]
+async fn gateway_process() {
+    if std::env::var_os(GATEWAY_CHILD).is_none() {
+        return;
+    }
+    let g = gateway().await;
+    println!("LISTEN {}", g.url);
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut s = String::new();
+        let _ = std::io::stdin().read_line(&mut s);
+    })
+    .await;
+    g.stop().await;
+}
+
+/// A gateway in a child process; stopped (its stdin closed, then killed) when dropped.
+struct ChildGateway(std::process::Child);
+
+impl Drop for ChildGateway {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A gateway in a child process: (child, ws URL).
+fn gateway_in_child() -> (ChildGateway, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["gateway_process", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(GATEWAY_CHILD, "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                // libtest may have written `test gateway_process ... ` on the same line.
+                if let Some((_, url)) = l.split_once("LISTEN ") {
+                    break url.trim().to_string();
+                }
+            }
+            other => panic!("gateway process ended before listening: {other:?}"),
+        }
+    };
+    // Keep draining its stdout (libtest's result lines) so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (ChildGateway(child), url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_returns_fds_and_memory() {
+    let (child, url) = tokio::task::spawn_blocking(gateway_in_child).await.unwrap();
+    let pid = child.0.id();
+    let slo =
+        slo_file("[default]\nmax_error_rate = 0.0\n[churn]\nmax_rss_growth_pct = 10\nfds_return_to_baseline = true\n");
+    // 3 rounds of 1.5 s at 100 connects/s: 150 per round, 50 of each leave kind. The settle
+    // wait is generous for a loaded 2-core machine; it ends as soon as the fds are back.
+    let (code, r) = loadtest(args(&format!(
+        "churn --url {url} --server-pid {pid} --rate 100 --duration 4.5 --round 1.5 --settle 20 --timeout 20 --slo {slo}"
+    )))
+    .await;
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["holds"], true, "{r:#}");
+    assert_eq!(r["slo_ok"], true, "{r:#}");
+    assert_eq!(r["server_pid"], pid);
+    assert_eq!(r["attempted"], 450, "{r:#}");
+    assert_eq!(r["ok"], 450, "{r:#}");
+    assert_eq!(r["errors"], serde_json::json!({}), "{r:#}");
+    for kind in ["clean_close", "abrupt_reset", "handshake_drop"] {
+        assert_eq!(r["kinds"][kind]["attempted"], 150, "{kind}: {r:#}");
+        assert_eq!(r["kinds"][kind]["ok"], 150, "{kind}: {r:#}");
+    }
+    // Every completed WebSocket connect (clean and reset: 2 of 3) has a latency.
+    assert_eq!(r["connect_latency"]["count"], 300, "{r:#}");
+    let rounds = r["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 3);
+    // The listening socket and the runtime's epoll and event fds at least.
+    let baseline = r["baseline_fds"].as_u64().unwrap();
+    assert!(baseline >= 3, "{r:#}");
+    for round in rounds {
+        assert_eq!(round["attempted"], 150, "{round:#}");
+        assert_eq!(round["fds"], baseline, "{round:#}");
+        assert!(round["total_fds"].as_u64().unwrap() >= baseline, "{round:#}");
+        assert!(round["rss_kib"].as_u64().unwrap() > 0, "{round:#}");
+    }
+    assert_eq!(r["max_fds_over_baseline"], 0);
+    assert!(r["max_rss_growth_pct"].as_f64().unwrap() <= 10.0, "{r:#}");
+    let names: Vec<&str> = r["slo"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"max_rss_growth_pct") && names.contains(&"fds_return_to_baseline"), "{names:?}");
+
+    // An impossible connect-latency threshold breaks the SLO (exit 1), not the memory and fd
+    // verdict.
+    let strict = slo_file("[churn]\np50_ms = 0.000001\n");
+    let (code, r) = loadtest(args(&format!(
+        "churn --url {url} --server-pid {pid} --rate 50 --duration 1 --round 0.5 --settle 20 --slo {strict}"
+    )))
+    .await;
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(r["slo_ok"], false, "{r:#}");
+    assert_eq!(r["holds"], true, "{r:#}");
+    assert_eq!(r["attempted"], 50, "{r:#}");
+    tokio::task::spawn_blocking(move || drop(child)).await.unwrap();
+}
