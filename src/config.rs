@@ -617,8 +617,8 @@ mod tests {
             assert!(err.contains(key), "{key} missing from {err}");
         }
         assert!(Config::from_map(&map(&[(ECHO_PATH, "echo")])).is_err());
-        let c = Config::from_map(&map(&[(ECHO_PATH, "/echo"), (MAX_JSON_DEPTH, "1024")])).unwrap();
-        assert_eq!((c.echo_path.as_deref(), c.max_json_depth), (Some("/echo"), 1024));
+        let c = Config::from_map(&map(&[(ECHO_PATH, "/echo"), (MAX_JSON_DEPTH, "512")])).unwrap();
+        assert_eq!((c.echo_path.as_deref(), c.max_json_depth), (Some("/echo"), 512));
     }
 
     #[test]

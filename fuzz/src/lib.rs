@@ -38,11 +38,6 @@ pub const KNOWN_BUGS: &[KnownBug] = &[
         needle: "junk after a number or literal",
         what: "simd-json skips bytes after a scalar up to the next separator (after NUL, or a 19+ digit number)",
     },
-    KnownBug {
-        target: "jwt",
-        needle: "numeric sub",
-        what: "a numeric `sub` becomes the user id through serde_json::Number's text (f64 for non-64-bit integers)",
-    },
 ];
 
 /// `fuzz/` (the corpus, regressions and findings live under it).
