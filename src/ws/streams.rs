@@ -2,9 +2,10 @@
 //! delivered gap-free and in `seq` order, whether an event comes live or from the store.
 //!
 //! While a subscribe reads the stream state, live events of that channel are held back (dropped:
-//! they are in the store). From then on a live event is written only if it is the next `seq`;
-//! a duplicate is dropped, and a gap (an event beyond the next) is dropped and read back from the
-//! store. Replays are read a page at a time, only while the connection's bounded queue is at
+//! they are in the store). From then on, while a replay is read or queued, a live event is
+//! written only if it is the next `seq`; a duplicate is dropped, and an event beyond the next is
+//! dropped and read back from the store in order. Once caught up, every newer event is written
+//! (a connection is never sent its own publishes live, so its `seq`s legitimately jump). Replays are read a page at a time, only while the connection's bounded queue is at
 //! most half full, and go through that same queue — so a replay after `since` never holds more
 //! than one page outside the queue, whatever the client's reading speed.
 
@@ -121,8 +122,14 @@ impl Streams {
             return false;
         }
         if seq > t.last + 1 {
-            t.gap = t.gap.max(seq);
-            return false;
+            // While a replay is being read or queued, an event past the next one is read back
+            // from the store in order. Once caught up, a jump is an event this connection is
+            // never sent live (its own publishes): written as it is.
+            let catching_up = t.reading || t.more || t.gap > t.cursor || t.last < t.cursor || !self.backlog.is_empty();
+            if catching_up {
+                t.gap = t.gap.max(seq);
+                return false;
+            }
         }
         t.last = seq;
         // A live event past everything read from the store, nothing missing: caught up. Live
@@ -207,6 +214,24 @@ mod tests {
         assert!(!s.admit(&ev("dm:a:b", 6)), "a late live copy of a replayed event");
         assert!(s.admit(&ev("dm:a:b", 7)), "live and next");
         assert!(s.is_empty(), "caught up: no longer tracked");
+    }
+
+    #[test]
+    fn caught_up_jumps_are_the_connections_own_publishes() {
+        let conn = ConnHandle::new(1, "u".into(), "d".into(), 1024, 1 << 20, Arc::default());
+        let mut s = Streams::default();
+        s.hold("dm:a:b");
+        s.opened("dm:a:b", 10, false);
+        // 11 was this connection's own publish: 12 is written, not read back from the store.
+        assert!(s.admit(&ev("dm:a:b", 12)));
+        assert!(s.next_read().is_none());
+        // While a replay is queued, a jump waits for the store instead.
+        s.hold("dm:a:b");
+        s.replay("dm:a:b", 0, vec![ev("dm:a:b", 1), ev("dm:a:b", 2)], 2, &conn);
+        assert!(!s.admit(&ev("dm:a:b", 4)), "3 is still to come from the store");
+        assert!(s.admit(&ev("dm:a:b", 1)));
+        assert!(s.admit(&ev("dm:a:b", 2)));
+        assert_eq!(s.next_read().map(|r| r.1), Some(2), "4 was dropped: read from 2 on");
     }
 
     #[test]
