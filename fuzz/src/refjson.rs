@@ -473,8 +473,11 @@ pub fn cut_scalar_junk(input: &[u8]) -> Option<Vec<u8>> {
         }
         let start = i;
         while i < input.len() && !boundary(input[i]) {
-            i += 1;
+            // Outside strings too, simd-json's first stage reads a backslash as escaping the
+            // next byte (so `1\"` is one scalar run).
+            i += if input[i] == b'\\' { 2 } else { 1 };
         }
+        i = i.min(input.len());
         let run = &input[start..i];
         let keep = valid_scalar_prefix(run);
         if keep > 0 && keep < run.len() {
@@ -565,6 +568,10 @@ mod tests {
         assert!(same_number("-0", "0"));
         assert_eq!(cut_scalar_junk(b"[1\x002,true\x00x]").as_deref(), Some(&b"[1,true]"[..]));
         assert_eq!(cut_scalar_junk(b"[\"1\x002\",1]"), None);
+        assert_eq!(
+            cut_scalar_junk(b"{\"a\":1000000080908203125\\\"}").as_deref(),
+            Some(&b"{\"a\":1000000080908203125}"[..])
+        );
         assert_eq!(
             cut_scalar_junk(b"{\"a\":1.2345678901234567890.}").as_deref(),
             Some(&b"{\"a\":1.2345678901234567890}"[..])

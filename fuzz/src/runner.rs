@@ -68,6 +68,8 @@ pub struct Report {
     pub known_hits: u64,
     pub slowest: Duration,
     pub slowest_len: usize,
+    /// Where the slowest input was written (with a findings directory).
+    pub slowest_saved: Option<PathBuf>,
 }
 
 impl Report {
@@ -197,7 +199,9 @@ pub fn run_here(target: &mut dyn Target, opts: &Options, known: &[KnownBug]) -> 
         known_hits: 0,
         slowest: Duration::ZERO,
         slowest_len: 0,
+        slowest_saved: None,
     };
+    let mut slowest_input: Vec<u8> = Vec::new();
     let mut rng = Rng::new(opts.seed ^ fnv1a(name.as_bytes()));
     let mut i = 0usize;
     let mut next_progress = opts.progress.map(|p| start + p);
@@ -236,6 +240,8 @@ pub fn run_here(target: &mut dyn Target, opts: &Options, known: &[KnownBug]) -> 
         if took > report.slowest {
             report.slowest = took;
             report.slowest_len = input.len();
+            slowest_input.clear();
+            slowest_input.extend_from_slice(input);
         }
         if from_corpus {
             report.corpus_execs += 1;
@@ -279,6 +285,12 @@ pub fn run_here(target: &mut dyn Target, opts: &Options, known: &[KnownBug]) -> 
         report.findings.push(Finding { target: name, message, input, saved, known: None });
     }
     report.elapsed = start.elapsed();
+    if let Some(dir) = &opts.findings_dir {
+        let path = dir.join(format!("{name}-slowest"));
+        if std::fs::write(&path, &slowest_input).is_ok() {
+            report.slowest_saved = Some(path);
+        }
+    }
     Ok(report)
 }
 

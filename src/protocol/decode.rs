@@ -2,7 +2,7 @@
 //! problem; nothing here panics on client bytes.
 
 use simd_json::prelude::*;
-use simd_json::BorrowedValue;
+use simd_json::tape::Value as TapeValue;
 
 use super::{ErrorCode, Frame, Request, RequestId};
 
@@ -26,7 +26,7 @@ fn bad(message: impl Into<String>, id: &RequestId) -> DecodeError {
 }
 
 /// An optional non-negative integer field (`since`, `seq`).
-fn seq_field(obj: &BorrowedValue<'_>, key: &str, id: &RequestId) -> Result<Option<u64>, DecodeError> {
+fn seq_field(obj: &TapeValue<'_, '_>, key: &str, id: &RequestId) -> Result<Option<u64>, DecodeError> {
     match obj.get(key) {
         None => Ok(None),
         Some(v) if v.is_null() => Ok(None),
@@ -34,10 +34,10 @@ fn seq_field(obj: &BorrowedValue<'_>, key: &str, id: &RequestId) -> Result<Optio
     }
 }
 
-fn str_field<'v>(obj: &'v BorrowedValue<'_>, key: &str, id: &RequestId) -> Result<&'v str, DecodeError> {
+fn str_field<'v>(obj: &'v TapeValue<'v, 'v>, key: &str, id: &RequestId) -> Result<&'v str, DecodeError> {
     match obj.get(key) {
         None => Err(bad(format!("missing field `{key}`"), id)),
-        Some(v) => v.as_str().ok_or_else(|| bad(format!("field `{key}` must be a string"), id)),
+        Some(_) => obj.get_str(key).ok_or_else(|| bad(format!("field `{key}` must be a string"), id)),
     }
 }
 
@@ -118,7 +118,7 @@ fn shallow_id(text: &[u8]) -> RequestId {
 
 /// Decodes one text frame. `buf` is scratch space that simd-json parses in place (reused by the
 /// caller across frames, so decoding does not allocate a buffer per frame). Nesting deeper than
-/// `max_depth` is refused by an iterative pre-scan before simd-json (which recurses) sees it.
+/// `max_depth` is refused by an iterative pre-scan before simd-json (whose encoder recurses) sees it.
 pub fn decode(text: &[u8], buf: &mut Vec<u8>, max_depth: usize) -> Result<Frame, DecodeError> {
     if let Err(e) = crate::util::json::check_depth(text, max_depth) {
         return Err(bad(e.to_string(), &shallow_id(text)));
@@ -126,7 +126,11 @@ pub fn decode(text: &[u8], buf: &mut Vec<u8>, max_depth: usize) -> Result<Frame,
     buf.clear();
     buf.extend_from_slice(text);
     let none: RequestId = None;
-    let value = simd_json::to_borrowed_value(buf).map_err(|_| bad("malformed JSON", &none))?;
+    // The tape, not a `Value` tree: no map is built, so an object of many identical keys costs
+    // linear time (simd-json's maps are quadratic in duplicate keys), and fields are found by a
+    // scan of the top level (the first of duplicate keys wins); `data` is written from the tape.
+    let tape = simd_json::to_tape(buf).map_err(|_| bad("malformed JSON", &none))?;
+    let value = tape.as_value();
     if value.as_object().is_none() {
         return Err(bad("a frame must be a JSON object", &none));
     }

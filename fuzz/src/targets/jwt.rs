@@ -318,8 +318,13 @@ impl Target for Jwt {
                 let Some([h, p, s]) = segments(&token) else {
                     return fail("accepted a token that is not three base64url segments", preview(input, 200));
                 };
-                let header = refjson::parse(&h, true).ok().and_then(|p| p.tree);
-                if header.as_ref().and_then(|h| h.get("alg")).and_then(J::as_str) != Some("HS256") {
+                // serde reads `alg` however deep the other members nest (it skips them iteratively).
+                #[derive(serde::Deserialize)]
+                struct Alg {
+                    alg: String,
+                }
+                let alg = refjson::parse(&h, false).ok().and_then(|_| serde_json::from_slice::<Alg>(&h).ok());
+                if alg.as_ref().map(|a| a.alg.as_str()) != Some("HS256") {
                     return fail("accepted a token whose header is not HS256", preview(&h, 200));
                 }
                 let msg_len = token.rfind('.').unwrap_or(0);
