@@ -128,6 +128,9 @@ def frame():
     put(t, "deep-id-first.json", '{ "id" : 42 , "data":%s}' % nest(200))
     put(t, "deep-id-after.json", '{"data":%s,"id":42}' % nest(200))
     put(t, "deep-id-escaped-quote.json", '{"id":"a\\"b","data":%s}' % nest(300))
+    put(t, "data-511-deep.json", pre + nest(511) + "}")
+    put(t, "data-512-deep.json", pre + nest(512) + "}")
+    put(t, "data-objects-511-deep.json", pre + '{"a":' * 511 + "1" + "}" * 511 + "}")
     put(t, "data-1023-deep.json", pre + nest(1023) + "}")
     put(t, "data-1024-deep.json", pre + nest(1024) + "}")
     gen(t, "bracket-bomb-400k", "# 400 000 '[' then as many ']'", rep(400000, "["), rep(400000, "]"))
@@ -192,6 +195,8 @@ def external():
         put(t, "data-%s.json" % k, b'{"event":"e","data":' + b + b"}")
     put(t, "data-127-deep.json", '{"event":"e","data":%s}' % nest(127))
     put(t, "data-128-deep.json", '{"event":"e","data":%s}' % nest(128))
+    put(t, "data-511-deep.json", '{"event":"e","data":%s}' % nest(511))
+    put(t, "data-objects-511-deep.json", '{"event":"e","data":%s}' % ('{"a":' * 511 + "1" + "}" * 511))
     put(t, "data-1023-deep.json", '{"event":"e","data":%s}' % nest(1023))
     gen(t, "bracket-bomb-400k", rep(400000, "["), rep(400000, "]"))
     gen(t, "data-string-1mib", lit('{"event":"e","data":"'), rep(1 << 20, "a"), lit('"}'))
@@ -246,6 +251,7 @@ def jwks():
         put(t, "kty-%s.json" % k, b'{"keys":[{"kty":' + b + b"}]}")
     put(t, "key-127-deep.json", '{"keys":[%s]}' % nest(126))
     put(t, "key-128-deep.json", '{"keys":[%s]}' % nest(127))
+    put(t, "key-objects-512-deep.json", '{"keys":[%s]}' % ('{"a":' * 510 + "1" + "}" * 510))
     gen(t, "bracket-bomb-400k", lit('{"keys":'), rep(400000, "["), rep(400000, "]"), lit("}"))
     gen(t, "kid-1mib", lit('{"keys":[{"kty":"RSA","kid":"'), rep(1 << 20, "k"), lit('"}]}'))
     gen(t, "many-keys", lit('{"keys":['), rep(20000, '{"kty":"oct"},'), lit('{"kty":"oct"}]}'))
@@ -354,6 +360,9 @@ def http_json():
         put(t, "email-%s.json" % k, b'{"email":' + b + b',"password":"p"}')
     put(t, "data-127-deep.json", '{"channel":"a:b","event":"e","data":%s}' % nest(127))
     put(t, "data-128-deep.json", '{"channel":"a:b","event":"e","data":%s}' % nest(128))
+    put(t, "value-512-deep.json", nest(512))
+    put(t, "value-513-deep.json", nest(513))
+    put(t, "objects-512-deep.json", '{"a":' * 512 + "1" + "}" * 512)
     put(t, "value-1024-deep.json", nest(1024))
     put(t, "value-1025-deep.json", nest(1025))
     put(t, "objects-1024-deep.json", '{"a":' * 1024 + "1" + "}" * 1024)
@@ -384,6 +393,9 @@ def check_depth():
         "nest-127": nest(127),
         "nest-128": nest(128),
         "nest-129": nest(129),
+        "nest-511": nest(511),
+        "nest-512": nest(512),
+        "nest-513": nest(513),
         "nest-1024": nest(1024),
         "nest-1025": nest(1025),
         "scalar": "1",

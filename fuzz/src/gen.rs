@@ -297,6 +297,7 @@ pub fn depth(rng: &mut Rng) -> usize {
         0 => rng.range(1, 4),
         1 => rng.range(120, 135),
         2 => rng.range(250, 260),
+        3 if rng.chance(1, 2) => rng.range(505, 520),
         3 => rng.range(1020, 1030),
         4 => rng.range(2000, 20_000),
         5 if rng.chance(1, 20) => 400_000,

@@ -189,6 +189,13 @@ regression!(
     "Fixed: `\"sub\":-0` (a float to serde_json) is refused, not user \"-0.0\"."
 );
 
+open_bug!(
+    frame_junk_after_a_long_number_escaped_quote,
+    "frame",
+    "junk-after-long-number-escaped-quote.json",
+    "BUG simd-json: `1000000080908203125\\\"` (19 digits, then backslash-quote) is accepted as the number"
+);
+
 /// A frame of `n` members `"k":1` (all the same key) or `"k0":1, "k1":1, …` (all distinct).
 fn members(n: usize, same_key: bool) -> Vec<u8> {
     let mut f = String::from("{\"type\":\"ping\"");

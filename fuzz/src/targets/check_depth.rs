@@ -84,9 +84,7 @@ impl Target for CheckDepth {
         // What passes the pre-scan must be safe for the recursive parsers behind it.
         for max in [DEPTH, MAX_DEPTH_LIMIT] {
             if check_depth(input, max).is_ok() {
-                if super::value_depth_ok(input, max) {
-                    drop(syncgate::util::json::from_slice::<serde_json::Value>(input, max));
-                }
+                drop(syncgate::util::json::from_slice::<serde_json::Value>(input, max));
                 drop(syncgate::util::json::from_slice::<Box<serde_json::value::RawValue>>(input, max));
                 let _ = syncgate::protocol::decode(input, &mut Vec::new(), max);
             }

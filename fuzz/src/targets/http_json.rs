@@ -156,11 +156,8 @@ impl Target for HttpJson {
     fn execute(&mut self, input: &[u8]) -> Result<(), String> {
         let parsed = refjson::parse(input, true);
         for depth in depths(input) {
-            let value = if super::value_depth_ok(input, depth) {
-                super::timed("parse_json::<Value>", input.len(), || parse_json::<serde_json::Value>(input, depth))?
-            } else {
-                Err(syncgate::error::HttpError::BadRequest("skipped".into()))
-            };
+            let value =
+                super::timed("parse_json::<Value>", input.len(), || parse_json::<serde_json::Value>(input, depth))?;
             match value {
                 Ok(v) => {
                     accepted_ok(&parsed, depth, "Value", input)?;
@@ -179,7 +176,6 @@ impl Target for HttpJson {
                         return fail("Value changes when re-serialised", preview(&text, 300));
                     }
                 }
-                Err(_) if !super::value_depth_ok(input, depth) => {}
                 Err(e) => {
                     if let Ok(p) = &parsed {
                         let i = &p.info;

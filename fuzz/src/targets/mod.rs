@@ -49,16 +49,6 @@ pub fn depths(input: &[u8]) -> Vec<usize> {
     }
 }
 
-/// Whether `serde_json::Value` may be built from `input` at `depth` on the 2 MiB stack. In
-/// unoptimised builds it takes ~2 KiB of stack per level of object nesting (measured: 2046 KiB
-/// for 1024 levels of `{"a":`, against 583 KiB in release), so the highest setting overflows a
-/// worker stack there (regression test `debug_value_at_max_depth_fits_a_worker_stack`,
-/// ignored). Debug builds therefore build `Value`s only up to 640 levels; release builds (the
-/// long runs) go all the way.
-pub fn value_depth_ok(input: &[u8], depth: usize) -> bool {
-    !cfg!(debug_assertions) || depth <= DEPTH || check_depth(input, 640).is_ok()
-}
-
 /// Executions of a decoder slower than this (milliseconds; 0: no limit) are findings. Set by
 /// the command line (`--slow-ms`); the bounded test leaves it off (timings in debug builds and
 /// on busy CI machines say little).
