@@ -102,6 +102,8 @@ pub enum CloseReason {
     GoingAway,
     /// 1002: WebSocket protocol violation.
     Protocol,
+    /// 1007: a text message (or close reason) that is not valid UTF-8.
+    InvalidPayload,
     /// 1008: the connection kept sending far above its rate limit.
     RateAbuse,
     /// 1009: a message larger than the limit.
@@ -128,6 +130,7 @@ impl CloseReason {
             CloseReason::Normal => 1000,
             CloseReason::GoingAway => 1001,
             CloseReason::Protocol => 1002,
+            CloseReason::InvalidPayload => 1007,
             CloseReason::RateAbuse => 1008,
             CloseReason::TooLarge => 1009,
             CloseReason::Internal => 1011,
@@ -144,6 +147,7 @@ impl CloseReason {
             CloseReason::Normal => "bye",
             CloseReason::GoingAway => "server shutting down",
             CloseReason::Protocol => "protocol error",
+            CloseReason::InvalidPayload => "invalid UTF-8",
             CloseReason::RateAbuse => "rate limit exceeded",
             CloseReason::TooLarge => "message too large",
             CloseReason::Internal => "internal error",

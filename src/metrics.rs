@@ -119,7 +119,7 @@ pub const FRAME_IN_TYPES: [&str; 11] = [
 /// Outbound frame kinds (`syncgate_frames_out_total{type}`).
 pub const FRAME_OUT_TYPES: [&str; 4] = ["text", "binary", "ping", "other"];
 /// Close codes counted (`syncgate_disconnects_total{code}`); anything else is "other".
-const CLOSE_CODES: [u16; 12] = [1000, 1001, 1002, 1006, 1008, 1009, 1011, 1013, 4001, 4003, 4008, 4009];
+const CLOSE_CODES: [u16; 13] = [1000, 1001, 1002, 1006, 1007, 1008, 1009, 1011, 1013, 4001, 4003, 4008, 4009];
 /// Auth failure reasons (`syncgate_auth_failures_total{reason}`).
 const AUTH_REASONS: [&str; 4] = ["expired", "invalid", "timeout", "device"];
 
@@ -135,7 +135,7 @@ pub struct Metrics {
     pub frames_out: [Counter; 4],
     pub bytes_in: Counter,
     pub bytes_out: Counter,
-    disconnects: [Counter; 13],
+    disconnects: [Counter; 14],
     auth_failures: [Counter; 4],
     pub rate_limited: Counter,
     /// Connections closed because the socket accepted no byte for `SYNCGATE_WRITE_TIMEOUT_MS`.

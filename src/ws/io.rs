@@ -62,7 +62,8 @@ pub(crate) fn classify(e: &WsError) -> Option<CloseReason> {
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some(CloseReason::TooLarge),
         WsError::Capacity(_) => Some(CloseReason::TooLarge),
-        WsError::Protocol(_) | WsError::Utf8(_) => Some(CloseReason::Protocol),
+        WsError::Utf8(_) => Some(CloseReason::InvalidPayload),
+        WsError::Protocol(_) => Some(CloseReason::Protocol),
         WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed => None,
         _ => Some(CloseReason::Protocol),
     }
@@ -82,7 +83,10 @@ pub(crate) async fn close(state: &AppState, ws: &mut Ws, reason: CloseReason) {
         let _ = tokio::time::timeout_at(deadline, ws.send(m)).await;
     }
     let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.reason().into() };
+    // After the peer's close frame `close` fails (SendAfterClosing) and queues nothing: the
+    // reply tungstenite queued on reading it (the peer's code echoed) goes out with this flush.
     let _ = tokio::time::timeout_at(deadline, ws.close(Some(frame))).await;
+    let _ = tokio::time::timeout_at(deadline, ws.flush()).await;
     linger_close(ws, deadline).await;
 }
 

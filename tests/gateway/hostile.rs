@@ -495,3 +495,23 @@ async fn echo_endpoint_is_off_by_default_and_echoes_when_on() {
     assert_eq!(close_code(&mut c, Duration::from_secs(5)).await, Ok(1009));
     s.stop().await;
 }
+
+/// The client's close is answered with its code (the reply used to be queued and never sent),
+/// and invalid UTF-8 in a text frame is 1007, on `/ws` as on the echo endpoint.
+#[tokio::test]
+async fn client_close_is_answered_and_invalid_utf8_is_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let s = Server::start(&[("SYNCGATE_ECHO_PATH", "/echo")]).await;
+    for url in [s.url(&format!("token={}", token("closer"))), format!("ws://{}/echo", s.addr)] {
+        let mut c = Client::connect(&url).await.unwrap();
+        c.ws.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "done".into() }))).await.unwrap();
+        assert_eq!(close_code(&mut c, Duration::from_secs(5)).await, Ok(1000), "{url}");
+        let mut c = Client::connect(&url).await.unwrap();
+        let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+        c.ws.send(Message::Frame(bad)).await.unwrap();
+        assert_eq!(close_code(&mut c, Duration::from_secs(5)).await, Ok(1007), "{url}");
+    }
+    s.stop().await;
+}
