@@ -755,16 +755,18 @@ pub fn print_summary(r: &ChurnReport) {
         run::ms(c.max_us),
         c.count
     );
-    let rss_max = r.rounds.iter().map(|x| x.rss_kib).max().unwrap_or(0);
+    let later = || r.rounds.iter().skip(1).map(|x| x.rss_kib);
+    let (rss_min, rss_max) = (later().min().unwrap_or(0), later().max().unwrap_or(0));
     let fds_max = r.rounds.iter().map(|x| x.fds).max().unwrap_or(0);
     let fds_min = r.rounds.iter().map(|x| x.fds).min().unwrap_or(0);
     let files_max = r.rounds.iter().map(|x| x.file_fds).max().unwrap_or(0);
     let files_min = r.rounds.iter().map(|x| x.file_fds).min().unwrap_or(0);
     println!(
-        "server        pid {}: rss {:.1} MiB before, {:.1} after round 1, max {:.1} ({:+.1} % over round 1), {:.1} at the end",
+        "server        pid {}: rss {:.1} MiB before, {:.1} after round 1, {:.1}..{:.1} after the later rounds (at most {:+.1} % vs round 1), {:.1} at the end",
         r.server_pid,
         mib(r.baseline_rss_kib),
         mib(r.reference_rss_kib),
+        mib(rss_min),
         mib(rss_max),
         r.max_rss_growth_pct,
         mib(r.rounds.last().map(|x| x.rss_kib).unwrap_or(0)),
