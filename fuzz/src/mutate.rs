@@ -74,13 +74,19 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, corpus: &Corpus, dict: &[&[u8]]
                 data.drain(a..b);
             }
             6 if len > 0 => {
+                // Repeat a span (in one allocation, never past MAX_LEN).
                 let (a, b) = span(rng, len);
                 let chunk = data[a..b].to_vec();
-                let times = if rng.chance(1, 10) { rng.range(2, 1000) } else { 1 };
+                let room = MAX_LEN.saturating_sub(len) / chunk.len().max(1);
+                let times = if rng.chance(1, 10) { rng.range(2, 1000) } else { 1 }.min(room);
                 let at = rng.below(len + 1);
+                let mut out = Vec::with_capacity(len + chunk.len() * times);
+                out.extend_from_slice(&data[..at]);
                 for _ in 0..times {
-                    data.splice(at..at, chunk.iter().copied());
+                    out.extend_from_slice(&chunk);
                 }
+                out.extend_from_slice(&data[at..]);
+                *data = out;
             }
             7 => {
                 // Splice: our head with another entry's tail.
@@ -95,8 +101,8 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, corpus: &Corpus, dict: &[&[u8]]
             9 => {
                 // Wrap a span in extra nesting.
                 let (a, b) = span(rng, len);
-                let n = gen::depth(rng).min(100_000);
                 let (open, close): (&[u8], &[u8]) = if rng.chance(1, 2) { (b"[", b"]") } else { (b"{\"a\":", b"}") };
+                let n = gen::depth(rng).min(100_000).min(MAX_LEN.saturating_sub(len) / (open.len() + 1));
                 let mut out = Vec::with_capacity(len + n * (open.len() + 1));
                 out.extend_from_slice(&data[..a]);
                 for _ in 0..n {

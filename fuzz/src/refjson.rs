@@ -403,13 +403,17 @@ pub fn same_number(a: &str, b: &str) -> bool {
 
 /// Like [`same_number`], but two non-integers (or integers beyond 64 bits) may differ by a few
 /// units in the last place: serde_json without its `float_roundtrip` feature rounds some
-/// decimal strings to a neighbouring `f64`.
+/// decimal strings to a neighbouring `f64` (subnormals included).
 pub fn close_number(a: &str, b: &str) -> bool {
     if same_number(a, b) {
         return true;
     }
     match (a.parse::<f64>(), b.parse::<f64>()) {
-        (Ok(x), Ok(y)) if x.is_finite() && y.is_finite() => (x - y).abs() <= 4.0 * f64::EPSILON * x.abs().max(y.abs()),
+        (Ok(x), Ok(y)) if x.is_finite() && y.is_finite() => {
+            // One unit in the last place, which for subnormals is the smallest subnormal.
+            let ulp = (f64::EPSILON * x.abs().max(y.abs())).max(f64::from_bits(1));
+            (x - y).abs() <= 4.0 * ulp
+        }
         _ => false,
     }
 }

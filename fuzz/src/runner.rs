@@ -230,7 +230,11 @@ pub fn run_here(target: &mut dyn Target, opts: &Options, known: &[KnownBug]) -> 
         let input: &[u8] = if from_corpus {
             &corpus.entries[i].data
         } else {
+            let t = Instant::now();
             generated = target.generate(&mut rng, &corpus);
+            if opts.verbose && t.elapsed() > Duration::from_secs(1) {
+                eprintln!("[{name}] (harness) generating one input took {:.1} s", t.elapsed().as_secs_f64());
+            }
             &generated
         };
         i += 1;

@@ -96,6 +96,12 @@ regression!(
     "serde_json (without `float_roundtrip`) reads 18446744073794775809 one f64 step off."
 );
 regression!(
+    http_json_subnormal_rounded_by_serde,
+    "http_json",
+    "subnormal-rounded-by-serde.json",
+    "serde_json reads 623344295312894438158357E-333 (a subnormal) a few subnormal steps off."
+);
+regression!(
     http_json_309_digit_integer_refused,
     "http_json",
     "309-digit-int.json",
