@@ -124,6 +124,12 @@ impl ConnHandle {
             self.notify.notify_one();
             return Push::Overflow;
         }
+        self.enqueue(q, msg, len);
+        Push::Queued
+    }
+
+    /// Appends a frame that fits; wakes the connection task when the queue was empty.
+    fn enqueue(&self, mut q: std::sync::MutexGuard<'_, Queue>, msg: Message, len: usize) {
         let was_empty = q.items.is_empty();
         q.items.push_back(msg);
         q.bytes += len;
@@ -131,7 +137,6 @@ impl ConnHandle {
         if was_empty {
             self.notify.notify_one();
         }
-        Push::Queued
     }
 
     /// Whether a frame of `len` bytes fits. A single frame larger than the byte budget still
@@ -152,13 +157,7 @@ impl ConnHandle {
         if !self.fits(&q, len) {
             return Err(msg);
         }
-        let was_empty = q.items.is_empty();
-        q.items.push_back(msg);
-        q.bytes += len;
-        drop(q);
-        if was_empty {
-            self.notify.notify_one();
-        }
+        self.enqueue(q, msg, len);
         Ok(())
     }
 
