@@ -149,7 +149,7 @@ impl ConnHandle {
     /// Queues `msg` only if it fits (a replay page waits for room instead of overflowing);
     /// gives it back otherwise. A closing connection swallows it.
     pub fn try_push(&self, msg: Message) -> Result<(), Message> {
-        let mut q = self.lock();
+        let q = self.lock();
         if q.closing.is_some() {
             return Ok(());
         }
