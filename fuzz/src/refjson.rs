@@ -477,9 +477,19 @@ pub fn cut_scalar_junk(input: &[u8]) -> Option<Vec<u8>> {
         }
         let start = i;
         while i < input.len() && !boundary(input[i]) {
-            // Outside strings too, simd-json's first stage reads a backslash as escaping the
-            // next byte (so `1\"` is one scalar run).
-            i += if input[i] == b'\\' { 2 } else { 1 };
+            // Outside strings too, simd-json's first stage treats a quote after an odd run of
+            // backslashes as escaped, so `1\"` is one scalar run (but `1\}` ends at the brace).
+            if input[i] == b'\\' {
+                let from = i;
+                while i < input.len() && input[i] == b'\\' {
+                    i += 1;
+                }
+                if (i - from) % 2 == 1 && input.get(i) == Some(&b'"') {
+                    i += 1;
+                }
+            } else {
+                i += 1;
+            }
         }
         i = i.min(input.len());
         let run = &input[start..i];
@@ -575,6 +585,10 @@ mod tests {
         assert_eq!(
             cut_scalar_junk(b"{\"a\":1000000080908203125\\\"}").as_deref(),
             Some(&b"{\"a\":1000000080908203125}"[..])
+        );
+        assert_eq!(
+            cut_scalar_junk(b"{\"a\":8446744073709551615\\}").as_deref(),
+            Some(&b"{\"a\":8446744073709551615}"[..])
         );
         assert_eq!(
             cut_scalar_junk(b"{\"a\":1.2345678901234567890.}").as_deref(),

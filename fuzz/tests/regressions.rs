@@ -102,6 +102,12 @@ regression!(
     "serde_json reads 623344295312894438158357E-333 (a subnormal) a few subnormal steps off."
 );
 regression!(
+    http_json_just_beyond_f64_max,
+    "http_json",
+    "just-beyond-f64-max.json",
+    "1.79769313486231589e308 rounds past f64::MAX; serde_json's approximate parse reads f64::MAX."
+);
+regression!(
     http_json_309_digit_integer_refused,
     "http_json",
     "309-digit-int.json",
@@ -200,6 +206,13 @@ open_bug!(
     "frame",
     "junk-after-long-number-escaped-quote.json",
     "BUG simd-json: `1000000080908203125\\\"` (19 digits, then backslash-quote) is accepted as the number"
+);
+
+open_bug!(
+    frame_junk_after_a_long_number_backslash,
+    "frame",
+    "junk-after-long-number-backslash.json",
+    "BUG simd-json: `8446744073709551615\\` (19 digits, then a backslash) is accepted as the number"
 );
 
 /// A frame of `n` members `"k":1` (all the same key) or `"k0":1, "k1":1, …` (all distinct).

@@ -168,7 +168,9 @@ impl Target for HttpJson {
                     let text = serde_json::to_vec(&v).map_err(|e| format!("Value does not serialise | {e}"))?;
                     let again = output_json(&text, true, "re-serialised Value")?;
                     if let Some(tree) = &p.tree {
-                        if !p.info.dup_keys && !close(&from_serde(&v), tree) {
+                        // (Numbers at the edge of f64: serde may read MAX where the true value is
+                        // beyond it.)
+                        if !p.info.dup_keys && !p.info.float_overflow && !close(&from_serde(&v), tree) {
                             return fail("Value differs from the reference parse", preview(input, 300));
                         }
                     }
