@@ -22,23 +22,7 @@ use runner::KnownBug;
 /// Bugs found by this harness that are reported and not fixed yet. Findings that match are
 /// counted and listed, not failed; each has an `#[ignore]`d regression test in
 /// `tests/regressions.rs`. Remove the entry when the bug is fixed.
-pub const KNOWN_BUGS: &[KnownBug] = &[
-    KnownBug {
-        target: "frame",
-        needle: "lone UTF-16 surrogate",
-        what: "simd-json decodes a lone high surrogate escape (\\ud800) as U+0000 (simd-lite/simd-json#481)",
-    },
-    KnownBug {
-        target: "frame",
-        needle: "exponent of 2^31 or more",
-        what: "simd-json truncates a number's exponent to 32 bits: 1e4294967297 decodes as 10.0",
-    },
-    KnownBug {
-        target: "frame",
-        needle: "junk after a number or literal",
-        what: "simd-json skips bytes after a scalar up to the next separator (after NUL, or a 19+ digit number)",
-    },
-];
+pub const KNOWN_BUGS: &[KnownBug] = &[];
 
 /// `fuzz/` (the corpus, regressions and findings live under it).
 pub fn root() -> PathBuf {

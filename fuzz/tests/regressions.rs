@@ -34,6 +34,9 @@ macro_rules! regression {
     };
 }
 
+/// For a bug found and not fixed yet: its input goes under `regressions/open/<target>/`, its
+/// entry into `KNOWN_BUGS`. (None is open now.)
+#[allow(unused_macros)]
 macro_rules! open_bug {
     ($name:ident, $target:literal, $file:literal, $bug:literal) => {
         #[doc = $bug]
@@ -146,41 +149,41 @@ regression!(
 
 // ---- open bugs: ignored until fixed ------------------------------------------------------------
 
-open_bug!(
+regression!(
     frame_lone_high_surrogate_in_data,
     "frame",
     "lone-high-surrogate-in-data.json",
-    "BUG simd-json (simd-lite/simd-json#481): \"\\ud800\" in a published `data` is delivered as \"\\u0000\""
+    "Fixed by the frame pre-scan: a lone high surrogate escape in `data` is refused (simd-json decoded it as U+0000, simd-lite/simd-json#481)."
 );
-open_bug!(
+regression!(
     frame_lone_high_surrogate_in_echoed_id,
     "frame",
     "lone-high-surrogate-in-echoed-id.json",
-    "BUG simd-json (simd-lite/simd-json#481): an `id` of \"\\ud800\" is echoed as \"\\u0000\""
+    "Fixed by the frame pre-scan: a lone surrogate in `id` is refused and not echoed as U+0000."
 );
-open_bug!(
+regression!(
     frame_exponent_beyond_32_bits,
     "frame",
     "exponent-beyond-32-bits.json",
-    "BUG simd-json: exponent cast to i32 — `\"data\":1e4294967297` is delivered as 10.0"
+    "Fixed by the frame pre-scan: exponents of ten or more digits are refused (simd-json cast them to 32 bits: 1e4294967297 was 10.0)."
 );
-open_bug!(
+regression!(
     frame_exponent_beyond_32_bits_fuzzed,
     "frame",
     "exponent-beyond-32-bits-fuzzed.json",
-    "BUG simd-json: exponent cast to i32 — 3e12884901799 is delivered as 3e-89"
+    "Fixed by the frame pre-scan: 3e12884901799 is refused, not delivered as 3e-89."
 );
-open_bug!(
+regression!(
     frame_nul_after_a_number,
     "frame",
     "nul-after-number.json",
-    "BUG simd-json: `1<NUL>2` is accepted as 1 (the rest of the scalar run is skipped)"
+    "Fixed by the frame pre-scan: a NUL outside a string is refused (simd-json read `1<NUL>2` as 1)."
 );
-open_bug!(
+regression!(
     frame_junk_after_a_long_number,
     "frame",
     "junk-after-long-number.json",
-    "BUG simd-json: a 19+ digit number followed by `.` is accepted (trailing bytes skipped)"
+    "Fixed by the frame pre-scan: a 19+ digit number followed by `.` is not valid JSON and is refused."
 );
 regression!(
     jwt_numeric_sub_float,
@@ -201,18 +204,18 @@ regression!(
     "Fixed: `\"sub\":-0` (a float to serde_json) is refused, not user \"-0.0\"."
 );
 
-open_bug!(
+regression!(
     frame_junk_after_a_long_number_escaped_quote,
     "frame",
     "junk-after-long-number-escaped-quote.json",
-    "BUG simd-json: `1000000080908203125\\\"` (19 digits, then backslash-quote) is accepted as the number"
+    "Fixed by the frame pre-scan: junk after a long number is refused."
 );
 
-open_bug!(
+regression!(
     frame_junk_after_a_long_number_backslash,
     "frame",
     "junk-after-long-number-backslash.json",
-    "BUG simd-json: `8446744073709551615\\` (19 digits, then a backslash) is accepted as the number"
+    "Fixed by the frame pre-scan: a backslash outside a string is refused."
 );
 
 /// A frame of `n` members `"k":1` (all the same key) or `"k0":1, "k1":1, …` (all distinct).
@@ -279,7 +282,8 @@ fn debug_value_at_max_depth_fits_a_worker_stack() {
 fn every_regression_file_has_a_test() {
     let this = std::fs::read_to_string(root().join("tests/regressions.rs")).unwrap();
     let dir = root().join("regressions");
-    for sub in [dir.clone(), dir.join("open")] {
+    // `open/` exists only while some bug is open (git keeps no empty folder).
+    for sub in [dir.clone(), dir.join("open")].into_iter().filter(|d| d.is_dir()) {
         for entry in std::fs::read_dir(&sub).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name == "open" {

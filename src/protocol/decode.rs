@@ -100,6 +100,7 @@ fn shallow_id(text: &[u8]) -> RequestId {
             _ => return None,
         };
         if key == b"\"id\"" {
+            crate::util::json::check_frame(&b[start..end], 1).ok()?;
             let mut raw = b[start..end].to_vec();
             let v = simd_json::to_borrowed_value(&mut raw).ok()?;
             if !(v.is_str() || v.is_i64() || v.is_u64() || v.is_f64()) {
@@ -118,9 +119,10 @@ fn shallow_id(text: &[u8]) -> RequestId {
 
 /// Decodes one text frame. `buf` is scratch space that simd-json parses in place (reused by the
 /// caller across frames, so decoding does not allocate a buffer per frame). Nesting deeper than
-/// `max_depth` is refused by an iterative pre-scan before simd-json (whose encoder recurses) sees it.
+/// `max_depth`, and what simd-json would misread instead of refusing, are refused by an
+/// iterative pre-scan ([`crate::util::json::check_frame`]) before simd-json sees the frame.
 pub fn decode(text: &[u8], buf: &mut Vec<u8>, max_depth: usize) -> Result<Frame, DecodeError> {
-    if let Err(e) = crate::util::json::check_depth(text, max_depth) {
+    if let Err(e) = crate::util::json::check_frame(text, max_depth) {
         return Err(bad(e.to_string(), &shallow_id(text)));
     }
     buf.clear();
