@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message;
 
 pub use local::LocalBus;
-pub use redis::{RedisBus, RedisSettings};
+pub use redis::{external_event, RedisBus, RedisSettings};
 
 use crate::protocol::{Encoded, RequestId};
 

@@ -1,15 +1,13 @@
 //! The external-event parser: a plain-JSON Redis payload `{"event":E,"data":ANY}` published by
 //! someone else's code, turned into an `event` frame for the channel's members.
 //!
-//! `syncgate::bus::redis::external_event` is private (`mod redis` in `src/bus/mod.rs`), so
-//! [`external_event`] below is a line-for-line copy of it, built from the same public pieces
-//! (`util::json::from_slice`, `protocol::server_event`). Once the real one is re-exported, swap
-//! the call in `execute`.
+//! The target calls the gateway's own `syncgate::bus::external_event`.
 //!
 //! Invariants: no panic; accepted payloads are valid JSON within `max_depth`; the frame is valid
 //! JSON whose `event` and `data` are the payload's; a payload with a valid event is not refused.
 
-use syncgate::protocol::{self, Encoded};
+use syncgate::bus::external_event;
+use syncgate::protocol;
 
 use super::{depths, fail, key, mix, output_json, stir, str_value, struct_field, write_object};
 use crate::corpus::Corpus;
@@ -21,22 +19,6 @@ use crate::runner::{preview, Target};
 const CHANNEL: &str = "room:fuzz";
 
 const DICT: &[&[u8]] = &[b"\"event\":", b"\"data\":", b"\"event\":\"e\",", b"\"event\":\"e\",\"event\":\"f\""];
-
-/// Copy of `syncgate::bus::redis::external_event` (private); keep in step with it.
-fn external_event(channel: &str, payload: &[u8], max_depth: usize) -> Result<Encoded, String> {
-    #[derive(serde::Deserialize)]
-    struct Ext<'a> {
-        event: String,
-        #[serde(borrow, default)]
-        data: Option<&'a serde_json::value::RawValue>,
-    }
-    let ext: Ext = syncgate::util::json::from_slice(payload, max_depth).map_err(|e| e.to_string())?;
-    if ext.event.is_empty() || ext.event.len() > protocol::MAX_EVENT_LEN {
-        return Err(format!("`event` must be 1-{} bytes", protocol::MAX_EVENT_LEN));
-    }
-    let data = ext.data.map(|d| d.get().as_bytes()).unwrap_or(b"null");
-    Ok(protocol::server_event(channel, &ext.event, data, 1_700_000_000_000))
-}
 
 pub struct External;
 
