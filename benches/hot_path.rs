@@ -27,6 +27,10 @@ fn codec(c: &mut Criterion) {
     g.bench_function("depth_check_publish", |b| {
         b.iter(|| black_box(syncgate::util::json::check_depth(black_box(PUBLISH), 128)))
     });
+    // The frame pre-scan decode runs: depth plus what simd-json would misread (numbers, surrogates).
+    g.bench_function("frame_check_publish", |b| {
+        b.iter(|| black_box(syncgate::util::json::check_frame(black_box(PUBLISH), 128)))
+    });
     let bomb = "[".repeat(400_000) + &"]".repeat(400_000);
     g.bench_function("decode_nesting_bomb_800k", |b| {
         b.iter(|| black_box(protocol::decode(black_box(bomb.as_bytes()), &mut scratch, 128).is_err()))
