@@ -611,6 +611,48 @@ async fn open<'a>(
     ok.then_some((s, (slot, place)))
 }
 
+/// Writes everything queued until the queue stays empty (frames queued while flushing are
+/// written in the next round): each frame fed and each flush bounded by the write timeout.
+/// `Err(Some(r))`: close with `r`; `Err(None)`: the socket failed.
+async fn drain(
+    state: &AppState,
+    s: &mut Session<'_>,
+    ws: &mut Ws,
+    conn: &ConnHandle,
+    spare: &mut VecDeque<Message>,
+) -> Result<(), Option<CloseReason>> {
+    loop {
+        if let Some(r) = conn.take(spare) {
+            return Err(Some(r));
+        }
+        if spare.is_empty() {
+            return Ok(());
+        }
+        for m in spare.drain(..) {
+            if let Some(st) = s.streams.as_deref_mut() {
+                if !st.admit(&m) {
+                    continue;
+                }
+            }
+            let kind = match &m {
+                Message::Text(_) => 0,
+                Message::Binary(_) => 1,
+                Message::Ping(_) => 2,
+                _ => 3,
+            };
+            state.metrics.frames_out[kind].inc();
+            state.metrics.bytes_out.add(m.len() as u64);
+            // A stalled feed still notices a close request (slow consumer, kick).
+            io::timed(state, Some(conn), ws.feed(m)).await?;
+        }
+        conn.written();
+        io::timed(state, Some(conn), ws.flush()).await?;
+        if let Some(st) = s.streams.as_deref_mut() {
+            st.push_backlog(conn);
+        }
+    }
+}
+
 /// A connection's whole life after the 101 response. This future is most of what an idle
 /// connection costs, so it holds only the loop's state: the open phase and every rare or
 /// slow step (first-frame auth, re-auth, the close handshake) run boxed.
@@ -664,41 +706,10 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
         tokio::select! {
             biased;
             _ = conn.notified() => {
-                // Drain until the queue stays empty: frames queued while we were flushing are
-                // written in the next round (their wake-up was consumed below).
-                loop {
-                    if let Some(r) = conn.take(&mut spare) {
-                        break 'session Some(r);
-                    }
-                    if spare.is_empty() {
-                        break;
-                    }
-                    for m in spare.drain(..) {
-                        if let Some(st) = s.streams.as_deref_mut() {
-                            if !st.admit(&m) {
-                                continue;
-                            }
-                        }
-                        let kind = match &m {
-                            Message::Text(_) => 0,
-                            Message::Binary(_) => 1,
-                            Message::Ping(_) => 2,
-                            _ => 3,
-                        };
-                        state.metrics.frames_out[kind].inc();
-                        state.metrics.bytes_out.add(m.len() as u64);
-                        // Bounded like every write; a stalled feed still notices a close request.
-                        if let Err(r) = io::timed(&state, Some(&conn), ws.feed(m)).await {
-                            break 'session r;
-                        }
-                    }
-                    conn.written();
-                    if let Err(r) = io::timed(&state, Some(&conn), ws.flush()).await {
-                        break 'session r;
-                    }
-                    if let Some(st) = s.streams.as_deref_mut() {
-                        st.push_backlog(&conn);
-                    }
+                // Boxed: the write futures are large, and an idle connection should not carry
+                // them in its task (one allocation per wake-up, none per frame).
+                if let Err(r) = Box::pin(drain(&state, &mut s, &mut ws, &conn, &mut spare)).await {
+                    break 'session r;
                 }
             }
             done = poll_slot(&mut request) => {
