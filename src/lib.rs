@@ -22,9 +22,10 @@
 //! - [`oslimits`]: open files, somaxconn, port range; raised and checked at start.
 //! - [`store`]: sqlx store (SQLite default, PostgreSQL): accounts, refresh tokens.
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
+//! - [`util`]: small shared helpers; [`util::json`] bounds untrusted JSON before any parser sees it.
 //!
 //! ## How a message travels
-//! client frame → `ws::session` (rate limit, `protocol::decode`) → `channel::authorize` →
+//! client frame → `ws::session` (rate limit, `protocol::decode`: frame pre-scan, then simd-json) → `channel::authorize` →
 //! `protocol::event` encodes once → `registry::Registry::fan_out` pushes a clone into each
 //! member's bounded queue → each member's session swaps its queue out and writes it in one flush.
 //! A durable channel's publish goes to `durable`'s writer instead: one transaction per batch

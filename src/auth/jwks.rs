@@ -56,7 +56,7 @@ pub(crate) fn parse_jwks(body: &[u8], max_depth: usize) -> Result<Vec<CachedKey>
 }
 
 /// The number of usable keys in a JWKS document, or why it was refused (the fuzz harness's view
-/// of [`parse_jwks`]).
+/// of `parse_jwks`).
 pub fn usable_keys(body: &[u8], max_depth: usize) -> Result<usize, String> {
     parse_jwks(body, max_depth).map(|k| k.len())
 }

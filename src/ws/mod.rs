@@ -70,7 +70,7 @@ where
     Ok(resp)
 }
 
-/// `SYNCGATE_ECHO_PATH`: the same handshake and stack as `/ws`, echoing frames (see [`echo`]).
+/// `SYNCGATE_ECHO_PATH`: the same handshake and stack as `/ws`, echoing frames (see `ws/echo.rs`).
 /// The per-instance connection limit and the per-IP connect rate apply as on `/ws`.
 pub fn upgrade_echo<B>(
     state: Arc<AppState>,
