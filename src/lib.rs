@@ -8,7 +8,8 @@
 //! - [`error`]: error enums and the one mapping to HTTP status / JSON body / close code.
 //! - [`server`]: accept loop, HTTP routing, middleware in front of the upgrade (origin, per-IP
 //!   rate, JWT, per-user cap), two-step shutdown.
-//! - [`ws`]: the RFC 6455 upgrade and the per-connection session (reader, batched writer).
+//! - [`ws`]: the RFC 6455 upgrade, the per-connection session (reader, batched writer, pending
+//!   backend requests), bounded writes and lingering close, durable replays, the echo endpoint.
 //! - [`protocol`]: protocol v1 frames; decode with simd-json, encode once into `Bytes`.
 //! - [`api`]: REST handlers (server API: publish, disconnect).
 //! - [`bus`]: `Bus` trait; in-process and Redis (fred) implementations; the Redis wire format.
