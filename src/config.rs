@@ -379,8 +379,20 @@ impl Config {
             }
             KeySource::PublicKeyPem(p)
         } else if let Some(u) = jwks {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                r.errors.push(format!("{JWKS_URL}={u:?} must be an http:// or https:// URL"));
+            // Keys fetched in clear text could be swapped on the way: https only, except a
+            // loopback address (a local key service, tests).
+            let loopback = u.strip_prefix("http://").is_some_and(|rest| {
+                let host_port = rest.split(['/', '?', '#']).next().unwrap_or("");
+                let host = match host_port.strip_prefix('[') {
+                    Some(v6) => v6.split(']').next().unwrap_or(""),
+                    None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
+                };
+                host.eq_ignore_ascii_case("localhost")
+                    || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            });
+            if !(u.starts_with("https://") || loopback) {
+                r.errors
+                    .push(format!("{JWKS_URL}={u:?} must be an https:// URL (http:// only for a loopback address)"));
             }
             KeySource::Jwks(u)
         } else {
@@ -595,6 +607,29 @@ mod tests {
         let text = err.to_string();
         for key in [LISTEN, JWT_SECRET, HEARTBEAT_MS, LOG_FORMAT] {
             assert!(text.contains(key), "{key} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn jwks_url_is_https_or_loopback() {
+        for ok in [
+            "https://idp.example.com/.well-known/jwks.json",
+            "http://127.0.0.1:8081/jwks",
+            "http://127.9.9.9/jwks",
+            "http://localhost:9000/jwks",
+            "http://[::1]:9000/jwks",
+        ] {
+            assert!(Config::from_map(&map(&[(JWKS_URL, ok)])).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://idp.example.com/jwks",
+            "http://10.0.0.1/jwks",
+            "http://127.0.0.1.evil.com/jwks",
+            "http://localhost.evil.com/jwks",
+            "ftp://x/jwks",
+        ] {
+            let e = Config::from_map(&map(&[(JWKS_URL, bad)])).unwrap_err().to_string();
+            assert!(e.contains(JWKS_URL), "{bad}: {e}");
         }
     }
 

@@ -205,14 +205,21 @@ impl Verifier {
         let mut v = Validation::new(alg);
         v.leeway = self.leeway;
         v.validate_exp = true;
-        v.set_required_spec_claims(&["exp"]);
+        v.validate_nbf = true;
+        // A configured issuer or audience is required, not only checked when present.
+        let mut required = vec!["exp"];
         match &self.audience {
-            Some(a) => v.set_audience(&[a]),
+            Some(a) => {
+                v.set_audience(&[a]);
+                required.push("aud");
+            }
             None => v.validate_aud = false,
         }
         if let Some(i) = &self.issuer {
             v.set_issuer(&[i]);
+            required.push("iss");
         }
+        v.set_required_spec_claims(&required);
         v
     }
 
@@ -273,6 +280,13 @@ impl Verifier {
         }
         if !channels.is_empty() {
             claims["channels"] = channels.into();
+        }
+        // Our own tokens pass our own validation when an issuer or audience is configured.
+        if let Some(i) = &self.issuer {
+            claims["iss"] = i.as_str().into();
+        }
+        if let Some(a) = &self.audience {
+            claims["aud"] = a.as_str().into();
         }
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).ok()
     }

@@ -238,3 +238,52 @@ async fn device_bound_tokens() {
     assert_eq!(r.status, 401);
     s.stop().await;
 }
+
+/// With an issuer and an audience configured, a token must carry both (a missing claim is
+/// refused, not ignored); `nbf` is honoured with the leeway; the tokens syncgate issues carry
+/// them.
+#[tokio::test]
+async fn configured_issuer_and_audience_are_required_and_nbf_honoured() {
+    let s = Server::start(&[
+        ("SYNCGATE_JWT_ISSUER", "https://idp.example"),
+        ("SYNCGATE_JWT_AUDIENCE", "syncgate"),
+        ("SYNCGATE_JWT_LEEWAY_SECS", "5"),
+    ])
+    .await;
+    let iss = "https://idp.example";
+    let exp = now() + 600;
+    let good = json!({"sub":"u1","exp":exp,"iss":iss,"aud":"syncgate"});
+    let mut c = Client::connect(&s.url(&format!("token={}", sign(&good)))).await.unwrap();
+    assert_eq!(c.recv().await["user_id"], "u1");
+    for (what, claims) in [
+        ("no iss", json!({"sub":"u1","exp":exp,"aud":"syncgate"})),
+        ("no aud", json!({"sub":"u1","exp":exp,"iss":iss})),
+        ("neither", json!({"sub":"u1","exp":exp})),
+        ("wrong iss", json!({"sub":"u1","exp":exp,"iss":"https://evil","aud":"syncgate"})),
+        ("wrong aud", json!({"sub":"u1","exp":exp,"iss":iss,"aud":"other"})),
+        ("nbf in a minute", json!({"sub":"u1","exp":exp,"iss":iss,"aud":"syncgate","nbf":now() + 60})),
+    ] {
+        assert_eq!(rejected(&s, &sign(&claims)).await.status, 401, "{what}");
+    }
+    // Within the leeway, a token valid from two seconds on is accepted now.
+    let soon = json!({"sub":"u1","exp":exp,"iss":iss,"aud":"syncgate","nbf":now() + 2});
+    Client::connect(&s.url(&format!("token={}", sign(&soon)))).await.unwrap();
+    // Tokens syncgate issues itself carry the issuer and the audience, and open /ws.
+    let (status, body) = http_json(
+        s.addr,
+        "POST",
+        "/register",
+        None,
+        &json!({"email":"iss@example.com","password":"correct horse battery"}).to_string(),
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let token = body["access_token"].as_str().unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!((claims["iss"].as_str(), claims["aud"].as_str()), (Some(iss), Some("syncgate")), "{claims}");
+    let mut c = Client::connect(&s.url(&format!("token={token}"))).await.unwrap();
+    assert_eq!(c.recv().await["type"], "welcome");
+    s.stop().await;
+}
