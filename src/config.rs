@@ -62,6 +62,7 @@ pub const DURABLE_BATCH_MAX: &str = "SYNCGATE_DURABLE_BATCH_MAX";
 pub const DURABLE_QUEUE: &str = "SYNCGATE_DURABLE_QUEUE";
 pub const DURABLE_QUEUE_BYTES: &str = "SYNCGATE_DURABLE_QUEUE_BYTES";
 pub const MAX_JSON_DEPTH: &str = "SYNCGATE_MAX_JSON_DEPTH";
+pub const DURABLE_MAX_EVENT_BYTES: &str = "SYNCGATE_DURABLE_MAX_EVENT_BYTES";
 pub const CLOSE_LINGER_MS: &str = "SYNCGATE_CLOSE_LINGER_MS";
 pub const WRITE_TIMEOUT_MS: &str = "SYNCGATE_WRITE_TIMEOUT_MS";
 pub const ECHO_PATH: &str = "SYNCGATE_ECHO_PATH";
@@ -168,6 +169,8 @@ pub struct Config {
     pub durable_queue: usize,
     /// Payload bytes of the durable publishes waiting for a commit (the same policy).
     pub durable_queue_bytes: u64,
+    /// Largest durable event (`data` plus `event`) a client may publish; larger → `too_large`.
+    pub durable_max_event_bytes: usize,
     /// Deepest JSON nesting accepted from any untrusted source (frames, bodies, Redis, JWKS).
     pub max_json_depth: usize,
     /// After sending a close frame: how long to keep reading (and discarding) until the peer's
@@ -340,6 +343,7 @@ impl Config {
             (DURABLE_QUEUE, self.durable_queue.to_string()),
             (DURABLE_QUEUE_BYTES, self.durable_queue_bytes.to_string()),
             (MAX_JSON_DEPTH, self.max_json_depth.to_string()),
+            (DURABLE_MAX_EVENT_BYTES, self.durable_max_event_bytes.to_string()),
             (CLOSE_LINGER_MS, ms(self.close_linger)),
             (WRITE_TIMEOUT_MS, ms(self.write_timeout)),
             (ECHO_PATH, opt(&self.echo_path)),
@@ -426,6 +430,7 @@ impl Config {
         let handshake_timeout = Duration::from_millis(r.ranged(HANDSHAKE_TIMEOUT_MS, 10_000, 1, 600_000));
         // Capped so that even the recursive encoders stay far from a worker thread's stack limit.
         let max_json_depth = r.ranged(MAX_JSON_DEPTH, 128, 1, crate::util::json::MAX_DEPTH_LIMIT as u64) as usize;
+        let durable_max_event_bytes = r.ranged(DURABLE_MAX_EVENT_BYTES, 262_144, 64, 64 << 20) as usize;
         let close_linger = Duration::from_millis(r.ranged(CLOSE_LINGER_MS, 2_000, 0, 60_000));
         let write_timeout = Duration::from_millis(r.ranged(WRITE_TIMEOUT_MS, 10_000, 100, 600_000));
         let echo_path = r.raw(ECHO_PATH).map(str::to_string);
@@ -540,6 +545,7 @@ impl Config {
             ws_write_buffer,
             handshake_timeout,
             max_json_depth,
+            durable_max_event_bytes,
             close_linger,
             write_timeout,
             echo_path,

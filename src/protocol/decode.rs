@@ -163,6 +163,9 @@ pub fn decode(text: &[u8], buf: &mut Vec<u8>, max_depth: usize) -> Result<Frame,
             if event.is_empty() || event.len() > MAX_EVENT_LEN {
                 return Err(bad(format!("`event` must be 1-{MAX_EVENT_LEN} bytes"), &id));
             }
+            if event.chars().any(char::is_control) {
+                return Err(bad("`event` must not contain control characters", &id));
+            }
             let data = match value.get("data") {
                 Some(d) => {
                     let mut out = Vec::with_capacity(64);
@@ -182,6 +185,9 @@ pub fn decode(text: &[u8], buf: &mut Vec<u8>, max_depth: usize) -> Result<Frame,
                     };
                     if text.is_empty() || text.len() > MAX_MSG_ID_LEN {
                         return Err(bad(format!("`msg_id` must be 1-{MAX_MSG_ID_LEN} bytes"), &id));
+                    }
+                    if text.chars().any(char::is_control) {
+                        return Err(bad("`msg_id` must not contain control characters", &id));
                     }
                     Some(text.into_boxed_str())
                 }
@@ -271,6 +277,12 @@ mod tests {
         assert!(d(r#"{"type":"ack","channel":"dm:a:b"}"#).is_err());
         assert!(d(r#"{"type":"publish","channel":"a:b","event":"e","msg_id":{"x":1}}"#).is_err());
         assert!(d(r#"{"type":"publish","channel":"a:b","event":"e","msg_id":""}"#).is_err());
+        for bad in [r#""e\u0000""#, r#""e\n""#, r#""\u007f""#, r#""\u009b""#] {
+            let e = d(&format!(r#"{{"type":"publish","id":3,"channel":"a:b","event":{bad}}}"#)).unwrap_err();
+            assert!(e.message.contains("control characters"), "{bad}: {}", e.message);
+            let e = d(&format!(r#"{{"type":"publish","channel":"a:b","event":"e","msg_id":{bad}}}"#)).unwrap_err();
+            assert!(e.message.contains("control characters"), "{bad}: {}", e.message);
+        }
     }
 
     #[test]

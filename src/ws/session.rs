@@ -217,6 +217,12 @@ impl Session<'_> {
         msg_id: Option<Box<str>>,
         id: RequestId,
     ) -> Step {
+        // Stored events are bounded (the queue, the store, every replay page hold them).
+        let max = self.state.config.durable_max_event_bytes;
+        if data.len() + event.len() > max {
+            let m = format!("a durable event is at most {max} bytes (SYNCGATE_DURABLE_MAX_EVENT_BYTES)");
+            return Step::Reply(error_frame(ErrorCode::TooLarge, &m, &id));
+        }
         let p = crate::durable::Publish {
             channel,
             event,

@@ -541,3 +541,26 @@ async fn replay_pages_through_a_small_outbound_queue() {
     assert_eq!(ben.request(json!({"type":"ping"})).await["type"], "pong");
     s.stop().await;
 }
+
+/// A durable event over `SYNCGATE_DURABLE_MAX_EVENT_BYTES` gets `too_large` and nothing is
+/// stored; the connection stays open and the next publish is acked. `event` and `msg_id` with
+/// control characters are `bad_request`.
+#[tokio::test]
+async fn oversized_durable_events_and_control_characters_are_refused() {
+    let s = Server::start(&[("SYNCGATE_DURABLE_MAX_EVENT_BYTES", "1024")]).await;
+    let dm = "dm:ann:ben";
+    let mut ann = s.client("ann", "a1").await;
+    let mut ben = s.client("ben", "b1").await;
+    let e = ann.request(json!({"type":"publish","id":1,"channel":dm,"event":"m","data":"x".repeat(2000)})).await;
+    assert_eq!((e["type"].as_str(), e["code"].as_str(), e["id"].as_u64()), (Some("error"), Some("too_large"), Some(1)));
+    for (field, value) in [("event", "m\u{0}"), ("msg_id", "id\n1")] {
+        let mut frame = json!({"type":"publish","id":2,"channel":dm,"event":"m","data":1});
+        frame[field] = json!(value);
+        let e = ann.request(frame).await;
+        assert_eq!(e["code"], "bad_request", "{field}: {e}");
+    }
+    let ack = publish(&mut ann, dm, 3, None, "small").await;
+    assert_eq!(ack["seq"], 1, "nothing was stored before: {ack}");
+    assert_eq!(seqs(&mut ben, dm, 1).await, vec![1]);
+    s.stop().await;
+}
