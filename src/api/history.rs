@@ -43,23 +43,55 @@ fn limit(q: &[(String, String)]) -> Result<u64, HttpError> {
     }
 }
 
-fn event_json(e: &StoredEvent) -> Value {
-    // Stored data passed the depth check when it was published.
-    let data: Value =
-        crate::util::json::from_slice(e.data.as_bytes(), crate::util::json::MAX_DEPTH_LIMIT).unwrap_or(Value::Null);
+/// `from` of an event in a page: the sender, or the server.
+#[derive(serde::Serialize)]
+struct From<'a> {
+    user_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_id: Option<&'a str>,
+}
+
+/// One event of a page. `data` is the stored JSON text, written as it is (never rebuilt as a
+/// tree: a page of large events costs their bytes, not a multiple of them).
+#[derive(serde::Serialize)]
+struct EventOut<'a> {
+    seq: u64,
+    event: &'a str,
+    data: &'a serde_json::value::RawValue,
+    from: From<'a>,
+    ts: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msg_id: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct PageOut<'a> {
+    channel: &'a str,
+    latest_seq: u64,
+    has_more: bool,
+    events: Vec<EventOut<'a>>,
+}
+
+fn event_out(e: &StoredEvent) -> EventOut<'_> {
+    // Stored data passed the frame checks when it was published; `null` if it somehow does not
+    // parse (the page stays valid JSON).
+    let null: &serde_json::value::RawValue = serde_json::from_str("null").unwrap_or_else(|_| unreachable!());
+    let data = crate::util::json::from_slice(e.data.as_bytes(), crate::util::json::MAX_DEPTH_LIMIT).unwrap_or(null);
     let from = match (&e.user_id, &e.device_id) {
-        (Some(u), Some(d)) => json!({"user_id": u, "device_id": d}),
-        _ => json!({"user_id": "server"}),
+        (Some(u), Some(d)) => From { user_id: u, device_id: Some(d) },
+        _ => From { user_id: "server", device_id: None },
     };
-    let mut v = json!({"seq": e.seq, "event": e.event, "data": data, "from": from, "ts": e.ts});
-    if let Some(m) = &e.msg_id {
-        v["msg_id"] = json!(m);
-    }
-    v
+    EventOut { seq: e.seq, event: &e.event, data, from, ts: e.ts, msg_id: e.msg_id.as_deref() }
+}
+
+/// Bytes an event adds to a page (its text plus the frame around it, roughly).
+fn cost(e: &StoredEvent) -> usize {
+    e.data.len() + e.event.len() + e.msg_id.as_ref().map_or(0, String::len) + 128
 }
 
 /// Reads one page: `after` → the first `limit` events after it; otherwise the last `limit`
-/// before `before` (or the newest). Always oldest first.
+/// before `before` (or the newest). Always oldest first. A page holds at most
+/// `SYNCGATE_HISTORY_PAGE_BYTES` of events (at least one): it stops early with `has_more`.
 async fn page(
     state: &AppState,
     channel: &str,
@@ -74,7 +106,7 @@ async fn page(
         Some(a) => store.events(channel, a, before, limit + 1, false).await?,
         None => store.events(channel, 0, before, limit + 1, true).await?,
     };
-    let has_more = events.len() as u64 > limit;
+    let mut has_more = events.len() as u64 > limit;
     if has_more {
         if after.is_some() {
             events.pop();
@@ -82,13 +114,31 @@ async fn page(
             events.remove(0);
         }
     }
-    let body = json!({
-        "channel": channel,
-        "latest_seq": latest,
-        "has_more": has_more,
-        "events": events.iter().map(event_json).collect::<Vec<_>>(),
-    });
-    Ok(json_response(StatusCode::OK, &body))
+    // The byte bound: keep the events nearest the starting point of the paging direction.
+    let budget = state.config.history_page_bytes;
+    let mut used = 0;
+    let keep = |e: &StoredEvent, used: &mut usize, first: bool| {
+        *used += cost(e);
+        first || *used <= budget
+    };
+    if after.is_some() {
+        let n = events.iter().enumerate().take_while(|(i, e)| keep(e, &mut used, *i == 0)).count();
+        if n < events.len() {
+            events.truncate(n);
+            has_more = true;
+        }
+    } else {
+        let n = events.iter().rev().enumerate().take_while(|(i, e)| keep(e, &mut used, *i == 0)).count();
+        if n < events.len() {
+            events.drain(..events.len() - n);
+            has_more = true;
+        }
+    }
+    let body = PageOut { channel, latest_seq: latest, has_more, events: events.iter().map(event_out).collect() };
+    let bytes = serde_json::to_vec(&body).map_err(|_| HttpError::Internal)?;
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    Ok(resp)
 }
 
 /// `GET /api/history?channel=C&after=&before=&limit=`: a durable channel's events, under the

@@ -564,3 +564,52 @@ async fn oversized_durable_events_and_control_characters_are_refused() {
     assert_eq!(seqs(&mut ben, dm, 1).await, vec![1]);
     s.stop().await;
 }
+
+/// History passes `data` through as the stored JSON text (not rebuilt as a tree: key order is
+/// kept, where a map would sort it) and a page holds at most `SYNCGATE_HISTORY_PAGE_BYTES` of events, stopping early
+/// with `has_more` in either paging direction.
+#[tokio::test]
+async fn history_pages_are_bounded_in_bytes_and_pass_data_through() {
+    let s = Server::start(&[("SYNCGATE_HISTORY_PAGE_BYTES", "8192")]).await;
+    let dm = "dm:ann:ben";
+    let mut ann = s.client("ann", "a1").await;
+    ann.send_text(&format!(r#"{{"type":"publish","id":1,"channel":"{dm}","event":"m","data":{{"z":1,"a":[2,"x"]}}}}"#))
+        .await;
+    while ann.recv().await["id"] != 1 {}
+    for i in 2..=11u64 {
+        ann.send(json!({"type":"publish","id":i,"channel":dm,"event":"m","data":"x".repeat(3000)})).await;
+        while ann.recv().await["id"] != i {}
+    }
+    let bearer = token("ann");
+    // Raw body: the first event's data exactly as published.
+    let raw = |path: String| {
+        let addr = s.addr;
+        let bearer = bearer.clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {bearer}\r\n\r\n"
+            );
+            c.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).await.unwrap();
+            out.split("\r\n\r\n").nth(1).unwrap().to_string()
+        }
+    };
+    let body = raw(format!("/api/history?channel={dm}&after=0&limit=100")).await;
+    assert!(body.contains(r#""data":{"z":1,"a":[2,"x"]}"#), "{}", &body[..200.min(body.len())]);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let n = v["events"].as_array().unwrap().len();
+    assert!((2..=3).contains(&n), "8 KiB holds the small event and two of 3 000 bytes: {n}");
+    assert_eq!(v["has_more"], true);
+    // Newest page first: the byte bound keeps the newest events.
+    let v: Value = serde_json::from_str(&raw(format!("/api/history?channel={dm}&limit=100")).await).unwrap();
+    let seqs: Vec<u64> = v["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs.last(), Some(&11), "{seqs:?}");
+    assert!(seqs.len() < 11 && v["has_more"] == true, "{seqs:?}");
+    // One event larger than the bound still makes a page.
+    let v: Value = serde_json::from_str(&raw(format!("/api/history?channel={dm}&after=1&limit=100")).await).unwrap();
+    assert!(!v["events"].as_array().unwrap().is_empty());
+    s.stop().await;
+}
