@@ -320,7 +320,12 @@ pub async fn forgot_password(
     let body: ForgotBody = json_body(&state, req, BODY_LIMIT).await?;
     let email = email_field(&body.email)?;
     limit_auth(&state, peer, &email)?;
-    if let Some(c) = state.store.credentials_by_login(&email).await? {
+    let deliverable = state.mailer.is_some() || state.verifier.development;
+    if !deliverable {
+        // No code is stored that nobody could receive (it could only be guessed).
+        tracing::warn!("password reset requested but no delivery channel (SYNCGATE_SMTP_URL) is configured");
+    }
+    if let Some(c) = state.store.credentials_by_login(&email).await?.filter(|_| deliverable) {
         let code = crate::store::otps::new_code().ok_or(HttpError::Internal)?;
         state.store.put_otp(&c.user.id, &code).await?;
         match &state.mailer {
@@ -364,8 +369,11 @@ pub async fn reset_password(
     let Some(c) = state.store.credentials_by_login(&email).await? else {
         return Err(HttpError::InvalidCredentials);
     };
-    if state.store.check_otp(&c.user.id, code).await? != crate::store::otps::OtpCheck::Valid {
-        return Err(HttpError::InvalidCredentials);
+    match state.store.check_otp(&c.user.id, code, state.config.otp_guesses_per_day).await? {
+        crate::store::otps::OtpCheck::Valid => {}
+        crate::store::otps::OtpCheck::Invalid => return Err(HttpError::InvalidCredentials),
+        // Even the right code waits: the budget is what stops a walk of the 10^6 codes.
+        crate::store::otps::OtpCheck::OverBudget => return Err(HttpError::TooManyAttempts),
     }
     replace_password(&state, &c.user.id, body.new_password).await?;
     state.bus.control(crate::bus::Control::Disconnect { user_id: c.user.id, device_id: None });

@@ -45,11 +45,13 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
     (1, "accounts", include_str!("../../migrations/sqlite/0001_accounts.sql")),
     (2, "otps", include_str!("../../migrations/sqlite/0002_otps.sql")),
     (3, "streams", include_str!("../../migrations/sqlite/0003_streams.sql")),
+    (4, "otp_failures", include_str!("../../migrations/sqlite/0004_otp_failures.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[Migration] = &[
     (1, "accounts", include_str!("../../migrations/postgres/0001_accounts.sql")),
     (2, "otps", include_str!("../../migrations/postgres/0002_otps.sql")),
     (3, "streams", include_str!("../../migrations/postgres/0003_streams.sql")),
+    (4, "otp_failures", include_str!("../../migrations/postgres/0004_otp_failures.sql")),
 ];
 
 /// The advisory-lock key that serialises migrations across instances ("syncgate" in ASCII).

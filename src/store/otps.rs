@@ -10,7 +10,12 @@ pub const OTP_MAX_ATTEMPTS: i64 = 5;
 pub enum OtpCheck {
     Valid,
     Invalid,
+    /// The account's wrong-code budget for the last 24 h is spent: no code is checked.
+    OverBudget,
 }
+
+/// The rolling window of the per-account wrong-code budget.
+pub const OTP_BUDGET_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 fn digest(salt: &str, code: &str) -> String {
     let mut input = Vec::with_capacity(salt.len() + code.len() + 1);
@@ -50,29 +55,62 @@ impl Store {
         Ok(())
     }
 
-    /// Checks a code: each check is an attempt; the 5th failure (or expiry) burns the code; a
-    /// valid code is consumed.
-    pub async fn check_otp(&self, user_id: &str, code: &str) -> Result<OtpCheck, StoreError> {
-        let row: Option<(String, String, i64, i64)> =
-            sqlx::query_as("SELECT salt, code_hash, expires_at, attempts FROM otps WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some((salt, hash, expires, attempts)) = row else {
-            return Ok(OtpCheck::Invalid);
-        };
-        if expires < crate::auth::now_millis() as i64 || attempts >= OTP_MAX_ATTEMPTS {
-            sqlx::query("DELETE FROM otps WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
-            return Ok(OtpCheck::Invalid);
+    /// Checks a code. At most `budget` wrong codes per account per rolling 24 h, across every
+    /// code issued (a new code does not reset it): past it, `OverBudget` without checking. Each
+    /// check first claims one of the code's 5 attempts in one atomic statement, so concurrent
+    /// wrong guesses can never exceed them; a valid code is consumed (once, even if sent twice
+    /// at once); the 5th failure (or expiry) burns it.
+    pub async fn check_otp(&self, user_id: &str, code: &str, budget: u32) -> Result<OtpCheck, StoreError> {
+        let now = crate::auth::now_millis() as i64;
+        let since = now - OTP_BUDGET_WINDOW_MS;
+        let (failures,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM otp_failures WHERE user_id = $1 AND at > $2")
+            .bind(user_id)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+        if failures >= i64::from(budget) {
+            return Ok(OtpCheck::OverBudget);
         }
-        let given = digest(&salt, code);
-        let same = given.len() == hash.len() && given.bytes().zip(hash.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
-        if same {
-            sqlx::query("DELETE FROM otps WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+        let claimed: Option<(String, String)> = sqlx::query_as(
+            "UPDATE otps SET attempts = attempts + 1 WHERE user_id = $1 AND attempts < $2 AND expires_at >= $3 \
+             RETURNING salt, code_hash",
+        )
+        .bind(user_id)
+        .bind(OTP_MAX_ATTEMPTS)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let valid = match claimed {
+            None => {
+                // No code, an expired one, or one with its attempts spent: burn it.
+                sqlx::query("DELETE FROM otps WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+                false
+            }
+            Some((salt, hash)) => {
+                let given = digest(&salt, code);
+                let same = given.len() == hash.len()
+                    && given.bytes().zip(hash.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+                // Consumed by whoever deletes it first.
+                same && sqlx::query("DELETE FROM otps WHERE user_id = $1 AND code_hash = $2")
+                    .bind(user_id)
+                    .bind(&hash)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected()
+                    == 1
+            }
+        };
+        if valid {
             return Ok(OtpCheck::Valid);
         }
-        sqlx::query("UPDATE otps SET attempts = attempts + 1 WHERE user_id = $1")
+        sqlx::query("DELETE FROM otp_failures WHERE user_id = $1 AND at <= $2")
             .bind(user_id)
+            .bind(since)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO otp_failures (user_id, at) VALUES ($1, $2)")
+            .bind(user_id)
+            .bind(now)
             .execute(&self.pool)
             .await?;
         Ok(OtpCheck::Invalid)

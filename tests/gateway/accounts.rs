@@ -234,7 +234,7 @@ fn migrate_command_on_sqlite_and_postgres() {
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8(out.stdout).unwrap()
         };
-        assert!(run().starts_with("3 migration(s) applied"), "{url:?}");
+        assert!(run().starts_with("4 migration(s) applied"), "{url:?}");
         assert!(run().starts_with("0 migration(s) applied"), "{url:?}");
     }
 }
@@ -430,4 +430,61 @@ async fn reset_code_by_smtp_and_never_in_the_log() {
         !before && !after
     });
     assert!(!standalone, "the reset code reached the log");
+}
+
+/// Reset codes cannot be walked: wrong codes count per account across every code issued (a new
+/// code does not reset the budget); past `SYNCGATE_OTP_GUESSES_PER_DAY` even the right code gets
+/// 429 while the password still logs in; concurrent wrong guesses never exceed a code's 5.
+async fn otp_budget_flow(env: &[(&str, &str)]) {
+    let mut all = vec![("SYNCGATE_OTP_GUESSES_PER_DAY", "8")];
+    all.extend_from_slice(env);
+    let (child, addr, logs) = spawn_dev(&all);
+    let _child = Reap(child);
+    let s = Server::attach(addr.parse().unwrap());
+    let email = "budget@example.com";
+    assert_eq!(
+        post(&s, "/register", &json!({"email":email,"password":"budget password"}).to_string(), None).await.0,
+        201
+    );
+    let reset = |otp: &str| json!({"email":email,"otp":otp,"new_password":"another password"}).to_string();
+    let wrong_for = |code: &str| if code == "000000" { "111111".to_string() } else { "000000".to_string() };
+
+    // Concurrent wrong guesses on one code: at most 5 are checked, so the right code is burned.
+    assert_eq!(post(&s, "/forgot-password", &json!({"email":email}).to_string(), None).await.0, 202);
+    let code = otp_from(&logs, email);
+    let wrong = wrong_for(&code);
+    let body = reset(&wrong);
+    let guesses: Vec<_> = (0..6).map(|_| post(&s, "/reset-password", &body, None)).collect();
+    for (status, _) in futures_util::future::join_all(guesses).await {
+        assert_eq!(status, 401);
+    }
+    assert_eq!(post(&s, "/reset-password", &reset(&code), None).await.0, 401, "burned after 5 attempts");
+    // 7 failures so far (6 wrong + the burned one); a new code does not reset the budget.
+    assert_eq!(post(&s, "/forgot-password", &json!({"email":email}).to_string(), None).await.0, 202);
+    let code = otp_from(&logs, email);
+    assert_eq!(post(&s, "/reset-password", &reset(&wrong_for(&code)), None).await.0, 401);
+    let (status, body) = post(&s, "/reset-password", &reset(&code), None).await;
+    assert_eq!((status, body["error"].as_str()), (429, Some("rate_limited")), "even the right code waits: {body}");
+    // Only the reset waits: the password still logs in, and forgot still answers 202.
+    assert_eq!(post(&s, "/login", &json!({"email":email,"password":"budget password"}).to_string(), None).await.0, 200);
+    assert_eq!(post(&s, "/forgot-password", &json!({"email":email}).to_string(), None).await.0, 202);
+}
+
+on_both_stores!(otp_budget_on_sqlite, otp_budget_on_postgres, otp_budget_flow);
+
+/// Without SMTP and outside the development set-up no code can be delivered: none is stored.
+#[tokio::test]
+async fn undeliverable_reset_codes_are_not_stored() {
+    let dir = temp_dir();
+    let s = Server::start(&[("SYNCGATE_DATA_DIR", dir.to_str().unwrap())]).await;
+    let email = "nomail@example.com";
+    assert_eq!(
+        post(&s, "/register", &json!({"email":email,"password":"nomail password"}).to_string(), None).await.0,
+        201
+    );
+    assert_eq!(post(&s, "/forgot-password", &json!({"email":email}).to_string(), None).await.0, 202);
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}/syncgate.db", dir.display())).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM otps").fetch_one(&db).await.unwrap();
+    assert_eq!(n, 0);
+    s.stop().await;
 }
