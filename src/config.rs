@@ -65,6 +65,7 @@ pub const MAX_JSON_DEPTH: &str = "SYNCGATE_MAX_JSON_DEPTH";
 pub const DURABLE_MAX_EVENT_BYTES: &str = "SYNCGATE_DURABLE_MAX_EVENT_BYTES";
 pub const HISTORY_PAGE_BYTES: &str = "SYNCGATE_HISTORY_PAGE_BYTES";
 pub const OTP_GUESSES_PER_DAY: &str = "SYNCGATE_OTP_GUESSES_PER_DAY";
+pub const API_REQUESTS_PER_MIN: &str = "SYNCGATE_API_REQUESTS_PER_MIN";
 pub const CLOSE_LINGER_MS: &str = "SYNCGATE_CLOSE_LINGER_MS";
 pub const WRITE_TIMEOUT_MS: &str = "SYNCGATE_WRITE_TIMEOUT_MS";
 pub const ECHO_PATH: &str = "SYNCGATE_ECHO_PATH";
@@ -177,6 +178,8 @@ pub struct Config {
     pub history_page_bytes: usize,
     /// Wrong reset codes per account per rolling 24 h, across every code issued.
     pub otp_guesses_per_day: u32,
+    /// Read-API requests (history, conversations, devices, user search) per user per minute.
+    pub api_requests_per_min: u32,
     /// Deepest JSON nesting accepted from any untrusted source (frames, bodies, Redis, JWKS).
     pub max_json_depth: usize,
     /// After sending a close frame: how long to keep reading (and discarding) until the peer's
@@ -352,6 +355,7 @@ impl Config {
             (DURABLE_MAX_EVENT_BYTES, self.durable_max_event_bytes.to_string()),
             (HISTORY_PAGE_BYTES, self.history_page_bytes.to_string()),
             (OTP_GUESSES_PER_DAY, self.otp_guesses_per_day.to_string()),
+            (API_REQUESTS_PER_MIN, self.api_requests_per_min.to_string()),
             (CLOSE_LINGER_MS, ms(self.close_linger)),
             (WRITE_TIMEOUT_MS, ms(self.write_timeout)),
             (ECHO_PATH, opt(&self.echo_path)),
@@ -441,6 +445,7 @@ impl Config {
         let durable_max_event_bytes = r.ranged(DURABLE_MAX_EVENT_BYTES, 262_144, 64, 64 << 20) as usize;
         let history_page_bytes = r.ranged(HISTORY_PAGE_BYTES, 4 << 20, 1024, 1 << 30) as usize;
         let otp_guesses_per_day = r.ranged(OTP_GUESSES_PER_DAY, 20, 1, 1000) as u32;
+        let api_requests_per_min = r.ranged(API_REQUESTS_PER_MIN, 600, 1, 1_000_000) as u32;
         let close_linger = Duration::from_millis(r.ranged(CLOSE_LINGER_MS, 2_000, 0, 60_000));
         let write_timeout = Duration::from_millis(r.ranged(WRITE_TIMEOUT_MS, 10_000, 100, 600_000));
         let echo_path = r.raw(ECHO_PATH).map(str::to_string);
@@ -558,6 +563,7 @@ impl Config {
             durable_max_event_bytes,
             history_page_bytes,
             otp_guesses_per_day,
+            api_requests_per_min,
             close_linger,
             write_timeout,
             echo_path,

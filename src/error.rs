@@ -39,6 +39,8 @@ pub enum HttpError {
     TooManyAttempts,
     #[error("request body not received in time")]
     RequestTimeout,
+    #[error("too many requests; try again later")]
+    TooManyRequests,
 }
 
 impl HttpError {
@@ -56,6 +58,7 @@ impl HttpError {
             HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             HttpError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             HttpError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            HttpError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -76,6 +79,7 @@ impl HttpError {
             HttpError::Internal => "internal",
             HttpError::TooManyAttempts => "rate_limited",
             HttpError::RequestTimeout => "request_timeout",
+            HttpError::TooManyRequests => "rate_limited",
         }
     }
 

@@ -15,6 +15,7 @@ use crate::server::AppState;
 /// `{"devices":[{"id","name","online","last_seen"},…]}` (revoked devices are not listed).
 pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     let claims = authenticate(&state, &req).await?;
+    super::limit_api(&state, &claims.user_id)?;
     let devices = state.store.devices(&claims.user_id).await?;
     Ok(json_response(StatusCode::OK, &serde_json::json!({ "devices": devices })))
 }
@@ -28,6 +29,7 @@ pub async fn revoke(
     device_id: &str,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     let claims = authenticate(&state, &req).await?;
+    super::limit_api(&state, &claims.user_id)?;
     let device_id = crate::util::percent_decode(device_id).ok_or(HttpError::NotFound)?;
     if !state.store.revoke_device(&claims.user_id, &device_id).await? {
         return Err(HttpError::NotFound);
@@ -40,6 +42,7 @@ pub async fn revoke(
 /// never emails, never the caller.
 pub async fn search_users(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     let claims = authenticate(&state, &req).await?;
+    super::limit_api(&state, &claims.user_id)?;
     let q = crate::util::query_pairs(req.uri().query().unwrap_or(""))
         .find(|(k, _)| k == "q")
         .map(|(_, v)| v.trim().to_string())

@@ -146,6 +146,7 @@ async fn page(
 /// channel).
 pub async fn history(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     let claims = authenticate(&state, &req).await?;
+    super::limit_api(&state, &claims.user_id)?;
     let q = query(&req);
     let requested = get(&q, "channel").ok_or_else(|| HttpError::BadRequest("channel is required".into()))?;
     let identity = crate::server::middleware::identity(claims, None).map_err(HttpError::Unauthorized)?;
@@ -164,6 +165,7 @@ pub async fn history(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
 /// user (the `dm:` channel of the two), newest page first, oldest first within the page.
 pub async fn conversation(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     let claims = authenticate(&state, &req).await?;
+    super::limit_api(&state, &claims.user_id)?;
     let q = query(&req);
     let with = get(&q, "with").ok_or_else(|| HttpError::BadRequest("with is required".into()))?;
     if !crate::channel::valid_user_id(with) || with == claims.user_id {
@@ -182,6 +184,7 @@ pub async fn conversation(state: Arc<AppState>, req: Request<Incoming>) -> Resul
 /// position is the token's device's (`did`, or `?device_id=`), else the furthest of the user's.
 pub async fn conversations(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     let claims = authenticate(&state, &req).await?;
+    super::limit_api(&state, &claims.user_id)?;
     let q = query(&req);
     let device = claims.device_id.clone().or_else(|| get(&q, "device_id").map(str::to_string));
     let limit = limit(&q)?;

@@ -60,6 +60,15 @@ pub async fn authenticate<B>(
     state.verifier.verify(token).await.map_err(HttpError::Unauthorized)
 }
 
+/// `SYNCGATE_API_REQUESTS_PER_MIN` per user on the read APIs (history, conversations, devices,
+/// user search): 429 `rate_limited` beyond it.
+pub fn limit_api(state: &AppState, user_id: &str) -> Result<(), HttpError> {
+    match state.api_requests.allow(&[format!("user:{user_id}")], std::time::Instant::now()) {
+        true => Ok(()),
+        false => Err(HttpError::TooManyRequests),
+    }
+}
+
 /// Reads a body of at most `limit` bytes; a client that has not sent all of it within
 /// `SYNCGATE_HANDSHAKE_TIMEOUT_MS` gets 408 (a slow body cannot hold a connection open).
 pub async fn read_body(state: &AppState, req: Request<Incoming>, limit: usize) -> Result<Bytes, HttpError> {

@@ -77,6 +77,8 @@ pub struct AppState {
     pub auth_attempts: crate::limits::AttemptLimiter,
     /// Registrations per IP.
     pub registrations: crate::limits::AttemptLimiter,
+    /// Read-API requests per user (`SYNCGATE_API_REQUESTS_PER_MIN`).
+    pub api_requests: crate::limits::AttemptLimiter,
     /// Durable streams (sequenced, stored channels).
     pub durable: Arc<crate::durable::Durable>,
     /// Connections admitted (upgrade accepted) and not yet finished: the `SYNCGATE_MAX_CONNECTIONS` gauge.
@@ -198,6 +200,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         mailer,
         auth_attempts: crate::limits::AttemptLimiter::new(config.auth_attempts_per_min, Duration::from_secs(60)),
         registrations: crate::limits::AttemptLimiter::new(config.register_per_hour, Duration::from_secs(3600)),
+        api_requests: crate::limits::AttemptLimiter::new(config.api_requests_per_min, Duration::from_secs(60)),
         hasher: crate::auth::password::Hasher::new(config.hash_concurrency),
         admitted: Arc::new(AtomicU64::new(0)),
         shutdown: shutdown_rx,
@@ -216,6 +219,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 }
                 s.auth_attempts.sweep(now);
                 s.registrations.sweep(now);
+                s.api_requests.sweep(now);
             }
         }));
     }

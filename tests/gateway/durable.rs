@@ -613,3 +613,27 @@ async fn history_pages_are_bounded_in_bytes_and_pass_data_through() {
     assert!(!v["events"].as_array().unwrap().is_empty());
     s.stop().await;
 }
+
+/// The read APIs are limited per user (`SYNCGATE_API_REQUESTS_PER_MIN`): 429 JSON beyond it,
+/// while another user is still served.
+#[tokio::test]
+async fn read_apis_are_rate_limited_per_user() {
+    let s = Server::start(&[("SYNCGATE_API_REQUESTS_PER_MIN", "5")]).await;
+    let (ann, ben) = (token("ann"), token("ben"));
+    let paths = [
+        "/api/history?channel=dm:ann:ben",
+        "/api/conversation?with=ben",
+        "/api/conversations",
+        "/api/devices",
+        "/api/users/search?q=be",
+    ];
+    for p in paths {
+        assert_ne!(get(&s, p, &ann).await.0, 429, "{p}");
+    }
+    for p in paths {
+        let (status, body) = get(&s, p, &ann).await;
+        assert_eq!((status, body["error"].as_str()), (429, Some("rate_limited")), "{p}: {body}");
+    }
+    assert_eq!(get(&s, "/api/conversations", &ben).await.0, 200, "another user is not affected");
+    s.stop().await;
+}
