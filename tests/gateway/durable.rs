@@ -637,3 +637,40 @@ async fn read_apis_are_rate_limited_per_user() {
     assert_eq!(get(&s, "/api/conversations", &ben).await.0, 200, "another user is not affected");
     s.stop().await;
 }
+
+/// A NUL inside `data` (PostgreSQL refuses `\u0000` in JSON text it converts) is stored and
+/// replayed as published, and the other events committed beside it are acked.
+async fn nul_in_data(s: &Server) {
+    let dm = "dm:ann:ben";
+    let mut ann = s.client("ann", "a1").await;
+    let mut ben = s.client("ben", "b1").await;
+    ann.send_text(&format!(r#"{{"type":"publish","id":1,"channel":"{dm}","event":"m","data":{{"t":"a\u0000b"}}}}"#))
+        .await;
+    ben.send(json!({"type":"publish","id":2,"channel":dm,"event":"m","data":"plain"})).await;
+    let a = loop {
+        let v = ann.recv().await;
+        if v["id"] == 1 {
+            break v;
+        }
+    };
+    let b = loop {
+        let v = ben.recv().await;
+        if v["id"] == 2 {
+            break v;
+        }
+    };
+    assert_eq!((a["type"].as_str(), b["type"].as_str()), (Some("ack"), Some("ack")), "{a} {b}");
+    let mut c = s.client("ben", "b2").await;
+    c.send(json!({"type":"subscribe","channel":dm,"since":0})).await;
+    let mut datas = Vec::new();
+    while datas.len() < 2 {
+        let v = c.recv().await;
+        if v["type"] == "event" {
+            datas.push(v["data"].clone());
+        }
+    }
+    assert!(datas.contains(&json!({"t":"a\u{0}b"})), "{datas:?}");
+    assert!(datas.contains(&json!("plain")), "{datas:?}");
+}
+
+on_both_stores!(nul_in_data_on_sqlite, nul_in_data_on_postgres, server nul_in_data);
