@@ -35,9 +35,11 @@ fn seq_field(obj: &TapeValue<'_, '_>, key: &str, id: &RequestId) -> Result<Optio
 }
 
 fn str_field<'v>(obj: &'v TapeValue<'v, 'v>, key: &str, id: &RequestId) -> Result<&'v str, DecodeError> {
-    match obj.get(key) {
-        None => Err(bad(format!("missing field `{key}`"), id)),
-        Some(_) => obj.get_str(key).ok_or_else(|| bad(format!("field `{key}` must be a string"), id)),
+    // One scan of the top level in the common case; the second only to name the error.
+    match obj.get_str(key) {
+        Some(v) => Ok(v),
+        None if obj.get(key).is_none() => Err(bad(format!("missing field `{key}`"), id)),
+        None => Err(bad(format!("field `{key}` must be a string"), id)),
     }
 }
 

@@ -72,6 +72,22 @@ pub fn identity(claims: crate::auth::Claims, requested_device: Option<&str>) -> 
     })
 }
 
+/// What every WebSocket upgrade passes (`/ws` and the echo endpoint): not shutting down, a place
+/// under `SYNCGATE_MAX_CONNECTIONS` (load shedding: 503; open ones are untouched), and the
+/// per-IP connect rate.
+pub fn admission(state: &AppState, peer: SocketAddr) -> Result<AdmitGuard, HttpError> {
+    if *state.shutdown.borrow() {
+        return Err(HttpError::Unavailable);
+    }
+    let place = AdmitGuard::try_new(&state.admitted, state.config.max_connections).ok_or(HttpError::Overloaded)?;
+    if let Some(limiter) = &state.ip_limiter {
+        if !limiter.allow(peer.ip(), Instant::now()) {
+            return Err(HttpError::RateLimited);
+        }
+    }
+    Ok(place)
+}
+
 pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> Result<Admitted, HttpError> {
     if *state.shutdown.borrow() {
         return Err(HttpError::Unavailable);
@@ -87,13 +103,7 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
             }
         }
     }
-    // Load shedding: beyond SYNCGATE_MAX_CONNECTIONS new upgrades get 503; open ones are untouched.
-    let place = AdmitGuard::try_new(&state.admitted, state.config.max_connections).ok_or(HttpError::Overloaded)?;
-    if let Some(limiter) = &state.ip_limiter {
-        if !limiter.allow(peer.ip(), Instant::now()) {
-            return Err(HttpError::RateLimited);
-        }
-    }
+    let place = admission(state, peer)?;
 
     let mut token = None;
     let mut device_id = None;

@@ -77,16 +77,7 @@ pub fn upgrade_echo<B>(
     mut req: Request<B>,
     peer: std::net::SocketAddr,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
-    if *state.shutdown.borrow() {
-        return Err(HttpError::Unavailable);
-    }
-    let place = crate::server::middleware::AdmitGuard::try_new(&state.admitted, state.config.max_connections)
-        .ok_or(HttpError::Overloaded)?;
-    if let Some(limiter) = &state.ip_limiter {
-        if !limiter.allow(peer.ip(), std::time::Instant::now()) {
-            return Err(HttpError::RateLimited);
-        }
-    }
+    let place = crate::server::middleware::admission(&state, peer)?;
     let (resp, on_upgrade) = handshake(&mut req)?;
     let alive = state.alive.clone();
     tokio::spawn(echo::run(state, on_upgrade, place, alive));
