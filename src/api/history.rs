@@ -75,8 +75,8 @@ struct PageOut<'a> {
 fn event_out(e: &StoredEvent) -> EventOut<'_> {
     // Stored data passed the frame checks when it was published; `null` if it somehow does not
     // parse (the page stays valid JSON).
-    let null: &serde_json::value::RawValue = serde_json::from_str("null").unwrap_or_else(|_| unreachable!());
-    let data = crate::util::json::from_slice(e.data.as_bytes(), crate::util::json::MAX_DEPTH_LIMIT).unwrap_or(null);
+    let data = crate::util::json::from_slice(e.data.as_bytes(), crate::util::json::MAX_DEPTH_LIMIT)
+        .unwrap_or(serde_json::value::RawValue::NULL);
     let from = match (&e.user_id, &e.device_id) {
         (Some(u), Some(d)) => From { user_id: u, device_id: Some(d) },
         _ => From { user_id: "server", device_id: None },
