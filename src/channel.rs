@@ -136,6 +136,7 @@ mod tests {
             device_id: Arc::from("d1"),
             channels: globs.iter().map(|s| s.to_string()).collect(),
             exp: u64::MAX,
+            gen: 0,
         }
     }
 

@@ -48,7 +48,7 @@ pub fn token(config: &Config, args: &[String]) -> Result<String, String> {
         }
     }
     let verifier = Verifier::new(config).map_err(|e| e.to_string())?;
-    verifier.sign(&user, device.as_deref(), ttl, &channels).ok_or_else(|| {
+    verifier.sign(&user, device.as_deref(), 0, ttl, &channels).ok_or_else(|| {
         "tokens can only be minted with an HS256 secret (SYNCGATE_JWT_SECRET or the development secret)".into()
     })
 }

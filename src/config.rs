@@ -22,6 +22,7 @@ pub const PUBLIC_NAMESPACES: &str = "SYNCGATE_PUBLIC_NAMESPACES";
 pub const MAX_MESSAGE_BYTES: &str = "SYNCGATE_MAX_MESSAGE_BYTES";
 pub const MESSAGES_PER_MIN: &str = "SYNCGATE_MESSAGES_PER_MIN";
 pub const MAX_CONNECTIONS_PER_USER: &str = "SYNCGATE_MAX_CONNECTIONS_PER_USER";
+pub const MAX_DEVICES_PER_USER: &str = "SYNCGATE_MAX_DEVICES_PER_USER";
 pub const MAX_CHANNELS_PER_CONNECTION: &str = "SYNCGATE_MAX_CHANNELS_PER_CONNECTION";
 pub const CONNECT_RATE_PER_IP: &str = "SYNCGATE_CONNECT_RATE_PER_IP";
 pub const HEARTBEAT_MS: &str = "SYNCGATE_HEARTBEAT_MS";
@@ -117,6 +118,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub messages_per_min: u32,
     pub max_connections_per_user: u32,
+    /// Unrevoked devices per account; a login that would create one more gets 409.
+    pub max_devices_per_user: u32,
     pub max_channels_per_connection: u32,
     pub connect_rate_per_ip: u32,
     pub heartbeat: Duration,
@@ -303,6 +306,7 @@ impl Config {
             (MAX_MESSAGE_BYTES, self.max_message_bytes.to_string()),
             (MESSAGES_PER_MIN, self.messages_per_min.to_string()),
             (MAX_CONNECTIONS_PER_USER, self.max_connections_per_user.to_string()),
+            (MAX_DEVICES_PER_USER, self.max_devices_per_user.to_string()),
             (MAX_CHANNELS_PER_CONNECTION, self.max_channels_per_connection.to_string()),
             (CONNECT_RATE_PER_IP, self.connect_rate_per_ip.to_string()),
             (HEARTBEAT_MS, ms(self.heartbeat)),
@@ -430,6 +434,7 @@ impl Config {
         let max_message_bytes = r.ranged(MAX_MESSAGE_BYTES, 1 << 20, 64, 64 << 20) as usize;
         let messages_per_min = r.ranged(MESSAGES_PER_MIN, 300, 1, 10_000_000) as u32;
         let max_connections_per_user = r.ranged(MAX_CONNECTIONS_PER_USER, 20, 1, 1_000_000) as u32;
+        let max_devices_per_user = r.ranged(MAX_DEVICES_PER_USER, 100, 1, 1_000_000) as u32;
         let max_channels_per_connection = r.ranged(MAX_CHANNELS_PER_CONNECTION, 256, 1, 100_000) as u32;
         let connect_rate_per_ip = r.ranged(CONNECT_RATE_PER_IP, 0, 0, 10_000_000) as u32;
         let heartbeat = Duration::from_millis(r.ranged(HEARTBEAT_MS, 25_000, 100, 3_600_000));
@@ -549,6 +554,7 @@ impl Config {
             max_message_bytes,
             messages_per_min,
             max_connections_per_user,
+            max_devices_per_user,
             max_channels_per_connection,
             connect_rate_per_ip,
             heartbeat,

@@ -1,9 +1,11 @@
 //! Device bookkeeping off the hot path: sightings go through a bounded queue to one writer that
-//! upserts them in batches (one transaction each); revoked devices are checked in memory.
+//! upserts them in batches (one transaction each); revoked devices and token generations are
+//! checked in memory. A connection waits for its own "online" sighting to be committed before
+//! `welcome`, so a device that has connected is already listed (and revocable).
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::store::devices::Seen;
 use crate::store::Store;
@@ -12,7 +14,7 @@ const QUEUE: usize = 65_536;
 const BATCH: usize = 512;
 
 pub struct Devices {
-    tx: mpsc::Sender<Seen>,
+    tx: mpsc::Sender<(Seen, Option<oneshot::Sender<()>>)>,
 }
 
 impl Devices {
@@ -24,30 +26,55 @@ impl Devices {
         for (u, d) in store.revoked_devices().await? {
             registry.mark_revoked(&u, &d);
         }
-        let (tx, mut rx) = mpsc::channel::<Seen>(QUEUE);
+        for (u, gen) in store.token_generations().await? {
+            registry.set_token_gen(&u, gen);
+        }
+        let (tx, mut rx) = mpsc::channel(QUEUE);
         tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
+            let mut batch: Vec<(Seen, Option<oneshot::Sender<()>>)> = Vec::with_capacity(BATCH);
+            let mut seen = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
-                if let Err(e) = store.touch_devices(&batch).await {
+                seen.extend(batch.iter().map(|(s, _)| s.clone()));
+                if let Err(e) = store.touch_devices(&seen).await {
                     tracing::warn!(error = %e, n = batch.len(), "device sightings not stored");
                 }
-                batch.clear();
+                // Waiters are released either way: a failed write must not hold connections.
+                for (_, done) in batch.drain(..) {
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                }
+                seen.clear();
             }
         });
         Ok(Arc::new(Devices { tx }))
     }
 
-    /// Queues a sighting (dropped with a warning if the writer is far behind).
-    pub fn seen(&self, user_id: &str, device_id: &str, name: Option<&str>, online: bool) {
-        let s = Seen {
+    fn sighting(user_id: &str, device_id: &str, name: Option<&str>, online: bool) -> Seen {
+        Seen {
             user_id: user_id.to_string(),
             device_id: device_id.to_string(),
             name: name.map(str::to_string),
             online,
             at: crate::auth::now_millis() as i64,
-        };
-        if self.tx.try_send(s).is_err() {
+        }
+    }
+
+    /// Queues a sighting (dropped with a warning if the writer is far behind).
+    pub fn seen(&self, user_id: &str, device_id: &str, name: Option<&str>, online: bool) {
+        if self.tx.try_send((Self::sighting(user_id, device_id, name, online), None)).is_err() {
             tracing::warn!("device writer queue full; a sighting was dropped");
         }
+    }
+
+    /// Queues an "online" sighting and resolves once the batch holding it is committed (at
+    /// once, with a warning, if the writer is far behind; at most `wait` in any case).
+    pub async fn online(&self, user_id: &str, device_id: &str, name: Option<&str>, wait: std::time::Duration) {
+        let (done, committed) = oneshot::channel();
+        if self.tx.try_send((Self::sighting(user_id, device_id, name, true), Some(done))).is_err() {
+            tracing::warn!("device writer queue full; a sighting was dropped");
+            return;
+        }
+        let _ = tokio::time::timeout(wait, committed).await;
     }
 }

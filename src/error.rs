@@ -41,6 +41,8 @@ pub enum HttpError {
     RequestTimeout,
     #[error("too many requests; try again later")]
     TooManyRequests,
+    #[error("this account has the maximum number of devices; revoke one first")]
+    TooManyDevices,
 }
 
 impl HttpError {
@@ -59,6 +61,7 @@ impl HttpError {
             HttpError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             HttpError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::TooManyDevices => StatusCode::CONFLICT,
         }
     }
 
@@ -80,6 +83,7 @@ impl HttpError {
             HttpError::TooManyAttempts => "rate_limited",
             HttpError::RequestTimeout => "request_timeout",
             HttpError::TooManyRequests => "rate_limited",
+            HttpError::TooManyDevices => "too_many_devices",
         }
     }
 

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::json_body;
 use crate::error::{json_response, HttpError};
 use crate::server::AppState;
+use crate::store::devices::Registered;
 use crate::store::tokens::Redeemed;
 use crate::store::users::User;
 use crate::store::StoreError;
@@ -27,6 +28,9 @@ struct RegisterBody {
     password: String,
     #[serde(default)]
     username: Option<String>,
+    /// The device the tokens are bound to; a new one is created when absent.
+    #[serde(default)]
+    device_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -101,51 +105,80 @@ fn enabled(state: &AppState) -> Result<(), HttpError> {
     }
 }
 
-/// A freshly issued token pair.
+/// A freshly issued token pair, bound to `device_id`.
 pub struct Tokens {
     pub access: String,
     pub refresh: String,
     pub expires_in: u64,
+    pub device_id: String,
 }
 
-/// Signs an access token and stores a new refresh token in `family`.
-async fn issue(state: &AppState, user_id: &str, family: &str, device: Option<&str>) -> Result<Tokens, HttpError> {
+/// The device tokens are bound to: `requested` if it is one of the user's unrevoked devices (or
+/// can become one), else a new device. 403 for a revoked device, 409 `too_many_devices` when a
+/// new one would pass `SYNCGATE_MAX_DEVICES_PER_USER`.
+async fn bind_device(state: &AppState, user_id: &str, requested: Option<&str>) -> Result<String, HttpError> {
+    if let Some(d) = requested {
+        if !crate::server::middleware::valid_device_id(d) {
+            return Err(HttpError::BadRequest("device_id must be 1-64 characters of [A-Za-z0-9._:-]".into()));
+        }
+        if state.registry.is_revoked(user_id, d) {
+            return Err(HttpError::Forbidden("device revoked"));
+        }
+    }
+    let device = requested.map_or_else(|| format!("d-{}", crate::util::random_hex(8)), str::to_string);
+    match state.store.register_device(user_id, &device, None, state.config.max_devices_per_user).await? {
+        Registered::Ok => Ok(device),
+        Registered::Revoked => Err(HttpError::Forbidden("device revoked")),
+        Registered::TooMany => Err(HttpError::TooManyDevices),
+    }
+}
+
+/// Signs an access token (generation `gen`, bound to `device`) and stores a new refresh token in
+/// `family`.
+async fn issue(state: &AppState, user_id: &str, gen: u64, family: &str, device: &str) -> Result<Tokens, HttpError> {
     let ttl = state.config.access_ttl_secs;
-    let access = state.verifier.sign(user_id, device, ttl, &[]).ok_or(HttpError::Internal)?;
+    let access = state.verifier.sign(user_id, Some(device), gen, ttl, &[]).ok_or(HttpError::Internal)?;
     let refresh = crate::util::random_hex(32);
-    state.store.insert_refresh(&refresh, user_id, family, device, state.config.refresh_ttl_secs).await?;
-    Ok(Tokens { access, refresh, expires_in: ttl })
+    state.store.insert_refresh(&refresh, user_id, family, Some(device), state.config.refresh_ttl_secs).await?;
+    Ok(Tokens { access, refresh, expires_in: ttl, device_id: device.to_string() })
 }
 
-/// Email-or-username + password → a new login (used by the login page).
+/// Email-or-username + password → a new login on a new device (used by the login page).
 pub async fn password_login(state: &AppState, login: &str, password: String) -> Result<Tokens, HttpError> {
     let found = state.store.credentials_by_login(login).await?;
     let ok = state.hasher.verify(password, found.as_ref().map(|c| c.password_hash.clone())).await;
     match found {
-        Some(c) if ok => issue(state, &c.user.id, &crate::util::random_hex(16), None).await,
+        Some(c) if ok => {
+            let device = bind_device(state, &c.user.id, None).await?;
+            issue(state, &c.user.id, c.token_gen, &crate::util::random_hex(16), &device).await
+        }
         _ => Err(HttpError::InvalidCredentials),
     }
 }
 
-/// Issues an access token and a new refresh token in `family`.
+/// The token JSON of `/login` (and `/register`, `/token/refresh`, `/change-password`).
+pub fn tokens_json(t: &Tokens, user: &User) -> serde_json::Value {
+    serde_json::json!({
+        "access_token": t.access,
+        "refresh_token": t.refresh,
+        "token_type": "Bearer",
+        "expires_in": t.expires_in,
+        "device_id": t.device_id,
+        "user": user,
+    })
+}
+
+/// Issues an access token and a new refresh token in `family`, bound to `device`.
 async fn session(
     state: &AppState,
     user: User,
+    gen: u64,
     family: &str,
-    device: Option<&str>,
+    device: &str,
     status: StatusCode,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
-    let t = issue(state, &user.id, family, device).await?;
-    Ok(json_response(
-        status,
-        &serde_json::json!({
-            "access_token": t.access,
-            "refresh_token": t.refresh,
-            "token_type": "Bearer",
-            "expires_in": t.expires_in,
-            "user": user,
-        }),
-    ))
+    let t = issue(state, &user.id, gen, family, device).await?;
+    Ok(json_response(status, &tokens_json(&t, &user)))
 }
 
 /// Counts an attempt against every key; 429 when one is over its limit.
@@ -167,12 +200,14 @@ fn email_field(raw: &str) -> Result<String, HttpError> {
     normalize_email(raw).ok_or_else(|| HttpError::BadRequest("malformed email".into()))
 }
 
-/// Stores a new password hash and revokes every refresh token of the user.
-async fn replace_password(state: &AppState, user_id: &str, password: String) -> Result<(), HttpError> {
+/// Stores a new password hash and starts a new token generation: every refresh token of the
+/// user is revoked, and every instance refuses older access tokens and closes the connections
+/// opened with them (4003). Returns the new generation.
+async fn replace_password(state: &AppState, user_id: &str, password: String) -> Result<u64, HttpError> {
     let hash = state.hasher.hash(password).await.ok_or(HttpError::Internal)?;
-    state.store.set_password(user_id, &hash).await?;
-    state.store.revoke_user_tokens(user_id).await?;
-    Ok(())
+    let gen = state.store.replace_password(user_id, &hash).await?;
+    state.bus.control(crate::bus::Control::TokenGeneration { user_id: user_id.to_string(), gen });
+    Ok(gen)
 }
 
 /// `POST /register {email, password, username?}` → 201.
@@ -192,9 +227,15 @@ pub async fn register(
             return Err(HttpError::BadRequest("username must be 3-32 characters of [A-Za-z0-9_.-]".into()));
         }
     }
+    if let Some(d) = &body.device_id {
+        if !crate::server::middleware::valid_device_id(d) {
+            return Err(HttpError::BadRequest("device_id must be 1-64 characters of [A-Za-z0-9._:-]".into()));
+        }
+    }
     let hash = state.hasher.hash(body.password).await.ok_or(HttpError::Internal)?;
     let user = state.store.create_user(&email, username.as_deref(), &hash).await?;
-    session(&state, user, &crate::util::random_hex(16), None, StatusCode::CREATED).await
+    let device = bind_device(&state, &user.id, body.device_id.as_deref()).await?;
+    session(&state, user, 0, &crate::util::random_hex(16), &device, StatusCode::CREATED).await
 }
 
 /// `POST /login {email or username, password}` → 200. Unknown user and wrong password are the
@@ -213,7 +254,7 @@ pub async fn login(
     }
     let login = match (&body.email, &body.username) {
         (Some(e), _) => e.trim().to_lowercase(),
-        (None, Some(u)) => u.trim().to_string(),
+        (None, Some(u)) => u.trim().to_lowercase(),
         (None, None) => return Err(HttpError::BadRequest("email or username is required".into())),
     };
     // Per IP (spraying) and per account (guessing), before any hashing work.
@@ -222,11 +263,8 @@ pub async fn login(
     let ok = state.hasher.verify(body.password, found.as_ref().map(|c| c.password_hash.clone())).await;
     match found {
         Some(c) if ok => {
-            let device = body.device_id.as_deref();
-            if device.is_some_and(|d| state.registry.is_revoked(&c.user.id, d)) {
-                return Err(HttpError::Forbidden("device revoked"));
-            }
-            session(&state, c.user, &crate::util::random_hex(16), device, StatusCode::OK).await
+            let device = bind_device(&state, &c.user.id, body.device_id.as_deref()).await?;
+            session(&state, c.user, c.token_gen, &crate::util::random_hex(16), &device, StatusCode::OK).await
         }
         _ => Err(HttpError::InvalidCredentials),
     }
@@ -239,8 +277,18 @@ pub async fn refresh(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
     let body: RefreshBody = json_body(&state, req, BODY_LIMIT).await?;
     match state.store.redeem_refresh(&body.refresh_token).await? {
         Redeemed::Valid { user_id, family, device_id } => {
-            let user = state.store.credentials_by_id(&user_id).await?.ok_or(HttpError::InvalidCredentials)?.user;
-            session(&state, user, &family, device_id.as_deref(), StatusCode::OK).await
+            let c = state.store.credentials_by_id(&user_id).await?.ok_or(HttpError::InvalidCredentials)?;
+            // A revoked device's refresh tokens are revoked in the store too; this also covers
+            // the moment between the two writes.
+            if device_id.as_deref().is_some_and(|d| state.registry.is_revoked(&user_id, d)) {
+                return Err(HttpError::InvalidCredentials);
+            }
+            // Logins from before device binding get a device now.
+            let device = match device_id {
+                Some(d) => d,
+                None => bind_device(&state, &user_id, None).await?,
+            };
+            session(&state, c.user, c.token_gen, &family, &device, StatusCode::OK).await
         }
         Redeemed::Reused => {
             tracing::warn!("a rotated refresh token was presented again; its login was revoked");
@@ -259,25 +307,21 @@ pub async fn logout(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
 }
 
 /// `POST /change-password {current_password, new_password}` with `Authorization: Bearer
-/// <access token>` → 200; every refresh token of the user is revoked.
+/// <access token>` → 200 with new tokens for the calling device (the JSON of `/login`). Every
+/// earlier access and refresh token of the user stops working on every instance, and
+/// connections opened with them close with 4003.
 pub async fn change_password(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
-    let token = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::to_string)
-        .ok_or(HttpError::Unauthorized(crate::auth::AuthError::Missing))?;
-    let claims = state.verifier.verify(&token).await.map_err(HttpError::Unauthorized)?;
+    let claims = super::authenticate(&state, &req).await?;
     let body: ChangePasswordBody = json_body(&state, req, BODY_LIMIT).await?;
     check_password(&body.new_password)?;
     let creds = state.store.credentials_by_id(&claims.user_id).await?.ok_or(HttpError::InvalidCredentials)?;
     if !state.hasher.verify(body.current_password, Some(creds.password_hash)).await {
         return Err(HttpError::InvalidCredentials);
     }
-    replace_password(&state, &claims.user_id, body.new_password).await?;
-    Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
+    let gen = replace_password(&state, &claims.user_id, body.new_password).await?;
+    let device = bind_device(&state, &claims.user_id, claims.device_id.as_deref()).await?;
+    session(&state, creds.user, gen, &crate::util::random_hex(16), &device, StatusCode::OK).await
 }
 
 #[cfg(test)]
@@ -376,6 +420,5 @@ pub async fn reset_password(
         crate::store::otps::OtpCheck::OverBudget => return Err(HttpError::TooManyAttempts),
     }
     replace_password(&state, &c.user.id, body.new_password).await?;
-    state.bus.control(crate::bus::Control::Disconnect { user_id: c.user.id, device_id: None });
     Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
 }

@@ -149,7 +149,8 @@ pub async fn history(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
     super::limit_api(&state, &claims.user_id)?;
     let q = query(&req);
     let requested = get(&q, "channel").ok_or_else(|| HttpError::BadRequest("channel is required".into()))?;
-    let identity = crate::server::middleware::identity(claims, None).map_err(HttpError::Unauthorized)?;
+    let identity = crate::server::middleware::identity(claims, None)
+        .map_err(|_| HttpError::Unauthorized(crate::auth::AuthError::Invalid))?;
     let channel =
         crate::channel::authorize(requested, &identity, &state.config.public_namespaces).map_err(|e| match e {
             crate::channel::ChannelError::Invalid(m) => HttpError::BadRequest(m.into()),

@@ -45,7 +45,8 @@ pub fn require_api_key<B>(req: &Request<B>, key: Option<&str>) -> Result<(), Htt
     }
 }
 
-/// Verifies `Authorization: Bearer <access token>` (any JWT `/ws` would accept).
+/// Verifies `Authorization: Bearer <access token>` (any JWT `/ws` would accept): a token of a
+/// revoked device or from before the user's last password change is 401 like an invalid one.
 pub async fn authenticate<B>(
     state: &crate::server::AppState,
     req: &Request<B>,
@@ -57,7 +58,10 @@ pub async fn authenticate<B>(
         .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .map(str::trim)
         .ok_or(HttpError::Unauthorized(crate::auth::AuthError::Missing))?;
-    state.verifier.verify(token).await.map_err(HttpError::Unauthorized)
+    let claims = state.verifier.verify(token).await.map_err(HttpError::Unauthorized)?;
+    crate::server::middleware::still_valid(state, &claims)
+        .map_err(|_| HttpError::Unauthorized(crate::auth::AuthError::Invalid))?;
+    Ok(claims)
 }
 
 /// `SYNCGATE_API_REQUESTS_PER_MIN` per user on the read APIs (history, conversations, devices,

@@ -24,6 +24,9 @@ pub struct Identity {
     pub channels: Vec<String>,
     /// Token expiry, seconds since the epoch.
     pub exp: u64,
+    /// The token generation (`gen` claim; 0 when absent): a password change or reset starts a
+    /// new one and closes connections opened with older tokens.
+    pub gen: u64,
 }
 
 impl Identity {
@@ -40,6 +43,8 @@ pub struct Claims {
     pub exp: u64,
     /// `did`: the device this token is bound to, if any.
     pub device_id: Option<String>,
+    /// `gen`: the user's token generation when it was issued (0 when absent).
+    pub gen: u64,
 }
 
 /// Why a token was refused. Messages say expired or invalid and nothing more.
@@ -73,6 +78,9 @@ struct RawClaims {
     channels: Option<Vec<String>>,
     #[serde(default)]
     did: Option<String>,
+    /// Read leniently: another issuer's token may use the name for something else.
+    #[serde(default)]
+    gen: Option<serde_json::Value>,
 }
 
 enum Keys {
@@ -262,7 +270,13 @@ impl Verifier {
         if !crate::channel::valid_user_id(&user_id) {
             return Err(AuthError::Invalid);
         }
-        Ok(Claims { user_id, channels: raw.channels.unwrap_or_default(), exp: raw.exp, device_id: raw.did })
+        Ok(Claims {
+            user_id,
+            channels: raw.channels.unwrap_or_default(),
+            exp: raw.exp,
+            device_id: raw.did,
+            gen: raw.gen.and_then(|g| g.as_u64()).unwrap_or(0),
+        })
     }
 
     /// True when tokens can be minted (HS256 secret or the development secret).
@@ -270,13 +284,16 @@ impl Verifier {
         self.signer.is_some()
     }
 
-    /// Mints an HS256 token (only with a secret key).
-    pub fn sign(&self, user: &str, device: Option<&str>, ttl_secs: u64, channels: &[String]) -> Option<String> {
+    /// Mints an HS256 token (only with a secret key) bound to `device`, in token generation `gen`.
+    pub fn sign(&self, user: &str, device: Option<&str>, gen: u64, ttl_secs: u64, channels: &[String]) -> Option<String> {
         let key = self.signer.as_ref()?;
         let now = now_secs();
         let mut claims = serde_json::json!({ "sub": user, "iat": now, "exp": now + ttl_secs });
         if let Some(d) = device {
             claims["did"] = d.into();
+        }
+        if gen > 0 {
+            claims["gen"] = gen.into();
         }
         if !channels.is_empty() {
             claims["channels"] = channels.into();

@@ -38,6 +38,9 @@ impl Bus for LocalBus {
             Control::RevokeDevice { user_id, device_id } => {
                 self.registry.revoke_device(&user_id, &device_id);
             }
+            Control::TokenGeneration { user_id, gen } => {
+                self.registry.set_token_gen(&user_id, gen);
+            }
         }
     }
 

@@ -29,6 +29,9 @@ pub enum Control {
     Disconnect { user_id: String, device_id: Option<String> },
     /// Revoke a device: it is closed with 4003 and may never connect again.
     RevokeDevice { user_id: String, device_id: String },
+    /// The user's tokens of generations before `gen` are void (password changed or reset):
+    /// connections opened with them close with 4003 and such tokens are refused.
+    TokenGeneration { user_id: String, gen: u64 },
 }
 
 /// The bus. Methods take `&self`; implementations shard or serialise their state inside.

@@ -326,13 +326,18 @@ impl RedisBus {
             user_id: String,
             #[serde(default)]
             device_id: Option<String>,
+            #[serde(default)]
+            gen: Option<u64>,
         }
         match crate::util::json::from_slice::<Ctl>(payload, self.settings.max_json_depth) {
             Ok(c) if c.op == "disconnect" => {
                 self.registry.close_user(&c.user_id, c.device_id.as_deref(), CloseReason::Forbidden);
             }
-            Ok(Ctl { op, user_id, device_id: Some(device_id) }) if op == "revoke" => {
+            Ok(Ctl { op, user_id, device_id: Some(device_id), .. }) if op == "revoke" => {
                 self.registry.revoke_device(&user_id, &device_id);
+            }
+            Ok(Ctl { op, user_id, gen: Some(gen), .. }) if op == "gen" => {
+                self.registry.set_token_gen(&user_id, gen);
             }
             _ => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -523,6 +528,10 @@ impl Bus for RedisBus {
             Control::RevokeDevice { user_id, device_id } => {
                 self.registry.revoke_device(user_id, device_id);
                 serde_json::json!({"op": "revoke", "user_id": user_id, "device_id": device_id})
+            }
+            Control::TokenGeneration { user_id, gen } => {
+                self.registry.set_token_gen(user_id, *gen);
+                serde_json::json!({"op": "gen", "user_id": user_id, "gen": gen})
             }
         }
         .to_string();

@@ -68,6 +68,10 @@ pub struct ConnHandle {
     pub id: u64,
     pub user_id: Arc<str>,
     pub device_id: Arc<str>,
+    /// The token generation the connection authenticated in (see [`Registry::set_token_gen`]).
+    ///
+    /// [`Registry::set_token_gen`]: super::Registry::set_token_gen
+    pub gen: u64,
     capacity: usize,
     max_bytes: usize,
     queue: Mutex<Queue>,
@@ -76,6 +80,12 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
+    /// The handle of a connection authenticated with a token of generation `gen`.
+    pub fn with_gen(mut self, gen: u64) -> ConnHandle {
+        self.gen = gen;
+        self
+    }
+
     /// A handle whose queue holds at most `capacity` frames and `max_bytes` payload bytes.
     pub fn new(
         id: u64,
@@ -89,6 +99,7 @@ impl ConnHandle {
             id,
             user_id,
             device_id,
+            gen: 0,
             capacity,
             max_bytes,
             queue: Mutex::new(Queue {

@@ -83,6 +83,9 @@ pub struct Registry {
     sequencer: sequencer::Sequencer,
     /// `user\x1fdevice` of every revoked device: such a device never connects again.
     revoked: dashmap::DashSet<String>,
+    /// user → current token generation, for users whose tokens were invalidated at least once
+    /// (absent: 0). Tokens and connections of an older generation are refused and closed.
+    token_gens: DashMap<Box<str>, u64>,
 }
 
 impl Default for Registry {
@@ -128,6 +131,7 @@ impl Registry {
             hooks: std::sync::OnceLock::new(),
             sequencer: sequencer::Sequencer::default(),
             revoked: dashmap::DashSet::new(),
+            token_gens: DashMap::with_shard_amount(SHARDS),
         }
     }
 
@@ -137,6 +141,43 @@ impl Registry {
 
     pub fn mark_revoked(&self, user: &str, device: &str) {
         self.revoked.insert(format!("{user}\u{1f}{device}"));
+    }
+
+    /// The user's current token generation (0 until the password first changes).
+    pub fn token_gen(&self, user: &str) -> u64 {
+        if self.token_gens.is_empty() {
+            return 0;
+        }
+        self.token_gens.get(user).map_or(0, |g| *g)
+    }
+
+    /// Whether a token of generation `gen` for `user` is still current.
+    pub fn gen_current(&self, user: &str, gen: u64) -> bool {
+        gen >= self.token_gen(user)
+    }
+
+    /// Starts generation `gen` for `user` here (never goes back) and closes the user's
+    /// connections authenticated in an older one with 4003. Returns how many were closed.
+    pub fn set_token_gen(&self, user: &str, gen: u64) -> usize {
+        {
+            let mut g = self.token_gens.entry(Box::from(user)).or_insert(0);
+            if *g < gen {
+                *g = gen;
+            }
+        }
+        let current = self.token_gen(user);
+        let channel = format!("user:{user}");
+        let Some(entry) = self.channels.get(channel.as_str()) else {
+            return 0;
+        };
+        let mut n = 0;
+        entry.for_each(|conn| {
+            if conn.gen < current {
+                conn.close(crate::error::CloseReason::Forbidden);
+                n += 1;
+            }
+        });
+        n
     }
 
     /// Revokes a device here: marks it and closes its connections with 4003.

@@ -54,12 +54,46 @@ pub fn valid_device_id(d: &str) -> bool {
         && d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
+/// Why verified claims do not open a connection or call an API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The token is bound to another device than the one requested (403 / 4001).
+    OtherDevice,
+    /// The device was revoked (403 at the upgrade, 401 on REST, 4003 with first-frame auth).
+    Revoked,
+    /// Issued before the user's last password change or reset (401 / 4001).
+    OldGeneration,
+}
+
+impl Refused {
+    /// The HTTP refusal at the WebSocket upgrade.
+    pub fn at_upgrade(self) -> HttpError {
+        match self {
+            Refused::OtherDevice => HttpError::Forbidden("token is bound to another device"),
+            Refused::Revoked => HttpError::Forbidden("device revoked"),
+            Refused::OldGeneration => HttpError::Unauthorized(AuthError::Invalid),
+        }
+    }
+}
+
+/// Whether verified claims are still honoured here: not issued before the user's last password
+/// change or reset, and not for a revoked device.
+pub fn still_valid(state: &AppState, claims: &crate::auth::Claims) -> Result<(), Refused> {
+    if !state.registry.gen_current(&claims.user_id, claims.gen) {
+        return Err(Refused::OldGeneration);
+    }
+    if claims.device_id.as_deref().is_some_and(|d| state.registry.is_revoked(&claims.user_id, d)) {
+        return Err(Refused::Revoked);
+    }
+    Ok(())
+}
+
 /// Combines verified claims with the requested device into an identity.
-pub fn identity(claims: crate::auth::Claims, requested_device: Option<&str>) -> Result<Identity, AuthError> {
+pub fn identity(claims: crate::auth::Claims, requested_device: Option<&str>) -> Result<Identity, Refused> {
     let device = match (claims.device_id, requested_device) {
         // A token bound to a device only opens that device.
-        (Some(bound), Some(req)) if bound != req => return Err(AuthError::Invalid),
-        (Some(bound), _) if !valid_device_id(&bound) => return Err(AuthError::Invalid),
+        (Some(bound), Some(req)) if bound != req => return Err(Refused::OtherDevice),
+        (Some(bound), _) if !valid_device_id(&bound) => return Err(Refused::OtherDevice),
         (Some(bound), _) => bound,
         (None, Some(req)) => req.to_string(),
         (None, None) => format!("d-{}", crate::util::random_hex(6)),
@@ -69,6 +103,7 @@ pub fn identity(claims: crate::auth::Claims, requested_device: Option<&str>) -> 
         device_id: Arc::from(device),
         channels: claims.channels,
         exp: claims.exp,
+        gen: claims.gen,
     })
 }
 
@@ -153,7 +188,8 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
         None => None,
         Some(t) => {
             let claims = state.verifier.verify(&t).await.map_err(HttpError::Unauthorized)?;
-            let id = identity(claims, device_id.as_deref()).map_err(HttpError::Unauthorized)?;
+            still_valid(state, &claims).map_err(Refused::at_upgrade)?;
+            let id = identity(claims, device_id.as_deref()).map_err(Refused::at_upgrade)?;
             // A revoked device can never simply reconnect.
             if state.registry.is_revoked(&id.user_id, &id.device_id) {
                 return Err(HttpError::Forbidden("device revoked"));

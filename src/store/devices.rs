@@ -21,7 +21,65 @@ pub struct Seen {
     pub at: i64,
 }
 
+/// What registering a device for a login found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    /// The device exists (now or already) and is not revoked.
+    Ok,
+    /// The device id was revoked for this user.
+    Revoked,
+    /// The user already has the maximum number of unrevoked devices.
+    TooMany,
+}
+
 impl Store {
+    /// Makes sure `device_id` is one of the user's devices before tokens bound to it are issued:
+    /// an existing unrevoked device is fine, a revoked one is refused, a new one is created
+    /// (offline) unless the user already has `max` unrevoked devices. One write transaction, so
+    /// concurrent logins cannot pass the limit together.
+    pub async fn register_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        name: Option<&str>,
+        max: u32,
+    ) -> Result<Registered, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if self.backend == super::Backend::Postgres {
+            // Serialises this user's device registrations (the row lock lives until commit).
+            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE").bind(user_id).execute(&mut *tx).await?;
+        }
+        let existing: Option<(i64,)> =
+            sqlx::query_as("SELECT revoked FROM devices WHERE user_id = $1 AND device_id = $2")
+                .bind(user_id)
+                .bind(device_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match existing {
+            Some((r,)) if r != 0 => return Ok(Registered::Revoked),
+            Some(_) => return Ok(Registered::Ok),
+            None => {}
+        }
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM devices WHERE user_id = $1 AND revoked = 0")
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if n >= i64::from(max) {
+            return Ok(Registered::TooMany);
+        }
+        sqlx::query(
+            "INSERT INTO devices (user_id, device_id, name, last_seen, online, revoked) VALUES ($1, $2, $3, $4, 0, 0)",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(name)
+        .bind(crate::auth::now_millis() as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Registered::Ok)
+    }
+
     /// Upserts a batch of sightings in one transaction (one commit for many connections).
     pub async fn touch_devices(&self, batch: &[Seen]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;

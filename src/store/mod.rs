@@ -46,12 +46,14 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
     (2, "otps", include_str!("../../migrations/sqlite/0002_otps.sql")),
     (3, "streams", include_str!("../../migrations/sqlite/0003_streams.sql")),
     (4, "otp_failures", include_str!("../../migrations/sqlite/0004_otp_failures.sql")),
+    (5, "token_generations", include_str!("../../migrations/sqlite/0005_token_generations.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[Migration] = &[
     (1, "accounts", include_str!("../../migrations/postgres/0001_accounts.sql")),
     (2, "otps", include_str!("../../migrations/postgres/0002_otps.sql")),
     (3, "streams", include_str!("../../migrations/postgres/0003_streams.sql")),
     (4, "otp_failures", include_str!("../../migrations/postgres/0004_otp_failures.sql")),
+    (5, "token_generations", include_str!("../../migrations/postgres/0005_token_generations.sql")),
 ];
 
 /// The advisory-lock key that serialises migrations across instances ("syncgate" in ASCII).
@@ -74,9 +76,24 @@ pub fn database_url(config: &Config) -> Result<(String, Backend), StoreError> {
             std::fs::create_dir_all(&config.data_dir)
                 .map_err(|e| StoreError::Config(format!("{}: {e}", config.data_dir.display())))?;
             let path = config.data_dir.join("syncgate.db");
+            private_file(&path).map_err(|e| StoreError::Config(format!("{}: {e}", path.display())))?;
             Ok((format!("sqlite://{}?mode=rwc", path.display()), Backend::Sqlite))
         }
     }
+}
+
+/// Creates the database file readable by its owner only (0600), or tightens an existing one.
+/// SQLite gives the `-wal` and `-shm` files the database file's permissions.
+fn private_file(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 impl Store {

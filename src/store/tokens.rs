@@ -98,13 +98,4 @@ impl Store {
             None => Ok(false),
         }
     }
-
-    /// Revokes every refresh token of a user (password change or reset).
-    pub async fn revoke_user_tokens(&self, user_id: &str) -> Result<u64, StoreError> {
-        Ok(sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-    }
 }

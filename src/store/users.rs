@@ -14,12 +14,20 @@ pub struct User {
 pub struct Credentials {
     pub user: User,
     pub password_hash: String,
+    /// The token generation: tokens issued in an earlier one are no longer valid.
+    pub token_gen: u64,
 }
 
-type Row = (String, String, Option<String>, String);
+type Row = (String, String, Option<String>, String, i64);
+
+const COLUMNS: &str = "id, email, username, password_hash, token_gen";
 
 fn creds(r: Row) -> Credentials {
-    Credentials { user: User { id: r.0, email: r.1, username: r.2 }, password_hash: r.3 }
+    Credentials {
+        user: User { id: r.0, email: r.1, username: r.2 },
+        password_hash: r.3,
+        token_gen: r.4.max(0) as u64,
+    }
 }
 
 impl Store {
@@ -43,31 +51,45 @@ impl Store {
         Ok(User { id, email: email.to_string(), username: username.map(str::to_string) })
     }
 
-    /// Looks a user up by email (already normalised) or username.
+    /// Looks a user up by email (already normalised) or username (any case).
     pub async fn credentials_by_login(&self, login: &str) -> Result<Option<Credentials>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE email = $1 OR lower(username) = lower($1)");
         let row: Option<Row> =
-            sqlx::query_as("SELECT id, email, username, password_hash FROM users WHERE email = $1 OR username = $1")
-                .bind(login)
-                .fetch_optional(&self.pool)
-                .await?;
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(login).fetch_optional(&self.pool).await?;
         Ok(row.map(creds))
     }
 
     pub async fn credentials_by_id(&self, id: &str) -> Result<Option<Credentials>, StoreError> {
-        let row: Option<Row> = sqlx::query_as("SELECT id, email, username, password_hash FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
+        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
         Ok(row.map(creds))
     }
 
-    pub async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-            .bind(password_hash)
+    /// Stores a new password hash, starts a new token generation and revokes every refresh token
+    /// of the user, in one transaction. Returns the new generation.
+    pub async fn replace_password(&self, user_id: &str, password_hash: &str) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let (gen,): (i64,) = sqlx::query_as(
+            "UPDATE users SET password_hash = $1, token_gen = token_gen + 1 WHERE id = $2 RETURNING token_gen",
+        )
+        .bind(password_hash)
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = $1")
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(gen.max(0) as u64)
+    }
+
+    /// Every user whose tokens were invalidated at least once: (user, generation), loaded at
+    /// start into the in-memory check.
+    pub async fn token_generations(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT id, token_gen FROM users WHERE token_gen > 0").fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(u, g)| (u, g.max(0) as u64)).collect())
     }
 }
 

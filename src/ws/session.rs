@@ -33,9 +33,12 @@ use crate::error::CloseReason;
 use crate::limits::{MessageLimiter, Verdict};
 use crate::protocol::{self, ErrorCode, Request, RequestId};
 use crate::registry::{ConnHandle, Membership, UserSlot};
-use crate::server::middleware::{identity as make_identity, AdmitGuard, Admitted};
+use crate::server::middleware::{identity as make_identity, still_valid, AdmitGuard, Admitted, Refused};
 use crate::server::AppState;
 use crate::store::StoreError;
+
+/// How long a new connection waits for its device sighting to be committed before `welcome`.
+const DEVICE_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A request waiting on a backend; it borrows only the shared state, never the session.
 type Pending<'a> = Pin<Box<dyn Future<Output = Done> + Send + 'a>>;
@@ -111,10 +114,15 @@ async fn first_frame_auth(
             CloseReason::Unauthorized
         }
     })?;
-    let identity = make_identity(claims, device).map_err(|_| {
+    let refused = |r: Refused| {
         refuse("device");
-        CloseReason::Unauthorized
-    })?;
+        match r {
+            Refused::Revoked => CloseReason::Forbidden,
+            Refused::OtherDevice | Refused::OldGeneration => CloseReason::Unauthorized,
+        }
+    };
+    still_valid(state, &claims).map_err(refused)?;
+    let identity = make_identity(claims, device).map_err(refused)?;
     if state.registry.is_revoked(&identity.user_id, &identity.device_id) {
         refuse("device");
         return Err(CloseReason::Forbidden);
@@ -390,7 +398,9 @@ impl Session<'_> {
     fn reauthed(&mut self, id: &RequestId, verified: Result<Claims, AuthError>) -> (Message, Option<u64>) {
         match verified {
             Ok(claims) if claims.user_id == *self.identity.user_id => {
-                if claims.device_id.as_deref().is_some_and(|d| d != &*self.identity.device_id) {
+                if claims.device_id.as_deref().is_some_and(|d| d != &*self.identity.device_id)
+                    || still_valid(self.state, &claims).is_err()
+                {
                     return (error_frame(ErrorCode::Unauthorized, "invalid token", id), None);
                 }
                 self.identity.exp = claims.exp;
@@ -509,7 +519,8 @@ async fn open<'a>(
         state.config.outbound_queue,
         state.config.outbound_queue_bytes,
         state.stats.clone(),
-    ));
+    )
+    .with_gen(identity.gen));
     let conn_id = format!("{}-{:x}", state.instance, conn.id);
     let mut s = Session {
         state,
@@ -521,14 +532,26 @@ async fn open<'a>(
         identity,
     };
     s.membership.join(&s.user_channel);
+    // Registered now: a revocation or password change from here on closes us through the
+    // registry; one that landed between the token check and the join is caught here.
+    let (user, device) = (&s.identity.user_id, &s.identity.device_id);
+    if state.registry.is_revoked(user, device) || !state.registry.gen_current(user, s.identity.gen) {
+        drop(s);
+        io::close(state, ws, CloseReason::Forbidden).await;
+        return None;
+    }
     let user_durable = state.durable.is_durable(&s.user_channel);
     if user_durable {
         // Held from the join on: events queued before the stream state is read are replayed.
         let user_channel = s.user_channel.clone();
         s.streams().hold(&user_channel);
     }
-    // Confirmed before `welcome`: a message published right after it is never missed.
-    state.bus.subscribe(&s.user_channel).await;
+    // Confirmed before `welcome`: a message published right after it is never missed. The
+    // device is listed (committed) before `welcome` too, so it can be revoked at once.
+    tokio::join!(
+        state.bus.subscribe(&s.user_channel),
+        state.devices.online(&s.identity.user_id, &s.identity.device_id, device_name.as_deref(), DEVICE_WRITE_WAIT),
+    );
     // Registered before this check, so a shutdown either is seen here or closes us via the
     // registry (server::run sets the flag, then closes every registered connection).
     if *state.shutdown.borrow() {
@@ -612,7 +635,6 @@ async fn open<'a>(
     ok = ok && io::timed(state, None, ws.flush()).await.is_ok();
     if ok {
         state.metrics.connect(crate::metrics::ConnectResult::Ok);
-        state.devices.seen(&s.identity.user_id, &s.identity.device_id, device_name.as_deref(), true);
     }
     ok.then_some((s, (slot, place)))
 }

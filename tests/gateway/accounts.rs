@@ -101,7 +101,14 @@ async fn accounts_flow(s: &Server) {
             .0,
         401
     );
-    assert_eq!(post(s, "/change-password", body, Some(&a3)).await.0, 200);
+    let (status, changed) = post(s, "/change-password", body, Some(&a3)).await;
+    assert_eq!(status, 200, "{changed}");
+    // New tokens for the calling device, in the JSON of /login.
+    assert_eq!(changed["device_id"], l3["device_id"]);
+    assert_eq!(changed["token_type"], "Bearer");
+    let fresh = changed["access_token"].as_str().unwrap();
+    assert_eq!(get(s, "/api/devices", fresh).await.0, 200);
+    assert_eq!(get(s, "/api/devices", &a3).await.0, 401, "the old access token is void");
     assert_eq!(post(s, "/login", r#"{"email":"alice@example.com","password":"correct horse"}"#, None).await.0, 401);
     assert_eq!(post(s, "/login", r#"{"email":"alice@example.com","password":"battery staple"}"#, None).await.0, 200);
     assert_eq!(post(s, "/token/refresh", &json!({"refresh_token": r4}).to_string(), None).await.0, 401);
@@ -117,33 +124,40 @@ async fn request(s: &Server, method: &str, path: &str, bearer: &str) -> (u16, Va
     http_json(s.addr, method, path, Some(bearer), "").await
 }
 
+/// A login bound to `device` (created on first use): (access, refresh).
+async fn login_as(s: &Server, email: &str, password: &str, device: &str) -> (String, String) {
+    let body = json!({"email": email, "password": password, "device_id": device}).to_string();
+    let (status, t) = post(s, "/login", &body, None).await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["device_id"], device);
+    (t["access_token"].as_str().unwrap().to_string(), t["refresh_token"].as_str().unwrap().to_string())
+}
+
 async fn devices_flow(s: &Server) {
     let (_, r) = post(s, "/register", r#"{"email":"dev@example.com","password":"device owner"}"#, None).await;
     let access = r["access_token"].as_str().unwrap().to_string();
+    let first = r["device_id"].as_str().expect("register creates a device").to_string();
+    let (phone_access, phone_refresh) = login_as(s, "dev@example.com", "device owner", "phone").await;
     let mut phone =
-        Client::connect(&s.url(&format!("token={access}&device_id=phone&device_name=My%20Phone"))).await.unwrap();
+        Client::connect(&s.url(&format!("token={phone_access}&device_id=phone&device_name=My%20Phone"))).await.unwrap();
     assert_eq!(phone.recv().await["device_id"], "phone");
-    let mut laptop = Client::connect(&s.url(&format!("token={access}&device_id=laptop"))).await.unwrap();
+    let (laptop_access, _) = login_as(s, "dev@example.com", "device owner", "laptop").await;
+    let mut laptop = Client::connect(&s.url(&format!("token={laptop_access}"))).await.unwrap();
     assert_eq!(laptop.recv().await["type"], "welcome");
     // A login bound to a third device.
-    let (status, t) =
-        post(s, "/login", r#"{"email":"dev@example.com","password":"device owner","device_id":"tablet"}"#, None).await;
-    assert_eq!(status, 200);
-    let tablet_refresh = t["refresh_token"].as_str().unwrap().to_string();
-    let mut tablet = Client::connect(&s.url(&format!("token={}", t["access_token"].as_str().unwrap()))).await.unwrap();
+    let (tablet_access, tablet_refresh) = login_as(s, "dev@example.com", "device owner", "tablet").await;
+    let mut tablet = Client::connect(&s.url(&format!("token={tablet_access}"))).await.unwrap();
     assert_eq!(tablet.recv().await["device_id"], "tablet");
 
-    let mut listed = Value::Null;
-    for _ in 0..50 {
-        let (status, v) = get(s, "/api/devices", &access).await;
-        assert_eq!(status, 200);
-        if v["devices"].as_array().unwrap().len() == 3 {
-            listed = v;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let devices = listed["devices"].as_array().expect("three devices listed");
+    // Connected devices are listed at once (the sighting is committed before `welcome`).
+    let (status, listed) = get(s, "/api/devices", &access).await;
+    assert_eq!(status, 200);
+    let devices = listed["devices"].as_array().expect("devices listed");
+    let mut ids: Vec<&str> = devices.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    let mut want = vec![first.as_str(), "laptop", "phone", "tablet"];
+    want.sort_unstable();
+    assert_eq!(ids, want);
     let phone_row = devices.iter().find(|d| d["id"] == "phone").unwrap();
     assert_eq!(phone_row["name"], "My Phone");
     assert_eq!(phone_row["online"], true);
@@ -156,12 +170,17 @@ async fn devices_flow(s: &Server) {
     assert_eq!(phone.close_code_within(std::time::Duration::from_secs(1)).await, 4003);
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
     assert_eq!(laptop.request(json!({"type":"ping"})).await["type"], "pong");
-    let r = Client::connect(&s.url(&format!("token={access}&device_id=phone"))).await.err().unwrap();
+    let r = Client::connect(&s.url(&format!("token={phone_access}&device_id=phone"))).await.err().unwrap();
     assert_eq!(r.status, 403);
-    let (_, fresh) = post(s, "/login", r#"{"email":"dev@example.com","password":"device owner"}"#, None).await;
-    let fresh_access = fresh["access_token"].as_str().unwrap().to_string();
+    let r = Client::connect(&s.url(&format!("token={phone_access}"))).await.err().unwrap();
+    assert_eq!(r.status, 403);
+    // The revoked device's access token is refused by every REST endpoint, its refresh token too.
+    let (status, body) = get(s, "/api/devices", &phone_access).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(get(s, "/api/conversations", &phone_access).await.0, 401);
+    assert_eq!(post(s, "/token/refresh", &json!({"refresh_token": phone_refresh}).to_string(), None).await.0, 401);
     let mut ff = Client::connect(&s.url("device_id=phone")).await.unwrap();
-    ff.send(json!({"type":"auth","token":fresh_access})).await;
+    ff.send(json!({"type":"auth","token":phone_access})).await;
     assert_eq!(ff.close_code().await, 4003);
     assert_eq!(
         post(s, "/login", r#"{"email":"dev@example.com","password":"device owner","device_id":"phone"}"#, None).await.0,
@@ -234,7 +253,7 @@ fn migrate_command_on_sqlite_and_postgres() {
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8(out.stdout).unwrap()
         };
-        assert!(run().starts_with("4 migration(s) applied"), "{url:?}");
+        assert!(run().starts_with("5 migration(s) applied"), "{url:?}");
         assert!(run().starts_with("0 migration(s) applied"), "{url:?}");
     }
 }

@@ -234,8 +234,13 @@ async fn device_bound_tokens() {
     let bound = sign(&json!({"sub":"alice","did":"phone","exp": now() + 60}));
     let mut c = Client::connect(&s.url(&format!("token={bound}"))).await.unwrap();
     assert_eq!(c.recv().await["device_id"], "phone");
+    // Another device: refused before the upgrade (403), and 4001 with first-frame auth.
     let r = Client::connect(&s.url(&format!("token={bound}&device_id=laptop"))).await.err().unwrap();
-    assert_eq!(r.status, 401);
+    assert_eq!(r.status, 403);
+    let mut ff = Client::connect(&s.url("device_id=laptop")).await.unwrap();
+    ff.send(json!({"type":"auth","token":bound})).await;
+    assert_eq!(ff.close_code().await, 4001);
+    assert_eq!(c.request(json!({"type":"ping"})).await["type"], "pong");
     s.stop().await;
 }
 
