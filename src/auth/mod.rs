@@ -285,7 +285,14 @@ impl Verifier {
     }
 
     /// Mints an HS256 token (only with a secret key) bound to `device`, in token generation `gen`.
-    pub fn sign(&self, user: &str, device: Option<&str>, gen: u64, ttl_secs: u64, channels: &[String]) -> Option<String> {
+    pub fn sign(
+        &self,
+        user: &str,
+        device: Option<&str>,
+        gen: u64,
+        ttl_secs: u64,
+        channels: &[String],
+    ) -> Option<String> {
         let key = self.signer.as_ref()?;
         let now = now_secs();
         let mut claims = serde_json::json!({ "sub": user, "iat": now, "exp": now + ttl_secs });

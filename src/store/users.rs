@@ -23,11 +23,7 @@ type Row = (String, String, Option<String>, String, i64);
 const COLUMNS: &str = "id, email, username, password_hash, token_gen";
 
 fn creds(r: Row) -> Credentials {
-    Credentials {
-        user: User { id: r.0, email: r.1, username: r.2 },
-        password_hash: r.3,
-        token_gen: r.4.max(0) as u64,
-    }
+    Credentials { user: User { id: r.0, email: r.1, username: r.2 }, password_hash: r.3, token_gen: r.4.max(0) as u64 }
 }
 
 impl Store {
@@ -54,8 +50,7 @@ impl Store {
     /// Looks a user up by email (already normalised) or username (any case).
     pub async fn credentials_by_login(&self, login: &str) -> Result<Option<Credentials>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE email = $1 OR lower(username) = lower($1)");
-        let row: Option<Row> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(login).fetch_optional(&self.pool).await?;
+        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(login).fetch_optional(&self.pool).await?;
         Ok(row.map(creds))
     }
 
@@ -76,10 +71,7 @@ impl Store {
         .bind(user_id)
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(gen.max(0) as u64)
     }

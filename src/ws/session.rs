@@ -512,15 +512,17 @@ async fn open<'a>(
             }
         },
     };
-    let conn = Arc::new(ConnHandle::new(
-        state.next_conn_id(),
-        identity.user_id.clone(),
-        identity.device_id.clone(),
-        state.config.outbound_queue,
-        state.config.outbound_queue_bytes,
-        state.stats.clone(),
-    )
-    .with_gen(identity.gen));
+    let conn = Arc::new(
+        ConnHandle::new(
+            state.next_conn_id(),
+            identity.user_id.clone(),
+            identity.device_id.clone(),
+            state.config.outbound_queue,
+            state.config.outbound_queue_bytes,
+            state.stats.clone(),
+        )
+        .with_gen(identity.gen),
+    );
     let conn_id = format!("{}-{:x}", state.instance, conn.id);
     let mut s = Session {
         state,

@@ -316,6 +316,9 @@ async fn reset_flow(env: &[(&str, &str)]) {
     assert_eq!(post(&s, "/reset-password", &reset(&code, "new password"), None).await.0, 200);
     assert_eq!(live.close_code().await, 4003, "live connections are closed");
     assert_eq!(post(&s, "/token/refresh", &json!({"refresh_token": refresh}).to_string(), None).await.0, 401);
+    // The access token from before the reset is void too: REST 401, reconnect refused.
+    assert_eq!(get(&s, "/api/devices", &access).await.0, 401);
+    assert_eq!(Client::connect(&s.url(&format!("token={access}"))).await.err().unwrap().status, 401);
     assert_eq!(post(&s, "/login", r#"{"email":"reset@example.com","password":"old password"}"#, None).await.0, 401);
     assert_eq!(post(&s, "/login", r#"{"email":"reset@example.com","password":"new password"}"#, None).await.0, 200);
     assert_eq!(post(&s, "/reset-password", &reset(&code, "third password"), None).await.0, 401, "a code works once");

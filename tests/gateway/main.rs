@@ -34,6 +34,7 @@ macro_rules! on_both_stores {
     };
 }
 
+mod account_security;
 mod accounts;
 mod auth;
 mod bus_contract;
