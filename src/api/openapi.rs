@@ -37,7 +37,7 @@ pub fn document() -> Value {
             &[
                 ("101", "switching protocols"),
                 ("401", "unauthorized"),
-                ("403", "origin or device refused"),
+                ("403", "origin refused, device revoked, or a token bound to another device"),
                 ("429", "too many connections"),
                 ("503", "overloaded or draining"),
             ],
@@ -52,8 +52,13 @@ pub fn document() -> Value {
         op(
             "Create an account",
             None,
-            Some(object(&["email", "password"], json!({"email": s, "password": s, "username": s}))),
-            &[("201", "token pair and user"), ("400", "invalid body"), ("409", "duplicate"), ("429", "rate limited")],
+            Some(object(&["email", "password"], json!({"email": s, "password": s, "username": s, "device_id": s}))),
+            &[
+                ("201", "token pair bound to a device (device_id), and the user"),
+                ("400", "invalid body"),
+                ("409", "duplicate"),
+                ("429", "rate limited"),
+            ],
         ),
     );
     add(
@@ -64,10 +69,11 @@ pub fn document() -> Value {
             None,
             Some(object(&["password"], json!({"email": s, "username": s, "password": s, "device_id": s}))),
             &[
-                ("200", "token pair and user"),
+                ("200", "token pair bound to a device (device_id), and the user"),
                 ("400", "invalid body"),
                 ("401", "invalid credentials"),
                 ("403", "device revoked"),
+                ("409", "too_many_devices"),
                 ("429", "rate limited"),
             ],
         ),
@@ -94,7 +100,12 @@ pub fn document() -> Value {
             "Change the password",
             Some("bearer"),
             Some(object(&["current_password", "new_password"], json!({"current_password": s, "new_password": s}))),
-            err,
+            &[
+                ("200", "new token pair for the calling device; every earlier token is void"),
+                ("400", "bad request"),
+                ("401", "unauthorized"),
+                ("429", "rate limited"),
+            ],
         ),
     );
     add(
