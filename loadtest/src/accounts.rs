@@ -269,7 +269,10 @@ async fn register(user: &mut GooseUser) -> TransactionResult {
     }
     let nonce = NONCE.get_or_init(nonce);
     let email = format!("goose-{nonce}-{}@loadtest.invalid", user.weighted_users_index);
-    let resp = post(user, 0, json!({"email": email, "password": PASSWORD})).await?;
+    // One device per goose user, as an app that remembers its device id (every login without
+    // one would create a device and soon reach SYNCGATE_MAX_DEVICES_PER_USER).
+    let device = format!("goose-{}", user.weighted_users_index);
+    let resp = post(user, 0, json!({"email": email, "password": PASSWORD, "device_id": device})).await?;
     let refresh_token = refresh_token_of(user, resp).await?;
     user.set_session_data(Session { email, refresh_token });
     Ok(())
@@ -279,7 +282,8 @@ async fn login(user: &mut GooseUser) -> TransactionResult {
     let Some(email) = user.get_session_data::<Session>().map(|s| s.email.clone()) else {
         return Ok(()); // registration failed; goose already counted it
     };
-    let resp = post(user, 1, json!({"email": email, "password": PASSWORD})).await?;
+    let device = format!("goose-{}", user.weighted_users_index);
+    let resp = post(user, 1, json!({"email": email, "password": PASSWORD, "device_id": device})).await?;
     let token = refresh_token_of(user, resp).await?;
     if let Some(s) = user.get_session_data_mut::<Session>() {
         s.refresh_token = token;
@@ -323,19 +327,27 @@ struct Probe {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn http_register(client: &reqwest::Client, host: &str, email: &str) -> Result<String, String> {
-    let resp = client
-        .post(format!("{host}/register"))
-        .json(&json!({"email": email, "password": PASSWORD}))
-        .send()
-        .await
-        .map_err(|e| format!("probe register: {e}"))?;
-    let status = resp.status();
-    let body: Value = resp.json().await.map_err(|e| format!("probe register: {e}"))?;
-    match body["access_token"].as_str() {
-        Some(t) if status.is_success() => Ok(t.to_string()),
-        _ => Err(format!("probe register: HTTP {status}: {body} (raise SYNCGATE_REGISTER_PER_HOUR?)")),
+/// Registers `email` and logs it in on a second device: tokens are bound to their device, so
+/// the probe's two connections need one each.
+async fn http_register(client: &reqwest::Client, host: &str, email: &str) -> Result<(String, String), String> {
+    let mut tokens = Vec::new();
+    for (path, device) in [("register", "probe-a"), ("login", "probe-b")] {
+        let resp = client
+            .post(format!("{host}/{path}"))
+            .json(&json!({"email": email, "password": PASSWORD, "device_id": device}))
+            .send()
+            .await
+            .map_err(|e| format!("probe {path}: {e}"))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.map_err(|e| format!("probe {path}: {e}"))?;
+        match body["access_token"].as_str() {
+            Some(t) if status.is_success() => tokens.push(t.to_string()),
+            _ => return Err(format!("probe {path}: HTTP {status}: {body} (raise SYNCGATE_REGISTER_PER_HOUR?)")),
+        }
     }
+    let b = tokens.pop().unwrap_or_default();
+    let a = tokens.pop().unwrap_or_default();
+    Ok((a, b))
 }
 
 async fn open(ws_base: &str, token: &str, device: &str) -> Result<Ws, String> {
@@ -430,9 +442,9 @@ pub async fn run(argv: &[String]) -> Result<Report, String> {
         let tag = nonce();
         let mut conns = Vec::new();
         for u in 0..opts.users {
-            let token = http_register(&client, &host, &format!("probe-{tag}-{u}@loadtest.invalid")).await?;
-            conns.push(open(&ws_base, &token, "probe-a").await?);
-            conns.push(open(&ws_base, &token, "probe-b").await?);
+            let (a, b) = http_register(&client, &host, &format!("probe-{tag}-{u}@loadtest.invalid")).await?;
+            conns.push(open(&ws_base, &a, "probe-a").await?);
+            conns.push(open(&ws_base, &b, "probe-b").await?);
         }
         let n = conns.len();
         for (i, ws) in conns.into_iter().enumerate() {
