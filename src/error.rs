@@ -41,6 +41,10 @@ pub enum HttpError {
     RequestTimeout,
     #[error("too many requests; try again later")]
     TooManyRequests,
+    /// A login code that is unknown, expired or used, or presented with a wrong `code_verifier`
+    /// or another `redirect_uri` (RFC 6749 §5.2).
+    #[error("invalid, expired or used code, or a code_verifier or redirect_uri that does not match")]
+    InvalidGrant,
 }
 
 impl HttpError {
@@ -59,6 +63,7 @@ impl HttpError {
             HttpError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             HttpError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::InvalidGrant => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -80,6 +85,7 @@ impl HttpError {
             HttpError::TooManyAttempts => "rate_limited",
             HttpError::RequestTimeout => "request_timeout",
             HttpError::TooManyRequests => "rate_limited",
+            HttpError::InvalidGrant => "invalid_grant",
         }
     }
 

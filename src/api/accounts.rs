@@ -117,12 +117,13 @@ async fn issue(state: &AppState, user_id: &str, family: &str, device: Option<&st
     Ok(Tokens { access, refresh, expires_in: ttl })
 }
 
-/// Email-or-username + password → a new login (used by the login page).
-pub async fn password_login(state: &AppState, login: &str, password: String) -> Result<Tokens, HttpError> {
+/// Email-or-username + password → the user (the login page; its tokens come later, from
+/// [`issue_login`]).
+pub async fn password_login(state: &AppState, login: &str, password: String) -> Result<User, HttpError> {
     let found = state.store.credentials_by_login(login).await?;
     let ok = state.hasher.verify(password, found.as_ref().map(|c| c.password_hash.clone())).await;
     match found {
-        Some(c) if ok => issue(state, &c.user.id, &crate::util::random_hex(16), None).await,
+        Some(c) if ok => Ok(c.user),
         _ => Err(HttpError::InvalidCredentials),
     }
 }
@@ -378,4 +379,20 @@ pub async fn reset_password(
     replace_password(&state, &c.user.id, body.new_password).await?;
     state.bus.control(crate::bus::Control::Disconnect { user_id: c.user.id, device_id: None });
     Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
+}
+
+/// The response of `POST /login` for a login checked earlier (the login page's code redeemed at
+/// `POST /login-client/token`): tokens in `family`, bound to `device` if given.
+pub async fn issue_login(
+    state: &AppState,
+    user_id: &str,
+    family: &str,
+    device: Option<&str>,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    enabled(state)?;
+    let user = state.store.credentials_by_id(user_id).await?.ok_or(HttpError::InvalidGrant)?.user;
+    if device.is_some_and(|d| state.registry.is_revoked(user_id, d)) {
+        return Err(HttpError::Forbidden("device revoked"));
+    }
+    session(state, user, family, device, StatusCode::OK).await
 }
