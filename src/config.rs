@@ -156,7 +156,7 @@ pub struct Config {
     /// SMTP for reset codes; without it codes are only logged in the development set-up.
     pub smtp_url: Option<String>,
     pub smtp_from: String,
-    /// Non-loopback redirect URIs the login page may send tokens to (exact, query ignored).
+    /// Non-loopback redirect URIs the login page may redirect to with a code (exact, query ignored).
     pub redirect_allowlist: Vec<String>,
     /// How long a login page's one-time code can be redeemed.
     pub login_code_ttl_secs: u64,

@@ -139,7 +139,7 @@ fn authorization(pairs: impl Iterator<Item = (String, String)>, allowlist: &[Str
         return Err("code_challenge_method must be S256 (plain is not accepted)".into());
     }
     // S256 challenges are 43 characters of base64url; anything else can never match a verifier.
-    let code_challenge = challenge.filter(|c| c.len() == 43 && unreserved(c, 43..=43) && !c.contains(['.', '~']));
+    let code_challenge = challenge.filter(|c| unreserved(c, 43..=43) && !c.contains(['.', '~']));
     let code_challenge =
         code_challenge.ok_or("code_challenge is required: BASE64URL(SHA-256(code_verifier)), 43 characters")?;
     if device_id.as_deref().is_some_and(|d| !crate::server::middleware::valid_device_id(d)) {
