@@ -447,6 +447,38 @@ async fn login_code_expires() {
     s.stop().await;
 }
 
+/// Signs in with `device_id=tray-laptop` on the page; the code.
+async fn sign_in_with_device(s: &Server, redirect: &str, challenge: &str) -> String {
+    let query = format!("{}&device_id=tray-laptop", authorize_query(redirect, STATE, challenge));
+    let r = submit_form(s, &query, "tray", "tray password").await;
+    assert_eq!(status(&r), 303, "{r}");
+    let location = header(&r, "location").unwrap().to_string();
+    location.split(['?', '&']).find_map(|kv| kv.strip_prefix("code=")).unwrap().to_string()
+}
+
+#[tokio::test]
+async fn login_code_binds_the_device_named_on_the_page() {
+    let s = Server::start(&[]).await;
+    register(&s, "tray@example.com", "tray").await;
+    let redirect = "http://127.0.0.1:5555/cb";
+    let (verifier, challenge) = pkce();
+    let code = sign_in_with_device(&s, redirect, &challenge).await;
+    let (st, tokens) = redeem_json(&s, &code, &verifier, redirect).await;
+    assert_eq!(st, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let mut c = Client::connect(&s.url(&format!("token={access}"))).await.unwrap();
+    let w = c.recv().await;
+    assert_eq!((w["type"].as_str(), w["device_id"].as_str()), (Some("welcome"), Some("tray-laptop")), "{w}");
+    // Once the device is revoked, a code issued for it yields no tokens.
+    let (st, body) = http_json(s.addr, "DELETE", "/api/devices/tray-laptop", Some(&access), "").await;
+    assert_eq!(st, 200, "{body}");
+    let (verifier, challenge) = pkce();
+    let code = sign_in_with_device(&s, redirect, &challenge).await;
+    let (st, body) = redeem_json(&s, &code, &verifier, redirect).await;
+    assert_eq!((st, body["error"].as_str()), (403, Some("forbidden")), "{body}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn login_code_redemption_is_rate_limited_per_address() {
     let s = Server::start(&[("SYNCGATE_AUTH_ATTEMPTS_PER_MIN", "3")]).await;
