@@ -54,6 +54,7 @@ pub const REGISTER_PER_HOUR: &str = "SYNCGATE_REGISTER_PER_HOUR";
 pub const SMTP_URL: &str = "SYNCGATE_SMTP_URL";
 pub const SMTP_FROM: &str = "SYNCGATE_SMTP_FROM";
 pub const REDIRECT_ALLOWLIST: &str = "SYNCGATE_REDIRECT_ALLOWLIST";
+pub const LOGIN_CODE_TTL_SECS: &str = "SYNCGATE_LOGIN_CODE_TTL_SECS";
 pub const DURABLE_NAMESPACES: &str = "SYNCGATE_DURABLE_NAMESPACES";
 pub const REPLAY_MAX: &str = "SYNCGATE_REPLAY_MAX";
 pub const HISTORY_TTL_SECS: &str = "SYNCGATE_HISTORY_TTL_SECS";
@@ -158,8 +159,10 @@ pub struct Config {
     /// SMTP for reset codes; without it codes are only logged in the development set-up.
     pub smtp_url: Option<String>,
     pub smtp_from: String,
-    /// Non-loopback redirect URIs the login page may send tokens to (exact, query ignored).
+    /// Non-loopback redirect URIs the login page may redirect to with a code (exact, query ignored).
     pub redirect_allowlist: Vec<String>,
+    /// How long a login page's one-time code can be redeemed.
+    pub login_code_ttl_secs: u64,
     /// Namespaces whose channels are durable streams (`dm` by default; `user` may be added).
     pub durable_namespaces: Vec<String>,
     /// Most events a `subscribe` with `since` replays; beyond it the reply says `recovered:false`.
@@ -347,6 +350,7 @@ impl Config {
             (SMTP_URL, self.smtp_url.as_deref().map(mask_url).unwrap_or_else(|| "(unset)".into())),
             (SMTP_FROM, self.smtp_from.clone()),
             (REDIRECT_ALLOWLIST, self.redirect_allowlist.join(",")),
+            (LOGIN_CODE_TTL_SECS, self.login_code_ttl_secs.to_string()),
             (DURABLE_NAMESPACES, self.durable_namespaces.join(",")),
             (REPLAY_MAX, self.replay_max.to_string()),
             (HISTORY_TTL_SECS, self.history_ttl_secs.to_string()),
@@ -509,6 +513,7 @@ impl Config {
                 r.errors.push(format!("{REDIRECT_ALLOWLIST}: {u:?} must be an http(s) URL without query or fragment"));
             }
         }
+        let login_code_ttl_secs = r.ranged(LOGIN_CODE_TTL_SECS, 60, 1, 600);
         let smtp_from = r.raw(SMTP_FROM).unwrap_or("syncgate <no-reply@localhost>").to_string();
         let durable_namespaces = match r.raw(DURABLE_NAMESPACES) {
             None => vec!["dm".to_string()],
@@ -594,6 +599,7 @@ impl Config {
             smtp_url,
             smtp_from,
             redirect_allowlist,
+            login_code_ttl_secs,
             durable_namespaces,
             replay_max,
             history_ttl_secs,

@@ -43,6 +43,10 @@ pub enum HttpError {
     TooManyRequests,
     #[error("this account has the maximum number of devices; revoke one first")]
     TooManyDevices,
+    /// A login code that is unknown, expired or used, or presented with a wrong `code_verifier`
+    /// or another `redirect_uri` (RFC 6749 §5.2).
+    #[error("invalid, expired or used code, or a code_verifier or redirect_uri that does not match")]
+    InvalidGrant,
 }
 
 impl HttpError {
@@ -62,6 +66,7 @@ impl HttpError {
             HttpError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             HttpError::TooManyDevices => StatusCode::CONFLICT,
+            HttpError::InvalidGrant => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -84,6 +89,7 @@ impl HttpError {
             HttpError::RequestTimeout => "request_timeout",
             HttpError::TooManyRequests => "rate_limited",
             HttpError::TooManyDevices => "too_many_devices",
+            HttpError::InvalidGrant => "invalid_grant",
         }
     }
 

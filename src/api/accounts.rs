@@ -143,15 +143,13 @@ async fn issue(state: &AppState, user_id: &str, gen: u64, family: &str, device: 
     Ok(Tokens { access, refresh, expires_in: ttl, device_id: device.to_string() })
 }
 
-/// Email-or-username + password → a new login on a new device (used by the login page).
-pub async fn password_login(state: &AppState, login: &str, password: String) -> Result<Tokens, HttpError> {
+/// Email-or-username + password → the user (the login page; its tokens come later, from
+/// [`issue_login`]).
+pub async fn password_login(state: &AppState, login: &str, password: String) -> Result<User, HttpError> {
     let found = state.store.credentials_by_login(login).await?;
     let ok = state.hasher.verify(password, found.as_ref().map(|c| c.password_hash.clone())).await;
     match found {
-        Some(c) if ok => {
-            let device = bind_device(state, &c.user.id, None).await?;
-            issue(state, &c.user.id, c.token_gen, &crate::util::random_hex(16), &device).await
-        }
+        Some(c) if ok => Ok(c.user),
         _ => Err(HttpError::InvalidCredentials),
     }
 }
@@ -421,4 +419,19 @@ pub async fn reset_password(
     }
     replace_password(&state, &c.user.id, body.new_password).await?;
     Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
+}
+
+/// The response of `POST /login` for a login checked earlier (the login page's code redeemed at
+/// `POST /login-client/token`): tokens in `family`, bound to `device` if given, else to a new
+/// device.
+pub async fn issue_login(
+    state: &AppState,
+    user_id: &str,
+    family: &str,
+    device: Option<&str>,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    enabled(state)?;
+    let c = state.store.credentials_by_id(user_id).await?.ok_or(HttpError::InvalidGrant)?;
+    let device = bind_device(state, user_id, device).await?;
+    session(state, c.user, c.token_gen, family, &device, StatusCode::OK).await
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`accounts`]: register, login, refresh, logout, change-password.
 //! - [`devices`]: list and revoke the caller's devices.
+//! - [`login_page`]: the browser login for native apps (RFC 8252 with PKCE) and its code
+//!   redemption.
 //! - [`history`]: durable streams' history and the caller's direct-message conversations.
 //! - [`server_api`]: `POST /api/publish` and `POST /api/disconnect` for backends
 //!   (Bearer `SYNCGATE_API_KEY`).

@@ -217,27 +217,47 @@ pub fn document() -> Value {
         "/login-client",
         "get",
         op(
-            "HTML login page for desktop apps (redirect_uri: loopback or allow-listed)",
+            "HTML login page for native apps (RFC 8252 + PKCE): redirect_uri (loopback or allow-listed), \
+             state (16-128 of [A-Za-z0-9._~-]), code_challenge, code_challenge_method=S256, device_id?",
             None,
             None,
-            &[("200", "login form"), ("400", "redirect_uri refused")],
+            &[("200", "login form"), ("400", "a parameter refused (HTML page, no redirect)")],
         ),
     );
     add(
         "/login-client",
         "post",
         op(
-            "Login form submission: 303 to redirect_uri with the tokens in the fragment",
+            "Login form submission: 303 to redirect_uri?code=…&state=… (a one-time code, no token)",
             None,
             None,
             &[
                 ("303", "signed in"),
-                ("400", "redirect_uri refused"),
+                ("400", "a parameter refused (HTML page, no redirect)"),
                 ("401", "wrong credentials"),
                 ("429", "rate limited"),
             ],
         ),
     );
+    let mut token = op(
+        "Redeem a login page code once (RFC 6749 §4.1.3, PKCE S256): the token JSON of /login",
+        None,
+        None,
+        &[
+            ("200", "token pair and user (Cache-Control: no-store)"),
+            ("400", "invalid_grant: wrong verifier, used or expired code, other redirect_uri; or a bad body"),
+            ("429", "rate limited"),
+        ],
+    );
+    let grant = object(
+        &["code", "code_verifier", "redirect_uri"],
+        json!({"grant_type": {"type": "string", "enum": ["authorization_code"]}, "code": s, "code_verifier": s, "redirect_uri": s}),
+    );
+    token["requestBody"] = json!({ "required": true, "content": {
+        "application/json": { "schema": grant },
+        "application/x-www-form-urlencoded": { "schema": grant }
+    }});
+    add("/login-client/token", "post", token);
     add("/api/openapi.json", "get", op("This document", None, None, &[("200", "OpenAPI 3.1")]));
     json!({
         "openapi": "3.1.0",

@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/openapi.json"),
     ("GET", "/login-client"),
     ("POST", "/login-client"),
+    ("POST", "/login-client/token"),
 ];
 
 /// Everything a request or connection task needs; shared behind one `Arc`.

@@ -119,6 +119,9 @@ pub async fn route(
         }
         (&Method::GET, "/login-client") => crate::api::login_page::show(&state, &req),
         (&Method::POST, "/login-client") => crate::api::login_page::submit(state.clone(), req, peer.ip()).await,
+        (&Method::POST, "/login-client/token") => {
+            crate::api::login_page::token(state, req, peer.ip()).await.unwrap_or_else(HttpError::into_response)
+        }
         (&Method::GET, "/api/openapi.json") => {
             crate::error::json_response(StatusCode::OK, &crate::api::openapi::document())
         }

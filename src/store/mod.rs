@@ -7,11 +7,13 @@
 //! - [`devices`] — devices per user, revocation.
 //! - [`otps`] — password-reset codes.
 //! - [`tokens`] — rotating refresh tokens with reuse detection.
+//! - [`login_codes`] — the login page's one-time codes (PKCE).
 //! - [`events`] — durable streams: group-committed appends with per-channel `seq`, idempotent
 //!   `msg_id`s, replay and history reads, read positions, retention.
 
 pub mod devices;
 pub mod events;
+pub mod login_codes;
 pub mod otps;
 pub mod tokens;
 pub mod users;
@@ -47,6 +49,7 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
     (3, "streams", include_str!("../../migrations/sqlite/0003_streams.sql")),
     (4, "otp_failures", include_str!("../../migrations/sqlite/0004_otp_failures.sql")),
     (5, "token_generations", include_str!("../../migrations/sqlite/0005_token_generations.sql")),
+    (6, "login_codes", include_str!("../../migrations/sqlite/0006_login_codes.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[Migration] = &[
     (1, "accounts", include_str!("../../migrations/postgres/0001_accounts.sql")),
@@ -54,6 +57,7 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
     (3, "streams", include_str!("../../migrations/postgres/0003_streams.sql")),
     (4, "otp_failures", include_str!("../../migrations/postgres/0004_otp_failures.sql")),
     (5, "token_generations", include_str!("../../migrations/postgres/0005_token_generations.sql")),
+    (6, "login_codes", include_str!("../../migrations/postgres/0006_login_codes.sql")),
 ];
 
 /// The advisory-lock key that serialises migrations across instances ("syncgate" in ASCII).
