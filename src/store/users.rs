@@ -61,7 +61,7 @@ impl Store {
     }
 
     /// Stores a new password hash, starts a new token generation and revokes every refresh token
-    /// of the user, in one transaction. Returns the new generation.
+    /// and outstanding login-page code of the user, in one transaction. Returns the new generation.
     pub async fn replace_password(&self, user_id: &str, password_hash: &str) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let (gen,): (i64,) = sqlx::query_as(
@@ -72,6 +72,8 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        // A login-page code handed out under the old password must not yield tokens after it.
+        sqlx::query("DELETE FROM login_codes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(gen.max(0) as u64)
     }
