@@ -256,6 +256,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     tracing::info!(addr = %listener.local_addr()?, proxy_protocol = ?state.config.proxy_protocol, "syncgate listening");
     if let Some(a) = &admin {
         tracing::info!(admin_addr = %a.local_addr()?, "admin listener: /health /ready /metrics /api/status");
+    } else if state.config.proxy_protocol != ProxyProtocol::Off {
+        tracing::warn!(
+            "SYNCGATE_PROXY_PROTOCOL is set and SYNCGATE_ADMIN_LISTEN is not: health checks must send the PROXY header too"
+        );
     }
 
     tokio::pin!(shutdown);

@@ -283,19 +283,46 @@ async fn ws_from(src: &str, to: SocketAddr, user: &str) -> Result<Client, u16> {
     ws_over(stream, b"", user, false).await
 }
 
+/// HAProxy's view of server `gw1`: (status, check_status) from `show stat` on its stats socket.
+async fn haproxy_server_state(sock: &std::path::Path) -> Option<(String, String)> {
+    let mut c = tokio::net::UnixStream::connect(sock).await.ok()?;
+    c.write_all(b"show stat\n").await.ok()?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.ok()?;
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (sv, status, check) = (col("svname")?, col("status")?, col("check_status")?);
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|r| r.get(sv) == Some(&"gw1"))
+        .and_then(|r| Some((r.get(status)?.to_string(), r.get(check)?.to_string())))
+}
+
 #[tokio::test]
 async fn haproxy_send_proxy_v2_gives_real_client_addresses() {
-    let s = Server::start(&[("SYNCGATE_PROXY_PROTOCOL", "v2"), ("SYNCGATE_CONNECT_RATE_PER_IP", "2")]).await;
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let s = Server::start(&[
+        ("SYNCGATE_PROXY_PROTOCOL", "v2"),
+        ("SYNCGATE_CONNECT_RATE_PER_IP", "2"),
+        ("SYNCGATE_ADMIN_LISTEN", admin.as_str()),
+    ])
+    .await;
     let port = free_port();
     let dir = temp_dir();
     let cfg = dir.join("haproxy.cfg");
+    let stats = dir.join("haproxy.sock");
+    // As tuning/haproxy.cfg: send-proxy-v2 to the gateway, /ready checks on the admin port.
     std::fs::write(
         &cfg,
         format!(
-            "global\n    maxconn 100\n\
+            "global\n    maxconn 100\n    stats socket {} mode 600 level admin\n\
              defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
              frontend ws\n    bind 127.0.0.1:{port}\n    default_backend gw\n\
-             backend gw\n    server gw1 {} send-proxy-v2\n",
+             backend gw\n    option httpchk GET /ready\n    http-check expect status 200\n\
+             \x20   server gw1 {} send-proxy-v2 check port {admin_port} inter 100ms fall 1 rise 1\n",
+            stats.display(),
             s.addr
         ),
     )
@@ -313,6 +340,15 @@ async fn haproxy_send_proxy_v2_gives_real_client_addresses() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(front).await.is_err() {
         assert!(tokio::time::Instant::now() < deadline, "haproxy did not listen on {front}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its health check reached /ready on the admin port (no PROXY header there) and passed.
+    loop {
+        let state = haproxy_server_state(&stats).await;
+        if state.as_ref().is_some_and(|(status, check)| status == "UP" && check == "L7OK") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "gw1 not UP with a passing check: {state:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
