@@ -22,7 +22,11 @@ ENV SYNCGATE_LISTEN=0.0.0.0:8080 \
     SYNCGATE_DATA_DIR=/var/lib/syncgate \
     SYNCGATE_LOG_FORMAT=json
 EXPOSE 8080
+# On the admin listener when one is set (the main one may expect a PROXY header), else on the main
+# one; a wildcard host is asked on loopback.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD curl -fsS http://127.0.0.1:8080/health || exit 1
+  CMD addr="${SYNCGATE_ADMIN_LISTEN:-${SYNCGATE_LISTEN:-0.0.0.0:8080}}"; host="${addr%:*}"; \
+      case "$host" in 0.0.0.0|"") host=127.0.0.1 ;; "[::]") host="[::1]" ;; esac; \
+      curl -fsS "http://$host:${addr##*:}/health" || exit 1
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/syncgate"]

@@ -50,9 +50,19 @@ ensure_chromium() {
   fi
 }
 
+ensure_haproxy() {
+  # tests/gateway/proxy.rs runs a real HAProxy (mode tcp, send-proxy-v2) in front of the gateway;
+  # the test starts and stops it itself.
+  if ! command -v haproxy >/dev/null 2>&1; then
+    echo "installing haproxy"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  fi
+}
+
 ensure_redis
 ensure_postgres
 ensure_chromium
+ensure_haproxy
 
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"

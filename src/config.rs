@@ -71,6 +71,8 @@ pub const API_REQUESTS_PER_MIN: &str = "SYNCGATE_API_REQUESTS_PER_MIN";
 pub const CLOSE_LINGER_MS: &str = "SYNCGATE_CLOSE_LINGER_MS";
 pub const WRITE_TIMEOUT_MS: &str = "SYNCGATE_WRITE_TIMEOUT_MS";
 pub const ECHO_PATH: &str = "SYNCGATE_ECHO_PATH";
+pub const PROXY_PROTOCOL: &str = "SYNCGATE_PROXY_PROTOCOL";
+pub const ADMIN_LISTEN: &str = "SYNCGATE_ADMIN_LISTEN";
 
 /// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
 #[derive(Clone, PartialEq, Eq)]
@@ -94,6 +96,17 @@ impl fmt::Debug for KeySource {
             KeySource::Generated => f.write_str("Generated"),
         }
     }
+}
+
+/// `SYNCGATE_PROXY_PROTOCOL`: which PROXY protocol header every connection on the main listener
+/// must start with (behind a TCP load balancer), or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    Off,
+    /// The text header (`PROXY TCP4 …\r\n`).
+    V1,
+    /// The binary header (HAProxy `send-proxy-v2`).
+    V2,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +208,10 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Unauthenticated echo endpoint for conformance runs (`None`: off).
     pub echo_path: Option<String>,
+    /// PROXY protocol header expected on the main listener; its client address is the peer.
+    pub proxy_protocol: ProxyProtocol,
+    /// Second listener (no PROXY header) serving only health, readiness, metrics and status.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl fmt::Debug for Config {
@@ -367,6 +384,8 @@ impl Config {
             (CLOSE_LINGER_MS, ms(self.close_linger)),
             (WRITE_TIMEOUT_MS, ms(self.write_timeout)),
             (ECHO_PATH, opt(&self.echo_path)),
+            (PROXY_PROTOCOL, format!("{:?}", self.proxy_protocol).to_lowercase()),
+            (ADMIN_LISTEN, self.admin_listen.map(|a| a.to_string()).unwrap_or_else(|| "(unset: off)".into())),
         ]
     }
 
@@ -464,6 +483,29 @@ impl Config {
                 r.errors.push(format!("{ECHO_PATH}={p:?} must be a path like /echo that no other route uses"));
             }
         }
+        let proxy_protocol = match r.raw(PROXY_PROTOCOL) {
+            None | Some("off") => ProxyProtocol::Off,
+            Some("v1") => ProxyProtocol::V1,
+            Some("v2") => ProxyProtocol::V2,
+            Some(other) => {
+                r.errors.push(format!("{PROXY_PROTOCOL}={other:?} must be one of: off, v1, v2"));
+                ProxyProtocol::Off
+            }
+        };
+        let admin_listen = match r.raw(ADMIN_LISTEN) {
+            None => None,
+            Some(v) => match v.parse::<SocketAddr>() {
+                Ok(a) if a == listen && a.port() != 0 => {
+                    r.errors.push(format!("{ADMIN_LISTEN}={v:?} must differ from {LISTEN}"));
+                    None
+                }
+                Ok(a) => Some(a),
+                Err(_) => {
+                    r.errors.push(format!("{ADMIN_LISTEN}={v:?} is not an address like 127.0.0.1:9090"));
+                    None
+                }
+            },
+        };
         let join_leave_max_members = r.ranged(JOIN_LEAVE_MAX_MEMBERS, 1000, 0, 10_000_000) as usize;
         let redis_url = r.raw(REDIS_URL).map(str::to_string);
         if let Some(u) = &redis_url {
@@ -578,6 +620,8 @@ impl Config {
             close_linger,
             write_timeout,
             echo_path,
+            proxy_protocol,
+            admin_listen,
             log_format,
             listen_backlog,
             join_leave_max_members,
@@ -735,6 +779,21 @@ mod tests {
         ] {
             assert!(err.contains(key), "{key} missing from {err}");
         }
+    }
+
+    #[test]
+    fn proxy_protocol_and_admin_listener() {
+        let c = Config::default();
+        assert_eq!((c.proxy_protocol, c.admin_listen), (ProxyProtocol::Off, None));
+        let c = Config::from_map(&map(&[(PROXY_PROTOCOL, "v2"), (ADMIN_LISTEN, "127.0.0.1:9090")])).unwrap();
+        assert_eq!((c.proxy_protocol, c.admin_listen), (ProxyProtocol::V2, Some("127.0.0.1:9090".parse().unwrap())));
+        assert_eq!(Config::from_map(&map(&[(PROXY_PROTOCOL, "v1")])).unwrap().proxy_protocol, ProxyProtocol::V1);
+        let err = Config::from_map(&map(&[(PROXY_PROTOCOL, "on"), (ADMIN_LISTEN, "9090")])).unwrap_err().to_string();
+        for key in [PROXY_PROTOCOL, ADMIN_LISTEN] {
+            assert!(err.contains(key), "{key} missing from {err}");
+        }
+        let err = Config::from_map(&map(&[(LISTEN, "0.0.0.0:8080"), (ADMIN_LISTEN, "0.0.0.0:8080")])).unwrap_err();
+        assert!(err.to_string().contains(ADMIN_LISTEN), "{err}");
     }
 
     #[test]

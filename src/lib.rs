@@ -6,8 +6,9 @@
 //! - [`durable`]: durable streams: group-committed writer, per-channel `seq`, replay, read
 //!   positions, retention.
 //! - [`error`]: error enums and the one mapping to HTTP status / JSON body / close code.
-//! - [`server`]: accept loop, HTTP routing, middleware in front of the upgrade (origin, per-IP
-//!   rate, JWT, per-user cap), two-step shutdown.
+//! - [`server`]: accept loop (PROXY protocol header first when configured; the admin listener),
+//!   HTTP routing, middleware in front of the upgrade (origin, per-IP rate, JWT, per-user cap),
+//!   two-step shutdown.
 //! - [`ws`]: the RFC 6455 upgrade, the per-connection session (reader, batched writer, pending
 //!   backend requests), bounded writes and lingering close, durable replays, the echo endpoint.
 //! - [`protocol`]: protocol v1 frames; decode with simd-json, encode once into `Bytes`.

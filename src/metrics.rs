@@ -142,6 +142,8 @@ pub struct Metrics {
     pub write_timeouts: Counter,
     /// HTTP connections cut for not finishing a request (or its body) in time.
     pub handshake_timeouts: Counter,
+    /// Connections closed for a missing or malformed PROXY protocol header.
+    pub proxy_header_rejected: Counter,
     /// Publish → every recipient's queue (seconds).
     pub fanout_seconds: Histogram,
     started: std::time::Instant,
@@ -160,6 +162,7 @@ impl Default for Metrics {
             rate_limited: Counter::default(),
             write_timeouts: Counter::default(),
             handshake_timeouts: Counter::default(),
+            proxy_header_rejected: Counter::default(),
             fanout_seconds: Histogram::new(&LATENCY_BOUNDS),
             started: std::time::Instant::now(),
         }
@@ -309,6 +312,13 @@ pub fn render(state: &AppState) -> String {
         "HTTP connections cut for not finishing a request or upgrade within SYNCGATE_HANDSHAKE_TIMEOUT_MS.",
         "counter",
         m.handshake_timeouts.get(),
+    );
+    single(
+        &mut out,
+        "syncgate_proxy_header_rejected_total",
+        "Connections closed for a missing, malformed or late PROXY protocol header (SYNCGATE_PROXY_PROTOCOL).",
+        "counter",
+        m.proxy_header_rejected.get(),
     );
     single(
         &mut out,

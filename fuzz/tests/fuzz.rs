@@ -91,6 +91,11 @@ fn fuzz_frame() {
 }
 
 #[test]
+fn fuzz_proxy() {
+    fuzz("proxy");
+}
+
+#[test]
 fn fuzz_wire() {
     fuzz("wire");
 }

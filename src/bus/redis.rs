@@ -10,7 +10,8 @@
 //!   buffered without bound; local members were already served.
 //! - Cluster-wide presence and per-user caps live in Redis hashes with per-instance records; each
 //!   instance heartbeats into a sorted set, and any instance reaps one that stopped (Lua, atomic),
-//!   sending `leave` for its members, within `SYNCGATE_PRESENCE_TTL_MS`.
+//!   sending `leave` for its members, within `SYNCGATE_PRESENCE_TTL_MS`. The heartbeat also
+//!   writes the instance's open connections into the `conns` hash that `/api/status` reads.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,6 +119,7 @@ for i = 1, #users, 2 do
   end
 end
 redis.call('DEL', p .. 'inst:' .. inst .. ':pres', p .. 'inst:' .. inst .. ':users')
+redis.call('HDEL', p .. 'conns', inst)
 return leaves
 "#;
 
@@ -135,6 +137,8 @@ pub struct RedisBus {
     pub stats: BusStats,
     /// Messages per PUBLISH batch.
     batch_sizes: crate::metrics::Histogram,
+    /// The instance's open-connection gauge, published with each heartbeat (set once at start).
+    open: std::sync::OnceLock<Arc<crate::registry::Stats>>,
 }
 
 fn now_ms() -> u64 {
@@ -177,6 +181,7 @@ impl RedisBus {
             presence_ops: pres_tx,
             stats: BusStats::default(),
             batch_sizes: crate::metrics::Histogram::new(&crate::metrics::BATCH_BOUNDS),
+            open: std::sync::OnceLock::new(),
         });
         // The connection tasks run detached for the process's life (reconnecting per policy).
         drop(bus.client.connect());
@@ -428,11 +433,19 @@ impl RedisBus {
         }
     }
 
-    /// Heartbeat into `instances` and reap instances that stopped heartbeating.
+    /// Publishes `stats.open_connections` with every heartbeat (the `connections` of this
+    /// instance in `/api/status`). Only the first call counts.
+    pub fn report_connections(&self, stats: Arc<crate::registry::Stats>) {
+        let _ = self.open.set(stats);
+    }
+
+    /// Heartbeat into `instances` (with the open-connection count into `conns`) and reap
+    /// instances that stopped heartbeating.
     async fn heartbeat(self: Arc<Self>) {
         let ttl = self.settings.presence_ttl;
         let every = (ttl / 5).max(Duration::from_millis(20));
         let key = self.key("instances");
+        let conns_key = self.key("conns");
         let me = self.instance.to_string();
         let mut tick = tokio::time::interval(every);
         loop {
@@ -440,6 +453,10 @@ impl RedisBus {
             let now = now_ms();
             let _: Result<i64, _> =
                 self.client.zadd(key.as_str(), None, None, false, false, (now as f64, me.as_str())).await;
+            if let Some(stats) = self.open.get() {
+                let n = stats.open_connections.load(Ordering::Relaxed);
+                let _: Result<i64, _> = self.client.hset(conns_key.as_str(), (me.as_str(), n)).await;
+            }
             let dead_before = now.saturating_sub(ttl.as_millis() as u64 / 2);
             let dead: Vec<String> =
                 match self.client.zrangebyscore(key.as_str(), "-inf", dead_before as f64, false, None).await {

@@ -45,6 +45,8 @@ pub struct Admitted {
     pub device_name: Option<String>,
     /// `?since=N`: replay the (durable) user channel after `seq` N.
     pub since: Option<u64>,
+    /// The client's address (from the PROXY header when one is expected), for the logs.
+    pub peer: SocketAddr,
 }
 
 /// `[A-Za-z0-9._:-]{1,64}`.
@@ -206,5 +208,5 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
             Some((id, slot))
         }
     };
-    Ok(Admitted { _place: place, identity, device_id, channels, device_name, since })
+    Ok(Admitted { _place: place, identity, device_id, channels, device_name, since, peer })
 }

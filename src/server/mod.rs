@@ -2,6 +2,7 @@
 //! injectable entry point used by `main` and by the tests.
 
 pub(crate) mod middleware;
+pub mod proxy;
 mod router;
 
 use std::future::Future;
@@ -13,13 +14,14 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::auth::{KeyError, Verifier};
 use crate::bus::{Bus, LocalBus, RedisBus, RedisSettings};
-use crate::config::Config;
+use crate::config::{Config, ProxyProtocol};
 use crate::limits::IpLimiter;
 use crate::registry::{Registry, Stats};
 
@@ -136,10 +138,31 @@ pub fn bind(config: &Config) -> std::io::Result<TcpListener> {
     socket.listen(config.listen_backlog)
 }
 
+/// Which listener a connection came in on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    /// Every route; the PROXY header `SYNCGATE_PROXY_PROTOCOL` asks for.
+    Main,
+    /// `SYNCGATE_ADMIN_LISTEN`: health, readiness, metrics and status only; no PROXY header.
+    Admin,
+}
+
+async fn accept_on(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Serves `listener` until `shutdown` resolves, then closes every connection with 1001 and waits
-/// (at most `SYNCGATE_SHUTDOWN_TIMEOUT_MS`) for them to finish.
+/// (at most `SYNCGATE_SHUTDOWN_TIMEOUT_MS`) for them to finish. With `SYNCGATE_ADMIN_LISTEN` a
+/// second listener is bound here and served until the same moment.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let verifier = Verifier::new(&config)?;
+    let admin = match config.admin_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
     if verifier.development {
         tracing::warn!(
             dir = %config.data_dir.display(),
@@ -177,6 +200,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             };
             let redis = RedisBus::start(settings, registry.clone()).await.map_err(StartError::Bus)?;
             registry.set_hooks(redis.clone());
+            redis.report_connections(stats.clone());
             tracing::info!(instance = redis.instance, "Redis bus");
             redis
         }
@@ -230,7 +254,14 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             "SYNCGATE_ECHO_PATH is set: an unauthenticated echo endpoint is open (for conformance runs only)"
         );
     }
-    tracing::info!(addr = %listener.local_addr()?, "syncgate listening");
+    tracing::info!(addr = %listener.local_addr()?, proxy_protocol = ?state.config.proxy_protocol, "syncgate listening");
+    if let Some(a) = &admin {
+        tracing::info!(admin_addr = %a.local_addr()?, "admin listener: /health /ready /metrics /api/status");
+    } else if state.config.proxy_protocol != ProxyProtocol::Off {
+        tracing::warn!(
+            "SYNCGATE_PROXY_PROTOCOL is set and SYNCGATE_ADMIN_LISTEN is not: health checks must send the PROXY header too"
+        );
+    }
 
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);
@@ -255,7 +286,19 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
                     let _ = stream.set_nodelay(true);
-                    serve_connection(state.clone(), stream, peer);
+                    spawn_connection(state.clone(), stream, peer, Listener::Main);
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning, never stop accepting.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            },
+            accepted = accept_on(admin.as_ref()) => match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    spawn_connection(state.clone(), stream, peer, Listener::Admin);
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning, never stop accepting.
@@ -268,6 +311,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     }
 
     drop(listener);
+    drop(admin);
     let _ = shutdown_tx.send(true);
     // Close with 1001, spread over the window so clients do not reconnect all at once.
     let conns = state.registry.all_conns();
@@ -299,36 +343,77 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     Ok(())
 }
 
-fn serve_connection(state: Arc<AppState>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+/// One accepted socket's task: the PROXY header first when the main listener expects one (a
+/// missing or malformed header closes the connection, counted), then HTTP with the client address
+/// it carried as the peer.
+fn spawn_connection(state: Arc<AppState>, stream: TcpStream, peer: SocketAddr, on: Listener) {
     tokio::spawn(async move {
         let alive = state.alive.clone();
-        let mut shutdown = state.shutdown.clone();
-        let handshake_timeout = state.config.handshake_timeout;
-        let svc_state = state.clone();
-        let service = service_fn(move |req| router::route(svc_state.clone(), peer, req));
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(handshake_timeout)
-            .keep_alive(true)
-            .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        tokio::pin!(conn);
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    if e.is_timeout() {
-                        // Slowloris: the request head did not arrive within the handshake timeout.
-                        state.metrics.handshake_timeouts.inc();
-                    }
-                    tracing::debug!(%peer, error = %e, "http connection error");
+        let mode = state.config.proxy_protocol;
+        if on == Listener::Admin || mode == ProxyProtocol::Off {
+            serve_connection(&state, stream, peer, on).await;
+        } else {
+            let mut shutdown = state.shutdown.clone();
+            let mut stream = stream;
+            let header = tokio::select! {
+                h = tokio::time::timeout(state.config.handshake_timeout, proxy::read_header(&mut stream, mode)) => {
+                    h.unwrap_or(Err(proxy::ProxyError::Timeout))
                 }
-            }
-            _ = crate::shutdown::stopping(&mut shutdown) => {
-                conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                _ = crate::shutdown::stopping(&mut shutdown) => return,
+            };
+            match header {
+                Ok((rest, source)) => {
+                    serve_connection(&state, proxy::Proxied::new(rest, stream), source.unwrap_or(peer), on).await
+                }
+                // Connect-and-close (a TCP health check) sent no header to refuse.
+                Err(proxy::ProxyError::Empty) => {}
+                Err(e) => {
+                    state.metrics.proxy_header_rejected.inc();
+                    tracing::debug!(%peer, error = %e, "PROXY header refused; connection closed");
+                }
             }
         }
         drop(alive);
     });
+}
+
+async fn serve_connection<I>(state: &Arc<AppState>, io: I, peer: SocketAddr, on: Listener)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut shutdown = state.shutdown.clone();
+    let handshake_timeout = state.config.handshake_timeout;
+    let svc_state = state.clone();
+    let service = service_fn(move |req| {
+        let state = svc_state.clone();
+        async move {
+            match on {
+                Listener::Main => router::route(state, peer, req).await,
+                Listener::Admin => router::route_admin(state, peer, req).await,
+            }
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake_timeout)
+        .keep_alive(true)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                if e.is_timeout() {
+                    // Slowloris: the request head did not arrive within the handshake timeout.
+                    state.metrics.handshake_timeouts.inc();
+                }
+                tracing::debug!(%peer, error = %e, "http connection error");
+            }
+        }
+        _ = crate::shutdown::stopping(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! Routes: `GET /ws` (through the middleware chain, then the upgrade), `GET /health`; JSON 404
-//! for anything else.
+//! for anything else. The admin listener serves a subset ([`ADMIN_PATHS`]) with the same rules.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -41,6 +41,22 @@ fn ready(state: &AppState) -> Response<Full<Bytes>> {
     let ok = state.ready();
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     crate::error::json_response(status, &serde_json::json!({"ready": ok, "bus": bus, "draining": stopping}))
+}
+
+/// What `SYNCGATE_ADMIN_LISTEN` serves (health checks and scrapes); anything else is a 404 there.
+pub const ADMIN_PATHS: &[&str] = &["/health", "/ready", "/metrics", "/api/status"];
+
+/// The admin listener: the same handlers (and the same API-key rule on `/api/status`) for
+/// [`ADMIN_PATHS`] only.
+pub async fn route_admin(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() == Method::OPTIONS || !ADMIN_PATHS.contains(&req.uri().path()) {
+        return Ok(HttpError::NotFound.into_response());
+    }
+    route(state, peer, req).await
 }
 
 pub async fn route(

@@ -501,7 +501,7 @@ async fn open<'a>(
     ws: &mut Ws,
     admitted: Box<Admitted>,
 ) -> Option<(Session<'a>, (UserSlot, AdmitGuard))> {
-    let Admitted { _place: place, identity, device_id, channels, device_name, since } = *admitted;
+    let Admitted { _place: place, identity, device_id, channels, device_name, since, peer } = *admitted;
     let (identity, slot) = match identity {
         Some(x) => x,
         None => match first_frame_auth(state, ws, device_id.as_deref()).await {
@@ -561,7 +561,7 @@ async fn open<'a>(
         io::close(state, ws, CloseReason::GoingAway).await;
         return None;
     }
-    tracing::info!(user = %s.identity.user_id, device = %s.identity.device_id, conn = %conn_id, "connection open");
+    tracing::info!(user = %s.identity.user_id, device = %s.identity.device_id, conn = %conn_id, %peer, "connection open");
     // A durable user channel: `welcome` carries its state; `?since=` replays it right after
     // (through the queue, page by page).
     let mut user_stream = None;

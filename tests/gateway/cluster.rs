@@ -419,3 +419,60 @@ async fn device_revocation_reaches_every_instance() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Each instance's `connections` in `/api/status`, by instance id, as `s` reports them.
+async fn instance_connections(s: &Server) -> (String, std::collections::BTreeMap<String, u64>) {
+    let (status, v) = http(s, "GET", "/api/status", Some(API_KEY), "").await;
+    assert_eq!(status, 200, "{v}");
+    let mut me = String::new();
+    let mut all = std::collections::BTreeMap::new();
+    for i in v["cluster"]["instances"].as_array().expect("instances") {
+        let id = i["instance"].as_str().expect("instance id").to_string();
+        if i["self"] == true {
+            me = id.clone();
+        }
+        all.insert(id, i["connections"].as_u64().expect("connections"));
+    }
+    (me, all)
+}
+
+#[tokio::test]
+async fn status_reports_every_instances_connections() {
+    let p = prefix();
+    let servers = [instance(&p, &[]).await, instance(&p, &[]).await, instance(&p, &[]).await];
+    // 1, 2 and 3 connections on the three instances.
+    let mut clients = Vec::new();
+    for (n, s) in servers.iter().enumerate() {
+        for d in 0..=n {
+            clients.push((n, s.client(&format!("u{n}"), &format!("d{d}")).await));
+        }
+    }
+    let mut ids = Vec::new();
+    for s in &servers {
+        ids.push(instance_connections(s).await.0);
+    }
+    assert!(ids.iter().all(|i| !i.is_empty()), "each instance lists itself: {ids:?}");
+    let want =
+        |counts: [u64; 3]| -> std::collections::BTreeMap<String, u64> { ids.iter().cloned().zip(counts).collect() };
+    // Heartbeats carry the counts (every SYNCGATE_PRESENCE_TTL_MS / 5): poll, bounded.
+    for expected in [[1, 2, 3], [1, 0, 3]] {
+        if expected[1] == 0 {
+            clients.retain(|(n, _)| *n != 1);
+        }
+        for s in &servers {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let seen = instance_connections(s).await.1;
+                if seen == want(expected) {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "expected {:?}, saw {seen:?}", want(expected));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(clients);
+    for s in servers {
+        s.stop().await;
+    }
+}

@@ -47,3 +47,4 @@ mod limits;
 mod login_page;
 mod ops;
 mod protocol;
+mod proxy;

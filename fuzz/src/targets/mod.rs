@@ -15,6 +15,7 @@ mod frame;
 mod http_json;
 mod jwks;
 mod jwt;
+mod proxy;
 mod wire;
 
 pub use jwt::{sign_token, SECRET};
@@ -23,7 +24,7 @@ pub use jwt::{sign_token, SECRET};
 pub const DEPTH: usize = 128;
 
 /// Every target, in the order `all` runs them.
-pub const NAMES: &[&str] = &["frame", "wire", "external", "jwks", "jwt", "http_json", "check_depth"];
+pub const NAMES: &[&str] = &["frame", "wire", "external", "jwks", "jwt", "http_json", "check_depth", "proxy"];
 
 pub fn make(name: &str) -> Option<Box<dyn Target>> {
     Some(match name {
@@ -34,6 +35,7 @@ pub fn make(name: &str) -> Option<Box<dyn Target>> {
         "jwt" => Box::new(jwt::Jwt::new()),
         "http_json" => Box::new(http_json::HttpJson),
         "check_depth" => Box::new(check_depth::CheckDepth),
+        "proxy" => Box::new(proxy::Proxy),
         _ => return None,
     })
 }
