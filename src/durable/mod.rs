@@ -9,6 +9,9 @@
 //! - Read positions (`ack` frames) are coalesced in memory and written in batches.
 //! - Retention: a background job deletes events older than `SYNCGATE_HISTORY_TTL_SECS` and beyond
 //!   `SYNCGATE_HISTORY_MAX` per channel, every `SYNCGATE_RETENTION_INTERVAL_SECS`.
+//! - Client publishes are limited per user ([`quota`]); the server API is not.
+
+pub mod quota;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -126,6 +129,8 @@ pub struct Durable {
     max_queued_bytes: u64,
     /// Committed events at which the next early ANALYZE runs (0: no more).
     next_analyze: std::sync::atomic::AtomicU64,
+    /// Per-user budget of client publishes.
+    pub quota: quota::Quota,
 }
 
 /// Why a durable operation failed.
@@ -170,6 +175,7 @@ impl Durable {
             queued_bytes: std::sync::atomic::AtomicU64::new(0),
             max_queued_bytes: config.durable_queue_bytes,
             next_analyze: std::sync::atomic::AtomicU64::new(1_000),
+            quota: quota::Quota::new(config.durable_events_per_min, config.durable_bytes_per_min, bus.clone()),
         });
         let tasks = vec![
             tokio::spawn(durable.clone().writer(rx, bus, registry.clone(), config.durable_batch_max)),
@@ -482,7 +488,7 @@ impl Durable {
     /// Appends the durable series to `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
         let m = &self.metrics;
-        let rows: [(&str, &str, u64); 8] = [
+        let rows: [(&str, &str, u64); 9] = [
             ("syncgate_durable_events_total", "Durable events committed.", m.events.get()),
             (
                 "syncgate_durable_duplicates_total",
@@ -495,6 +501,11 @@ impl Durable {
                 m.failed.get(),
             ),
             ("syncgate_durable_batches_total", "Group commits.", m.batches.get()),
+            (
+                "syncgate_durable_rate_limited_total",
+                "Durable publishes refused by the per-user quota (publisher got rate_limited).",
+                self.quota.refused.get(),
+            ),
             ("syncgate_replays_total", "Subscribes with since.", m.replays.get()),
             ("syncgate_replayed_events_total", "Events sent by replays.", m.replayed_events.get()),
             ("syncgate_retention_deleted_total", "Events deleted by retention.", m.retention_deleted.get()),

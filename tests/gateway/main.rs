@@ -46,3 +46,4 @@ mod limits;
 mod login_page;
 mod ops;
 mod protocol;
+mod quotas;
