@@ -36,6 +36,7 @@ macro_rules! on_both_stores {
 
 mod accounts;
 mod auth;
+mod auth_limits;
 mod bus_contract;
 mod cluster;
 mod common;
