@@ -37,6 +37,7 @@ macro_rules! on_both_stores {
 mod accounts;
 mod auth;
 mod auth_limits;
+mod batch;
 mod bus_contract;
 mod cluster;
 mod common;
