@@ -751,6 +751,28 @@ mod tests {
     }
 
     #[test]
+    fn quota_and_auth_limit_settings() {
+        let c = Config::default();
+        assert_eq!((c.durable_events_per_min, c.durable_bytes_per_min), (600, 16 << 20));
+        assert_eq!(
+            (c.auth_attempts_per_min, c.auth_attempts_per_address_per_min, c.auth_attempts_per_account_per_hour),
+            (10, 60, 300)
+        );
+        let keys = [
+            DURABLE_EVENTS_PER_MIN,
+            DURABLE_BYTES_PER_MIN,
+            AUTH_ATTEMPTS_PER_ADDRESS_PER_MIN,
+            AUTH_ATTEMPTS_PER_ACCOUNT_PER_HOUR,
+        ];
+        let err = Config::from_map(&map(&[(keys[0], "0"), (keys[1], "lots"), (keys[2], "-1"), (keys[3], "1")]))
+            .unwrap_err()
+            .to_string();
+        for key in keys {
+            assert!(err.contains(key), "{key} missing from {err}");
+        }
+    }
+
+    #[test]
     fn only_one_key_source() {
         let err = Config::from_map(&map(&[
             (JWT_SECRET, "0123456789abcdef0123456789abcdef"),
