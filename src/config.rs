@@ -70,6 +70,10 @@ pub const OTP_GUESSES_PER_DAY: &str = "SYNCGATE_OTP_GUESSES_PER_DAY";
 pub const API_REQUESTS_PER_MIN: &str = "SYNCGATE_API_REQUESTS_PER_MIN";
 pub const CLOSE_LINGER_MS: &str = "SYNCGATE_CLOSE_LINGER_MS";
 pub const WRITE_TIMEOUT_MS: &str = "SYNCGATE_WRITE_TIMEOUT_MS";
+pub const DURABLE_EVENTS_PER_MIN: &str = "SYNCGATE_DURABLE_EVENTS_PER_MIN";
+pub const DURABLE_BYTES_PER_MIN: &str = "SYNCGATE_DURABLE_BYTES_PER_MIN";
+pub const AUTH_ATTEMPTS_PER_ADDRESS_PER_MIN: &str = "SYNCGATE_AUTH_ATTEMPTS_PER_ADDRESS_PER_MIN";
+pub const AUTH_ATTEMPTS_PER_ACCOUNT_PER_HOUR: &str = "SYNCGATE_AUTH_ATTEMPTS_PER_ACCOUNT_PER_HOUR";
 pub const ECHO_PATH: &str = "SYNCGATE_ECHO_PATH";
 pub const PROXY_PROTOCOL: &str = "SYNCGATE_PROXY_PROTOCOL";
 pub const ADMIN_LISTEN: &str = "SYNCGATE_ADMIN_LISTEN";
@@ -165,8 +169,12 @@ pub struct Config {
     pub refresh_ttl_secs: u64,
     /// Password hashes computed at once on the blocking pool.
     pub hash_concurrency: usize,
-    /// Login/forgot/reset attempts per IP and per account per minute.
+    /// Login/forgot/reset attempts per (address, account) per minute.
     pub auth_attempts_per_min: u32,
+    /// Login/forgot/reset attempts per address (any account) per minute.
+    pub auth_attempts_per_address_per_min: u32,
+    /// Login/forgot/reset attempts per account (any address) per hour.
+    pub auth_attempts_per_account_per_hour: u32,
     /// Registrations per IP per hour.
     pub register_per_hour: u32,
     /// SMTP for reset codes; without it codes are only logged in the development set-up.
@@ -193,6 +201,10 @@ pub struct Config {
     pub durable_queue_bytes: u64,
     /// Largest durable event (`data` plus `event`) a client may publish; larger → `too_large`.
     pub durable_max_event_bytes: usize,
+    /// Durable events a user may publish per minute (all connections and instances).
+    pub durable_events_per_min: u64,
+    /// Bytes (`data` plus `event`) of durable events a user may publish per minute.
+    pub durable_bytes_per_min: u64,
     /// Most bytes of events one history page holds (at least one event); then `has_more`.
     pub history_page_bytes: usize,
     /// Wrong reset codes per account per rolling 24 h, across every code issued.
@@ -363,6 +375,8 @@ impl Config {
             (REFRESH_TTL_SECS, self.refresh_ttl_secs.to_string()),
             (HASH_CONCURRENCY, self.hash_concurrency.to_string()),
             (AUTH_ATTEMPTS_PER_MIN, self.auth_attempts_per_min.to_string()),
+            (AUTH_ATTEMPTS_PER_ADDRESS_PER_MIN, self.auth_attempts_per_address_per_min.to_string()),
+            (AUTH_ATTEMPTS_PER_ACCOUNT_PER_HOUR, self.auth_attempts_per_account_per_hour.to_string()),
             (REGISTER_PER_HOUR, self.register_per_hour.to_string()),
             (SMTP_URL, self.smtp_url.as_deref().map(mask_url).unwrap_or_else(|| "(unset)".into())),
             (SMTP_FROM, self.smtp_from.clone()),
@@ -378,6 +392,8 @@ impl Config {
             (DURABLE_QUEUE_BYTES, self.durable_queue_bytes.to_string()),
             (MAX_JSON_DEPTH, self.max_json_depth.to_string()),
             (DURABLE_MAX_EVENT_BYTES, self.durable_max_event_bytes.to_string()),
+            (DURABLE_EVENTS_PER_MIN, self.durable_events_per_min.to_string()),
+            (DURABLE_BYTES_PER_MIN, self.durable_bytes_per_min.to_string()),
             (HISTORY_PAGE_BYTES, self.history_page_bytes.to_string()),
             (OTP_GUESSES_PER_DAY, self.otp_guesses_per_day.to_string()),
             (API_REQUESTS_PER_MIN, self.api_requests_per_min.to_string()),
@@ -471,6 +487,8 @@ impl Config {
         // Capped so that even the recursive encoders stay far from a worker thread's stack limit.
         let max_json_depth = r.ranged(MAX_JSON_DEPTH, 128, 1, crate::util::json::MAX_DEPTH_LIMIT as u64) as usize;
         let durable_max_event_bytes = r.ranged(DURABLE_MAX_EVENT_BYTES, 262_144, 64, 64 << 20) as usize;
+        let durable_events_per_min = r.ranged(DURABLE_EVENTS_PER_MIN, 600, 1, 1 << 40);
+        let durable_bytes_per_min = r.ranged(DURABLE_BYTES_PER_MIN, 16 << 20, 1024, 1 << 50);
         let history_page_bytes = r.ranged(HISTORY_PAGE_BYTES, 4 << 20, 1024, 1 << 30) as usize;
         let otp_guesses_per_day = r.ranged(OTP_GUESSES_PER_DAY, 20, 1, 1000) as u32;
         let api_requests_per_min = r.ranged(API_REQUESTS_PER_MIN, 600, 1, 1_000_000) as u32;
@@ -544,6 +562,9 @@ impl Config {
         let refresh_ttl_secs = r.ranged(REFRESH_TTL_SECS, 30 * 86_400, 60, 365 * 86_400);
         let hash_concurrency = r.ranged(HASH_CONCURRENCY, 2, 1, 256) as usize;
         let auth_attempts_per_min = r.ranged(AUTH_ATTEMPTS_PER_MIN, 10, 1, 1_000_000) as u32;
+        let auth_attempts_per_address_per_min = r.ranged(AUTH_ATTEMPTS_PER_ADDRESS_PER_MIN, 60, 1, 1_000_000) as u32;
+        let auth_attempts_per_account_per_hour =
+            r.ranged(AUTH_ATTEMPTS_PER_ACCOUNT_PER_HOUR, 300, 2, 100_000_000) as u32;
         let register_per_hour = r.ranged(REGISTER_PER_HOUR, 30, 1, 1_000_000) as u32;
         let smtp_url = r.raw(SMTP_URL).map(str::to_string);
         if smtp_url.as_ref().is_some_and(|u| !(u.starts_with("smtp://") || u.starts_with("smtps://"))) {
@@ -614,6 +635,8 @@ impl Config {
             handshake_timeout,
             max_json_depth,
             durable_max_event_bytes,
+            durable_events_per_min,
+            durable_bytes_per_min,
             history_page_bytes,
             otp_guesses_per_day,
             api_requests_per_min,
@@ -639,6 +662,8 @@ impl Config {
             refresh_ttl_secs,
             hash_concurrency,
             auth_attempts_per_min,
+            auth_attempts_per_address_per_min,
+            auth_attempts_per_account_per_hour,
             register_per_hour,
             smtp_url,
             smtp_from,
@@ -794,6 +819,28 @@ mod tests {
         }
         let err = Config::from_map(&map(&[(LISTEN, "0.0.0.0:8080"), (ADMIN_LISTEN, "0.0.0.0:8080")])).unwrap_err();
         assert!(err.to_string().contains(ADMIN_LISTEN), "{err}");
+    }
+
+    #[test]
+    fn quota_and_auth_limit_settings() {
+        let c = Config::default();
+        assert_eq!((c.durable_events_per_min, c.durable_bytes_per_min), (600, 16 << 20));
+        assert_eq!(
+            (c.auth_attempts_per_min, c.auth_attempts_per_address_per_min, c.auth_attempts_per_account_per_hour),
+            (10, 60, 300)
+        );
+        let keys = [
+            DURABLE_EVENTS_PER_MIN,
+            DURABLE_BYTES_PER_MIN,
+            AUTH_ATTEMPTS_PER_ADDRESS_PER_MIN,
+            AUTH_ATTEMPTS_PER_ACCOUNT_PER_HOUR,
+        ];
+        let err = Config::from_map(&map(&[(keys[0], "0"), (keys[1], "lots"), (keys[2], "-1"), (keys[3], "1")]))
+            .unwrap_err()
+            .to_string();
+        for key in keys {
+            assert!(err.contains(key), "{key} missing from {err}");
+        }
     }
 
     #[test]

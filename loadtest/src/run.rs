@@ -197,6 +197,8 @@ pub(crate) async fn spawn_gateway(args: &mut Args) -> Result<Child, String> {
         .env("SYNCGATE_DATA_DIR", &dir)
         // Load generators publish far above an end user's allowance.
         .env("SYNCGATE_MESSAGES_PER_MIN", "10000000")
+        .env("SYNCGATE_DURABLE_EVENTS_PER_MIN", "1000000000")
+        .env("SYNCGATE_DURABLE_BYTES_PER_MIN", "1000000000000")
         // `--durable`: the user channels the scenarios publish to become durable streams.
         .env("SYNCGATE_DURABLE_NAMESPACES", if args.durable { "dm,user" } else { "dm" })
         .env("RUST_LOG", "warn")

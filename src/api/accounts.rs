@@ -188,9 +188,22 @@ fn attempt(limiter: &crate::limits::AttemptLimiter, keys: &[String]) -> Result<(
     }
 }
 
-/// Login, forgot and reset attempts: per IP (spraying) and per account (guessing).
-pub fn limit_auth(state: &AppState, peer: IpAddr, account: &str) -> Result<(), HttpError> {
-    attempt(&state.auth_attempts, &[format!("ip:{peer}"), format!("account:{account}")])
+/// Login, forgot and reset attempts, before any hashing work: per (address, account)
+/// (guessing), per address (spraying) and per account across addresses (see
+/// [`crate::limits::AuthLimiter`]). The login string is validated first — a normalised email or a
+/// valid username, lower-cased — and only its keyed hash is kept; a string that cannot name an
+/// account shares one key.
+pub fn limit_auth(state: &AppState, peer: IpAddr, login: &str) -> Result<(), HttpError> {
+    let login = login.trim().to_lowercase();
+    let account = match login.contains('@') {
+        true => normalize_email(&login),
+        false => valid_username(&login).then_some(login),
+    };
+    if state.auth_attempts.allow(peer, account.as_deref(), std::time::Instant::now()) {
+        Ok(())
+    } else {
+        Err(HttpError::TooManyAttempts)
+    }
 }
 
 /// A request's email, normalised, or 400.

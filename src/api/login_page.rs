@@ -294,7 +294,9 @@ pub async fn token(
     if !state.verifier.can_sign() {
         return Err(HttpError::NotFound);
     }
-    if !state.auth_attempts.allow(&[format!("login-code:{peer}")], std::time::Instant::now()) {
+    // Per address: the "account" is the address itself, so no address shares a budget with another.
+    let per_address = format!("\0login-code:{peer}");
+    if !state.auth_attempts.allow(peer, Some(&per_address), std::time::Instant::now()) {
         return Err(HttpError::TooManyAttempts);
     }
     let is_form = req

@@ -64,6 +64,9 @@ pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
                 StatusCode::OK,
                 &serde_json::json!({"ok": true, "seq": a.seq, "duplicate": a.duplicate}),
             )),
+            Err(crate::durable::DurableError::Refused(_)) => {
+                Err(HttpError::BadRequest("the event cannot be stored".into()))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "durable server publish failed");
                 Err(HttpError::Unavailable)

@@ -54,6 +54,19 @@ pub trait Bus: Send + Sync + 'static {
     fn presence<'a>(&'a self, channel: &'a str, id: &'a RequestId) -> BoxFuture<'a, Encoded>;
     /// Takes a cluster-wide connection slot for `user` (false: the user is at `max`).
     fn acquire_user<'a>(&'a self, user: &'a str, max: u32) -> BoxFuture<'a, bool>;
+    /// Takes one durable event of `bytes` from `user`'s budget for the current minute, shared by
+    /// every instance: `Some(false)` when it would exceed `events_max` events or `bytes_max`
+    /// bytes (nothing is counted then), `None` when this bus keeps no shared counters (one
+    /// instance, or Redis unreachable): the caller counts in memory.
+    fn take_durable_quota<'a>(
+        &'a self,
+        _user: &'a str,
+        _bytes: u64,
+        _events_max: u64,
+        _bytes_max: u64,
+    ) -> BoxFuture<'a, Option<bool>> {
+        Box::pin(std::future::ready(None))
+    }
     /// Cluster view for `/api/status`: instances with their connection counts and the `top` users
     /// with most connections.
     fn status<'a>(&'a self, top: usize) -> BoxFuture<'a, serde_json::Value>;

@@ -98,6 +98,19 @@ if redis.call('HINCRBY', k, ARGV[3], -1) <= 0 then redis.call('HDEL', k, ARGV[3]
 return 1
 "#;
 
+/// Durable quota: one hash per user and minute (`e` events, `b` bytes); counts only an event
+/// that fits both limits. ARGV: key, events_max, bytes_max, bytes.
+const DURABLE_QUOTA_LUA: &str = r#"
+local k = ARGV[1]; local n = tonumber(ARGV[4])
+local cur = redis.call('HMGET', k, 'e', 'b')
+local e = tonumber(cur[1] or '0'); local b = tonumber(cur[2] or '0')
+if e + 1 > tonumber(ARGV[2]) or b + n > tonumber(ARGV[3]) then return 0 end
+redis.call('HINCRBY', k, 'e', 1)
+redis.call('HINCRBY', k, 'b', n)
+redis.call('EXPIRE', k, 120)
+return 1
+"#;
+
 /// Removes a dead instance's contributions; returns the `channel\x1fuser\x1fdevice` that left.
 const REAP_LUA: &str = r#"
 local p = ARGV[1]; local inst = ARGV[2]
@@ -587,6 +600,25 @@ impl Bus for RedisBus {
                 Ok(n) => n == 1,
                 // Redis down: the local cap still applies; do not lock users out.
                 Err(_) => true,
+            }
+        })
+    }
+
+    fn take_durable_quota<'a>(
+        &'a self,
+        user: &'a str,
+        bytes: u64,
+        events_max: u64,
+        bytes_max: u64,
+    ) -> BoxFuture<'a, Option<bool>> {
+        Box::pin(async move {
+            let minute = now_ms() / 60_000;
+            let key = format!("{}dq:{user}:{minute}", self.settings.prefix);
+            let args = vec![key, events_max.to_string(), bytes_max.to_string(), bytes.to_string()];
+            match self.client.eval::<i64, _, _, _>(DURABLE_QUOTA_LUA, Vec::<String>::new(), args).await {
+                Ok(n) => Some(n == 1),
+                // Redis down: the caller counts on this instance alone.
+                Err(_) => None,
             }
         })
     }

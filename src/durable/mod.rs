@@ -9,6 +9,9 @@
 //! - Read positions (`ack` frames) are coalesced in memory and written in batches.
 //! - Retention: a background job deletes events older than `SYNCGATE_HISTORY_TTL_SECS` and beyond
 //!   `SYNCGATE_HISTORY_MAX` per channel, every `SYNCGATE_RETENTION_INTERVAL_SECS`.
+//! - Client publishes are limited per user ([`quota`]); the server API is not.
+
+pub mod quota;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,14 +45,26 @@ const POSITION_FLUSH: Duration = Duration::from_millis(100);
 /// SQLite has one writer at a time, so a second batch would only wait for the lock: 1 there.
 const PIPELINE: usize = 2;
 
-/// One batch after its transaction.
+/// One batch after its transaction(s): an outcome per publish, in batch order.
 struct Committed {
     batch: Vec<Publish>,
-    result: Result<Vec<Appended>, StoreError>,
+    outcomes: Vec<Outcome>,
     seconds: f64,
 }
 
-/// Writes one batch in one transaction, in its turn.
+/// What became of one durable publish.
+pub enum Outcome {
+    Stored(Appended),
+    /// The database refused this event itself (see [`Store::is_refusal`]): `bad_request`.
+    Refused(String),
+    /// Not stored for a reason that may pass (the database unreachable…): `unavailable`.
+    Failed(String),
+}
+
+/// Writes one batch in one transaction, in its turn. When the database refuses the batch
+/// because of its data (one bad event), the events are written again one by one, each in its
+/// own transaction and in batch order (so a channel's events keep their order): the refused
+/// one alone fails, every other one is stored. A transient error fails the whole batch.
 async fn commit(store: Store, batch: Vec<Publish>, turn: Turn) -> Committed {
     let started = Instant::now();
     let rows: Vec<NewEvent<'_>> = batch
@@ -63,17 +78,46 @@ async fn commit(store: Store, batch: Vec<Publish>, turn: Turn) -> Committed {
             ts: p.ts as i64,
         })
         .collect();
-    let result = store.append(&rows, turn).await;
+    let outcome = |store: &Store, e: StoreError| match store.is_refusal(&e) {
+        true => Outcome::Refused(e.to_string()),
+        false => Outcome::Failed(e.to_string()),
+    };
+    let outcomes = match store.append(&rows, turn).await {
+        Ok(appended) => appended.into_iter().map(Outcome::Stored).collect(),
+        Err(e) if store.is_refusal(&e) && rows.len() > 1 => {
+            tracing::warn!(error = %e, n = rows.len(), "durable batch refused; writing its events one by one");
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                // Numbered by the heads' row locks like any batch; a batch after this one that
+                // committed meanwhile is ordered by the sequencer on delivery.
+                out.push(match store.append(std::slice::from_ref(row), Turn::default()).await {
+                    Ok(mut a) => Outcome::Stored(a.pop().unwrap_or_default()),
+                    Err(e) => outcome(&store, e),
+                });
+            }
+            out
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let refused = store.is_refusal(&e);
+            rows.iter()
+                .map(|_| match refused {
+                    true => Outcome::Refused(text.clone()),
+                    false => Outcome::Failed(text.clone()),
+                })
+                .collect()
+        }
+    };
     drop(rows);
-    Committed { batch, result, seconds: started.elapsed().as_secs_f64() }
+    Committed { batch, outcomes, seconds: started.elapsed().as_secs_f64() }
 }
 
 /// Who learns the outcome of a durable publish.
 pub enum Reply {
     /// A WebSocket publisher: an `ack` (or `error`) frame is queued on its connection.
     Conn { conn: Arc<ConnHandle>, id: RequestId },
-    /// The HTTP server API: the result (or the error text).
-    Http(oneshot::Sender<Result<Appended, String>>),
+    /// The HTTP server API: the outcome.
+    Http(oneshot::Sender<Outcome>),
 }
 
 /// One durable publish on its way to the writer.
@@ -96,6 +140,7 @@ struct DurableMetrics {
     events: Counter,
     duplicates: Counter,
     failed: Counter,
+    refused: Counter,
     batches: Counter,
     replays: Counter,
     replayed_events: Counter,
@@ -126,6 +171,8 @@ pub struct Durable {
     max_queued_bytes: u64,
     /// Committed events at which the next early ANALYZE runs (0: no more).
     next_analyze: std::sync::atomic::AtomicU64,
+    /// Per-user budget of client publishes.
+    pub quota: quota::Quota,
 }
 
 /// Why a durable operation failed.
@@ -135,6 +182,8 @@ pub enum DurableError {
     Busy,
     #[error("not stored: {0}")]
     NotStored(String),
+    #[error("the database refused the event: {0}")]
+    Refused(String),
 }
 
 /// What a replay found: the events to send and the stream state for the reply.
@@ -170,6 +219,7 @@ impl Durable {
             queued_bytes: std::sync::atomic::AtomicU64::new(0),
             max_queued_bytes: config.durable_queue_bytes,
             next_analyze: std::sync::atomic::AtomicU64::new(1_000),
+            quota: quota::Quota::new(config.durable_events_per_min, config.durable_bytes_per_min, bus.clone()),
         });
         let tasks = vec![
             tokio::spawn(durable.clone().writer(rx, bus, registry.clone(), config.durable_batch_max)),
@@ -224,8 +274,9 @@ impl Durable {
         let p = Publish { channel, event, data, from: None, msg_id, origin: 0, ts, reply: Reply::Http(tx) };
         self.submit(p).map_err(|_| DurableError::Busy)?;
         match rx.await {
-            Ok(Ok(a)) => Ok(a),
-            Ok(Err(e)) => Err(DurableError::NotStored(e)),
+            Ok(Outcome::Stored(a)) => Ok(a),
+            Ok(Outcome::Refused(e)) => Err(DurableError::Refused(e)),
+            Ok(Outcome::Failed(e)) => Err(DurableError::NotStored(e)),
             Err(_) => Err(DurableError::NotStored("the writer stopped".into())),
         }
     }
@@ -286,33 +337,40 @@ impl Durable {
     fn finish(&self, c: Committed, bus: &dyn Bus, registry: &Registry) {
         self.commit_seconds.observe(c.seconds);
         self.metrics.batches.inc();
-        let Committed { batch, result, .. } = c;
-        match result {
-            Ok(appended) => {
-                // For count retention: each channel's last seq (batches are handled in seq order).
-                let mut touched = self.touched.lock().ok();
-                for (p, a) in batch.into_iter().zip(appended) {
-                    if a.duplicate {
-                        self.metrics.duplicates.inc();
-                    } else {
-                        self.metrics.events.inc();
-                        deliver(bus, registry, &p, a.seq);
-                        if let Some(t) = touched.as_mut() {
-                            t.insert(p.channel.clone(), a.seq);
-                        }
+        let Committed { batch, outcomes, .. } = c;
+        let mut stored = false;
+        let (mut failed, mut n_failed) = (None::<String>, 0u64);
+        // For count retention: each channel's last seq (batches are handled in seq order).
+        let mut touched = self.touched.lock().ok();
+        for (p, outcome) in batch.into_iter().zip(outcomes) {
+            match &outcome {
+                Outcome::Stored(a) if a.duplicate => self.metrics.duplicates.inc(),
+                Outcome::Stored(a) => {
+                    stored = true;
+                    self.metrics.events.inc();
+                    deliver(bus, registry, &p, a.seq);
+                    if let Some(t) = touched.as_mut() {
+                        t.insert(p.channel.clone(), a.seq);
                     }
-                    respond(p, Ok(a));
                 }
-                drop(touched);
-                self.analyze_when_young();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, n = batch.len(), "durable batch not stored; publishers get `unavailable`");
-                self.metrics.failed.add(batch.len() as u64);
-                for p in batch {
-                    respond(p, Err(e.to_string()));
+                Outcome::Refused(e) => {
+                    tracing::warn!(error = %e, channel = %p.channel, "durable event refused by the database; its publisher gets `bad_request`");
+                    self.metrics.refused.inc();
+                }
+                Outcome::Failed(e) => {
+                    failed.get_or_insert_with(|| e.clone());
+                    self.metrics.failed.inc();
+                    n_failed += 1;
                 }
             }
+            respond(p, outcome);
+        }
+        drop(touched);
+        if let Some(e) = failed {
+            tracing::warn!(error = %e, n = n_failed, "durable events not stored; publishers get `unavailable`");
+        }
+        if stored {
+            self.analyze_when_young();
         }
     }
 
@@ -482,7 +540,7 @@ impl Durable {
     /// Appends the durable series to `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
         let m = &self.metrics;
-        let rows: [(&str, &str, u64); 8] = [
+        let rows: [(&str, &str, u64); 10] = [
             ("syncgate_durable_events_total", "Durable events committed.", m.events.get()),
             (
                 "syncgate_durable_duplicates_total",
@@ -494,7 +552,17 @@ impl Durable {
                 "Durable publishes that could not be stored (publisher got unavailable).",
                 m.failed.get(),
             ),
+            (
+                "syncgate_durable_refused_total",
+                "Durable publishes the database refused alone (publisher got bad_request; the rest of the batch was stored).",
+                m.refused.get(),
+            ),
             ("syncgate_durable_batches_total", "Group commits.", m.batches.get()),
+            (
+                "syncgate_durable_rate_limited_total",
+                "Durable publishes refused by the per-user quota (publisher got rate_limited).",
+                self.quota.refused.get(),
+            ),
             ("syncgate_replays_total", "Subscribes with since.", m.replays.get()),
             ("syncgate_replayed_events_total", "Events sent by replays.", m.replayed_events.get()),
             ("syncgate_retention_deleted_total", "Events deleted by retention.", m.retention_deleted.get()),
@@ -568,17 +636,20 @@ async fn sequencer_ticks(registry: Arc<Registry>) {
     }
 }
 
-fn respond(p: Publish, result: Result<Appended, String>) {
+fn respond(p: Publish, outcome: Outcome) {
     match p.reply {
         Reply::Conn { conn, id } => {
-            let frame = match result {
-                Ok(a) => protocol::durable_ack(&id, &p.channel, a.seq, p.msg_id.as_deref(), a.duplicate),
-                Err(_) => protocol::error(ErrorCode::Unavailable, "not stored; retry with the same msg_id", &id),
+            let frame = match outcome {
+                Outcome::Stored(a) => protocol::durable_ack(&id, &p.channel, a.seq, p.msg_id.as_deref(), a.duplicate),
+                Outcome::Refused(_) => protocol::error(ErrorCode::BadRequest, "the event cannot be stored", &id),
+                Outcome::Failed(_) => {
+                    protocol::error(ErrorCode::Unavailable, "not stored; retry with the same msg_id", &id)
+                }
             };
             conn.push(Message::Text(frame));
         }
         Reply::Http(tx) => {
-            let _ = tx.send(result);
+            let _ = tx.send(outcome);
         }
     }
 }

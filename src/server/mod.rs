@@ -76,8 +76,8 @@ pub struct AppState {
     pub hasher: crate::auth::password::Hasher,
     pub devices: Arc<crate::devices::Devices>,
     pub mailer: Option<Arc<crate::mail::Mailer>>,
-    /// Login, forgot and reset attempts per IP and per account.
-    pub auth_attempts: crate::limits::AttemptLimiter,
+    /// Login, forgot and reset attempts per (address, account), per address and per account.
+    pub auth_attempts: crate::limits::AuthLimiter,
     /// Registrations per IP.
     pub registrations: crate::limits::AttemptLimiter,
     /// Read-API requests per user (`SYNCGATE_API_REQUESTS_PER_MIN`).
@@ -223,7 +223,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         store,
         devices: devices.clone(),
         mailer,
-        auth_attempts: crate::limits::AttemptLimiter::new(config.auth_attempts_per_min, Duration::from_secs(60)),
+        auth_attempts: crate::limits::AuthLimiter::new(
+            config.auth_attempts_per_min,
+            config.auth_attempts_per_address_per_min,
+            config.auth_attempts_per_account_per_hour,
+        ),
         registrations: crate::limits::AttemptLimiter::new(config.register_per_hour, Duration::from_secs(3600)),
         api_requests: crate::limits::AttemptLimiter::new(config.api_requests_per_min, Duration::from_secs(60)),
         hasher: crate::auth::password::Hasher::new(config.hash_concurrency),

@@ -51,6 +51,33 @@ pub struct Turn {
     pub next: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+impl Store {
+    /// True when the database refused the data itself — a constraint, an encoding or an
+    /// invalid-text error (PostgreSQL SQLSTATE classes 22, 23 but a unique violation, 54; SQLite
+    /// CONSTRAINT but unique and primary key, TOOBIG, MISMATCH, RANGE): the same rows fail again,
+    /// whereas a transient error (pool timeout, lost connection, a lock, a unique race) may not.
+    pub fn is_refusal(&self, e: &StoreError) -> bool {
+        let StoreError::Db(sqlx::Error::Database(d)) = e else {
+            return false;
+        };
+        let Some(code) = d.code() else {
+            return false;
+        };
+        match self.backend {
+            Backend::Postgres => {
+                (code.starts_with("22") || code.starts_with("23") || code.starts_with("54")) && code != "23505"
+            }
+            Backend::Sqlite => {
+                // The extended result code; its low byte is the primary one.
+                const CONSTRAINT_UNIQUE: i64 = 2067;
+                const CONSTRAINT_PRIMARYKEY: i64 = 1555;
+                let n = code.parse::<i64>().unwrap_or(0);
+                matches!(n & 0xff, 18 | 19 | 20 | 25) && n != CONSTRAINT_UNIQUE && n != CONSTRAINT_PRIMARYKEY
+            }
+        }
+    }
+}
+
 /// A direct-message channel of a user: `GET /api/conversations`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Conversation {

@@ -52,6 +52,8 @@ enum Done {
     Presence(Message),
     /// The bus subscription is confirmed; a durable channel's state (and first replay page).
     Subscribed(Box<Subscribe>, Option<Result<Replay, StoreError>>),
+    /// A durable publish was queued (`None`: the writer answers) or refused (the error frame).
+    Durable(Option<Message>),
 }
 
 /// Awaits the future in `slot` (its `select!` branch is disabled while the slot is empty).
@@ -181,6 +183,8 @@ enum Step {
     Subscribed(Box<Subscribe>),
     /// A cluster-wide presence query.
     Presence(String, RequestId),
+    /// A durable publish: the user's quota is checked, then it is queued for the writer.
+    Durable(Box<crate::durable::Publish>),
     Close(CloseReason),
 }
 
@@ -241,20 +245,8 @@ impl Session<'_> {
             ts: now_millis(),
             reply: crate::durable::Reply::Conn { conn: self.conn().clone(), id },
         };
-        match self.state.durable.submit(p) {
-            Ok(()) => Step::Nothing,
-            Err(p) => {
-                let id = match p.reply {
-                    crate::durable::Reply::Conn { id, .. } => id,
-                    crate::durable::Reply::Http(_) => None,
-                };
-                Step::Reply(error_frame(
-                    ErrorCode::Unavailable,
-                    "durable write queue full; retry with the same msg_id",
-                    &id,
-                ))
-            }
-        }
+        // The user's quota may be counted in Redis: checked (then queued) as a pending request.
+        Step::Durable(Box::new(p))
     }
 
     fn streams(&mut self) -> &mut Streams {
@@ -449,6 +441,7 @@ impl<'a> Session<'a> {
                     Done::Subscribed(sub, opened)
                 })
             }
+            Step::Durable(p) => Box::pin(async move { Done::Durable(submit_durable(state, *p).await) }),
             _ => return None,
         })
     }
@@ -462,9 +455,10 @@ impl<'a> Session<'a> {
                 conn.push(reply);
                 return exp;
             }
-            Done::Presence(reply) => {
+            Done::Presence(reply) | Done::Durable(Some(reply)) => {
                 conn.push(reply);
             }
+            Done::Durable(None) => {}
             Done::Subscribed(sub, None) => {
                 conn.push(Message::Text(protocol::channel_reply("subscribed", &sub.channel, &sub.id)));
             }
@@ -490,6 +484,31 @@ impl<'a> Session<'a> {
         match (r.state.recovered, since) {
             (Some(true), Some(since)) => st.replay(channel, since, r.frames, r.last, &conn),
             _ => st.opened(channel, r.last, false),
+        }
+    }
+}
+
+/// Takes a durable publish from its user's quota and queues it for the group commit; the
+/// error frame when the quota is used up (`rate_limited`) or the queue is full (`unavailable`).
+async fn submit_durable(state: &AppState, p: crate::durable::Publish) -> Option<Message> {
+    let id = |p: crate::durable::Publish| match p.reply {
+        crate::durable::Reply::Conn { id, .. } => id,
+        crate::durable::Reply::Http(_) => None,
+    };
+    let bytes = (p.data.len() + p.event.len()) as u64;
+    let admitted = match &p.from {
+        Some((user, _)) => state.durable.quota.check(user, bytes).await,
+        None => true,
+    };
+    if !admitted {
+        let m = "durable publish quota used up for this minute \
+                 (SYNCGATE_DURABLE_EVENTS_PER_MIN, SYNCGATE_DURABLE_BYTES_PER_MIN)";
+        return Some(error_frame(ErrorCode::RateLimited, m, &id(p)));
+    }
+    match state.durable.submit(p) {
+        Ok(()) => None,
+        Err(p) => {
+            Some(error_frame(ErrorCode::Unavailable, "durable write queue full; retry with the same msg_id", &id(*p)))
         }
     }
 }

@@ -37,6 +37,8 @@ macro_rules! on_both_stores {
 mod account_security;
 mod accounts;
 mod auth;
+mod auth_limits;
+mod batch;
 mod bus_contract;
 mod cluster;
 mod common;
@@ -48,3 +50,4 @@ mod login_page;
 mod ops;
 mod protocol;
 mod proxy;
+mod quotas;
