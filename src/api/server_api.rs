@@ -118,6 +118,11 @@ pub async fn status(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
             "slow_consumer_disconnects": state.stats.slow_consumer_closes.load(std::sync::atomic::Ordering::Relaxed),
             "rate_limited_messages": m.rate_limited.get(),
         },
+        // The client addresses (from the PROXY header behind a balancer) with most open
+        // connections on this instance.
+        "addresses": state.addresses.top(10).into_iter()
+            .map(|(ip, n)| serde_json::json!({"address": ip.to_string(), "connections": n}))
+            .collect::<Vec<_>>(),
         "cluster": cluster,
     });
     Ok(json_response(StatusCode::OK, &body))

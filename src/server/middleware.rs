@@ -1,7 +1,7 @@
 //! The checks in front of the upgrade, in order: origin, per-IP connect rate, credentials
 //! (`?token=` then `Authorization: Bearer`), device id, per-user connection slot (RAII guard).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,25 +12,63 @@ use crate::auth::{AuthError, Identity};
 use crate::error::HttpError;
 use crate::registry::UserSlot;
 
-/// What passed the middleware and moves into the connection task.
-/// One admitted connection against `SYNCGATE_MAX_CONNECTIONS`; released on drop.
-pub struct AdmitGuard(Arc<std::sync::atomic::AtomicU64>);
+/// Open connections per client address (the PROXY protocol's address behind a balancer) on
+/// this instance, for `/api/status`. An entry lives while a connection from it is admitted.
+#[derive(Default)]
+pub struct ClientAddresses(dashmap::DashMap<IpAddr, u32>);
+
+impl ClientAddresses {
+    fn add(&self, ip: IpAddr) {
+        *self.0.entry(ip).or_insert(0) += 1;
+    }
+
+    fn remove(&self, ip: IpAddr) {
+        self.0.remove_if_mut(&ip, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+
+    /// The `top` addresses with most open connections, most first.
+    pub fn top(&self, top: usize) -> Vec<(IpAddr, u32)> {
+        let mut all: Vec<(IpAddr, u32)> = self.0.iter().map(|e| (*e.key(), *e.value())).collect();
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(top);
+        all
+    }
+}
+
+/// One admitted connection against `SYNCGATE_MAX_CONNECTIONS` (and, once the per-address rate
+/// let it through, one for its client address); released on drop.
+pub struct AdmitGuard(Arc<std::sync::atomic::AtomicU64>, Option<(Arc<ClientAddresses>, IpAddr)>);
 
 impl AdmitGuard {
     /// Takes a place if fewer than `max` (0: unlimited) are taken.
     pub fn try_new(gauge: &Arc<std::sync::atomic::AtomicU64>, max: u64) -> Option<AdmitGuard> {
         use std::sync::atomic::Ordering;
         let before = gauge.fetch_add(1, Ordering::Relaxed);
-        let guard = AdmitGuard(gauge.clone());
+        let guard = AdmitGuard(gauge.clone(), None);
         (max == 0 || before < max).then_some(guard)
+    }
+
+    /// Counts the place against `ip` in `addresses` until it is released.
+    fn from_address(mut self, addresses: &Arc<ClientAddresses>, ip: IpAddr) -> AdmitGuard {
+        addresses.add(ip);
+        self.1 = Some((addresses.clone(), ip));
+        self
     }
 }
 
 impl Drop for AdmitGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some((addresses, ip)) = &self.1 {
+            addresses.remove(*ip);
+        }
     }
 }
+
+/// What passed the middleware and moves into the connection task.
 
 pub struct Admitted {
     /// The instance-wide connection place (load shedding).
@@ -122,7 +160,7 @@ pub fn admission(state: &AppState, peer: SocketAddr) -> Result<AdmitGuard, HttpE
             return Err(HttpError::RateLimited);
         }
     }
-    Ok(place)
+    Ok(place.from_address(&state.addresses, peer.ip()))
 }
 
 pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> Result<Admitted, HttpError> {

@@ -86,6 +86,8 @@ pub struct AppState {
     pub durable: Arc<crate::durable::Durable>,
     /// Connections admitted (upgrade accepted) and not yet finished: the `SYNCGATE_MAX_CONNECTIONS` gauge.
     pub admitted: Arc<AtomicU64>,
+    /// Open connections per client address on this instance (`/api/status`).
+    pub addresses: Arc<middleware::ClientAddresses>,
     /// Each connection task holds a clone; shutdown waits until all are dropped.
     pub(crate) alive: mpsc::Sender<()>,
 }
@@ -232,6 +234,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         api_requests: crate::limits::AttemptLimiter::new(config.api_requests_per_min, Duration::from_secs(60)),
         hasher: crate::auth::password::Hasher::new(config.hash_concurrency),
         admitted: Arc::new(AtomicU64::new(0)),
+        addresses: Arc::default(),
         shutdown: shutdown_rx,
         alive: alive_tx,
         config,

@@ -149,6 +149,7 @@ async fn v2_header_address_drives_per_ip_limits_and_bad_headers_close() {
         ("SYNCGATE_PROXY_PROTOCOL", "v2"),
         ("SYNCGATE_CONNECT_RATE_PER_IP", "2"),
         ("SYNCGATE_HANDSHAKE_TIMEOUT_MS", "400"),
+        ("SYNCGATE_API_KEY", "status-key-0123456789"),
     ])
     .await;
     // Every socket comes from 127.0.0.1; the headers say 192.0.2.7 and 192.0.2.8.
@@ -193,6 +194,16 @@ async fn v2_header_address_drives_per_ip_limits_and_bad_headers_close() {
     assert_eq!(status, 200);
     assert_eq!(metric(&page, "syncgate_proxy_header_rejected_total"), 8.0, "{page}");
     assert_eq!(metric(&page, "syncgate_connects_total{result=\"rate_limited\"}"), 1.0);
+    // /api/status counts open connections by the client address the header carried.
+    let (status, body) = http_after(s.addr, &v2("192.0.2.11:2"), "/api/status", Some("status-key-0123456789")).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let count = |ip: &str| {
+        v["addresses"].as_array().unwrap().iter().find(|a| a["address"] == ip).map(|a| a["connections"].clone())
+    };
+    assert_eq!(count("192.0.2.7"), Some(serde_json::json!(2)), "{v}");
+    assert_eq!(count("192.0.2.8"), Some(serde_json::json!(1)), "{v}");
+    assert_eq!(count("127.0.0.1"), Some(serde_json::json!(1)), "LOCAL keeps the socket's address: {v}");
     s.stop().await;
 }
 
