@@ -52,7 +52,7 @@ impl AdmitGuard {
     }
 
     /// Counts the place against `ip` in `addresses` until it is released.
-    fn from_address(mut self, addresses: &Arc<ClientAddresses>, ip: IpAddr) -> AdmitGuard {
+    fn for_address(mut self, addresses: &Arc<ClientAddresses>, ip: IpAddr) -> AdmitGuard {
         addresses.add(ip);
         self.1 = Some((addresses.clone(), ip));
         self
@@ -69,7 +69,6 @@ impl Drop for AdmitGuard {
 }
 
 /// What passed the middleware and moves into the connection task.
-
 pub struct Admitted {
     /// The instance-wide connection place (load shedding).
     pub _place: AdmitGuard,
@@ -160,7 +159,7 @@ pub fn admission(state: &AppState, peer: SocketAddr) -> Result<AdmitGuard, HttpE
             return Err(HttpError::RateLimited);
         }
     }
-    Ok(place.from_address(&state.addresses, peer.ip()))
+    Ok(place.for_address(&state.addresses, peer.ip()))
 }
 
 pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> Result<Admitted, HttpError> {
