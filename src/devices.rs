@@ -13,8 +13,15 @@ use crate::store::Store;
 const QUEUE: usize = 65_536;
 const BATCH: usize = 512;
 
+/// Most (user, device) pairs remembered as stored; past it the memory starts over.
+const KNOWN: usize = 262_144;
+
 pub struct Devices {
-    tx: mpsc::Sender<(Seen, Option<oneshot::Sender<()>>)>,
+    tx: mpsc::Sender<(Seen, Option<oneshot::Sender<bool>>)>,
+    /// Hashes of (user, device) pairs whose row is committed: their reconnects need not wait
+    /// for the writer (about 16 bytes each, at most [`KNOWN`]).
+    known: dashmap::DashSet<u64>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl Devices {
@@ -31,23 +38,27 @@ impl Devices {
         }
         let (tx, mut rx) = mpsc::channel(QUEUE);
         tokio::spawn(async move {
-            let mut batch: Vec<(Seen, Option<oneshot::Sender<()>>)> = Vec::with_capacity(BATCH);
+            let mut batch: Vec<(Seen, Option<oneshot::Sender<bool>>)> = Vec::with_capacity(BATCH);
             let mut seen = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
                 seen.extend(batch.iter().map(|(s, _)| s.clone()));
-                if let Err(e) = store.touch_devices(&seen).await {
-                    tracing::warn!(error = %e, n = batch.len(), "device sightings not stored");
-                }
+                let stored = match store.touch_devices(&seen).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, n = batch.len(), "device sightings not stored");
+                        false
+                    }
+                };
                 // Waiters are released either way: a failed write must not hold connections.
                 for (_, done) in batch.drain(..) {
                     if let Some(done) = done {
-                        let _ = done.send(());
+                        let _ = done.send(stored);
                     }
                 }
                 seen.clear();
             }
         });
-        Ok(Arc::new(Devices { tx }))
+        Ok(Arc::new(Devices { tx, known: dashmap::DashSet::new(), hasher: Default::default() }))
     }
 
     fn sighting(user_id: &str, device_id: &str, name: Option<&str>, online: bool) -> Seen {
@@ -67,14 +78,27 @@ impl Devices {
         }
     }
 
-    /// Queues an "online" sighting and resolves once the batch holding it is committed (at
-    /// once, with a warning, if the writer is far behind; at most `wait` in any case).
+    /// Queues an "online" sighting and, for a device whose row this instance has not yet seen
+    /// stored, resolves once the batch holding it is committed (at once, with a warning, if the
+    /// writer is far behind; at most `wait` in any case). Reconnects of a known device do not
+    /// wait: its row is already listed.
     pub async fn online(&self, user_id: &str, device_id: &str, name: Option<&str>, wait: std::time::Duration) {
+        use std::hash::BuildHasher;
+        let key = self.hasher.hash_one((user_id, device_id));
+        if self.known.contains(&key) {
+            self.seen(user_id, device_id, name, true);
+            return;
+        }
         let (done, committed) = oneshot::channel();
         if self.tx.try_send((Self::sighting(user_id, device_id, name, true), Some(done))).is_err() {
             tracing::warn!("device writer queue full; a sighting was dropped");
             return;
         }
-        let _ = tokio::time::timeout(wait, committed).await;
+        if let Ok(Ok(true)) = tokio::time::timeout(wait, committed).await {
+            if self.known.len() >= KNOWN {
+                self.known.clear();
+            }
+            self.known.insert(key);
+        }
     }
 }
