@@ -11,7 +11,9 @@ use crate::store::devices::Seen;
 use crate::store::Store;
 
 const QUEUE: usize = 65_536;
-const BATCH: usize = 512;
+const BATCH: usize = 1024;
+/// Beyond this many queued sightings a new connection does not wait for its own.
+const WAIT_BACKLOG: usize = 64;
 
 /// Most (user, device) pairs remembered as stored; past it the memory starts over.
 const KNOWN: usize = 262_144;
@@ -79,13 +81,16 @@ impl Devices {
     }
 
     /// Queues an "online" sighting and, for a device whose row this instance has not yet seen
-    /// stored, resolves once the batch holding it is committed (at once, with a warning, if the
-    /// writer is far behind; at most `wait` in any case). Reconnects of a known device do not
-    /// wait: its row is already listed.
+    /// stored, resolves once the batch holding it is committed (at most `wait`). Reconnects of a
+    /// known device do not wait (its row is already listed), nor does anyone while the writer
+    /// has a backlog of more than [`WAIT_BACKLOG`] sightings (a connect storm).
     pub async fn online(&self, user_id: &str, device_id: &str, name: Option<&str>, wait: std::time::Duration) {
         use std::hash::BuildHasher;
         let key = self.hasher.hash_one((user_id, device_id));
-        if self.known.contains(&key) {
+        // During a connect storm (the writer has a backlog) nobody waits: each commit would
+        // hold every new connection for the length of the backlog.
+        let backlog = QUEUE - self.tx.capacity();
+        if self.known.contains(&key) || backlog > WAIT_BACKLOG {
             self.seen(user_id, device_id, name, true);
             return;
         }

@@ -80,22 +80,45 @@ impl Store {
         Ok(Registered::Ok)
     }
 
-    /// Upserts a batch of sightings in one transaction (one commit for many connections).
+    /// Upserts a batch of sightings in one transaction (one commit for many connections), a
+    /// few hundred rows per statement. A device seen twice in the batch keeps its last state
+    /// (and its last name given).
     pub async fn touch_devices(&self, batch: &[Seen]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        const ROWS: usize = 400;
+        let mut last: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+        let mut rows: Vec<(&Seen, Option<&str>)> = Vec::with_capacity(batch.len());
         for s in batch {
-            sqlx::query(
-                "INSERT INTO devices (user_id, device_id, name, last_seen, online, revoked) VALUES ($1, $2, $3, $4, $5, 0) \
-                 ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen = $4, online = $5, \
-                 name = COALESCE($3, devices.name)",
-            )
-            .bind(&s.user_id)
-            .bind(&s.device_id)
-            .bind(&s.name)
-            .bind(s.at)
-            .bind(i64::from(s.online))
-            .execute(&mut *tx)
-            .await?;
+            match last.get(&(s.user_id.as_str(), s.device_id.as_str())) {
+                Some(&i) => {
+                    let name = s.name.as_deref().or(rows[i].1);
+                    rows[i] = (s, name);
+                }
+                None => {
+                    last.insert((&s.user_id, &s.device_id), rows.len());
+                    rows.push((s, s.name.as_deref()));
+                }
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in rows.chunks(ROWS) {
+            let mut sql =
+                String::from("INSERT INTO devices (user_id, device_id, name, last_seen, online, revoked) VALUES ");
+            for i in 0..chunk.len() {
+                let p = i * 5;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, 0)", p + 1, p + 2, p + 3, p + 4, p + 5));
+            }
+            sql.push_str(
+                " ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen = excluded.last_seen, \
+                 online = excluded.online, name = COALESCE(excluded.name, devices.name)",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (s, name) in chunk {
+                q = q.bind(&s.user_id).bind(&s.device_id).bind(*name).bind(s.at).bind(i64::from(s.online));
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -38,7 +38,7 @@ use crate::server::AppState;
 use crate::store::StoreError;
 
 /// How long a new connection waits for its device sighting to be committed before `welcome`.
-const DEVICE_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const DEVICE_WRITE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A request waiting on a backend; it borrows only the shared state, never the session.
 type Pending<'a> = Pin<Box<dyn Future<Output = Done> + Send + 'a>>;
