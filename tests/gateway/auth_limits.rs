@@ -10,20 +10,11 @@ use crate::common::*;
 
 /// One HTTP/1.1 request from source address `from` (the server sees it as the peer).
 async fn http_from(from: &str, addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ip: IpAddr = from.parse().unwrap();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(ip, 0)).unwrap();
-    let mut stream = socket.connect(addr).await.unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    let status = out[9..12].parse().unwrap();
-    (status, serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or(Value::Null))
+    let stream = socket.connect(addr).await.unwrap();
+    http_json_over(stream, "POST", path, None, body).await
 }
 
 async fn login(s: &Server, from: &str, login: &str, password: &str) -> u16 {

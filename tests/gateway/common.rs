@@ -255,8 +255,19 @@ pub fn spawn_binary(env: &[(&str, &str)]) -> (std::process::Child, String, std::
 /// One HTTP/1.1 request to `addr` (JSON body, optional Bearer): the status and the JSON body
 /// (`Null` when the body is not JSON).
 pub async fn http_json(addr: SocketAddr, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, Value) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    http_json_over(stream, method, path, bearer, body).await
+}
+
+/// [`http_json`] over a stream the caller connected (from a chosen source address, say).
+pub async fn http_json_over(
+    mut stream: TcpStream,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = bearer.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
