@@ -287,3 +287,26 @@ async fn sqlite_file_is_private() {
     }
     s.stop().await;
 }
+
+/// A device that has just connected (here with another issuer's token, so no login created
+/// it) is listed by `/api/devices` as soon as its `welcome` arrives, and can be revoked at once.
+async fn just_connected_flow(env: &[(&str, &str)]) {
+    let s = Server::start(env).await;
+    let user = format!("fresh-{}", syncgate::util::random_hex(4));
+    let tok = token(&user);
+    for round in 0..20 {
+        let device = format!("dev{round}");
+        let mut c = Client::connect(&s.url(&format!("token={tok}&device_id={device}"))).await.unwrap();
+        assert_eq!(c.recv().await["type"], "welcome");
+        let (status, list) = get(&s, "/api/devices", &tok).await;
+        assert_eq!(status, 200);
+        let listed = list["devices"].as_array().unwrap().iter().any(|d| d["id"] == device.as_str());
+        assert!(listed, "round {round}: {device} not listed right after welcome: {list}");
+        let (status, _) = http_json(s.addr, "DELETE", &format!("/api/devices/{device}"), Some(&tok), "").await;
+        assert_eq!(status, 200, "round {round}: revoking {device} right after welcome");
+        assert_eq!(c.close_code_within(Duration::from_secs(1)).await, 4003);
+    }
+    s.stop().await;
+}
+
+on_both_stores!(just_connected_on_sqlite, just_connected_on_postgres, just_connected_flow);
