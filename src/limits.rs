@@ -68,7 +68,7 @@ impl IpLimiter {
 
     pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
         let rate = self.per_sec as f64;
-        let mut b = self.buckets.entry(ip).or_insert((rate, now));
+        let mut b = self.buckets.entry(client_key(ip)).or_insert((rate, now));
         let (tokens, last) = *b;
         let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate);
         if tokens >= 1.0 {
@@ -135,6 +135,13 @@ mod tests {
         assert!(!l.allow(ip, t0));
         assert!(l.allow("127.0.0.2".parse().unwrap(), t0));
         assert!(l.allow(ip, t0 + Duration::from_millis(600)));
+        // IPv6 by its /64; IPv4-mapped as the IPv4 address.
+        let l = IpLimiter::new(1);
+        assert!(l.allow("2001:db8:1:2::1".parse().unwrap(), t0));
+        assert!(!l.allow("2001:db8:1:2:ffff::9".parse().unwrap(), t0));
+        assert!(l.allow("2001:db8:1:3::1".parse().unwrap(), t0));
+        assert!(l.allow("10.0.0.1".parse().unwrap(), t0));
+        assert!(!l.allow("::ffff:10.0.0.1".parse().unwrap(), t0));
         l.sweep(t0 + Duration::from_secs(10));
         assert!(l.is_empty());
     }
@@ -356,11 +363,24 @@ impl AuthLimiter {
 /// What an address is keyed by: the IPv4 address (also inside an IPv4-mapped IPv6 address), or
 /// the /64 of an IPv6 address (one subscriber's prefix).
 fn address_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
+    match client_key(ip) {
         IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets()[..8].to_vec(),
+    }
+}
+
+/// The address every per-address limit counts: IPv4 as is (an IPv4-mapped IPv6 address as its
+/// IPv4), IPv6 by its /64 (one subscriber's prefix; the rest of the address is free for it to
+/// choose).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.octets().to_vec(),
-            None => v6.octets()[..8].to_vec(),
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
         },
     }
 }

@@ -228,7 +228,7 @@ pub async fn register(
     peer: IpAddr,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     enabled(&state)?;
-    attempt(&state.registrations, &[format!("ip:{peer}")])?;
+    attempt(&state.registrations, &[format!("ip:{}", crate::limits::client_key(peer))])?;
     let body: RegisterBody = json_body(&state, req, BODY_LIMIT).await?;
     let email = email_field(&body.email)?;
     check_password(&body.password)?;
