@@ -34,6 +34,8 @@ pub const WS_READ_BUFFER: &str = "SYNCGATE_WS_READ_BUFFER";
 pub const WS_WRITE_BUFFER: &str = "SYNCGATE_WS_WRITE_BUFFER";
 pub const HANDSHAKE_TIMEOUT_MS: &str = "SYNCGATE_HANDSHAKE_TIMEOUT_MS";
 pub const LOG_FORMAT: &str = "SYNCGATE_LOG_FORMAT";
+/// The log filter (tracing's `EnvFilter` syntax, e.g. `info,syncgate=debug`).
+pub const RUST_LOG: &str = "RUST_LOG";
 pub const LISTEN_BACKLOG: &str = "SYNCGATE_LISTEN_BACKLOG";
 pub const JOIN_LEAVE_MAX_MEMBERS: &str = "SYNCGATE_JOIN_LEAVE_MAX_MEMBERS";
 pub const REDIS_URL: &str = "REDIS_URL";
@@ -578,7 +580,9 @@ impl Config {
         }
         let login_code_ttl_secs = r.ranged(LOGIN_CODE_TTL_SECS, 60, 1, 600);
         let smtp_from = r.raw(SMTP_FROM).unwrap_or("syncgate <no-reply@localhost>").to_string();
+        // Unset: `dm`. Set but empty (like `none` or `-`): no durable namespace at all.
         let durable_namespaces = match r.raw(DURABLE_NAMESPACES) {
+            None if vars.contains_key(DURABLE_NAMESPACES) => Vec::new(),
             None => vec!["dm".to_string()],
             Some("-" | "none") => Vec::new(),
             Some(_) => r.list(DURABLE_NAMESPACES),
@@ -604,6 +608,12 @@ impl Config {
                 LogFormat::Text
             }
         };
+        // The log filter is read by the binary, but a bad one stops start-up like any bad value.
+        if let Some(filter) = r.raw(RUST_LOG).filter(|f| !f.trim().is_empty()) {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(filter) {
+                r.errors.push(format!("{RUST_LOG}={filter:?} is not a valid log filter: {e}"));
+            }
+        }
 
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
@@ -707,10 +717,11 @@ mod tests {
             (JWT_SECRET, "short"),
             (HEARTBEAT_MS, "-5"),
             (LOG_FORMAT, "xml"),
+            (RUST_LOG, "info,[{"),
         ]))
         .unwrap_err();
         let text = err.to_string();
-        for key in [LISTEN, JWT_SECRET, HEARTBEAT_MS, LOG_FORMAT] {
+        for key in [LISTEN, JWT_SECRET, HEARTBEAT_MS, LOG_FORMAT, RUST_LOG] {
             assert!(text.contains(key), "{key} missing from {text}");
         }
     }
@@ -783,6 +794,9 @@ mod tests {
         assert_eq!(c.durable_namespaces, vec!["dm".to_string(), "user".to_string()]);
         assert_eq!(c.history_max, 0);
         assert!(Config::from_map(&map(&[(DURABLE_NAMESPACES, "none")])).unwrap().durable_namespaces.is_empty());
+        assert!(Config::from_map(&map(&[(DURABLE_NAMESPACES, "")])).unwrap().durable_namespaces.is_empty());
+        assert!(Config::from_map(&map(&[(DURABLE_NAMESPACES, " ")])).unwrap().durable_namespaces.is_empty());
+        assert_eq!(Config::default().durable_namespaces, vec!["dm".to_string()]);
         let err = Config::from_map(&map(&[
             (DURABLE_NAMESPACES, "dm,a:b"),
             (REPLAY_MAX, "0"),

@@ -9,13 +9,19 @@ use std::process::ExitCode;
 
 use syncgate::config::{Config, LogFormat};
 
+/// Logs to stderr, filtered by `RUST_LOG` (validated with the configuration; `info` when unset).
+/// Text is coloured only on a terminal, never in a file or a pipe; JSON never.
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let filter = std::env::var(syncgate::config::RUST_LOG)
+        .ok()
+        .filter(|f| !f.trim().is_empty())
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.with_ansi(false).json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
 
