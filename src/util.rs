@@ -2,6 +2,33 @@
 
 pub mod json;
 
+/// What an `Authorization` header holds, read the one way every endpoint reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bearer<'a> {
+    /// No `Authorization` header.
+    Missing,
+    /// A header that is not `Bearer <credentials>` (another scheme, no credentials, not ASCII).
+    Malformed,
+    Token(&'a str),
+}
+
+/// Reads `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 7235 §2.1) and
+/// spaces around the token are ignored.
+pub fn bearer(headers: &http::HeaderMap) -> Bearer<'_> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Bearer::Missing;
+    };
+    let Ok(value) = value.to_str() else {
+        return Bearer::Malformed;
+    };
+    match value.trim_start().split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Bearer::Token(token.trim())
+        }
+        _ => Bearer::Malformed,
+    }
+}
+
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -73,5 +100,26 @@ mod tests {
             ]
         );
         assert_eq!(hex(&[0, 255, 16]), "00ff10");
+    }
+}
+
+#[cfg(test)]
+mod bearer_tests {
+    use super::*;
+
+    #[test]
+    fn one_parser_any_case() {
+        let h = |v: &str| {
+            let mut m = http::HeaderMap::new();
+            m.insert(http::header::AUTHORIZATION, http::HeaderValue::from_str(v).unwrap());
+            m
+        };
+        for v in ["Bearer abc", "bearer abc", "BEARER abc", "BeArEr  abc "] {
+            assert_eq!(bearer(&h(v)), Bearer::Token("abc"), "{v}");
+        }
+        for v in ["Basic abc", "Bearer", "Bearer   ", "abc", "Bearerabc"] {
+            assert_eq!(bearer(&h(v)), Bearer::Malformed, "{v}");
+        }
+        assert_eq!(bearer(&http::HeaderMap::new()), Bearer::Missing);
     }
 }

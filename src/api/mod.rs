@@ -35,14 +35,8 @@ pub fn require_api_key<B>(req: &Request<B>, key: Option<&str>) -> Result<(), Htt
     let Some(key) = key else {
         return Err(HttpError::NotFound);
     };
-    let given = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-        .map(str::trim);
-    match given {
-        Some(g) if same_secret(g.as_bytes(), key.as_bytes()) => Ok(()),
+    match crate::util::bearer(req.headers()) {
+        crate::util::Bearer::Token(g) if same_secret(g.as_bytes(), key.as_bytes()) => Ok(()),
         _ => Err(HttpError::Unauthorized(crate::auth::AuthError::Invalid)),
     }
 }
@@ -53,13 +47,11 @@ pub async fn authenticate<B>(
     state: &crate::server::AppState,
     req: &Request<B>,
 ) -> Result<crate::auth::Claims, HttpError> {
-    let token = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-        .map(str::trim)
-        .ok_or(HttpError::Unauthorized(crate::auth::AuthError::Missing))?;
+    let token = match crate::util::bearer(req.headers()) {
+        crate::util::Bearer::Token(t) => t,
+        crate::util::Bearer::Missing => return Err(HttpError::Unauthorized(crate::auth::AuthError::Missing)),
+        crate::util::Bearer::Malformed => return Err(HttpError::Unauthorized(crate::auth::AuthError::Invalid)),
+    };
     let claims = state.verifier.verify(token).await.map_err(HttpError::Unauthorized)?;
     crate::server::middleware::still_valid(state, &claims)
         .map_err(|_| HttpError::Unauthorized(crate::auth::AuthError::Invalid))?;

@@ -215,12 +215,10 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
         }
     }
     if token.is_none() {
-        if let Some(h) = req.headers().get(http::header::AUTHORIZATION) {
-            let h = h.to_str().map_err(|_| HttpError::Unauthorized(AuthError::Invalid))?;
-            match h.split_once(' ') {
-                Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => token = Some(t.trim().to_string()),
-                _ => return Err(HttpError::Unauthorized(AuthError::Invalid)),
-            }
+        match crate::util::bearer(req.headers()) {
+            crate::util::Bearer::Missing => {}
+            crate::util::Bearer::Token(t) => token = Some(t.to_string()),
+            crate::util::Bearer::Malformed => return Err(HttpError::Unauthorized(AuthError::Invalid)),
         }
     }
     let identity = match token {

@@ -292,3 +292,34 @@ async fn configured_issuer_and_audience_are_required_and_nbf_honoured() {
     assert_eq!(c.recv().await["type"], "welcome");
     s.stop().await;
 }
+
+/// One Bearer parser everywhere: the scheme is case-insensitive (RFC 7235) on `/ws`, the user
+/// APIs and the server API; another scheme is 401.
+#[tokio::test]
+async fn bearer_scheme_in_any_case() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start(&[("SYNCGATE_API_KEY", "api-key-0123456789abcdef")]).await;
+    let get = |path: &'static str, auth: String| {
+        let addr = s.addr;
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {auth}\r\n\r\n");
+            stream.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            stream.read_to_string(&mut out).await.unwrap();
+            out[9..12].parse::<u16>().unwrap()
+        }
+    };
+    let tok = token("alice");
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        assert_eq!(get("/api/conversations", format!("{scheme} {tok}")).await, 200, "{scheme}");
+        assert_eq!(get("/api/status", format!("{scheme} api-key-0123456789abcdef")).await, 200, "{scheme}");
+        let mut req = s.url("").into_client_request().unwrap();
+        req.headers_mut().insert("authorization", format!("{scheme} {tok}").parse().unwrap());
+        let mut c = Client::connect_req(req).await.unwrap();
+        assert_eq!(c.recv().await["type"], "welcome", "{scheme}");
+    }
+    assert_eq!(get("/api/conversations", format!("Basic {tok}")).await, 401);
+    assert_eq!(get("/api/status", "Basic api-key-0123456789abcdef".to_string()).await, 401);
+    s.stop().await;
+}
