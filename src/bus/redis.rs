@@ -497,11 +497,6 @@ impl RedisBus {
         }
     }
 
-    /// PUBSUB NUMSUB of a channel (tests and diagnostics).
-    pub async fn numsub(&self, channel: &str) -> Result<i64, String> {
-        let v: Vec<Value> = self.client.pubsub_numsub(self.key(channel)).await.map_err(|e| e.to_string())?;
-        Ok(v.get(1).and_then(|v| v.as_i64()).unwrap_or(0))
-    }
 }
 
 /// `{"event":E,"data":ANY}` from an external publisher → an `event` frame from the server.

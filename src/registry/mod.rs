@@ -443,10 +443,6 @@ impl Registry {
         Some(UserSlot { registry: self.clone(), user: user.clone(), cluster: false })
     }
 
-    /// Connections currently held by `user`.
-    pub fn user_connections(&self, user: &str) -> u32 {
-        self.user_slots.get(user).map(|n| *n).unwrap_or(0)
-    }
 }
 
 /// RAII per-user connection slot.

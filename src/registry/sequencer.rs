@@ -80,9 +80,6 @@ impl Default for Sequencer {
     }
 }
 
-/// What to hand to the route's members, in order: (message, connection to skip).
-pub type Ready = Vec<(Message, u64)>;
-
 impl Sequencer {
     fn shard(&self, route: &str, channel: &str) -> &Mutex<Shard> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
