@@ -496,7 +496,6 @@ impl RedisBus {
             }
         }
     }
-
 }
 
 /// `{"event":E,"data":ANY}` from an external publisher → an `event` frame from the server.

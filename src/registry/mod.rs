@@ -442,7 +442,6 @@ impl Registry {
         *n += 1;
         Some(UserSlot { registry: self.clone(), user: user.clone(), cluster: false })
     }
-
 }
 
 /// RAII per-user connection slot.
