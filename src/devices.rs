@@ -69,7 +69,7 @@ impl Devices {
             device_id: device_id.to_string(),
             name: name.map(str::to_string),
             online,
-            at: crate::auth::now_millis() as i64,
+            at: crate::util::now_millis() as i64,
         }
     }
 

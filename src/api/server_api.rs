@@ -56,7 +56,7 @@ pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
         return Err(HttpError::BadRequest(crate::channel::DM_RULE.into()));
     }
     let data = body.data.as_deref().map(|d| d.get().as_bytes()).unwrap_or(b"null");
-    let now = crate::auth::now_millis();
+    let now = crate::util::now_millis();
     if state.durable.is_durable(&body.channel) {
         let msg_id = body.msg_id.map(String::into_boxed_str);
         return match state.durable.publish_from_server(body.channel, body.event, data.to_vec(), msg_id, now).await {

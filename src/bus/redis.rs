@@ -155,7 +155,7 @@ pub struct RedisBus {
 }
 
 fn now_ms() -> u64 {
-    crate::auth::now_millis()
+    crate::util::now_millis()
 }
 
 impl RedisBus {

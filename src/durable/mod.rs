@@ -515,7 +515,7 @@ impl Durable {
         self.metrics.retention_runs.inc();
         let mut deleted = 0;
         if ttl_secs > 0 {
-            let cutoff = crate::auth::now_millis().saturating_sub(ttl_secs.saturating_mul(1000)) as i64;
+            let cutoff = crate::util::now_millis().saturating_sub(ttl_secs.saturating_mul(1000)) as i64;
             match self.store.expire(cutoff).await {
                 Ok(n) => deleted += n,
                 Err(e) => tracing::warn!(error = %e, "retention (age) failed"),

@@ -46,7 +46,7 @@ impl Quota {
     pub async fn check(&self, user: &Arc<str>, bytes: u64) -> bool {
         let ok = match self.bus.take_durable_quota(user, bytes, self.events_max, self.bytes_max).await {
             Some(ok) => ok,
-            None => self.check_local(user, bytes, crate::auth::now_millis() / 60_000),
+            None => self.check_local(user, bytes, crate::util::now_millis() / 60_000),
         };
         if !ok {
             self.refused.inc();

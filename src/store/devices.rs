@@ -73,7 +73,7 @@ impl Store {
         .bind(user_id)
         .bind(device_id)
         .bind(name)
-        .bind(crate::auth::now_millis() as i64)
+        .bind(crate::util::now_millis() as i64)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

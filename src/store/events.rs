@@ -233,7 +233,7 @@ impl Store {
                 let m = crate::channel::dm_members(c);
                 serde_json::json!({"c": c, "n": n, "a": m.map(|m| m.0), "b": m.map(|m| m.1)})
             });
-            let now = crate::auth::now_millis() as i64;
+            let now = crate::util::now_millis() as i64;
             for param in json_chunks(heads)? {
                 for row in sqlx::query(sql.advance_heads).bind(param).bind(now).fetch_all(&mut *tx).await? {
                     let channel: String = row.try_get(0)?;
@@ -330,7 +330,7 @@ impl Store {
 
     /// Stores read positions (user, device, channel, seq): a position only moves forward.
     pub async fn save_positions(&self, batch: &[(String, String, String, u64)]) -> Result<(), StoreError> {
-        let now = crate::auth::now_millis() as i64;
+        let now = crate::util::now_millis() as i64;
         let sql = match self.backend {
             Backend::Postgres => {
                 "INSERT INTO read_positions (user_id, device_id, channel, seq, updated_at) \

@@ -33,7 +33,7 @@ pub enum CodeRedeemed {
 impl Store {
     /// Stores a new code (by hash) valid for `ttl_ms`, and drops rows long expired.
     pub async fn insert_login_code(&self, code: &str, c: &LoginCode, ttl_ms: i64) -> Result<(), StoreError> {
-        let now = crate::auth::now_millis() as i64;
+        let now = crate::util::now_millis() as i64;
         sqlx::query("DELETE FROM login_codes WHERE expires_at < $1")
             .bind(now - KEEP_AFTER_EXPIRY_MS)
             .execute(&self.pool)
@@ -58,7 +58,7 @@ impl Store {
     /// concurrent redemptions (on any instances) exactly one gets `Valid`.
     pub async fn redeem_login_code(&self, code: &str) -> Result<CodeRedeemed, StoreError> {
         let h = hash(code);
-        let now = crate::auth::now_millis() as i64;
+        let now = crate::util::now_millis() as i64;
         let row: Option<(String, Option<String>, String, String, String)> = sqlx::query_as(
             "UPDATE login_codes SET used = 1 WHERE code_hash = $1 AND used = 0 AND expires_at > $2 \
              RETURNING user_id, device_id, redirect_uri, code_challenge, family",

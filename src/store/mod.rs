@@ -187,7 +187,7 @@ impl Store {
             sqlx::query("INSERT INTO syncgate_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
                 .bind(*version)
                 .bind(*name)
-                .bind(crate::auth::now_millis() as i64)
+                .bind(crate::util::now_millis() as i64)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;

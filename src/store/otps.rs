@@ -43,7 +43,7 @@ impl Store {
     /// Stores a fresh code for the user (replacing any earlier one).
     pub async fn put_otp(&self, user_id: &str, code: &str) -> Result<(), StoreError> {
         let salt = crate::util::random_hex(16);
-        let expires = crate::auth::now_millis() as i64 + OTP_TTL_MS;
+        let expires = crate::util::now_millis() as i64 + OTP_TTL_MS;
         sqlx::query("DELETE FROM otps WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
         sqlx::query("INSERT INTO otps (user_id, salt, code_hash, expires_at, attempts) VALUES ($1, $2, $3, $4, 0)")
             .bind(user_id)
@@ -61,7 +61,7 @@ impl Store {
     /// wrong guesses can never exceed them; a valid code is consumed (once, even if sent twice
     /// at once); the 5th failure (or expiry) burns it.
     pub async fn check_otp(&self, user_id: &str, code: &str, budget: u32) -> Result<OtpCheck, StoreError> {
-        let now = crate::auth::now_millis() as i64;
+        let now = crate::util::now_millis() as i64;
         let since = now - OTP_BUDGET_WINDOW_MS;
         let (failures,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM otp_failures WHERE user_id = $1 AND at > $2")
             .bind(user_id)

@@ -30,7 +30,7 @@ impl Store {
         device_id: Option<&str>,
         ttl_secs: u64,
     ) -> Result<(), StoreError> {
-        let now = crate::auth::now_millis() as i64;
+        let now = crate::util::now_millis() as i64;
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, user_id, family, device_id, used, revoked, expires_at, created_at) \
              VALUES ($1, $2, $3, $4, 0, 0, $5, $6)",
@@ -50,7 +50,7 @@ impl Store {
     /// counts as reuse).
     pub async fn redeem_refresh(&self, token: &str) -> Result<Redeemed, StoreError> {
         let h = hash(token);
-        let now = crate::auth::now_millis() as i64;
+        let now = crate::util::now_millis() as i64;
         let row: Option<(String, String, Option<String>, i64, i64, i64)> = sqlx::query_as(
             "SELECT user_id, family, device_id, used, revoked, expires_at FROM refresh_tokens WHERE token_hash = $1",
         )

@@ -40,7 +40,7 @@ impl Store {
             .bind(email)
             .bind(username)
             .bind(password_hash)
-            .bind(crate::auth::now_millis() as i64)
+            .bind(crate::util::now_millis() as i64)
             .execute(&self.pool)
             .await
             .map_err(Store::map_unique)?;
