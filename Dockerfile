@@ -7,6 +7,9 @@ COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY benches benches
 COPY loadtest loadtest
+# fuzz is a workspace member: cargo needs its manifest (and targets) to load the workspace.
+COPY fuzz/Cargo.toml fuzz/Cargo.toml
+COPY fuzz/src fuzz/src
 COPY migrations migrations
 RUN cargo build --release --locked --bin syncgate
 
@@ -21,6 +24,9 @@ WORKDIR /var/lib/syncgate
 ENV SYNCGATE_LISTEN=0.0.0.0:8080 \
     SYNCGATE_DATA_DIR=/var/lib/syncgate \
     SYNCGATE_LOG_FORMAT=json
+# The SQLite database (syncgate.db) and the development JWT secret (jwt_secret) live here; keep it on
+# a volume so they survive a new container. Not needed with PostgreSQL and a configured key.
+VOLUME ["/var/lib/syncgate"]
 EXPOSE 8080
 # On the admin listener when one is set (the main one may expect a PROXY header), else on the main
 # one; a wildcard host is asked on loopback.

@@ -20,6 +20,23 @@ fn object(required: &[&str], props: Value) -> Value {
     json!({ "type": "object", "required": required, "properties": props })
 }
 
+/// Query parameters of an operation: (name, required, JSON type, description).
+fn query(mut o: Value, params: &[(&str, bool, &str, &str)]) -> Value {
+    o["parameters"] = params
+        .iter()
+        .map(|(name, required, ty, description)| {
+            json!({ "name": name, "in": "query", "required": required, "schema": { "type": ty }, "description": description })
+        })
+        .collect();
+    o
+}
+
+/// A JSON body schema for the response `code` of `o`.
+fn returns(mut o: Value, code: &str, schema: Value) -> Value {
+    o["responses"][code]["content"] = json!({ "application/json": { "schema": schema } });
+    o
+}
+
 pub fn document() -> Value {
     let s = json!({"type": "string"});
     let err = &[("400", "bad request"), ("401", "unauthorized"), ("429", "rate limited")];
@@ -27,24 +44,47 @@ pub fn document() -> Value {
     let mut add = |path: &str, method: &str, v: Value| {
         paths.entry(path.to_string()).or_insert_with(|| json!({}))[method] = v;
     };
-    add(
-        "/ws",
-        "get",
-        op(
-            "WebSocket upgrade (protocol v1, docs/protocol.md)",
-            None,
-            None,
-            &[
-                ("101", "switching protocols"),
-                ("401", "unauthorized"),
-                ("403", "origin refused, device revoked, or a token bound to another device"),
-                ("429", "too many connections"),
-                ("503", "overloaded or draining"),
-            ],
-        ),
+    let ws = op(
+        "WebSocket upgrade (protocol v1, docs/protocol.md)",
+        None,
+        None,
+        &[
+            ("101", "switching protocols"),
+            ("400", "bad device_id, device_name or since, too many channel=, or not a WebSocket upgrade"),
+            ("401", "token expired or invalid, or issued before the user's last password change"),
+            ("403", "origin refused, device revoked, or a token bound to another device"),
+            ("429", "too many connections for the user (too_many_connections) or from the address (rate_limited)"),
+            ("503", "overloaded (SYNCGATE_MAX_CONNECTIONS reached) or shutting down (unavailable)"),
+        ],
     );
+    let ws = query(
+        ws,
+        &[
+            ("token", false, "string", "JWT (else Authorization: Bearer, else an auth frame first)"),
+            ("device_id", false, "string", "1-64 of [A-Za-z0-9._:-]; generated when absent"),
+            ("device_name", false, "string", "name in the device list, at most 64 printable characters"),
+            ("since", false, "integer", "replay the user channel after this seq (durable user namespace)"),
+            ("channel", false, "string", "repeatable: subscribe at connect"),
+        ],
+    );
+    add("/ws", "get", ws);
     add("/health", "get", op("Liveness", None, None, &[("200", "OK")]));
-    add("/ready", "get", op("Readiness", None, None, &[("200", "serving"), ("503", "draining or a backend is down")]));
+    let ready_body = object(
+        &["ready", "bus", "draining"],
+        json!({
+            "ready": {"type": "boolean"},
+            "bus": {"type": "string", "enum": ["local", "up", "down"], "description": "local without Redis; down when Redis is unreachable"},
+            "draining": {"type": "boolean", "description": "shutting down or draining: stop routing new connections here"}
+        }),
+    );
+    let ready = op(
+        "Readiness: 200 when serving; 503 when draining or the Redis bus is down",
+        None,
+        None,
+        &[("200", "serving: {ready:true}"), ("503", "draining (draining:true) or bus:\"down\"; {ready:false}")],
+    );
+    let ready = returns(returns(ready, "200", ready_body.clone()), "503", ready_body);
+    add("/ready", "get", ready);
     add("/metrics", "get", op("Prometheus metrics", None, None, &[("200", "text format 0.0.4")]));
     add(
         "/register",
@@ -143,51 +183,51 @@ pub fn document() -> Value {
             &[("200", "revoked"), ("401", "unauthorized"), ("404", "no such device")],
         ),
     );
-    add(
-        "/api/users/search",
-        "get",
-        op(
-            "Search users by username similarity (q)",
-            Some("bearer"),
-            None,
-            &[("200", "users"), ("400", "bad query"), ("401", "unauthorized")],
-        ),
+    let search = op(
+        "Search users by username similarity (q)",
+        Some("bearer"),
+        None,
+        &[("200", "users"), ("400", "bad query"), ("401", "unauthorized"), ("429", "rate limited")],
     );
-    add(
-        "/api/history",
-        "get",
-        op(
-            "A durable channel's events (channel, after, before, limit 1-1000); same rules as subscribe",
-            Some("bearer"),
-            None,
-            &[
-                ("200", "events, latest_seq, has_more"),
-                ("400", "bad query or channel not durable"),
-                ("401", "unauthorized"),
-                ("403", "forbidden channel"),
-            ],
-        ),
+    add("/api/users/search", "get", query(search, &[("q", true, "string", "1-64 characters")]));
+    let after = ("after", false, "integer", "page forward: events with a seq above this; without it, the newest page");
+    let before = ("before", false, "integer", "only events with a seq below this (page backward)");
+    let limit = ("limit", false, "integer", "1-1000, default 100");
+    let history = op(
+        "A durable channel's events; same rules as subscribe",
+        Some("bearer"),
+        None,
+        &[
+            ("200", "events, latest_seq, has_more"),
+            ("400", "bad query or channel not durable"),
+            ("401", "unauthorized"),
+            ("403", "forbidden channel"),
+            ("429", "rate limited"),
+        ],
     );
-    add(
-        "/api/conversation",
-        "get",
-        op(
-            "Direct messages with one user (with, before, after, limit)",
-            Some("bearer"),
-            None,
-            &[("200", "events, latest_seq, has_more"), ("400", "bad query"), ("401", "unauthorized")],
-        ),
+    let channel = ("channel", true, "string", "a channel name, as in subscribe");
+    add("/api/history", "get", query(history, &[channel, after, before, limit]));
+    let conversation = op(
+        "Direct messages with one user",
+        Some("bearer"),
+        None,
+        &[
+            ("200", "events, latest_seq, has_more"),
+            ("400", "bad query, or dm not durable"),
+            ("401", "unauthorized"),
+            ("429", "rate limited"),
+        ],
     );
-    add(
-        "/api/conversations",
-        "get",
-        op(
-            "The caller's dm channels with latest seq and read position",
-            Some("bearer"),
-            None,
-            &[("200", "conversations"), ("401", "unauthorized")],
-        ),
+    let with = ("with", true, "string", "the other user's id");
+    add("/api/conversation", "get", query(conversation, &[with, after, before, limit]));
+    let conversations = op(
+        "The caller's dm channels, most recent first, with latest seq and read position",
+        Some("bearer"),
+        None,
+        &[("200", "conversations"), ("400", "bad limit"), ("401", "unauthorized"), ("429", "rate limited")],
     );
+    let device = ("device_id", false, "string", "whose read position (when the token has no did claim)");
+    add("/api/conversations", "get", query(conversations, &[limit, device]));
     add(
         "/api/publish",
         "post",
@@ -195,7 +235,14 @@ pub fn document() -> Value {
             "Publish an event into a channel",
             Some("apiKey"),
             Some(object(&["channel", "event"], json!({"channel": s, "event": s, "data": {}, "msg_id": s}))),
-            &[("200", "published"), ("400", "bad body"), ("401", "wrong key"), ("404", "API off")],
+            &[
+                ("200", "published: {ok, local_recipients}, on a durable channel {ok, seq, duplicate}"),
+                ("400", "bad body, or an event the database refuses to store (durable channel)"),
+                ("401", "wrong key"),
+                ("404", "API off (no SYNCGATE_API_KEY)"),
+                ("408", "body not received in time"),
+                ("503", "durable channel: the write queue is full or the database is unavailable; retry"),
+            ],
         ),
     );
     add(
@@ -213,32 +260,49 @@ pub fn document() -> Value {
         "get",
         op("Cluster status", Some("apiKey"), None, &[("200", "status"), ("401", "missing or wrong key")]),
     );
-    add(
-        "/login-client",
-        "get",
-        op(
-            "HTML login page for native apps (RFC 8252 + PKCE): redirect_uri (loopback or allow-listed), \
-             state (16-128 of [A-Za-z0-9._~-]), code_challenge, code_challenge_method=S256, device_id?",
-            None,
-            None,
-            &[("200", "login form"), ("400", "a parameter refused (HTML page, no redirect)")],
-        ),
+    let page = op(
+        "HTML login page for native apps (RFC 8252 + PKCE)",
+        None,
+        None,
+        &[("200", "login form"), ("400", "a parameter refused (HTML page, no redirect)")],
     );
-    add(
-        "/login-client",
-        "post",
-        op(
-            "Login form submission: 303 to redirect_uri?code=…&state=… (a one-time code, no token)",
-            None,
-            None,
-            &[
-                ("303", "signed in"),
-                ("400", "a parameter refused (HTML page, no redirect)"),
-                ("401", "wrong credentials"),
-                ("429", "rate limited"),
-            ],
-        ),
+    let page = query(
+        page,
+        &[
+            ("redirect_uri", true, "string", "loopback (http://127.0.0.1:PORT/…) or in SYNCGATE_REDIRECT_ALLOWLIST"),
+            ("state", true, "string", "16-128 of [A-Za-z0-9._~-]"),
+            ("code_challenge", true, "string", "BASE64URL(SHA-256(code_verifier)), 43 characters"),
+            ("code_challenge_method", true, "string", "S256"),
+            ("device_id", false, "string", "the device the tokens are bound to"),
+        ],
     );
+    add("/login-client", "get", page);
+    let mut submit = op(
+        "Login form submission: 303 to redirect_uri?code=…&state=… (a one-time code, no token)",
+        None,
+        None,
+        &[
+            ("303", "signed in"),
+            ("400", "a parameter refused (HTML page, no redirect)"),
+            ("401", "wrong credentials (the form again)"),
+            ("429", "rate limited (the form again)"),
+        ],
+    );
+    let form = object(
+        &["login", "password", "redirect_uri", "state", "code_challenge", "code_challenge_method"],
+        json!({
+            "login": {"type": "string", "description": "email or username"},
+            "password": s,
+            "redirect_uri": s,
+            "state": s,
+            "code_challenge": s,
+            "code_challenge_method": {"type": "string", "enum": ["S256"]},
+            "device_id": s
+        }),
+    );
+    submit["requestBody"] =
+        json!({ "required": true, "content": { "application/x-www-form-urlencoded": { "schema": form } } });
+    add("/login-client", "post", submit);
     let mut token = op(
         "Redeem a login page code once (RFC 6749 §4.1.3, PKCE S256): the token JSON of /login",
         None,
@@ -279,5 +343,24 @@ mod tests {
             let m = method.to_lowercase();
             assert!(doc["paths"][*path][&m].is_object(), "{method} {path} missing from the OpenAPI document");
         }
+    }
+
+    #[test]
+    fn documents_what_the_handlers_answer() {
+        let doc = super::document();
+        let p = &doc["paths"];
+        for code in ["400", "503"] {
+            assert!(p["/api/publish"]["post"]["responses"][code].is_object(), "publish {code}");
+        }
+        for path in ["/api/history", "/api/conversation"] {
+            let names: Vec<&str> =
+                p[path]["get"]["parameters"].as_array().unwrap().iter().filter_map(|q| q["name"].as_str()).collect();
+            for name in ["after", "before", "limit"] {
+                assert!(names.contains(&name), "{path} {name}");
+            }
+        }
+        let ready = &p["/ready"]["get"]["responses"]["503"]["content"]["application/json"]["schema"]["properties"];
+        assert!(ready["draining"].is_object() && ready["bus"]["enum"].as_array().unwrap().contains(&"down".into()));
+        assert!(p["/login-client"]["post"]["requestBody"].is_object());
     }
 }
