@@ -1,7 +1,7 @@
 //! Channel names and who may use them: `user:<id>`, `dm:<a>:<b>`, public namespaces and the
 //! token's `channels` globs.
 
-use crate::auth::Identity;
+use crate::identity::Identity;
 
 /// Longest channel name, in bytes.
 pub const MAX_CHANNEL_LEN: usize = 128;
@@ -61,6 +61,30 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     pi == p.len()
 }
 
+/// `user:<id>`: every connection of the user is a member (the user's devices stay in sync).
+pub fn user_channel(user: &str) -> String {
+    format!("user:{user}")
+}
+
+/// Whether `channel` is a user channel (`user:<id>`).
+pub fn is_user_channel(channel: &str) -> bool {
+    channel.starts_with("user:")
+}
+
+/// `dm:<a>:<b>` for two users, whichever order they come in (the smaller id first).
+pub fn dm_channel(one: &str, other: &str) -> String {
+    if one < other {
+        format!("dm:{one}:{other}")
+    } else {
+        format!("dm:{other}:{one}")
+    }
+}
+
+/// Whether `channel` is in the direct-channel namespace (`dm:`), well-formed or not.
+pub fn is_dm_namespace(channel: &str) -> bool {
+    channel.starts_with("dm:")
+}
+
 /// What a malformed direct channel name gets told.
 pub const DM_RULE: &str = "direct channels are dm:<a>:<b> with a < b";
 
@@ -76,8 +100,8 @@ pub fn dm_members(channel: &str) -> Option<(&str, &str)> {
 pub fn for_each_route(channel: &str, mut f: impl FnMut(&str)) {
     match dm_members(channel) {
         Some((a, b)) => {
-            f(&format!("user:{a}"));
-            f(&format!("user:{b}"));
+            f(&user_channel(a));
+            f(&user_channel(b));
         }
         None => f(channel),
     }
@@ -87,7 +111,7 @@ pub fn for_each_route(channel: &str, mut f: impl FnMut(&str)) {
 /// the channel. Returns the canonical name.
 pub fn authorize(requested: &str, identity: &Identity, public_namespaces: &[String]) -> Result<String, ChannelError> {
     if requested == "user" {
-        return Ok(identity.user_channel());
+        return Ok(user_channel(&identity.user_id));
     }
     if !valid_name(requested) {
         return Err(ChannelError::Invalid("channel names are 1-128 bytes of [A-Za-z0-9:_.@=-]"));

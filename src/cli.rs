@@ -43,7 +43,7 @@ pub fn token(config: &Config, args: &[String]) -> Result<String, String> {
         return Err("user ids are 1-123 characters of [A-Za-z0-9_.@=-]".into());
     }
     if let Some(d) = &device {
-        if !crate::server::middleware::valid_device_id(d) {
+        if !crate::identity::valid_device_id(d) {
             return Err("device ids are 1-64 characters of [A-Za-z0-9._:-]".into());
         }
     }

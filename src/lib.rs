@@ -42,6 +42,7 @@ pub mod config;
 pub mod devices;
 pub mod durable;
 pub mod error;
+pub mod identity;
 pub mod limits;
 pub mod mail;
 pub mod metrics;

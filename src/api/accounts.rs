@@ -118,8 +118,8 @@ pub struct Tokens {
 /// new one would pass `SYNCGATE_MAX_DEVICES_PER_USER`.
 async fn bind_device(state: &AppState, user_id: &str, requested: Option<&str>) -> Result<String, HttpError> {
     if let Some(d) = requested {
-        if !crate::server::middleware::valid_device_id(d) {
-            return Err(HttpError::BadRequest("device_id must be 1-64 characters of [A-Za-z0-9._:-]".into()));
+        if !crate::identity::valid_device_id(d) {
+            return Err(HttpError::BadRequest(crate::identity::DEVICE_ID_RULE.into()));
         }
         if state.registry.is_revoked(user_id, d) {
             return Err(HttpError::Forbidden("device revoked"));
@@ -239,8 +239,8 @@ pub async fn register(
         }
     }
     if let Some(d) = &body.device_id {
-        if !crate::server::middleware::valid_device_id(d) {
-            return Err(HttpError::BadRequest("device_id must be 1-64 characters of [A-Za-z0-9._:-]".into()));
+        if !crate::identity::valid_device_id(d) {
+            return Err(HttpError::BadRequest(crate::identity::DEVICE_ID_RULE.into()));
         }
     }
     let hash = state.hasher.hash(body.password).await.ok_or(HttpError::Internal)?;
@@ -259,8 +259,8 @@ pub async fn login(
     enabled(&state)?;
     let body: LoginBody = json_body(&state, req, BODY_LIMIT).await?;
     if let Some(d) = &body.device_id {
-        if !crate::server::middleware::valid_device_id(d) {
-            return Err(HttpError::BadRequest("device_id must be 1-64 characters of [A-Za-z0-9._:-]".into()));
+        if !crate::identity::valid_device_id(d) {
+            return Err(HttpError::BadRequest(crate::identity::DEVICE_ID_RULE.into()));
         }
     }
     let login = match (&body.email, &body.username) {

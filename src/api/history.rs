@@ -173,7 +173,7 @@ pub async fn conversation(state: Arc<AppState>, req: Request<Incoming>) -> Resul
         return Err(HttpError::BadRequest("with must be another user's id".into()));
     }
     let me = claims.user_id.as_str();
-    let channel = if me < with { format!("dm:{me}:{with}") } else { format!("dm:{with}:{me}") };
+    let channel = crate::channel::dm_channel(me, with);
     if !state.durable.is_durable(&channel) {
         return Err(HttpError::BadRequest("dm channels are not durable here (SYNCGATE_DURABLE_NAMESPACES)".into()));
     }

@@ -142,8 +142,8 @@ fn authorization(pairs: impl Iterator<Item = (String, String)>, allowlist: &[Str
     let code_challenge = challenge.filter(|c| unreserved(c, 43..=43) && !c.contains(['.', '~']));
     let code_challenge =
         code_challenge.ok_or("code_challenge is required: BASE64URL(SHA-256(code_verifier)), 43 characters")?;
-    if device_id.as_deref().is_some_and(|d| !crate::server::middleware::valid_device_id(d)) {
-        return Err("device_id must be 1-64 characters of [A-Za-z0-9._:-]".into());
+    if device_id.as_deref().is_some_and(|d| !crate::identity::valid_device_id(d)) {
+        return Err(crate::identity::DEVICE_ID_RULE.into());
     }
     Ok(Authorization { redirect_uri, origin, state, code_challenge, device_id })
 }

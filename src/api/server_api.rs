@@ -52,7 +52,7 @@ pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
     if body.msg_id.as_ref().is_some_and(|m| m.is_empty() || m.len() > 128) {
         return Err(HttpError::BadRequest("msg_id must be 1-128 bytes".into()));
     }
-    if body.channel.starts_with("dm:") && crate::channel::dm_members(&body.channel).is_none() {
+    if crate::channel::is_dm_namespace(&body.channel) && crate::channel::dm_members(&body.channel).is_none() {
         return Err(HttpError::BadRequest(crate::channel::DM_RULE.into()));
     }
     let data = body.data.as_deref().map(|d| d.get().as_bytes()).unwrap_or(b"null");
@@ -90,7 +90,7 @@ pub async fn disconnect(state: Arc<AppState>, req: Request<Incoming>) -> Result<
         return Err(HttpError::BadRequest("invalid user_id".into()));
     }
     if let Some(d) = &body.device_id {
-        if !crate::server::middleware::valid_device_id(d) {
+        if !crate::identity::valid_device_id(d) {
             return Err(HttpError::BadRequest("invalid device_id".into()));
         }
     }

@@ -12,27 +12,8 @@ use serde::Deserialize;
 
 use crate::config::{Config, KeySource};
 
+pub use crate::identity::Identity;
 pub use jwks::{usable_keys as jwks_usable_keys, JwksCache};
-
-/// Who a connection is: the user from the token, the device from the request.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub user_id: Arc<str>,
-    pub device_id: Arc<str>,
-    /// Channel globs from the token's `channels` claim.
-    pub channels: Vec<String>,
-    /// Token expiry, seconds since the epoch.
-    pub exp: u64,
-    /// The token generation (`gen` claim; 0 when absent): a password change or reset starts a
-    /// new one and closes connections opened with older tokens.
-    pub gen: u64,
-}
-
-impl Identity {
-    pub fn user_channel(&self) -> String {
-        format!("user:{}", self.user_id)
-    }
-}
 
 /// What a verified token says.
 #[derive(Debug, Clone)]

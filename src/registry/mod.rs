@@ -96,7 +96,7 @@ impl Default for Registry {
 
 /// User channels carry no join/leave (devices of one user are not "members" of a room).
 fn announces_presence(channel: &str) -> bool {
-    !channel.starts_with("user:")
+    !crate::channel::is_user_channel(channel)
 }
 
 /// Default for [`Registry::with_join_leave_limit`].
@@ -166,7 +166,7 @@ impl Registry {
             }
         }
         let current = self.token_gen(user);
-        let channel = format!("user:{user}");
+        let channel = crate::channel::user_channel(user);
         let Some(entry) = self.channels.get(channel.as_str()) else {
             return 0;
         };
@@ -188,7 +188,7 @@ impl Registry {
 
     /// Whether `user` still has a connection of `device` on this instance.
     pub fn device_connected(&self, user: &str, device: &str) -> bool {
-        let channel = format!("user:{user}");
+        let channel = crate::channel::user_channel(user);
         let mut found = false;
         if let Some(e) = self.channels.get(channel.as_str()) {
             e.for_each(|c| found |= &*c.device_id == device);
@@ -385,7 +385,7 @@ impl Registry {
     pub fn all_conns(&self) -> Vec<Arc<ConnHandle>> {
         let mut out = Vec::new();
         for entry in self.channels.iter() {
-            if entry.key().starts_with("user:") {
+            if crate::channel::is_user_channel(entry.key()) {
                 entry.value().for_each(|c| out.push(c.clone()));
             }
         }
@@ -418,7 +418,7 @@ impl Registry {
 
     /// Asks every connection of `user` (optionally one device) to close.
     pub fn close_user(&self, user: &str, device: Option<&str>, reason: crate::error::CloseReason) -> usize {
-        let channel = format!("user:{user}");
+        let channel = crate::channel::user_channel(user);
         let Some(entry) = self.channels.get(channel.as_str()) else {
             return 0;
         };

@@ -8,8 +8,9 @@ use std::time::Instant;
 use http::Request;
 
 use super::AppState;
-use crate::auth::{AuthError, Identity};
+use crate::auth::AuthError;
 use crate::error::HttpError;
+use crate::identity::{valid_device_id, Identity};
 use crate::registry::UserSlot;
 
 /// Open connections per client address (the PROXY protocol's address behind a balancer) on
@@ -86,13 +87,6 @@ pub struct Admitted {
     pub peer: SocketAddr,
 }
 
-/// `[A-Za-z0-9._:-]{1,64}`.
-pub fn valid_device_id(d: &str) -> bool {
-    !d.is_empty()
-        && d.len() <= 64
-        && d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-}
-
 /// Why verified claims do not open a connection or call an API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -146,6 +140,49 @@ pub fn identity(claims: crate::auth::Claims, requested_device: Option<&str>) -> 
     })
 }
 
+/// Why verified claims do not open a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAdmitted {
+    Refused(Refused),
+    /// The user is at `SYNCGATE_MAX_CONNECTIONS_PER_USER` here or in the cluster (429 / 4009).
+    OverCap,
+}
+
+impl NotAdmitted {
+    /// The HTTP refusal at the WebSocket upgrade.
+    pub fn at_upgrade(self) -> HttpError {
+        match self {
+            NotAdmitted::Refused(r) => r.at_upgrade(),
+            NotAdmitted::OverCap => HttpError::TooManyConnections,
+        }
+    }
+}
+
+/// The one admission rule for verified claims, with the token in the request or in the first
+/// frame: not void (token generation, revoked device), bound to the requested device, a device
+/// that is not revoked, and one of the user's connection slots here and in the cluster (the
+/// slot is released when the returned guard drops).
+pub async fn admit_claims(
+    state: &AppState,
+    claims: crate::auth::Claims,
+    requested_device: Option<&str>,
+) -> Result<(Identity, UserSlot), NotAdmitted> {
+    still_valid(state, &claims).map_err(NotAdmitted::Refused)?;
+    let id = identity(claims, requested_device).map_err(NotAdmitted::Refused)?;
+    // A revoked device can never simply reconnect.
+    if state.registry.is_revoked(&id.user_id, &id.device_id) {
+        return Err(NotAdmitted::Refused(Refused::Revoked));
+    }
+    let max = state.config.max_connections_per_user;
+    let mut slot = state.registry.acquire_slot(&id.user_id, max).ok_or(NotAdmitted::OverCap)?;
+    // Cluster-wide cap (the Redis bus counts every instance's connections).
+    if !state.bus.acquire_user(&id.user_id, max).await {
+        return Err(NotAdmitted::OverCap);
+    }
+    slot.mark_cluster();
+    Ok((id, slot))
+}
+
 /// What every WebSocket upgrade passes (`/ws` and the echo endpoint): not shutting down, a place
 /// under `SYNCGATE_MAX_CONNECTIONS` (load shedding: 503; open ones are untouched), and the
 /// per-IP connect rate.
@@ -189,7 +226,7 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
             "token" if token.is_none() => token = Some(v),
             "device_id" => {
                 if !valid_device_id(&v) {
-                    return Err(HttpError::BadRequest("device_id must be 1-64 characters of [A-Za-z0-9._:-]".into()));
+                    return Err(HttpError::BadRequest(crate::identity::DEVICE_ID_RULE.into()));
                 }
                 device_id = Some(v);
             }
@@ -225,22 +262,7 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
         None => None,
         Some(t) => {
             let claims = state.verifier.verify(&t).await.map_err(HttpError::Unauthorized)?;
-            still_valid(state, &claims).map_err(Refused::at_upgrade)?;
-            let id = identity(claims, device_id.as_deref()).map_err(Refused::at_upgrade)?;
-            // A revoked device can never simply reconnect.
-            if state.registry.is_revoked(&id.user_id, &id.device_id) {
-                return Err(HttpError::Forbidden("device revoked"));
-            }
-            let mut slot = state
-                .registry
-                .acquire_slot(&id.user_id, state.config.max_connections_per_user)
-                .ok_or(HttpError::TooManyConnections)?;
-            // Cluster-wide cap (the Redis bus counts every instance's connections).
-            if !state.bus.acquire_user(&id.user_id, state.config.max_connections_per_user).await {
-                return Err(HttpError::TooManyConnections);
-            }
-            slot.mark_cluster();
-            Some((id, slot))
+            Some(admit_claims(state, claims, device_id.as_deref()).await.map_err(NotAdmitted::at_upgrade)?)
         }
     };
     Ok(Admitted { _place: place, identity, device_id, channels, device_name, since, peer })

@@ -33,7 +33,7 @@ use crate::error::CloseReason;
 use crate::limits::{MessageLimiter, Verdict};
 use crate::protocol::{self, ErrorCode, Request, RequestId};
 use crate::registry::{ConnHandle, Membership, UserSlot};
-use crate::server::middleware::{identity as make_identity, still_valid, AdmitGuard, Admitted, Refused};
+use crate::server::middleware::{admit_claims, still_valid, AdmitGuard, Admitted, NotAdmitted, Refused};
 use crate::server::AppState;
 use crate::store::StoreError;
 
@@ -116,30 +116,20 @@ async fn first_frame_auth(
             CloseReason::Unauthorized
         }
     })?;
-    let refused = |r: Refused| {
-        refuse("device");
-        match r {
-            Refused::Revoked => CloseReason::Forbidden,
-            Refused::OtherDevice | Refused::OldGeneration => CloseReason::Unauthorized,
+    match admit_claims(state, claims, device).await {
+        Ok(admitted) => Ok(admitted),
+        Err(NotAdmitted::OverCap) => {
+            state.metrics.connect(crate::metrics::ConnectResult::OverCap);
+            Err(CloseReason::TooManyConnections)
         }
-    };
-    still_valid(state, &claims).map_err(refused)?;
-    let identity = make_identity(claims, device).map_err(refused)?;
-    if state.registry.is_revoked(&identity.user_id, &identity.device_id) {
-        refuse("device");
-        return Err(CloseReason::Forbidden);
+        Err(NotAdmitted::Refused(r)) => {
+            refuse("device");
+            Err(match r {
+                Refused::Revoked => CloseReason::Forbidden,
+                Refused::OtherDevice | Refused::OldGeneration => CloseReason::Unauthorized,
+            })
+        }
     }
-    let over_cap = || {
-        state.metrics.connect(crate::metrics::ConnectResult::OverCap);
-        CloseReason::TooManyConnections
-    };
-    let mut slot =
-        state.registry.acquire_slot(&identity.user_id, state.config.max_connections_per_user).ok_or_else(over_cap)?;
-    if !state.bus.acquire_user(&identity.user_id, state.config.max_connections_per_user).await {
-        return Err(over_cap());
-    }
-    slot.mark_cluster();
-    Ok((identity, slot))
 }
 
 fn deadline_for(exp: u64) -> tokio::time::Instant {
@@ -545,7 +535,7 @@ async fn open<'a>(
     let conn_id = format!("{}-{:x}", state.instance, conn.id);
     let mut s = Session {
         state,
-        user_channel: identity.user_channel(),
+        user_channel: crate::channel::user_channel(&identity.user_id),
         membership: Membership::new(state.registry.clone(), conn),
         limiter: MessageLimiter::new(state.config.messages_per_min, Instant::now()),
         scratch: Vec::new(),
