@@ -498,7 +498,7 @@ impl Config {
         let write_timeout = Duration::from_millis(r.ranged(WRITE_TIMEOUT_MS, 10_000, 100, 600_000));
         let echo_path = r.raw(ECHO_PATH).map(str::to_string);
         if let Some(p) = &echo_path {
-            let reserved = crate::server::ROUTES.iter().any(|(_, route)| route == p);
+            let reserved = crate::routes::ROUTES.iter().any(|(_, route)| route == p);
             if !p.starts_with('/') || p.len() < 2 || p.contains(['?', '#', ' ']) || reserved {
                 r.errors.push(format!("{ECHO_PATH}={p:?} must be a path like /echo that no other route uses"));
             }

@@ -33,7 +33,9 @@
 //! A durable channel's publish goes to `durable`'s writer instead: one transaction per batch
 //! assigns `seq`s, then the event is encoded once, fanned out and acknowledged.
 
+pub mod admission;
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod channel;
@@ -49,6 +51,7 @@ pub mod metrics;
 pub mod oslimits;
 pub mod protocol;
 pub mod registry;
+pub mod routes;
 pub mod server;
 pub mod shutdown;
 pub mod store;

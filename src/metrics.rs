@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::server::AppState;
+use crate::app::AppState;
 
 const SLOTS: usize = 16;
 

@@ -11,8 +11,8 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::json_body;
+use crate::app::AppState;
 use crate::error::{json_response, HttpError};
-use crate::server::AppState;
 use crate::store::devices::Registered;
 use crate::store::tokens::Redeemed;
 use crate::store::users::User;

@@ -8,9 +8,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::authenticate;
+use crate::app::AppState;
 use crate::bus::Control;
 use crate::error::{json_response, HttpError};
-use crate::server::AppState;
 
 /// `{"devices":[{"id","name","online","last_seen"},…]}` (revoked devices are not listed).
 pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {

@@ -10,8 +10,8 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::authenticate;
+use crate::app::AppState;
 use crate::error::{json_response, HttpError};
-use crate::server::AppState;
 use crate::store::events::StoredEvent;
 
 /// Default and largest `limit`.
@@ -149,7 +149,7 @@ pub async fn history(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
     super::limit_api(&state, &claims.user_id)?;
     let q = query(&req);
     let requested = get(&q, "channel").ok_or_else(|| HttpError::BadRequest("channel is required".into()))?;
-    let identity = crate::server::middleware::identity(claims, None)
+    let identity = crate::admission::identity(claims, None)
         .map_err(|_| HttpError::Unauthorized(crate::auth::AuthError::Invalid))?;
     let channel =
         crate::channel::authorize(requested, &identity, &state.config.public_namespaces).map_err(|e| match e {

@@ -16,8 +16,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use crate::app::AppState;
 use crate::error::HttpError;
-use crate::server::AppState;
 use crate::store::login_codes::{CodeRedeemed, LoginCode};
 
 /// `&<>"'` escaped for HTML text and attribute values.

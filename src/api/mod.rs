@@ -20,8 +20,8 @@ use http::Request;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use crate::app::AppState;
 use crate::error::HttpError;
-use crate::server::AppState;
 
 /// Compares secrets in constant time (over SHA-256 digests, so the length does not leak either).
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
@@ -43,17 +43,14 @@ pub fn require_api_key<B>(req: &Request<B>, key: Option<&str>) -> Result<(), Htt
 
 /// Verifies `Authorization: Bearer <access token>` (any JWT `/ws` would accept): a token of a
 /// revoked device or from before the user's last password change is 401 like an invalid one.
-pub async fn authenticate<B>(
-    state: &crate::server::AppState,
-    req: &Request<B>,
-) -> Result<crate::auth::Claims, HttpError> {
+pub async fn authenticate<B>(state: &crate::app::AppState, req: &Request<B>) -> Result<crate::auth::Claims, HttpError> {
     let token = match crate::util::bearer(req.headers()) {
         crate::util::Bearer::Token(t) => t,
         crate::util::Bearer::Missing => return Err(HttpError::Unauthorized(crate::auth::AuthError::Missing)),
         crate::util::Bearer::Malformed => return Err(HttpError::Unauthorized(crate::auth::AuthError::Invalid)),
     };
     let claims = state.verifier.verify(token).await.map_err(HttpError::Unauthorized)?;
-    crate::server::middleware::still_valid(state, &claims)
+    crate::admission::still_valid(state, &claims)
         .map_err(|_| HttpError::Unauthorized(crate::auth::AuthError::Invalid))?;
     Ok(claims)
 }

@@ -339,7 +339,7 @@ mod tests {
     #[test]
     fn every_route_is_documented() {
         let doc = super::document();
-        for (method, path) in crate::server::ROUTES {
+        for (method, path) in crate::routes::ROUTES {
             let m = method.to_lowercase();
             assert!(doc["paths"][*path][&m].is_object(), "{method} {path} missing from the OpenAPI document");
         }

@@ -11,10 +11,10 @@ use serde::Deserialize;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{json_body, require_api_key};
+use crate::app::AppState;
 use crate::bus::Control;
 use crate::error::{json_response, HttpError};
 use crate::protocol;
-use crate::server::AppState;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

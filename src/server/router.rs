@@ -1,4 +1,4 @@
-//! Routes: `GET /ws` (through the middleware chain, then the upgrade), `GET /health`; JSON 404
+//! Routes: `GET /ws` (through admission, then the upgrade), `GET /health`; JSON 404
 //! for anything else. The admin listener serves a subset ([`ADMIN_PATHS`]) with the same rules.
 
 use std::convert::Infallible;
@@ -10,7 +10,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::{middleware, AppState};
+use super::AppState;
+use crate::admission;
 use crate::api::accounts;
 use crate::error::HttpError;
 
@@ -95,7 +96,7 @@ pub async fn route(
     }
     let mut resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/ws") => {
-            let result = match middleware::admit(&state, peer, &req).await {
+            let result = match admission::admit(&state, peer, &req).await {
                 Ok(admitted) => crate::ws::upgrade(state.clone(), req, admitted),
                 Err(e) => Err(e),
             };

@@ -15,9 +15,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::io;
+use crate::admission::AdmitGuard;
+use crate::app::AppState;
 use crate::error::CloseReason;
-use crate::server::middleware::AdmitGuard;
-use crate::server::AppState;
 
 /// Echoes until the peer closes, a frame breaks a limit or the protocol, or the server stops.
 pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, _place: AdmitGuard, _alive: mpsc::Sender<()>) {

@@ -15,10 +15,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::app::AppState;
 use crate::error::CloseReason;
 use crate::protocol::{self, ErrorCode};
 use crate::registry::ConnHandle;
-use crate::server::AppState;
 
 pub(crate) type Ws = WebSocketStream<TokioIo<Upgraded>>;
 

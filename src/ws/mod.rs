@@ -12,9 +12,9 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::admission::Admitted;
+use crate::app::AppState;
 use crate::error::HttpError;
-use crate::server::middleware::Admitted;
-use crate::server::AppState;
 
 fn header_has_token(req: &Request<impl Sized>, name: header::HeaderName, token: &str) -> bool {
     req.headers()
@@ -77,7 +77,7 @@ pub fn upgrade_echo<B>(
     mut req: Request<B>,
     peer: std::net::SocketAddr,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
-    let place = crate::server::middleware::admission(&state, peer)?;
+    let place = crate::admission::admission(&state, peer)?;
     let (resp, on_upgrade) = handshake(&mut req)?;
     let alive = state.alive.clone();
     tokio::spawn(echo::run(state, on_upgrade, place, alive));

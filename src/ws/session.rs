@@ -26,6 +26,8 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::io::{self, Ws};
 use super::streams::{PageRequest, Streams, PAGE};
+use crate::admission::{admit_claims, still_valid, AdmitGuard, Admitted, NotAdmitted, Refused};
+use crate::app::AppState;
 use crate::auth::{now_millis, now_secs, AuthError, Claims, Identity};
 use crate::channel::{self, ChannelError};
 use crate::durable::Replay;
@@ -33,8 +35,6 @@ use crate::error::CloseReason;
 use crate::limits::{MessageLimiter, Verdict};
 use crate::protocol::{self, ErrorCode, Request, RequestId};
 use crate::registry::{ConnHandle, Membership, UserSlot};
-use crate::server::middleware::{admit_claims, still_valid, AdmitGuard, Admitted, NotAdmitted, Refused};
-use crate::server::AppState;
 use crate::store::StoreError;
 
 /// How long a new connection waits for its device sighting to be committed before `welcome`.
@@ -838,7 +838,7 @@ mod size_probe {
         let bounds = [
             ("Session", size_of::<super::Session<'static>>(), 224),
             ("Identity", size_of::<crate::auth::Identity>(), 72),
-            ("Admitted", size_of::<crate::server::middleware::Admitted>(), 264),
+            ("Admitted", size_of::<crate::admission::Admitted>(), 264),
             ("MessageLimiter", size_of::<crate::limits::MessageLimiter>(), 48),
             ("Ws", size_of::<super::Ws>(), 328),
             ("Message", size_of::<super::Message>(), 56),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use http::Request;
 
-use super::AppState;
+use crate::app::AppState;
 use crate::auth::AuthError;
 use crate::error::HttpError;
 use crate::identity::{valid_device_id, Identity};
@@ -69,7 +69,7 @@ impl Drop for AdmitGuard {
     }
 }
 
-/// What passed the middleware and moves into the connection task.
+/// What passed admission and moves into the connection task.
 pub struct Admitted {
     /// The instance-wide connection place (load shedding).
     pub _place: AdmitGuard,

@@ -1,0 +1,196 @@
+//! The gateway's shared state and its construction: [`AppState::build`] opens the store,
+//! starts the bus (in-process or Redis), the device writer, the durable writer and the limiter
+//! sweeper, and returns the state with every background task it started, so whoever serves it
+//! (`server::run`) stops them all when it returns.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::auth::{KeyError, Verifier};
+use crate::bus::{Bus, LocalBus, RedisBus, RedisSettings};
+use crate::config::Config;
+use crate::limits::IpLimiter;
+use crate::registry::{Registry, Stats};
+
+/// Everything a request or connection task needs; shared behind one `Arc`.
+pub struct AppState {
+    pub config: Config,
+    pub verifier: Verifier,
+    pub registry: Arc<Registry>,
+    /// In-process or Redis; every publish goes through it.
+    pub bus: Arc<dyn Bus>,
+    pub stats: Arc<Stats>,
+    pub ip_limiter: Option<IpLimiter>,
+    pub ws_config: WebSocketConfig,
+    /// Random per-process prefix so connection ids are unique across instances.
+    pub instance: String,
+    next_conn: AtomicU64,
+    /// Flips to `true` when the server shuts down; every connection watches it.
+    pub shutdown: watch::Receiver<bool>,
+    /// Set on the first SIGTERM: `/ready` answers 503 while connections are still served.
+    pub draining: std::sync::atomic::AtomicBool,
+    pub metrics: crate::metrics::Metrics,
+    /// Accounts, refresh tokens, devices (SQLite or PostgreSQL).
+    pub store: crate::store::Store,
+    pub hasher: crate::auth::password::Hasher,
+    pub devices: Arc<crate::devices::Devices>,
+    pub mailer: Option<Arc<crate::mail::Mailer>>,
+    /// Login, forgot and reset attempts per (address, account), per address and per account.
+    pub auth_attempts: crate::limits::AuthLimiter,
+    /// Registrations per IP.
+    pub registrations: crate::limits::AttemptLimiter,
+    /// Read-API requests per user (`SYNCGATE_API_REQUESTS_PER_MIN`).
+    pub api_requests: crate::limits::AttemptLimiter,
+    /// Durable streams (sequenced, stored channels).
+    pub durable: Arc<crate::durable::Durable>,
+    /// Connections admitted (upgrade accepted) and not yet finished: the `SYNCGATE_MAX_CONNECTIONS` gauge.
+    pub admitted: Arc<AtomicU64>,
+    /// Open connections per client address on this instance (`/api/status`).
+    pub addresses: Arc<crate::admission::ClientAddresses>,
+    /// Each connection task holds a clone; shutdown waits until all are dropped.
+    pub(crate) alive: mpsc::Sender<()>,
+}
+
+impl AppState {
+    /// What `/ready` says: serving, not draining, and every required backend reachable.
+    pub fn ready(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed) && !*self.shutdown.borrow() && self.bus.healthy()
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+fn ws_config(config: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(config.ws_read_buffer)
+        .write_buffer_size(config.ws_write_buffer)
+        // Our own bounded queue holds the backlog; tungstenite's buffer only batches one flush.
+        .max_write_buffer_size(config.ws_write_buffer + config.max_message_bytes + (64 << 10))
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes))
+}
+
+/// Start-up failures, each with its own type.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+    /// The Redis bus could not start.
+    #[error("redis: {0}")]
+    Bus(String),
+    /// `SYNCGATE_SMTP_URL` / `SYNCGATE_SMTP_FROM` do not make a mailer.
+    #[error("mail: {0}")]
+    Mail(String),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl AppState {
+    /// Builds the state from the configuration and starts the background tasks, returned so the
+    /// caller stops them (`server::run` aborts them after the connections are closed).
+    pub async fn build(
+        config: Config,
+        shutdown_rx: watch::Receiver<bool>,
+        alive_tx: mpsc::Sender<()>,
+    ) -> Result<(Arc<AppState>, Vec<JoinHandle<()>>), StartError> {
+        let verifier = Verifier::new(&config)?;
+        if verifier.development {
+            tracing::warn!(
+                dir = %config.data_dir.display(),
+                "DEVELOPMENT SET-UP: no SYNCGATE_JWT_SECRET, SYNCGATE_JWT_PUBLIC_KEY or SYNCGATE_JWKS_URL; \
+                 using a generated HS256 secret kept in the data directory. Configure a key for production."
+            );
+        }
+        let mut background = Vec::new();
+        if let Some(jwks) = verifier.jwks() {
+            if let Err(e) = jwks.refresh_now().await {
+                tracing::warn!(error = %e, "JWKS not reachable at start; will retry on demand and every refresh interval");
+            }
+            background.push(tokio::spawn(jwks.clone().run_refresher()));
+        }
+        let store = crate::store::Store::open(&config).await?;
+        let mailer = match &config.smtp_url {
+            Some(url) => Some(Arc::new(crate::mail::Mailer::new(url, &config.smtp_from).map_err(StartError::Mail)?)),
+            None => None,
+        };
+        tracing::info!(backend = ?store.backend, "store ready");
+        let stats = Arc::new(Stats::default());
+        let registry = Arc::new(Registry::with_join_leave_limit(config.join_leave_max_members));
+        let devices = crate::devices::Devices::start(store.clone(), &registry).await?;
+        let bus: Arc<dyn Bus> = match &config.redis_url {
+            None => Arc::new(LocalBus::new(registry.clone())),
+            Some(url) => {
+                let settings = RedisSettings {
+                    url: url.clone(),
+                    prefix: config.redis_prefix.clone(),
+                    flush: config.redis_flush,
+                    presence_ttl: config.presence_ttl,
+                    max_json_depth: config.max_json_depth,
+                };
+                let redis = RedisBus::start(settings, registry.clone()).await.map_err(StartError::Bus)?;
+                registry.set_hooks(redis.clone());
+                redis.report_connections(stats.clone());
+                tracing::info!(instance = redis.instance, "Redis bus");
+                redis
+            }
+        };
+        let (durable, durable_tasks) =
+            crate::durable::Durable::start(&config, store.clone(), bus.clone(), registry.clone());
+        background.extend(durable_tasks);
+        let state = Arc::new(AppState {
+            durable,
+            ip_limiter: (config.connect_rate_per_ip > 0).then(|| IpLimiter::new(config.connect_rate_per_ip)),
+            ws_config: ws_config(&config),
+            instance: crate::util::random_hex(4),
+            verifier,
+            registry,
+            bus,
+            stats,
+            next_conn: AtomicU64::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            metrics: crate::metrics::Metrics::default(),
+            store,
+            devices: devices.clone(),
+            mailer,
+            auth_attempts: crate::limits::AuthLimiter::new(
+                config.auth_attempts_per_min,
+                config.auth_attempts_per_address_per_min,
+                config.auth_attempts_per_account_per_hour,
+            ),
+            registrations: crate::limits::AttemptLimiter::new(config.register_per_hour, Duration::from_secs(3600)),
+            api_requests: crate::limits::AttemptLimiter::new(config.api_requests_per_min, Duration::from_secs(60)),
+            hasher: crate::auth::password::Hasher::new(config.hash_concurrency),
+            admitted: Arc::new(AtomicU64::new(0)),
+            addresses: Arc::default(),
+            shutdown: shutdown_rx,
+            alive: alive_tx,
+            config,
+        });
+        {
+            let s = state.clone();
+            background.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    let now = Instant::now();
+                    if let Some(l) = &s.ip_limiter {
+                        l.sweep(now);
+                    }
+                    s.auth_attempts.sweep(now);
+                    s.registrations.sweep(now);
+                    s.api_requests.sweep(now);
+                }
+            }));
+        }
+        Ok((state, background))
+    }
+}
