@@ -1,0 +1,7 @@
+-- Releases a connection slot taken with acquire.lua (cluster count and the instance's record).
+-- ARGV: prefix, instance, user.
+local p = ARGV[1]
+if redis.call('HINCRBY', p .. 'uc', ARGV[3], -1) <= 0 then redis.call('HDEL', p .. 'uc', ARGV[3]) end
+local k = p .. 'inst:' .. ARGV[2] .. ':users'
+if redis.call('HINCRBY', k, ARGV[3], -1) <= 0 then redis.call('HDEL', k, ARGV[3]) end
+return 1
