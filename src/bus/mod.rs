@@ -76,6 +76,9 @@ pub trait Bus: Send + Sync + 'static {
     fn state(&self) -> &'static str;
     /// Appends the bus's Prometheus series to `out`.
     fn metrics(&self, _out: &mut String) {}
+    /// Stops the bus's background tasks (the server has stopped serving). A no-op for the
+    /// in-process bus.
+    fn stop(&self) {}
 }
 
 /// What the registry tells a cluster bus about local membership changes (sync, never blocks:

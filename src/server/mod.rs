@@ -150,6 +150,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     for task in background {
         task.abort();
     }
+    // The bus's own tasks too: a stopped server neither heartbeats nor receives.
+    state.bus.stop();
     let alive = state.alive.clone();
     drop(state);
     drop(alive);

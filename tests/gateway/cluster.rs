@@ -476,3 +476,32 @@ async fn status_reports_every_instances_connections() {
         s.stop().await;
     }
 }
+
+/// Returning from `server::run` stops every task it started, the Redis bus's included: a
+/// stopped instance no longer refreshes its heartbeat.
+#[tokio::test]
+async fn a_stopped_instance_stops_heartbeating() {
+    use fred::prelude::SortedSetsInterface;
+    let p = prefix();
+    let s = instance(&p, &[]).await;
+    let redis = redis_client().await;
+    let key = format!("{p}instances");
+    let scores = |redis: RedisClient, key: String| async move {
+        let v: Vec<(String, f64)> = redis.zrange(&key, 0, -1, None, false, None, true).await.unwrap();
+        v
+    };
+    let mut alive = Vec::new();
+    for _ in 0..40 {
+        alive = scores(redis.clone(), key.clone()).await;
+        if !alive.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(alive.len(), 1, "the running instance heartbeats");
+    s.stop().await;
+    let after_stop = scores(redis.clone(), key.clone()).await;
+    // The heartbeat runs every half presence TTL (500 ms here): three periods of silence.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(scores(redis.clone(), key.clone()).await, after_stop, "a stopped instance kept heartbeating");
+}

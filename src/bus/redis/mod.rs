@@ -78,6 +78,9 @@ pub struct RedisBus {
     batch_sizes: crate::metrics::Histogram,
     /// The instance's open-connection gauge, published with each heartbeat (set once at start).
     open: std::sync::OnceLock<Arc<crate::registry::Stats>>,
+    /// The background tasks (receiver, resubscriber, batcher, presence worker, heartbeat),
+    /// aborted by [`Bus::stop`] so a stopped server stops heartbeating.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl RedisBus {
@@ -117,6 +120,7 @@ impl RedisBus {
             stats: BusStats::default(),
             batch_sizes: crate::metrics::Histogram::new(&crate::metrics::BATCH_BOUNDS),
             open: std::sync::OnceLock::new(),
+            tasks: std::sync::Mutex::new(Vec::new()),
         });
         // The connection tasks run detached for the process's life (reconnecting per policy).
         drop(bus.client.connect());
@@ -130,11 +134,14 @@ impl RedisBus {
             tracing::warn!(url = %crate::config::mask_url(&bus.settings.url), "Redis not reachable at start; serving local traffic and retrying");
         }
         // Receive before subscribing anything.
-        tokio::spawn(bus.clone().receive(bus.subscriber.message_rx()));
-        tokio::spawn(bus.clone().resubscribe_on_reconnect());
-        tokio::spawn(bus.clone().batcher(out_rx));
-        tokio::spawn(bus.clone().presence_worker(pres_rx));
-        tokio::spawn(bus.clone().heartbeat());
+        let tasks = vec![
+            tokio::spawn(bus.clone().receive(bus.subscriber.message_rx())),
+            tokio::spawn(bus.clone().resubscribe_on_reconnect()),
+            tokio::spawn(bus.clone().batcher(out_rx)),
+            tokio::spawn(bus.clone().presence_worker(pres_rx)),
+            tokio::spawn(bus.clone().heartbeat()),
+        ];
+        *bus.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         bus.subscribe_key(bus.key(CONTROL)).await;
         Ok(bus)
     }
@@ -201,6 +208,18 @@ impl Bus for RedisBus {
 
     fn status<'a>(&'a self, top: usize) -> BoxFuture<'a, serde_json::Value> {
         Box::pin(self.cluster_status(top))
+    }
+
+    fn stop(&self) {
+        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+        // The connections' own tasks end with them.
+        let (client, subscriber) = (self.client.clone(), self.subscriber.clone());
+        tokio::spawn(async move {
+            let _ = subscriber.quit().await;
+            let _ = client.quit().await;
+        });
     }
 
     fn healthy(&self) -> bool {

@@ -68,7 +68,8 @@ impl RedisBus {
         match self.client.eval::<i64, _, _, _>(PRESENCE_LUA, Vec::<String>::new(), args).await {
             Ok(total) => {
                 // User channels carry no join/leave; their presence is still kept.
-                let announce = !channel.starts_with("user:") && if joined { total == 1 } else { total <= 0 };
+                let announce =
+                    !crate::channel::is_user_channel(&channel) && if joined { total == 1 } else { total <= 0 };
                 if announce {
                     let kind = if joined { "join" } else { "leave" };
                     let frame = protocol::membership(kind, channel, user, device);
