@@ -69,7 +69,7 @@ impl RedisBus {
             Ok(total) => {
                 // User channels carry no join/leave; their presence is still kept.
                 let announce =
-                    !crate::channel::is_user_channel(&channel) && if joined { total == 1 } else { total <= 0 };
+                    !crate::channel::is_user_channel(channel) && if joined { total == 1 } else { total <= 0 };
                 if announce {
                     let kind = if joined { "join" } else { "leave" };
                     let frame = protocol::membership(kind, channel, user, device);
