@@ -11,33 +11,8 @@ use crate::app::AppState;
 use crate::auth::AuthError;
 use crate::error::HttpError;
 use crate::identity::{valid_device_id, Identity};
+use crate::limits::ClientAddresses;
 use crate::registry::UserSlot;
-
-/// Open connections per client address (the PROXY protocol's address behind a balancer) on
-/// this instance, for `/api/status`. An entry lives while a connection from it is admitted.
-#[derive(Default)]
-pub struct ClientAddresses(dashmap::DashMap<IpAddr, u32>);
-
-impl ClientAddresses {
-    fn add(&self, ip: IpAddr) {
-        *self.0.entry(ip).or_insert(0) += 1;
-    }
-
-    fn remove(&self, ip: IpAddr) {
-        self.0.remove_if_mut(&ip, |_, n| {
-            *n = n.saturating_sub(1);
-            *n == 0
-        });
-    }
-
-    /// The `top` addresses with most open connections, most first.
-    pub fn top(&self, top: usize) -> Vec<(IpAddr, u32)> {
-        let mut all: Vec<(IpAddr, u32)> = self.0.iter().map(|e| (*e.key(), *e.value())).collect();
-        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        all.truncate(top);
-        all
-    }
-}
 
 /// One admitted connection against `SYNCGATE_MAX_CONNECTIONS` (and, once the per-address rate
 /// let it through, one for its client address); released on drop.

@@ -51,7 +51,7 @@ pub struct AppState {
     /// Connections admitted (upgrade accepted) and not yet finished: the `SYNCGATE_MAX_CONNECTIONS` gauge.
     pub admitted: Arc<AtomicU64>,
     /// Open connections per client address on this instance (`/api/status`).
-    pub addresses: Arc<crate::admission::ClientAddresses>,
+    pub addresses: Arc<crate::limits::ClientAddresses>,
     /// Each connection task holds a clone; shutdown waits until all are dropped.
     pub(crate) alive: mpsc::Sender<()>,
 }
@@ -192,5 +192,123 @@ impl AppState {
             }));
         }
         Ok((state, background))
+    }
+}
+
+impl AppState {
+    /// The whole `/metrics` page: every layer's series, read from the state.
+    pub fn render_metrics(&self) -> String {
+        use crate::metrics::*;
+        let state = self;
+        let m = &state.metrics;
+        let s = &state.stats;
+        let mut out = String::with_capacity(8192);
+        single(
+            &mut out,
+            "syncgate_connections",
+            "Open WebSocket connections.",
+            "gauge",
+            s.open_connections.load(Ordering::Relaxed),
+        );
+        labeled(
+            &mut out,
+            "syncgate_connects_total",
+            "Connection attempts by result.",
+            "counter",
+            "result",
+            CONNECT_RESULTS.iter().zip(&m.connects).map(|(l, c)| (l.to_string(), c.get())),
+        );
+        labeled(
+            &mut out,
+            "syncgate_disconnects_total",
+            "Closed connections by close code (1006: the peer vanished).",
+            "counter",
+            "code",
+            CLOSE_CODES
+                .iter()
+                .map(|c| c.to_string())
+                .chain(std::iter::once("other".to_string()))
+                .zip(&m.disconnects)
+                .map(|(l, c)| (l, c.get())),
+        );
+        labeled(
+            &mut out,
+            "syncgate_frames_in_total",
+            "Frames received by type.",
+            "counter",
+            "type",
+            FRAME_IN_TYPES.iter().zip(&m.frames_in).map(|(l, c)| (l.to_string(), c.get())),
+        );
+        labeled(
+            &mut out,
+            "syncgate_frames_out_total",
+            "Frames written by type.",
+            "counter",
+            "type",
+            FRAME_OUT_TYPES.iter().zip(&m.frames_out).map(|(l, c)| (l.to_string(), c.get())),
+        );
+        single(&mut out, "syncgate_bytes_in_total", "Payload bytes received.", "counter", m.bytes_in.get());
+        single(&mut out, "syncgate_bytes_out_total", "Payload bytes written.", "counter", m.bytes_out.get());
+        single(
+            &mut out,
+            "syncgate_deliveries_total",
+            "Frames handed to recipients' queues.",
+            "counter",
+            state.registry.deliveries(),
+        );
+        m.fanout_seconds.render(
+            &mut out,
+            "syncgate_fanout_seconds",
+            "Publish to every recipient enqueued, in seconds.",
+        );
+        single(
+            &mut out,
+            "syncgate_slow_consumer_disconnects_total",
+            "Connections closed with 1013 (outbound queue overflow or stalled writes).",
+            "counter",
+            s.slow_consumer_closes.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "syncgate_write_timeouts_total",
+            "Connections closed because the socket accepted no byte for SYNCGATE_WRITE_TIMEOUT_MS while frames waited.",
+            "counter",
+            m.write_timeouts.get(),
+        );
+        single(
+            &mut out,
+            "syncgate_handshake_timeouts_total",
+            "HTTP connections cut for not finishing a request or upgrade within SYNCGATE_HANDSHAKE_TIMEOUT_MS.",
+            "counter",
+            m.handshake_timeouts.get(),
+        );
+        single(
+            &mut out,
+            "syncgate_proxy_header_rejected_total",
+            "Connections closed for a missing, malformed or late PROXY protocol header (SYNCGATE_PROXY_PROTOCOL).",
+            "counter",
+            m.proxy_header_rejected.get(),
+        );
+        single(
+            &mut out,
+            "syncgate_rate_limited_messages_total",
+            "Messages dropped by the per-connection rate limit.",
+            "counter",
+            m.rate_limited.get(),
+        );
+        labeled(
+            &mut out,
+            "syncgate_auth_failures_total",
+            "Authentication failures by reason.",
+            "counter",
+            "reason",
+            AUTH_REASONS.iter().zip(&m.auth_failures).map(|(l, c)| (l.to_string(), c.get())),
+        );
+        single(&mut out, "syncgate_ready", "1 while /ready answers 200.", "gauge", u8::from(state.ready()));
+        single(&mut out, "syncgate_uptime_seconds", "Seconds since start.", "gauge", m.uptime_secs());
+        state.bus.metrics(&mut out);
+        state.durable.render_metrics(&mut out);
+        process(&mut out);
+        out
     }
 }

@@ -147,6 +147,32 @@ mod tests {
     }
 }
 
+/// Open connections per client address (the PROXY protocol's address behind a balancer) on
+/// this instance, for `/api/status`. An entry lives while a connection from it is admitted.
+#[derive(Default)]
+pub struct ClientAddresses(dashmap::DashMap<IpAddr, u32>);
+
+impl ClientAddresses {
+    pub(crate) fn add(&self, ip: IpAddr) {
+        *self.0.entry(ip).or_insert(0) += 1;
+    }
+
+    pub(crate) fn remove(&self, ip: IpAddr) {
+        self.0.remove_if_mut(&ip, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+
+    /// The `top` addresses with most open connections, most first.
+    pub fn top(&self, top: usize) -> Vec<(IpAddr, u32)> {
+        let mut all: Vec<(IpAddr, u32)> = self.0.iter().map(|e| (*e.key(), *e.value())).collect();
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(top);
+        all
+    }
+}
+
 /// Attempts per key (`ip:…`, `account:…`) per fixed window: login, password reset and register
 /// abuse limits. Entries whose window ended are swept.
 pub struct AttemptLimiter {

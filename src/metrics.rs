@@ -6,9 +6,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::app::AppState;
-
-const SLOTS: usize = 16;
+pub(crate) const SLOTS: usize = 16;
 
 #[repr(align(64))]
 #[derive(Default)]
@@ -23,7 +21,7 @@ impl Default for Counter {
     }
 }
 
-fn slot() -> usize {
+pub(crate) fn slot() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;
@@ -100,7 +98,8 @@ pub enum ConnectResult {
     BadRequest,
 }
 
-const CONNECT_RESULTS: [&str; 7] = ["ok", "unauthorized", "rate_limited", "over_cap", "origin", "shed", "bad_request"];
+pub(crate) const CONNECT_RESULTS: [&str; 7] =
+    ["ok", "unauthorized", "rate_limited", "over_cap", "origin", "shed", "bad_request"];
 
 /// Inbound frame kinds (`syncgate_frames_in_total{type}`).
 pub const FRAME_IN_TYPES: [&str; 11] = [
@@ -119,9 +118,10 @@ pub const FRAME_IN_TYPES: [&str; 11] = [
 /// Outbound frame kinds (`syncgate_frames_out_total{type}`).
 pub const FRAME_OUT_TYPES: [&str; 4] = ["text", "binary", "ping", "other"];
 /// Close codes counted (`syncgate_disconnects_total{code}`); anything else is "other".
-const CLOSE_CODES: [u16; 13] = [1000, 1001, 1002, 1006, 1007, 1008, 1009, 1011, 1013, 4001, 4003, 4008, 4009];
+pub(crate) const CLOSE_CODES: [u16; 13] =
+    [1000, 1001, 1002, 1006, 1007, 1008, 1009, 1011, 1013, 4001, 4003, 4008, 4009];
 /// Auth failure reasons (`syncgate_auth_failures_total{reason}`).
-const AUTH_REASONS: [&str; 4] = ["expired", "invalid", "timeout", "device"];
+pub(crate) const AUTH_REASONS: [&str; 4] = ["expired", "invalid", "timeout", "device"];
 
 /// Seconds: 10 µs … 1 s.
 static LATENCY_BOUNDS: [f64; 10] = [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 1.0];
@@ -130,13 +130,13 @@ pub static BATCH_BOUNDS: [f64; 9] = [1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 10
 
 /// Every series syncgate keeps. One per process, shared through `AppState`.
 pub struct Metrics {
-    connects: [Counter; 7],
+    pub(crate) connects: [Counter; 7],
     pub frames_in: [Counter; 11],
     pub frames_out: [Counter; 4],
     pub bytes_in: Counter,
     pub bytes_out: Counter,
-    disconnects: [Counter; 14],
-    auth_failures: [Counter; 4],
+    pub(crate) disconnects: [Counter; 14],
+    pub(crate) auth_failures: [Counter; 4],
     pub rate_limited: Counter,
     /// Connections closed because the socket accepted no byte for `SYNCGATE_WRITE_TIMEOUT_MS`.
     pub write_timeouts: Counter,
@@ -190,7 +190,7 @@ impl Metrics {
     }
 }
 
-fn labeled(
+pub(crate) fn labeled(
     out: &mut String,
     name: &str,
     help: &str,
@@ -210,7 +210,7 @@ pub(crate) fn single(out: &mut String, name: &str, help: &str, kind: &str, v: im
 }
 
 /// Process figures from `/proc/self` (Linux): RSS bytes, CPU seconds, open fds.
-fn process(out: &mut String) {
+pub(crate) fn process(out: &mut String) {
     let page_rss = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -231,116 +231,6 @@ fn process(out: &mut String) {
     if let Some(n) = fds {
         single(out, "process_open_fds", "Number of open file descriptors.", "gauge", n);
     }
-}
-
-/// The whole `/metrics` page.
-pub fn render(state: &AppState) -> String {
-    let m = &state.metrics;
-    let s = &state.stats;
-    let mut out = String::with_capacity(8192);
-    single(
-        &mut out,
-        "syncgate_connections",
-        "Open WebSocket connections.",
-        "gauge",
-        s.open_connections.load(Ordering::Relaxed),
-    );
-    labeled(
-        &mut out,
-        "syncgate_connects_total",
-        "Connection attempts by result.",
-        "counter",
-        "result",
-        CONNECT_RESULTS.iter().zip(&m.connects).map(|(l, c)| (l.to_string(), c.get())),
-    );
-    labeled(
-        &mut out,
-        "syncgate_disconnects_total",
-        "Closed connections by close code (1006: the peer vanished).",
-        "counter",
-        "code",
-        CLOSE_CODES
-            .iter()
-            .map(|c| c.to_string())
-            .chain(std::iter::once("other".to_string()))
-            .zip(&m.disconnects)
-            .map(|(l, c)| (l, c.get())),
-    );
-    labeled(
-        &mut out,
-        "syncgate_frames_in_total",
-        "Frames received by type.",
-        "counter",
-        "type",
-        FRAME_IN_TYPES.iter().zip(&m.frames_in).map(|(l, c)| (l.to_string(), c.get())),
-    );
-    labeled(
-        &mut out,
-        "syncgate_frames_out_total",
-        "Frames written by type.",
-        "counter",
-        "type",
-        FRAME_OUT_TYPES.iter().zip(&m.frames_out).map(|(l, c)| (l.to_string(), c.get())),
-    );
-    single(&mut out, "syncgate_bytes_in_total", "Payload bytes received.", "counter", m.bytes_in.get());
-    single(&mut out, "syncgate_bytes_out_total", "Payload bytes written.", "counter", m.bytes_out.get());
-    single(
-        &mut out,
-        "syncgate_deliveries_total",
-        "Frames handed to recipients' queues.",
-        "counter",
-        state.registry.deliveries(),
-    );
-    m.fanout_seconds.render(&mut out, "syncgate_fanout_seconds", "Publish to every recipient enqueued, in seconds.");
-    single(
-        &mut out,
-        "syncgate_slow_consumer_disconnects_total",
-        "Connections closed with 1013 (outbound queue overflow or stalled writes).",
-        "counter",
-        s.slow_consumer_closes.load(Ordering::Relaxed),
-    );
-    single(
-        &mut out,
-        "syncgate_write_timeouts_total",
-        "Connections closed because the socket accepted no byte for SYNCGATE_WRITE_TIMEOUT_MS while frames waited.",
-        "counter",
-        m.write_timeouts.get(),
-    );
-    single(
-        &mut out,
-        "syncgate_handshake_timeouts_total",
-        "HTTP connections cut for not finishing a request or upgrade within SYNCGATE_HANDSHAKE_TIMEOUT_MS.",
-        "counter",
-        m.handshake_timeouts.get(),
-    );
-    single(
-        &mut out,
-        "syncgate_proxy_header_rejected_total",
-        "Connections closed for a missing, malformed or late PROXY protocol header (SYNCGATE_PROXY_PROTOCOL).",
-        "counter",
-        m.proxy_header_rejected.get(),
-    );
-    single(
-        &mut out,
-        "syncgate_rate_limited_messages_total",
-        "Messages dropped by the per-connection rate limit.",
-        "counter",
-        m.rate_limited.get(),
-    );
-    labeled(
-        &mut out,
-        "syncgate_auth_failures_total",
-        "Authentication failures by reason.",
-        "counter",
-        "reason",
-        AUTH_REASONS.iter().zip(&m.auth_failures).map(|(l, c)| (l.to_string(), c.get())),
-    );
-    single(&mut out, "syncgate_ready", "1 while /ready answers 200.", "gauge", u8::from(state.ready()));
-    single(&mut out, "syncgate_uptime_seconds", "Seconds since start.", "gauge", m.uptime_secs());
-    state.bus.metrics(&mut out);
-    state.durable.render_metrics(&mut out);
-    process(&mut out);
-    out
 }
 
 #[cfg(test)]

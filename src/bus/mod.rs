@@ -11,7 +11,6 @@ pub mod wire;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Message;
 
@@ -81,13 +80,6 @@ pub trait Bus: Send + Sync + 'static {
     fn stop(&self) {}
 }
 
-/// What the registry tells a cluster bus about local membership changes (sync, never blocks:
-/// implementations queue the work).
-pub trait ClusterHooks: Send + Sync {
-    /// A user+device started (`joined`) or stopped being present in `channel` on this instance.
-    fn presence_changed(&self, channel: &str, user: &Arc<str>, device: &Arc<str>, joined: bool, origin: u64);
-    /// One local member left `channel` (pairs with [`Bus::subscribe`]).
-    fn member_left(&self, channel: &str);
-    /// A connection slot taken with [`Bus::acquire_user`] was released.
-    fn user_released(&self, user: &Arc<str>);
-}
+/// The registry's observer, implemented by the cluster bus (defined by the registry, which
+/// never imports the bus).
+pub use crate::registry::ClusterHooks;

@@ -67,6 +67,17 @@ pub enum Subscribed {
     Already,
 }
 
+/// What the registry tells a cluster bus about local membership changes (sync, never blocks:
+/// implementations queue the work).
+pub trait ClusterHooks: Send + Sync {
+    /// A user+device started (`joined`) or stopped being present in `channel` on this instance.
+    fn presence_changed(&self, channel: &str, user: &Arc<str>, device: &Arc<str>, joined: bool, origin: u64);
+    /// One local member left `channel` (pairs with the bus's `subscribe`).
+    fn member_left(&self, channel: &str);
+    /// A cluster connection slot (the bus's `acquire_user`) was released.
+    fn user_released(&self, user: &Arc<str>);
+}
+
 /// Shared registry; methods take `&self`, all state is sharded inside.
 pub struct Registry {
     channels: DashMap<Arc<str>, ChannelEntry>,
@@ -78,7 +89,7 @@ pub struct Registry {
     join_leave_max: usize,
     /// Set when a cluster bus runs: presence changes and departures are reported to it, and
     /// join/leave are announced cluster-wide by the bus instead of locally.
-    hooks: std::sync::OnceLock<Arc<dyn crate::bus::ClusterHooks>>,
+    hooks: std::sync::OnceLock<Arc<dyn ClusterHooks>>,
     /// In-order live delivery of durable events (see [`sequencer`]).
     sequencer: sequencer::Sequencer,
     /// `user\x1fdevice` of every revoked device: such a device never connects again.
@@ -197,7 +208,7 @@ impl Registry {
     }
 
     /// Connects a cluster bus (once, at start-up).
-    pub fn set_hooks(&self, hooks: Arc<dyn crate::bus::ClusterHooks>) {
+    pub fn set_hooks(&self, hooks: Arc<dyn ClusterHooks>) {
         let _ = self.hooks.set(hooks);
     }
 

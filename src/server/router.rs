@@ -113,7 +113,7 @@ pub async fn route(
         }
         (&Method::GET | &Method::HEAD, "/ready") => ready(&state),
         (&Method::GET, "/metrics") => {
-            let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render(&state))));
+            let mut r = Response::new(Full::new(Bytes::from(state.render_metrics())));
             r.headers_mut()
                 .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
             r
