@@ -1,30 +1,31 @@
 //! # syncgate — a real-time WebSocket gateway
 //!
 //! ## Layout
-//! - [`config`]: one typed `Config` read from `SYNCGATE_*` env vars; bad values stop start-up.
-//! - [`devices`]: batched device sightings, in-memory revocation check.
-//! - [`durable`]: durable streams: group-committed writer, per-channel `seq`, replay, read
-//!   positions, retention.
-//! - [`error`]: error enums and the one mapping to HTTP status / JSON body / close code.
-//! - [`server`]: accept loop (PROXY protocol header first when configured; the admin listener),
-//!   HTTP routing, middleware in front of the upgrade (origin, per-IP rate, JWT, per-user cap),
-//!   two-step shutdown.
-//! - [`ws`]: the RFC 6455 upgrade, the per-connection session (reader, batched writer, pending
-//!   backend requests), bounded writes and lingering close, durable replays, the echo endpoint.
-//! - [`protocol`]: protocol v1 frames; decode with simd-json, encode once into `Bytes`.
-//! - [`api`]: REST handlers (server API: publish, disconnect).
-//! - [`bus`]: `Bus` trait; in-process and Redis (fred) implementations; the Redis wire format.
-//! - [`registry`]: sharded channel membership, presence, user slots, zero-copy fan-out.
-//! - [`channel`]: channel names and authorization rules.
-//! - [`auth`]: JWT verification (HS256 secret, PEM key, JWKS) and token minting.
-//! - [`limits`]: message token bucket and per-IP connect limiter.
-//! - [`cli`]: `syncgate token`.
-//! - [`mail`]: SMTP delivery of reset codes (lettre).
-//! - [`metrics`]: Prometheus text for `/metrics`.
-//! - [`oslimits`]: open files, somaxconn, port range; raised and checked at start.
-//! - [`store`]: sqlx store (SQLite default, PostgreSQL): accounts, refresh tokens.
-//! - [`shutdown`]: SIGTERM/SIGINT as a future.
-//! - [`util`]: small shared helpers; [`util::json`] bounds untrusted JSON before any parser sees it.
+//! Modules in dependency order: each imports only modules of a lower layer (checked by the
+//! `layout` test below, which fails when a lower layer imports a higher one).
+//!
+//! ```text
+//! 11 server      accept loop (PROXY header first when configured; the admin listener), routing,
+//!                two-step shutdown
+//! 10 ws, api     the WebSocket session (open, reader, writer, durable replays, echo endpoint);
+//!                REST handlers (accounts, devices, history, login page, server API, OpenAPI)
+//!  9 admission   the checks in front of the upgrade and the one rule for verified claims
+//!  8 app, cli    AppState::build: the shared state and every background task; `syncgate token`
+//!  7 durable     durable streams: group-committed writer, per-channel seq, replay, positions,
+//!                retention, per-user quotas
+//!  6 bus, devices  Bus trait (in-process, Redis via fred); batched device sightings
+//!  5 registry    sharded channel membership, presence, user slots, zero-copy fan-out; the
+//!                observer trait the cluster bus implements
+//!  4 store, error  sqlx store (SQLite default, PostgreSQL); error enums and the one mapping to
+//!                HTTP status / JSON body / close code
+//!  3 auth, oslimits  JWT verification and minting, token generations; OS limits at start
+//!  2 config      one typed Config from SYNCGATE_* (bad values stop start-up)
+//!  1 channel, protocol  channel names and authorization; protocol v1 frames (simd-json in,
+//!                encode once into Bytes out)
+//!  0 util, identity, routes, limits, metrics, mail, shutdown   leaves: clock, hex, Bearer
+//!                parsing, bounded JSON; who a connection is and device-id rules; the route
+//!                list; rate limiters; Prometheus series; SMTP; SIGTERM as a future
+//! ```
 //!
 //! ## How a message travels
 //! client frame → `ws::session` (rate limit, `protocol::decode`: frame pre-scan, then simd-json) → `channel::authorize` →
@@ -57,3 +58,108 @@ pub mod shutdown;
 pub mod store;
 pub mod util;
 pub mod ws;
+
+#[cfg(test)]
+mod layout {
+    /// The layer of every top-level module, as the `Layout` map above draws it.
+    const LAYERS: &[(&str, u8)] = &[
+        ("util", 0),
+        ("identity", 0),
+        ("routes", 0),
+        ("limits", 0),
+        ("metrics", 0),
+        ("mail", 0),
+        ("shutdown", 0),
+        ("channel", 1),
+        ("protocol", 1),
+        ("config", 2),
+        ("auth", 3),
+        ("oslimits", 3),
+        ("store", 4),
+        ("error", 4),
+        ("registry", 5),
+        ("bus", 6),
+        ("devices", 6),
+        ("durable", 7),
+        ("app", 8),
+        ("cli", 8),
+        ("admission", 9),
+        ("api", 10),
+        ("ws", 10),
+        ("server", 11),
+    ];
+
+    fn layer(module: &str) -> Option<u8> {
+        LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)
+    }
+
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("src is readable").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// Every `crate::<module>` a file names outside its `#[cfg(test)]` part (an approximation
+    /// that holds for this code base: tests sit at the end of a file).
+    fn imports(text: &str) -> Vec<String> {
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let mut found = Vec::new();
+        for (i, _) in code.match_indices("crate::") {
+            let rest = &code[i + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let group = group.split('}').next().unwrap_or("");
+                for part in group.split(',') {
+                    let name: String =
+                        part.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    found.push(name);
+                }
+            } else {
+                found.push(rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect());
+            }
+        }
+        found.retain(|n| !n.is_empty());
+        found
+    }
+
+    #[test]
+    fn lower_layers_never_import_higher_ones() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let mut wrong = Vec::new();
+        for file in files {
+            let rel = file.strip_prefix(&src).expect("under src").to_string_lossy().to_string();
+            let module = rel.split('/').next().unwrap_or("").trim_end_matches(".rs").to_string();
+            if module == "lib" || module == "main" {
+                continue;
+            }
+            let own = layer(&module).unwrap_or_else(|| panic!("src/{rel}: module {module} is not in LAYERS"));
+            let text = std::fs::read_to_string(&file).expect("readable");
+            for dep in imports(&text) {
+                if dep == module {
+                    continue;
+                }
+                match layer(&dep) {
+                    Some(l) if l < own => {}
+                    Some(l) => wrong.push(format!("src/{rel}: {module} (layer {own}) imports {dep} (layer {l})")),
+                    None => {}
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "imports against the layout:\n{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn every_module_has_a_layer() {
+        for line in include_str!("lib.rs").lines() {
+            if let Some(name) = line.strip_prefix("pub mod ").and_then(|l| l.strip_suffix(';')) {
+                assert!(layer(name).is_some(), "{name} is not in LAYERS");
+            }
+        }
+    }
+}
