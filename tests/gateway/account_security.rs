@@ -3,7 +3,7 @@
 //! two instances over Redis sharing PostgreSQL), usernames unique in any case, the SQLite file's
 //! permissions.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -23,24 +23,6 @@ fn access(v: &Value) -> String {
 
 fn refresh(v: &Value) -> String {
     v["refresh_token"].as_str().expect("refresh_token").to_string()
-}
-
-/// Polls `probe` until it returns true, for at most `within`; returns how long it took.
-async fn within<F, Fut>(within: Duration, mut probe: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if probe().await {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > within {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Every login creates a device unless it names one; past the cap a login that would create
@@ -188,7 +170,10 @@ async fn revocation_and_password_change_reach_every_instance() {
     let (status, _) = http_json(a.addr, "DELETE", "/api/devices/phone", Some(&access(&reg)), "").await;
     assert_eq!(status, 200);
     assert_eq!(on_b.close_code_within(Duration::from_secs(1)).await, 4003);
-    let took = within(Duration::from_secs(1), || async { get(&b, "/api/devices", &phone_access).await.0 == 401 }).await;
+    let took = eventually(Duration::from_secs(1), || async {
+        (get(&b, "/api/devices", &phone_access).await.0 == 401).then_some(())
+    })
+    .await;
     assert!(took.is_some(), "the revoked device's token still works on the other instance");
     let r = Client::connect(&b.url(&format!("token={phone_access}"))).await.err().unwrap();
     assert_eq!(r.status, 403);
@@ -209,8 +194,10 @@ async fn revocation_and_password_change_reach_every_instance() {
     .await;
     assert_eq!(status, 200, "{changed}");
     assert_eq!(laptop_ws.close_code_within(Duration::from_secs(1)).await, 4003);
-    let took =
-        within(Duration::from_secs(1), || async { get(&b, "/api/devices", &access(&laptop)).await.0 == 401 }).await;
+    let took = eventually(Duration::from_secs(1), || async {
+        (get(&b, "/api/devices", &access(&laptop)).await.0 == 401).then_some(())
+    })
+    .await;
     assert!(took.is_some(), "an access token from before the change still works on the other instance");
     let r = Client::connect(&b.url(&format!("token={}", access(&laptop)))).await.err().unwrap();
     assert_eq!(r.status, 401);

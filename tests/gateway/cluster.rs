@@ -127,15 +127,11 @@ async fn presence_join_leave_and_caps_across_instances() {
     drop(b2);
     assert_eq!(a.recv().await, json!({"type":"leave","channel":"room:p","user_id":"b","device_id":"d1"}));
     // And the cap slot came back.
-    let mut ok = false;
-    for _ in 0..40 {
-        if Client::connect(&s2.url(&format!("token={}", token("b")))).await.is_ok() {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ok);
+    let back = eventually(Duration::from_secs(2), || async {
+        Client::connect(&s2.url(&format!("token={}", token("b")))).await.ok()
+    })
+    .await;
+    assert!(back.is_some(), "the cap slot came back");
     s1.stop().await;
     s2.stop().await;
 }
@@ -172,15 +168,8 @@ async fn external_publish_and_subscription_hygiene() {
     m1.request(json!({"type":"unsubscribe","channel":"room:ext"})).await;
     assert_eq!(numsub(&redis, &key).await, 1);
     drop(m2);
-    let mut gone = false;
-    for _ in 0..40 {
-        if numsub(&redis, &key).await == 0 {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(gone, "unsubscribed after the last local member left");
+    let gone = eventually(Duration::from_secs(2), || async { (numsub(&redis, &key).await == 0).then_some(()) }).await;
+    assert!(gone.is_some(), "unsubscribed after the last local member left");
     s1.stop().await;
 }
 
@@ -490,15 +479,11 @@ async fn a_stopped_instance_stops_heartbeating() {
         let v: Vec<(String, f64)> = redis.zrange(&key, 0, -1, None, false, None, true).await.unwrap();
         v
     };
-    let mut alive = Vec::new();
-    for _ in 0..40 {
-        alive = scores(redis.clone(), key.clone()).await;
-        if !alive.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(alive.len(), 1, "the running instance heartbeats");
+    let alive = eventually(Duration::from_secs(2), || async {
+        Some(scores(redis.clone(), key.clone()).await).filter(|v| !v.is_empty())
+    })
+    .await;
+    assert_eq!(alive.map(|v| v.len()), Some(1), "the running instance heartbeats");
     s.stop().await;
     let after_stop = scores(redis.clone(), key.clone()).await;
     // The heartbeat runs every half presence TTL (500 ms here): three periods of silence.

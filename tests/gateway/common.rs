@@ -299,3 +299,23 @@ impl Drop for Reap {
         let _ = self.0.wait();
     }
 }
+
+/// Polls `probe` every 20 ms until it yields `Some`, for at most `within`: the value, or `None`
+/// when time ran out. The one polling loop of the suite (the gateway's effects that travel
+/// through Redis, a background writer or a released slot arrive a little later).
+pub async fn eventually<T, F, Fut>(within: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -285,16 +285,13 @@ async fn replay_limit_user_channel_since_and_retention() {
     for i in 1..=10u64 {
         publish(&mut a, "log:x", 100 + i, None, "l").await;
     }
-    let mut kept = Vec::new();
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let kept = eventually(Duration::from_secs(4), || async {
         let (_, h) = get(&s, "/api/history?channel=log:x", &token("u1")).await;
-        kept = h["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-        if kept.len() == 4 {
-            break;
-        }
-    }
-    assert_eq!(kept, vec![7, 8, 9, 10]);
+        let kept: Vec<u64> = h["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        (kept.len() == 4).then_some(kept)
+    })
+    .await;
+    assert_eq!(kept, Some(vec![7, 8, 9, 10]));
     // A replay from before the retained range cannot be complete.
     let sub = d.request(json!({"type":"subscribe","channel":"log:x","since":3})).await;
     assert_eq!(sub["recovered"], false, "{sub}");
@@ -311,16 +308,12 @@ async fn retention_by_age(env: &[(&str, &str)]) {
     for i in 1..=3u64 {
         publish(&mut a, "dm:p:q", i, None, "old").await;
     }
-    let mut left = 3;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let emptied = eventually(Duration::from_secs(5), || async {
         let (_, h) = get(&s, "/api/history?channel=dm:p:q", &token("p")).await;
-        left = h["events"].as_array().unwrap().len();
-        if left == 0 {
-            break;
-        }
-    }
-    assert_eq!(left, 0);
+        h["events"].as_array().unwrap().is_empty().then_some(())
+    })
+    .await;
+    assert!(emptied.is_some(), "expired events are deleted");
     let text = metrics_text(&s).await;
     let deleted = text
         .lines()
