@@ -28,7 +28,7 @@ pub struct AppState {
     pub ip_limiter: Option<IpLimiter>,
     pub ws_config: WebSocketConfig,
     /// Random per-process prefix so connection ids are unique across instances.
-    pub instance: String,
+    pub instance: crate::util::InstanceId,
     next_conn: AtomicU64,
     /// Flips to `true` when the server shuts down; every connection watches it.
     pub shutdown: watch::Receiver<bool>,
@@ -103,6 +103,7 @@ impl AppState {
         alive_tx: mpsc::Sender<()>,
     ) -> Result<(Arc<AppState>, Vec<JoinHandle<()>>), StartError> {
         let verifier = Verifier::new(&config)?;
+        let instance = crate::util::InstanceId::random();
         if verifier.development {
             tracing::warn!(
                 dir = %config.data_dir.display(),
@@ -136,10 +137,10 @@ impl AppState {
                     presence_ttl: config.presence_ttl,
                     max_json_depth: config.max_json_depth,
                 };
-                let redis = RedisBus::start(settings, registry.clone()).await.map_err(StartError::Bus)?;
+                let redis = RedisBus::start_as(settings, registry.clone(), instance).await.map_err(StartError::Bus)?;
                 registry.set_hooks(redis.clone());
                 redis.report_connections(stats.clone());
-                tracing::info!(instance = redis.instance, "Redis bus");
+                tracing::info!(instance = %redis.instance, "Redis bus");
                 redis
             }
         };
@@ -150,7 +151,7 @@ impl AppState {
             durable,
             ip_limiter: (config.connect_rate_per_ip > 0).then(|| IpLimiter::new(config.connect_rate_per_ip)),
             ws_config: ws_config(&config),
-            instance: crate::util::random_hex(4),
+            instance,
             verifier,
             registry,
             bus,

@@ -2,6 +2,27 @@
 
 pub mod json;
 
+/// This process's id among the instances of a cluster: in connection ids (`{instance}-{conn}`),
+/// logs, `/api/status`, and every Redis record and key the instance writes. One type, written
+/// one way (16 hex digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InstanceId(pub u64);
+
+impl InstanceId {
+    /// A random id from the system CSPRNG (never 0).
+    pub fn random() -> InstanceId {
+        let mut raw = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw);
+        InstanceId(u64::from_be_bytes(raw) | 1)
+    }
+}
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

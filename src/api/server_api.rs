@@ -110,7 +110,7 @@ pub async fn status(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     let body = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": m.uptime_secs(),
-        "instance": state.instance,
+        "instance": state.instance.to_string(),
         "ready": state.ready(),
         "totals": {
             "connections": state.stats.open_connections.load(std::sync::atomic::Ordering::Relaxed),

@@ -490,3 +490,30 @@ async fn a_stopped_instance_stops_heartbeating() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(scores(redis.clone(), key.clone()).await, after_stop, "a stopped instance kept heartbeating");
 }
+
+/// One instance id, written one way: `/api/status`'s `instance`, the `self` entry of the
+/// cluster's instances, and the prefix of every connection id on that instance are the same.
+#[tokio::test]
+async fn one_instance_id_everywhere() {
+    let p = prefix();
+    let s = instance(&p, &[]).await;
+    let mut c = s.client("idu", "d").await;
+    let (status, v) = http(&s, "GET", "/api/status", Some(API_KEY), "").await;
+    assert_eq!(status, 200);
+    let id = v["instance"].as_str().expect("instance").to_string();
+    assert_eq!(id.len(), 16, "{id}");
+    let me = eventually(Duration::from_secs(2), || async {
+        let (_, v) = http(&s, "GET", "/api/status", Some(API_KEY), "").await;
+        v["cluster"]["instances"].as_array()?.iter().find(|i| i["self"] == true).map(|i| i["instance"].clone())
+    })
+    .await;
+    assert_eq!(me, Some(json!(id)));
+    let conn = c.request(json!({"type":"ping"})).await;
+    assert_eq!(conn["type"], "pong");
+    let welcome_id = {
+        let mut c2 = Client::connect(&s.url(&format!("token={}&device_id=x", token("idu")))).await.unwrap();
+        c2.recv().await["conn_id"].as_str().unwrap().to_string()
+    };
+    assert!(welcome_id.starts_with(&format!("{id}-")), "{welcome_id} vs {id}");
+    s.stop().await;
+}

@@ -91,6 +91,6 @@ impl RedisBus {
     /// Appends `item` to its channel's payload.
     fn add(&self, batches: &mut HashMap<Arc<str>, BytesMut>, item: Outgoing) {
         let b = batches.entry(item.channel).or_default();
-        wire::push(b, self.instance, item.origin, item.kind, &item.frame);
+        wire::push(b, self.instance.0, item.origin, item.kind, &item.frame);
     }
 }

@@ -65,7 +65,7 @@ const OUT_QUEUE: usize = 65_536;
 pub struct RedisBus {
     settings: RedisSettings,
     /// This instance's id: the origin stamped on every record.
-    pub instance: u64,
+    pub instance: crate::util::InstanceId,
     registry: Arc<Registry>,
     client: Client,
     subscriber: SubscriberClient,
@@ -87,6 +87,16 @@ impl RedisBus {
     /// Connects (without requiring Redis to be up: the gateway serves local traffic meanwhile and
     /// `/ready` says 503) and starts the background tasks.
     pub async fn start(settings: RedisSettings, registry: Arc<Registry>) -> Result<Arc<RedisBus>, String> {
+        Self::start_as(settings, registry, crate::util::InstanceId::random()).await
+    }
+
+    /// [`RedisBus::start`] as instance `instance` (the gateway passes its own id, so connection
+    /// ids, `/api/status` and the Redis records name an instance the same way).
+    pub async fn start_as(
+        settings: RedisSettings,
+        registry: Arc<Registry>,
+        instance: crate::util::InstanceId,
+    ) -> Result<Arc<RedisBus>, String> {
         let config = Config::from_url(&settings.url).map_err(|e| format!("REDIS_URL: {e}"))?;
         let mut builder = Builder::from_config(config);
         builder
@@ -103,9 +113,6 @@ impl RedisBus {
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2000, 2));
         let client = builder.build().map_err(|e| format!("REDIS_URL: {e}"))?;
         let subscriber = builder.build_subscriber_client().map_err(|e| format!("REDIS_URL: {e}"))?;
-        let mut raw = [0u8; 8];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw);
-        let instance = u64::from_be_bytes(raw) | 1;
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         let (pres_tx, pres_rx) = mpsc::channel(OUT_QUEUE);
         let bus = Arc::new(RedisBus {

@@ -84,7 +84,7 @@ impl RedisBus {
     /// One frame from another instance (this instance's own are skipped: delivered locally when
     /// published) to the local members of `channel`.
     fn deliver_record(&self, channel: &str, r: Record) {
-        if r.instance == self.instance {
+        if r.instance == self.instance.0 {
             return; // delivered locally when it was published
         }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
