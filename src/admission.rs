@@ -180,10 +180,7 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
     }
     if !state.config.allowed_origins.is_empty() {
         if let Some(origin) = req.headers().get(http::header::ORIGIN) {
-            let ok = origin
-                .to_str()
-                .map(|o| state.config.allowed_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(o)))
-                .unwrap_or(false);
+            let ok = origin.to_str().map(|o| state.config.origin_allowed(o)).unwrap_or(false);
             if !ok {
                 return Err(HttpError::Forbidden("origin not allowed"));
             }

@@ -296,6 +296,14 @@ impl Reader<'_> {
     }
 }
 
+impl Config {
+    /// Whether `origin` is in `SYNCGATE_ALLOWED_ORIGINS` (`*` allows any; the comparison ignores
+    /// case). The one origin rule: the upgrade and the HTTP API's CORS answers both use it.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    }
+}
+
 /// `redis://user:secret@host` → `redis://user:***@host` (any URL with credentials).
 pub fn mask_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -49,6 +49,20 @@ pub enum HttpError {
     InvalidGrant,
 }
 
+/// The one mapping of store failures to HTTP: a uniqueness conflict is 409, anything else is
+/// logged and answered 500 without details.
+impl From<crate::store::StoreError> for HttpError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Conflict => HttpError::Conflict("already registered"),
+            other => {
+                tracing::error!(error = %other, "store error");
+                HttpError::Internal
+            }
+        }
+    }
+}
+
 impl HttpError {
     pub fn status(&self) -> StatusCode {
         match self {

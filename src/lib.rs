@@ -5,19 +5,19 @@
 //! `layout` test below, which fails when a lower layer imports a higher one).
 //!
 //! ```text
-//! 11 server      accept loop (PROXY header first when configured; the admin listener), routing,
+//! 12 server      accept loop (PROXY header first when configured; the admin listener), routing,
 //!                two-step shutdown
-//! 10 ws, api     the WebSocket session (open, reader, writer, durable replays, echo endpoint);
+//! 11 ws, api     the WebSocket session (open, reader, writer, durable replays, echo endpoint);
 //!                REST handlers (accounts, devices, history, login page, server API, OpenAPI)
-//!  9 admission   the checks in front of the upgrade and the one rule for verified claims
-//!  8 app, cli    AppState::build: the shared state and every background task; `syncgate token`
-//!  7 durable     durable streams: group-committed writer, per-channel seq, replay, positions,
+//! 10 admission   the checks in front of the upgrade and the one rule for verified claims
+//!  9 app, cli    AppState::build: the shared state and every background task; `syncgate token`
+//!  8 durable     durable streams: group-committed writer, per-channel seq, replay, positions,
 //!                retention, per-user quotas
-//!  6 bus, devices  Bus trait (in-process, Redis via fred); batched device sightings
-//!  5 registry    sharded channel membership, presence, user slots, zero-copy fan-out; the
+//!  7 bus, devices  Bus trait (in-process, Redis via fred); batched device sightings
+//!  6 registry    sharded channel membership, presence, user slots, zero-copy fan-out; the
 //!                observer trait the cluster bus implements
-//!  4 store, error  sqlx store (SQLite default, PostgreSQL); error enums and the one mapping to
-//!                HTTP status / JSON body / close code
+//!  5 error       error enums and the one mapping to HTTP status / JSON body / close code
+//!  4 store       sqlx store (SQLite default, PostgreSQL)
 //!  3 auth, oslimits  JWT verification and minting, token generations; OS limits at start
 //!  2 config      one typed Config from SYNCGATE_* (bad values stop start-up)
 //!  1 channel, protocol  channel names and authorization; protocol v1 frames (simd-json in,
@@ -76,17 +76,17 @@ mod layout {
         ("auth", 3),
         ("oslimits", 3),
         ("store", 4),
-        ("error", 4),
-        ("registry", 5),
-        ("bus", 6),
-        ("devices", 6),
-        ("durable", 7),
-        ("app", 8),
-        ("cli", 8),
-        ("admission", 9),
-        ("api", 10),
-        ("ws", 10),
-        ("server", 11),
+        ("error", 5),
+        ("registry", 6),
+        ("bus", 7),
+        ("devices", 7),
+        ("durable", 8),
+        ("app", 9),
+        ("cli", 9),
+        ("admission", 10),
+        ("api", 11),
+        ("ws", 11),
+        ("server", 12),
     ];
 
     fn layer(module: &str) -> Option<u8> {

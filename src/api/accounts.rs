@@ -16,7 +16,6 @@ use crate::error::{json_response, HttpError};
 use crate::store::devices::Registered;
 use crate::store::tokens::Redeemed;
 use crate::store::users::User;
-use crate::store::StoreError;
 
 const BODY_LIMIT: usize = 16 * 1024;
 const MIN_PASSWORD: usize = 8;
@@ -54,18 +53,6 @@ struct RefreshBody {
 struct ChangePasswordBody {
     current_password: String,
     new_password: String,
-}
-
-impl From<StoreError> for HttpError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict => HttpError::Conflict("already registered"),
-            other => {
-                tracing::error!(error = %other, "store error");
-                HttpError::Internal
-            }
-        }
-    }
 }
 
 /// Trimmed and lower-cased; `None` when it is not a plausible address.

@@ -49,8 +49,9 @@ pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
     if body.event.is_empty() || body.event.len() > protocol::MAX_EVENT_LEN {
         return Err(HttpError::BadRequest(format!("event must be 1-{} bytes", protocol::MAX_EVENT_LEN)));
     }
-    if body.msg_id.as_ref().is_some_and(|m| m.is_empty() || m.len() > 128) {
-        return Err(HttpError::BadRequest("msg_id must be 1-128 bytes".into()));
+    use crate::protocol::MAX_MSG_ID_LEN;
+    if body.msg_id.as_ref().is_some_and(|m| m.is_empty() || m.len() > MAX_MSG_ID_LEN) {
+        return Err(HttpError::BadRequest(format!("msg_id must be 1-{MAX_MSG_ID_LEN} bytes")));
     }
     if crate::channel::is_dm_namespace(&body.channel) && crate::channel::dm_members(&body.channel).is_none() {
         return Err(HttpError::BadRequest(crate::channel::DM_RULE.into()));

@@ -4,7 +4,7 @@
 mod decode;
 mod encode;
 
-pub use decode::{decode, DecodeError, MAX_EVENT_LEN};
+pub use decode::{decode, DecodeError, MAX_EVENT_LEN, MAX_MSG_ID_LEN};
 pub use encode::*;
 
 /// Error codes carried by `{"type":"error","code":K}` frames.

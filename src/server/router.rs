@@ -70,7 +70,7 @@ pub async fn route(
         .headers()
         .get(http::header::ORIGIN)
         .and_then(|o| o.to_str().ok())
-        .filter(|o| state.config.allowed_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(o)))
+        .filter(|o| state.config.origin_allowed(o))
         .map(|o| o.to_string());
     if req.method() == Method::OPTIONS {
         let mut r = Response::new(Full::new(Bytes::new()));
