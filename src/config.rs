@@ -151,6 +151,8 @@ pub struct Config {
     pub ws_write_buffer: usize,
     pub handshake_timeout: Duration,
     pub log_format: LogFormat,
+    /// `RUST_LOG`, validated (the binary builds its log filter from it; `info` when unset).
+    pub rust_log: Option<String>,
     pub listen_backlog: u32,
     pub join_leave_max_members: usize,
     /// `REDIS_URL`: the Redis bus; `None` is the in-process bus.
@@ -360,6 +362,7 @@ impl Config {
             (WS_WRITE_BUFFER, self.ws_write_buffer.to_string()),
             (HANDSHAKE_TIMEOUT_MS, ms(self.handshake_timeout)),
             (LOG_FORMAT, format!("{:?}", self.log_format).to_lowercase()),
+            (RUST_LOG, self.rust_log.clone().unwrap_or_else(|| "info".into())),
             (LISTEN_BACKLOG, self.listen_backlog.to_string()),
             (JOIN_LEAVE_MAX_MEMBERS, self.join_leave_max_members.to_string()),
             (REDIS_URL, self.redis_url.as_deref().map(mask_url).unwrap_or_else(|| "(unset: in-process bus)".into())),
@@ -617,6 +620,7 @@ impl Config {
             }
         };
         // The log filter is read by the binary, but a bad one stops start-up like any bad value.
+        let rust_log = r.raw(RUST_LOG).map(str::to_string);
         if let Some(filter) = r.raw(RUST_LOG).filter(|f| !f.trim().is_empty()) {
             if let Err(e) = tracing_subscriber::EnvFilter::try_new(filter) {
                 r.errors.push(format!("{RUST_LOG}={filter:?} is not a valid log filter: {e}"));
@@ -664,6 +668,7 @@ impl Config {
             proxy_protocol,
             admin_listen,
             log_format,
+            rust_log,
             listen_backlog,
             join_leave_max_members,
             redis_url,
@@ -701,6 +706,32 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    /// Every variable is read, described by `syncgate check-config` and listed in the README's
+    /// table with its default: the key constants, `describe()` and the README cannot drift apart.
+    #[test]
+    fn every_key_is_read_described_and_documented() {
+        let source = include_str!("config.rs");
+        let readme = include_str!("../README.md");
+        let keys: Vec<&str> = source
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub const ")?.split_once(": &str = \"")?.1.strip_suffix("\";"))
+            .collect();
+        assert!(keys.len() > 60, "{keys:?}");
+        let described: Vec<&str> = Config::default().describe().into_iter().map(|(k, _)| k).collect();
+        let code = source.split("#[cfg(test)]").next().unwrap_or("");
+        for key in &keys {
+            let constant = source
+                .lines()
+                .find(|l| l.starts_with("pub const ") && l.contains(&format!("\"{key}\"")))
+                .and_then(|l| l.strip_prefix("pub const ")?.split(':').next())
+                .unwrap_or("");
+            // Read: the constant is used somewhere besides its definition.
+            assert!(code.matches(constant).count() >= 2, "{key} ({constant}) is never read");
+            assert!(described.contains(key), "{key} is missing from check-config (describe)");
+            assert!(readme.contains(&format!("| `{key}` |")), "{key} is missing from the README table");
+        }
+    }
+
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {

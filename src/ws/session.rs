@@ -170,7 +170,7 @@ enum Step {
     /// Joined a channel for the first time on this connection (`new`: the bus subscription must
     /// be confirmed before `subscribed` goes out), or subscribed to a durable channel (its state,
     /// and with `since` the replay, come from the store).
-    Subscribed(Box<Subscribe>),
+    Subscribe(Box<Subscribe>),
     /// A cluster-wide presence query.
     Presence(String, RequestId),
     /// A durable publish: the user's quota is checked, then it is queued for the writer.
@@ -308,7 +308,7 @@ impl Session<'_> {
                             // Live events are held back until the stream state is known.
                             self.streams().hold(&ch);
                         }
-                        return Step::Subscribed(Box::new(Subscribe { channel: ch, id, new, durable, since }));
+                        return Step::Subscribe(Box::new(Subscribe { channel: ch, id, new, durable, since }));
                     }
                 }
             },
@@ -418,7 +418,7 @@ impl<'a> Session<'a> {
             Step::Presence(ch, id) => {
                 Box::pin(async move { Done::Presence(Message::Text(state.bus.presence(&ch, &id).await)) })
             }
-            Step::Subscribed(sub) => {
+            Step::Subscribe(sub) => {
                 let (user, device) = (self.identity.user_id.clone(), self.identity.device_id.clone());
                 Box::pin(async move {
                     if sub.new {
