@@ -12,7 +12,6 @@ use serde::Deserialize;
 
 use crate::config::{Config, KeySource};
 
-pub use crate::identity::Identity;
 pub use jwks::{usable_keys as jwks_usable_keys, JwksCache};
 
 /// What a verified token says.
@@ -81,7 +80,7 @@ pub struct Verifier {
     pub development: bool,
 }
 
-pub use crate::util::{now_millis, now_secs};
+use crate::util::now_secs;
 
 const SECRET_FILE: &str = "jwt_secret";
 

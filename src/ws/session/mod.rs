@@ -28,14 +28,16 @@ use super::io::{self, Ws};
 use super::streams::{PageRequest, Streams, PAGE};
 use crate::admission::{admit_claims, still_valid, AdmitGuard, Admitted, NotAdmitted, Refused};
 use crate::app::AppState;
-use crate::auth::{now_millis, now_secs, AuthError, Claims, Identity};
+use crate::auth::{AuthError, Claims};
 use crate::channel::{self, ChannelError};
 use crate::durable::Replay;
 use crate::error::CloseReason;
+use crate::identity::Identity;
 use crate::limits::{MessageLimiter, Verdict};
 use crate::protocol::{self, ErrorCode, Request, RequestId};
 use crate::registry::{ConnHandle, Membership, UserSlot};
 use crate::store::StoreError;
+use crate::util::{now_millis, now_secs};
 
 mod open;
 use open::open;
@@ -626,7 +628,7 @@ mod size_probe {
         use std::mem::size_of;
         let bounds = [
             ("Session", size_of::<super::Session<'static>>(), 224),
-            ("Identity", size_of::<crate::auth::Identity>(), 72),
+            ("Identity", size_of::<crate::identity::Identity>(), 72),
             ("Admitted", size_of::<crate::admission::Admitted>(), 264),
             ("MessageLimiter", size_of::<crate::limits::MessageLimiter>(), 48),
             ("Ws", size_of::<super::Ws>(), 328),
