@@ -13,8 +13,9 @@ use std::collections::HashMap;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ring::hmac;
-use syncgate::auth::{now_secs, Verifier};
+use syncgate::auth::Verifier;
 use syncgate::config::Config;
+use syncgate::util::now_secs;
 
 use super::{fail, stir, write_object};
 use crate::corpus::Corpus;
