@@ -103,7 +103,14 @@ async fn rejected_tokens() {
 
     let s = Server::start(&[("SYNCGATE_AUTH_TIMEOUT_MS", "300")]).await;
     let mut c = Client::connect(&s.url("")).await.unwrap();
+    // From here only the gateway's auth timer runs: the clock jumps instead of sleeping, and the
+    // close must come at 300 ms (not before, not after the 2 s bound).
+    tokio::time::pause();
+    let waited = tokio::time::Instant::now();
     assert_eq!(c.close_code_within(Duration::from_secs(2)).await, 4001);
+    let waited = waited.elapsed();
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(1), "{waited:?}");
+    tokio::time::resume();
     s.stop().await;
 }
 
@@ -212,7 +219,10 @@ async fn token_expiry_and_refresh_on_a_live_connection() {
     // Expires in 2 s and is never refreshed: closed with 4001.
     let short = sign(&json!({"sub":"alice","exp": now() + 2}));
     let mut c = s.client_with(&short, "d1", "").await;
+    // Welcomed: only the gateway's expiry timer is left, so the clock jumps instead of sleeping.
+    tokio::time::pause();
     assert_eq!(c.close_code_within(Duration::from_secs(5)).await, 4001);
+    tokio::time::resume();
 
     // Refreshed in time: stays open past the first expiry.
     let short = sign(&json!({"sub":"bob","exp": now() + 2}));
@@ -223,7 +233,10 @@ async fn token_expiry_and_refresh_on_a_live_connection() {
     // A token for another user is refused and changes nothing.
     let r = c.request(json!({"type":"auth","token":token("mallory")})).await;
     assert_eq!(r["code"], "unauthorized");
+    // Past the first token's expiry (the gateway's timer would fire at 2 s): still open.
+    tokio::time::pause();
     tokio::time::sleep(Duration::from_millis(3200)).await;
+    tokio::time::resume();
     assert_eq!(c.request(json!({"type":"ping"})).await["type"], "pong");
     s.stop().await;
 }

@@ -116,9 +116,17 @@ async fn heartbeat_closes_silent_peers() {
         token("alice")
     );
     raw.write_all(req.as_bytes()).await.unwrap();
-    let started = std::time::Instant::now();
     let mut buf = vec![0u8; 4096];
     let mut seen = Vec::new();
+    // Up to the welcome the gateway waits on its store; from then on only on its heartbeat
+    // timer, so the clock is paused and jumps (no real waiting, exact timing).
+    while !String::from_utf8_lossy(&seen).contains("welcome") {
+        let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf)).await.expect("welcomed").unwrap();
+        assert!(n > 0, "closed before the welcome");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    tokio::time::pause();
+    let started = tokio::time::Instant::now();
     loop {
         let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf))
             .await
@@ -130,7 +138,10 @@ async fn heartbeat_closes_silent_peers() {
         seen.extend_from_slice(&buf[..n]);
     }
     let elapsed = started.elapsed();
+    // Pinged at 200 ms, silent since the welcome: closed at the 400 ms check.
     assert!(elapsed >= Duration::from_millis(350), "closed too early: {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1000), "closed too late: {elapsed:?}");
+    tokio::time::resume();
     // Close frame with 4008 (0x0FA8) was sent before the socket closed.
     assert!(seen.windows(4).any(|w| w == [0x88, 0x13, 0x0f, 0xa8]), "no 4008 close frame");
     // A client that answers pings (tungstenite does) stays connected.

@@ -504,7 +504,8 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
     let _open = crate::registry::OpenGuard::new(state.stats.clone());
     let hb = state.config.heartbeat;
     let mut spare: VecDeque<Message> = VecDeque::new();
-    let mut last_seen = Instant::now();
+    // The tokio clock, like the timer it is compared against (tests may pause it).
+    let mut last_seen = tokio::time::Instant::now();
     // One timer serves both the heartbeat and the token expiry (smaller per-connection state).
     let mut next_ping = tokio::time::Instant::now() + hb;
     let mut expires = deadline_for(s.identity.exp);
@@ -566,7 +567,7 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
             msg = ws.next(), if request.is_none() => match msg {
                 None => break None,
                 Some(Ok(m)) => {
-                    last_seen = Instant::now();
+                    last_seen = tokio::time::Instant::now();
                     match s.on_message(m) {
                         Step::Nothing => {}
                         Step::Reply(m) => {
