@@ -314,13 +314,11 @@ impl Drop for OwnRedis {
 }
 
 async fn wait_ready(s: &Server, want: u16) {
-    for _ in 0..100 {
-        if http(s, "GET", "/ready", None, "").await.0 == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("/ready never answered {want}");
+    let answered = eventually(Duration::from_secs(10), || async {
+        (http(s, "GET", "/ready", None, "").await.0 == want).then_some(())
+    })
+    .await;
+    assert!(answered.is_some(), "/ready never answered {want}");
 }
 
 #[tokio::test]

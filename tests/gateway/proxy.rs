@@ -348,20 +348,14 @@ async fn haproxy_send_proxy_v2_gives_real_client_addresses() {
         .expect("haproxy is installed (scripts/test.sh installs it)");
     let _reap = Reap(child);
     let front: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(front).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "haproxy did not listen on {front}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let listening = eventually(Duration::from_secs(10), || async { TcpStream::connect(front).await.ok() }).await;
+    assert!(listening.is_some(), "haproxy did not listen on {front}");
     // Its health check reached /ready on the admin port (no PROXY header there) and passed.
-    loop {
-        let state = haproxy_server_state(&stats).await;
-        if state.as_ref().is_some_and(|(status, check)| status == "UP" && check == "L7OK") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "gw1 not UP with a passing check: {state:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let up = eventually(Duration::from_secs(10), || async {
+        haproxy_server_state(&stats).await.filter(|(status, check)| status == "UP" && check == "L7OK")
+    })
+    .await;
+    assert!(up.is_some(), "gw1 not UP with a passing check: {:?}", haproxy_server_state(&stats).await);
 
     // Every connection reaches the gateway from HAProxy's 127.0.0.1; the limit applies per client.
     let mut a = ws_from("127.0.0.2", front, "a").await.expect("first from 127.0.0.2");
