@@ -3,7 +3,23 @@
 //! registered), the bus subscription and the device sighting before `welcome`, the user
 //! stream's state and replay, and the replies to `?channel=`.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{error_frame, Session};
+use crate::admission::{admit_claims, AdmitGuard, Admitted, NotAdmitted, Refused};
+use crate::app::AppState;
+use crate::auth::AuthError;
+use crate::error::CloseReason;
+use crate::identity::Identity;
+use crate::limits::MessageLimiter;
+use crate::protocol::{self, Request};
+use crate::registry::{ConnHandle, Membership, UserSlot};
+use crate::ws::io::{self, Ws};
+use crate::ws::streams::PAGE;
 
 /// How long a new connection waits for its device sighting to be committed before `welcome`.
 const DEVICE_WRITE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
@@ -177,8 +193,8 @@ pub(super) async fn open<'a>(
     let mut ok = io::timed(state, None, ws.feed(Message::Text(welcome))).await.is_ok();
     // Replies to `?channel=` follow the user channel's first replay page, through the queue.
     for ch in &channels {
-        let reply = match s.subscribe(ch, &None) {
-            Err(m) => m,
+        let reply = match s.subscribe(ch) {
+            Err(e) => error_frame(e, &None),
             Ok((ch, new)) => {
                 let durable = state.durable.is_durable(&ch);
                 if durable {
