@@ -171,12 +171,8 @@ fn leave(s: Session<'_>) -> Arc<str> {
 /// connection costs, so it holds only the loop's state: the open phase and every rare or
 /// slow step (first-frame auth, re-auth, the close handshake) run boxed.
 pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admitted>, _alive: mpsc::Sender<()>) {
-    let upgraded = match on_upgrade.await {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
-        }
+    let Ok(upgraded) = on_upgrade.await.inspect_err(|e| tracing::debug!(error = %e, "upgrade failed")) else {
+        return;
     };
     let mut ws =
         Box::pin(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(state.ws_config))).await;
