@@ -1,11 +1,16 @@
-//! Error types per layer and the one place that maps them to HTTP statuses, JSON bodies and
-//! WebSocket close codes.
+//! Error types per layer and the one place that maps them to HTTP statuses, JSON bodies,
+//! WebSocket `error` frames and close codes.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::auth::AuthError;
+use crate::channel::ChannelError;
+use crate::protocol::{self, ErrorCode, RequestId};
 
 /// Refusals before the WebSocket upgrade (HTTP layer).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +64,28 @@ impl From<crate::store::StoreError> for HttpError {
                 tracing::error!(error = %other, "store error");
                 HttpError::Internal
             }
+        }
+    }
+}
+
+/// A channel the caller may not use: 400 for a bad name, 403 when not allowed.
+impl From<ChannelError> for HttpError {
+    fn from(e: ChannelError) -> Self {
+        match e {
+            ChannelError::Invalid(m) => HttpError::BadRequest(m.into()),
+            ChannelError::Forbidden => HttpError::Forbidden(NOT_ALLOWED_ON_CHANNEL),
+        }
+    }
+}
+
+/// A refused publish over HTTP: 400 `bad_request` (malformed, too large, refused by the
+/// database), 429 `rate_limited` (quota), 503 `unavailable` (not stored; retry).
+impl From<PublishError> for HttpError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::QuotaUsedUp => HttpError::TooManyRequests,
+            PublishError::QueueFull | PublishError::NotStored => HttpError::Unavailable,
+            other => HttpError::BadRequest(other.message().into_owned()),
         }
     }
 }
@@ -119,6 +146,94 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<F
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     resp
+}
+
+const NOT_ALLOWED_ON_CHANNEL: &str = "not allowed on this channel";
+
+/// Why a publish was refused by the `publish` module, which the WebSocket session and the server
+/// API share. Mapped to an `error` frame ([`FrameError`]) and to [`HttpError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishError {
+    /// A malformed publish (server API validation): `bad_request`.
+    Invalid(Cow<'static, str>),
+    /// A client's durable event over `SYNCGATE_DURABLE_MAX_EVENT_BYTES`: `too_large`.
+    TooLarge { max: usize },
+    /// The user's durable publish quota is used up for this minute: `rate_limited`.
+    QuotaUsedUp,
+    /// The durable write queue is full: `unavailable` (retry with the same `msg_id`).
+    QueueFull,
+    /// The database refused this event: `bad_request`.
+    Refused,
+    /// Not stored (the database unreachable, the writer stopped): `unavailable`.
+    NotStored,
+}
+
+impl PublishError {
+    /// The message both the `error` frame and the HTTP body carry.
+    pub fn message(&self) -> Cow<'static, str> {
+        match self {
+            PublishError::Invalid(m) => m.clone(),
+            PublishError::TooLarge { max } => {
+                format!("a durable event is at most {max} bytes (SYNCGATE_DURABLE_MAX_EVENT_BYTES)").into()
+            }
+            PublishError::QuotaUsedUp => "durable publish quota used up for this minute \
+                 (SYNCGATE_DURABLE_EVENTS_PER_MIN, SYNCGATE_DURABLE_BYTES_PER_MIN)"
+                .into(),
+            PublishError::QueueFull => "durable write queue full; retry with the same msg_id".into(),
+            PublishError::Refused => "the event cannot be stored".into(),
+            PublishError::NotStored => "not stored; retry with the same msg_id".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+/// An error answered on the WebSocket: the `error` frame's code and message. Every typed error a
+/// request can meet converts into it (`From`), and [`FrameError::frame`] is the one way to turn
+/// it into the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+}
+
+impl FrameError {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> FrameError {
+        FrameError { code, message: message.into() }
+    }
+
+    /// `{"type":"error","code":…,"message":…,"id":…}` answering request `id`.
+    pub fn frame(&self, id: &RequestId) -> Message {
+        Message::Text(protocol::error(self.code, &self.message, id))
+    }
+}
+
+/// A channel the caller may not use: `bad_request` for a bad name, `forbidden` when not allowed.
+impl From<ChannelError> for FrameError {
+    fn from(e: ChannelError) -> Self {
+        match e {
+            ChannelError::Invalid(m) => FrameError::new(ErrorCode::BadRequest, m),
+            ChannelError::Forbidden => FrameError::new(ErrorCode::Forbidden, NOT_ALLOWED_ON_CHANNEL),
+        }
+    }
+}
+
+impl From<PublishError> for FrameError {
+    fn from(e: PublishError) -> Self {
+        let code = match e {
+            PublishError::Invalid(_) | PublishError::Refused => ErrorCode::BadRequest,
+            PublishError::TooLarge { .. } => ErrorCode::TooLarge,
+            PublishError::QuotaUsedUp => ErrorCode::RateLimited,
+            PublishError::QueueFull | PublishError::NotStored => ErrorCode::Unavailable,
+        };
+        FrameError { code, message: e.message() }
+    }
 }
 
 /// Why the server closes a WebSocket; each maps to one close code.
@@ -186,5 +301,41 @@ impl CloseReason {
             CloseReason::HeartbeatTimeout => "heartbeat timeout",
             CloseReason::TooManyConnections => "too many connections",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_errors_keep_their_codes_and_messages() {
+        let quota = FrameError::from(PublishError::QuotaUsedUp);
+        assert_eq!(quota.code, ErrorCode::RateLimited);
+        assert_eq!(
+            quota.message,
+            "durable publish quota used up for this minute \
+             (SYNCGATE_DURABLE_EVENTS_PER_MIN, SYNCGATE_DURABLE_BYTES_PER_MIN)"
+        );
+        let large = FrameError::from(PublishError::TooLarge { max: 64 });
+        assert_eq!(large.code, ErrorCode::TooLarge);
+        assert_eq!(large.message, "a durable event is at most 64 bytes (SYNCGATE_DURABLE_MAX_EVENT_BYTES)");
+        assert_eq!(FrameError::from(PublishError::QueueFull).code, ErrorCode::Unavailable);
+        assert_eq!(HttpError::from(PublishError::Refused), HttpError::BadRequest("the event cannot be stored".into()));
+        assert_eq!(HttpError::from(PublishError::QueueFull).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(HttpError::from(PublishError::NotStored).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(HttpError::from(PublishError::QuotaUsedUp).status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(HttpError::from(PublishError::QuotaUsedUp).code(), "rate_limited");
+        assert_eq!(HttpError::from(PublishError::Invalid("x".into())), HttpError::BadRequest("x".into()));
+    }
+
+    #[test]
+    fn channel_errors_map_alike_on_both_sides() {
+        let bad = ChannelError::Invalid("bad name");
+        assert_eq!(FrameError::from(bad.clone()), FrameError::new(ErrorCode::BadRequest, "bad name"));
+        assert_eq!(HttpError::from(bad), HttpError::BadRequest("bad name".into()));
+        let no = FrameError::from(ChannelError::Forbidden);
+        assert_eq!((no.code, &*no.message), (ErrorCode::Forbidden, "not allowed on this channel"));
+        assert_eq!(HttpError::from(ChannelError::Forbidden).status(), StatusCode::FORBIDDEN);
     }
 }

@@ -9,7 +9,8 @@
 //!                two-step shutdown
 //! 11 ws, api     the WebSocket session (open, reader, writer, durable replays, echo endpoint);
 //!                REST handlers (accounts, devices, history, login page, server API, OpenAPI)
-//! 10 admission   the checks in front of the upgrade and the one rule for verified claims
+//! 10 admission, publish  the checks in front of the upgrade and the one rule for verified
+//!                claims; publishing an event (live or durable) for the session and the server API
 //!  9 app, cli    AppState::build: the shared state and every background task; `syncgate token`
 //!  8 durable     durable streams: group-committed writer, per-channel seq, replay, positions,
 //!                retention, per-user quotas
@@ -29,7 +30,7 @@
 //!
 //! ## How a message travels
 //! client frame → `ws::session` (rate limit, `protocol::decode`: frame pre-scan, then simd-json) → `channel::authorize` →
-//! `protocol::event` encodes once → `registry::Registry::fan_out` pushes a clone into each
+//! `publish::Publisher`: `protocol::event` encodes once → `registry::Registry::fan_out` pushes a clone into each
 //! member's bounded queue → each member's session swaps its queue out and writes it in one flush.
 //! A durable channel's publish goes to `durable`'s writer instead: one transaction per batch
 //! assigns `seq`s, then the event is encoded once, fanned out and acknowledged.
@@ -51,6 +52,7 @@ pub mod mail;
 pub mod metrics;
 pub mod oslimits;
 pub mod protocol;
+pub mod publish;
 pub mod registry;
 pub mod routes;
 pub mod server;
@@ -84,6 +86,7 @@ mod layout {
         ("app", 9),
         ("cli", 9),
         ("admission", 10),
+        ("publish", 10),
         ("api", 11),
         ("ws", 11),
         ("server", 12),

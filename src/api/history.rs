@@ -151,11 +151,7 @@ pub async fn history(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
     let requested = get(&q, "channel").ok_or_else(|| HttpError::BadRequest("channel is required".into()))?;
     let identity = crate::admission::identity(claims, None)
         .map_err(|_| HttpError::Unauthorized(crate::auth::AuthError::Invalid))?;
-    let channel =
-        crate::channel::authorize(requested, &identity, &state.config.public_namespaces).map_err(|e| match e {
-            crate::channel::ChannelError::Invalid(m) => HttpError::BadRequest(m.into()),
-            crate::channel::ChannelError::Forbidden => HttpError::Forbidden("not allowed on this channel"),
-        })?;
+    let channel = crate::channel::authorize(requested, &identity, &state.config.public_namespaces)?;
     if !state.durable.is_durable(&channel) {
         return Err(HttpError::BadRequest(format!("{channel} is not a durable channel (SYNCGATE_DURABLE_NAMESPACES)")));
     }

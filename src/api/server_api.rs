@@ -8,13 +8,12 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Deserialize;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::{json_body, require_api_key};
 use crate::app::AppState;
 use crate::bus::Control;
 use crate::error::{json_response, HttpError};
-use crate::protocol;
+use crate::publish::{Published, Publisher, ServerEvent};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,43 +42,13 @@ struct DisconnectBody {
 pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     require_api_key(&req, state.config.api_key.as_deref())?;
     let body: PublishBody = json_body(&state, req, state.config.max_message_bytes).await?;
-    if !crate::channel::valid_name(&body.channel) {
-        return Err(HttpError::BadRequest("channel names are 1-128 bytes of [A-Za-z0-9:_.@=-]".into()));
-    }
-    if body.event.is_empty() || body.event.len() > protocol::MAX_EVENT_LEN {
-        return Err(HttpError::BadRequest(format!("event must be 1-{} bytes", protocol::MAX_EVENT_LEN)));
-    }
-    use crate::protocol::MAX_MSG_ID_LEN;
-    if body.msg_id.as_ref().is_some_and(|m| m.is_empty() || m.len() > MAX_MSG_ID_LEN) {
-        return Err(HttpError::BadRequest(format!("msg_id must be 1-{MAX_MSG_ID_LEN} bytes")));
-    }
-    if crate::channel::is_dm_namespace(&body.channel) && crate::channel::dm_members(&body.channel).is_none() {
-        return Err(HttpError::BadRequest(crate::channel::DM_RULE.into()));
-    }
     let data = body.data.as_deref().map(|d| d.get().as_bytes()).unwrap_or(b"null");
-    let now = crate::util::now_millis();
-    if state.durable.is_durable(&body.channel) {
-        let msg_id = body.msg_id.map(String::into_boxed_str);
-        return match state.durable.publish_from_server(body.channel, body.event, data.to_vec(), msg_id, now).await {
-            Ok(a) => Ok(json_response(
-                StatusCode::OK,
-                &serde_json::json!({"ok": true, "seq": a.seq, "duplicate": a.duplicate}),
-            )),
-            Err(crate::durable::DurableError::Refused(_)) => {
-                Err(HttpError::BadRequest("the event cannot be stored".into()))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "durable server publish failed");
-                Err(HttpError::Unavailable)
-            }
-        };
-    }
-    let frame = protocol::server_event(&body.channel, &body.event, data, now);
-    let mut n = 0;
-    crate::channel::for_each_route(&body.channel, |route| {
-        n += state.bus.publish(route, Message::Text(frame.clone()), 0);
-    });
-    Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true, "local_recipients": n})))
+    let ev = ServerEvent { channel: body.channel, event: body.event, data, msg_id: body.msg_id };
+    let answer = match Publisher::new(&state).from_server(ev).await? {
+        Published::Stored(a) => serde_json::json!({"ok": true, "seq": a.seq, "duplicate": a.duplicate}),
+        Published::Live { local_recipients } => serde_json::json!({"ok": true, "local_recipients": local_recipients}),
+    };
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// `POST /api/disconnect {"user_id","device_id"?}` → 200; the connections close with 4003 on

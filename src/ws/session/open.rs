@@ -3,7 +3,23 @@
 //! registered), the bus subscription and the device sighting before `welcome`, the user
 //! stream's state and replay, and the replies to `?channel=`.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{error_frame, Session};
+use crate::admission::{admit_claims, AdmitGuard, Admitted, NotAdmitted, Refused};
+use crate::app::AppState;
+use crate::auth::AuthError;
+use crate::error::CloseReason;
+use crate::identity::Identity;
+use crate::limits::MessageLimiter;
+use crate::protocol::{self, Request};
+use crate::registry::{ConnHandle, Membership, UserSlot};
+use crate::ws::io::{self, Ws};
+use crate::ws::streams::PAGE;
 
 /// How long a new connection waits for its device sighting to be committed before `welcome`.
 const DEVICE_WRITE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
@@ -74,6 +90,7 @@ async fn first_frame_auth(
 
 /// Authenticates (first frame, if needed), registers the connection and sends `welcome` plus the
 /// replies for `?channel=`. Runs boxed, so its state is freed before the long-lived loop starts.
+// Over 80 lines: the opening steps, in the order they must happen (each guards the next).
 pub(super) async fn open<'a>(
     state: &'a AppState,
     ws: &mut Ws,
@@ -142,30 +159,10 @@ pub(super) async fn open<'a>(
     tracing::info!(user = %s.identity.user_id, device = %s.identity.device_id, conn = %conn_id, %peer, "connection open");
     // A durable user channel: `welcome` carries its state; `?since=` replays it right after
     // (through the queue, page by page).
-    let mut user_stream = None;
-    if user_durable {
-        // Boxed: the store's futures are large and would otherwise enlarge every connection's
-        // open phase, durable or not.
-        let user_channel = s.user_channel.clone();
-        match Box::pin(state.durable.open_stream(
-            &user_channel,
-            &s.identity.user_id,
-            &s.identity.device_id,
-            since,
-            PAGE,
-        ))
-        .await
-        {
-            Ok(r) => {
-                user_stream = Some(r.state);
-                s.opened(&user_channel, since, r);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "user stream state unavailable at connect");
-                s.streams().forget(&user_channel);
-            }
-        }
-    }
+    let user_stream = match user_durable {
+        true => s.open_user_stream(since).await,
+        false => None,
+    };
     let welcome = protocol::welcome(
         &s.identity.user_id,
         &s.identity.device_id,
@@ -177,39 +174,7 @@ pub(super) async fn open<'a>(
     let mut ok = io::timed(state, None, ws.feed(Message::Text(welcome))).await.is_ok();
     // Replies to `?channel=` follow the user channel's first replay page, through the queue.
     for ch in &channels {
-        let reply = match s.subscribe(ch, &None) {
-            Err(m) => m,
-            Ok((ch, new)) => {
-                let durable = state.durable.is_durable(&ch);
-                if durable {
-                    s.streams().hold(&ch);
-                }
-                if new {
-                    state.bus.subscribe(&ch).await;
-                }
-                let stream = match durable {
-                    true => {
-                        Box::pin(state.durable.open_stream(&ch, &s.identity.user_id, &s.identity.device_id, None, 0))
-                            .await
-                            .ok()
-                    }
-                    false => None,
-                };
-                match stream {
-                    Some(r) => {
-                        let reply = Message::Text(protocol::subscribed_durable(&ch, &r.state, &None));
-                        s.opened(&ch, None, r);
-                        reply
-                    }
-                    None => {
-                        if let Some(st) = s.streams.as_deref_mut() {
-                            st.forget(&ch);
-                        }
-                        Message::Text(protocol::channel_reply("subscribed", &ch, &None))
-                    }
-                }
-            }
-        };
+        let reply = s.join_at_open(ch).await;
         s.conn().push(reply);
     }
     ok = ok && io::timed(state, None, ws.flush()).await.is_ok();
@@ -217,4 +182,64 @@ pub(super) async fn open<'a>(
         state.metrics.connect(crate::metrics::ConnectResult::Ok);
     }
     ok.then_some((s, (slot, place)))
+}
+
+impl Session<'_> {
+    /// The durable user channel's state for `welcome`, its replay after `since` queued (`None`
+    /// when the store cannot be read: the connection opens without it).
+    async fn open_user_stream(&mut self, since: Option<u64>) -> Option<protocol::StreamState> {
+        // Boxed: the store's futures are large and would otherwise enlarge every connection's
+        // open phase, durable or not.
+        let user_channel = self.user_channel.clone();
+        let (user, device) = (&self.identity.user_id, &self.identity.device_id);
+        match Box::pin(self.state.durable.open_stream(&user_channel, user, device, since, PAGE)).await {
+            Ok(r) => {
+                let state = r.state;
+                self.opened(&user_channel, since, r);
+                Some(state)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "user stream state unavailable at connect");
+                self.streams().forget(&user_channel);
+                None
+            }
+        }
+    }
+
+    /// Joins a `?channel=` of the upgrade request: the bus subscription is confirmed and a
+    /// durable channel's state read before the reply (no replay: `?since=` is the user
+    /// channel's).
+    async fn join_at_open(&mut self, requested: &str) -> Message {
+        let state = self.state;
+        let (ch, new) = match self.subscribe(requested) {
+            Ok(joined) => joined,
+            Err(e) => return error_frame(e, &None),
+        };
+        let durable = state.durable.is_durable(&ch);
+        if durable {
+            self.streams().hold(&ch);
+        }
+        if new {
+            state.bus.subscribe(&ch).await;
+        }
+        let stream = match durable {
+            true => Box::pin(state.durable.open_stream(&ch, &self.identity.user_id, &self.identity.device_id, None, 0))
+                .await
+                .ok(),
+            false => None,
+        };
+        match stream {
+            Some(r) => {
+                let reply = Message::Text(protocol::subscribed_durable(&ch, &r.state, &None));
+                self.opened(&ch, None, r);
+                reply
+            }
+            None => {
+                if let Some(st) = self.streams.as_deref_mut() {
+                    st.forget(&ch);
+                }
+                Message::Text(protocol::channel_reply("subscribed", &ch, &None))
+            }
+        }
+    }
 }

@@ -1,0 +1,56 @@
+//! The one write path: swap the connection's queue out, feed every frame, flush once. It never
+//! waits on a request: a pending request runs beside the loop, and its reply comes through the
+//! queue like every other frame.
+
+use std::collections::VecDeque;
+
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::Session;
+use crate::app::AppState;
+use crate::error::CloseReason;
+use crate::registry::ConnHandle;
+use crate::ws::io::{self, Ws};
+
+/// Writes everything queued until the queue stays empty (frames queued while flushing are
+/// written in the next round): each frame fed and each flush bounded by the write timeout.
+/// `Err(Some(r))`: close with `r`; `Err(None)`: the socket failed.
+pub(super) async fn drain(
+    state: &AppState,
+    s: &mut Session<'_>,
+    ws: &mut Ws,
+    conn: &ConnHandle,
+    spare: &mut VecDeque<Message>,
+) -> Result<(), Option<CloseReason>> {
+    loop {
+        if let Some(r) = conn.take(spare) {
+            return Err(Some(r));
+        }
+        if spare.is_empty() {
+            return Ok(());
+        }
+        for m in spare.drain(..) {
+            if let Some(st) = s.streams.as_deref_mut() {
+                if !st.admit(&m) {
+                    continue;
+                }
+            }
+            let kind = match &m {
+                Message::Text(_) => 0,
+                Message::Binary(_) => 1,
+                Message::Ping(_) => 2,
+                _ => 3,
+            };
+            state.metrics.frames_out[kind].inc();
+            state.metrics.bytes_out.add(m.len() as u64);
+            // A stalled feed still notices a close request (slow consumer, kick).
+            io::timed(state, Some(conn), ws.feed(m)).await?;
+        }
+        conn.written();
+        io::timed(state, Some(conn), ws.flush()).await?;
+        if let Some(st) = s.streams.as_deref_mut() {
+            st.push_backlog(conn);
+        }
+    }
+}
