@@ -34,6 +34,7 @@ use crate::durable::Replay;
 use crate::error::CloseReason;
 use crate::identity::Identity;
 use crate::limits::{MessageLimiter, Verdict};
+use crate::metrics::{FrameIn, FrameOut};
 use crate::protocol::{self, ErrorCode, Request, RequestId};
 use crate::registry::{ConnHandle, Membership, UserSlot};
 use crate::store::StoreError;
@@ -181,9 +182,9 @@ impl Session<'_> {
         self.streams.get_or_insert_with(Default::default)
     }
 
-    fn count_in(&self, kind: usize, bytes: usize) {
+    fn count_in(&self, kind: FrameIn, bytes: usize) {
         let m = &self.state.metrics;
-        m.frames_in[kind].inc();
+        m.frames_in.inc(kind);
         m.bytes_in.add(bytes as u64);
     }
 
@@ -191,7 +192,7 @@ impl Session<'_> {
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(b) => {
-                self.count_in(7, b.len());
+                self.count_in(FrameIn::Binary, b.len());
                 if let Some(step) = self.rate_limit(&None) {
                     return step;
                 }
@@ -200,18 +201,18 @@ impl Session<'_> {
                 return Step::Nothing;
             }
             Message::Close(_) => {
-                self.count_in(9, 0);
+                self.count_in(FrameIn::Control, 0);
                 return Step::Close(CloseReason::Normal);
             }
             other => {
-                self.count_in(9, other.len());
+                self.count_in(FrameIn::Control, other.len());
                 return Step::Nothing;
             }
         };
         let frame = match protocol::decode(text.as_bytes(), &mut self.scratch, self.state.config.max_json_depth) {
             Ok(f) => f,
             Err(e) => {
-                self.count_in(8, text.len());
+                self.count_in(FrameIn::Invalid, text.len());
                 if let Some(step) = self.rate_limit(&e.id) {
                     return step;
                 }
@@ -220,14 +221,14 @@ impl Session<'_> {
         };
         let id = frame.id;
         let kind = match frame.request {
-            Request::Auth { .. } => 0,
-            Request::Subscribe { .. } => 1,
-            Request::Unsubscribe { .. } => 2,
-            Request::Publish { .. } => 3,
-            Request::Typing { .. } => 4,
-            Request::Presence { .. } => 5,
-            Request::Ping => 6,
-            Request::Ack { .. } => 10,
+            Request::Auth { .. } => FrameIn::Auth,
+            Request::Subscribe { .. } => FrameIn::Subscribe,
+            Request::Unsubscribe { .. } => FrameIn::Unsubscribe,
+            Request::Publish { .. } => FrameIn::Publish,
+            Request::Typing { .. } => FrameIn::Typing,
+            Request::Presence { .. } => FrameIn::Presence,
+            Request::Ping => FrameIn::Ping,
+            Request::Ack { .. } => FrameIn::Ack,
         };
         self.count_in(kind, text.len());
         if let Some(step) = self.rate_limit(&id) {
@@ -465,12 +466,12 @@ async fn drain(
                 }
             }
             let kind = match &m {
-                Message::Text(_) => 0,
-                Message::Binary(_) => 1,
-                Message::Ping(_) => 2,
-                _ => 3,
+                Message::Text(_) => FrameOut::Text,
+                Message::Binary(_) => FrameOut::Binary,
+                Message::Ping(_) => FrameOut::Ping,
+                _ => FrameOut::Other,
             };
-            state.metrics.frames_out[kind].inc();
+            state.metrics.frames_out.inc(kind);
             state.metrics.bytes_out.add(m.len() as u64);
             // A stalled feed still notices a close request (slow consumer, kick).
             io::timed(state, Some(conn), ws.feed(m)).await?;
@@ -501,7 +502,7 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
         return;
     };
     let conn = s.conn().clone();
-    let _open = crate::registry::OpenGuard::new(state.stats.clone());
+    let _open = crate::registry::OpenGuard::new(state.metrics.clone());
     let hb = state.config.heartbeat;
     let mut spare: VecDeque<Message> = VecDeque::new();
     let mut last_seen = Instant::now();
@@ -614,7 +615,7 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
     }
     // No close reason: the peer vanished (1006, abnormal closure).
     let code = reason.map(|r| r.code()).unwrap_or(1006);
-    state.metrics.disconnect(code);
+    state.metrics.disconnects.inc(crate::metrics::CloseCode::from_code(code));
     tracing::info!(%user, conn = format_args!("{}-{:x}", state.instance, conn.id), code, secs = started.elapsed().as_secs_f64(), "connection closed");
 }
 
