@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use syncgate::protocol;
-use syncgate::registry::{ConnHandle, Membership, Registry, Stats};
+use syncgate::registry::{ConnHandle, Membership, Registry};
 use tokio_tungstenite::tungstenite::Message;
 
 const PUBLISH: &[u8] = br#"{"type":"publish","id":17,"channel":"room:lobby","event":"message:created","data":{"text":"hello there, this is a typical chat message","attachments":[],"n":42}}"#;
@@ -54,7 +54,7 @@ fn codec(c: &mut Criterion) {
 fn fan_out(c: &mut Criterion) {
     const N: usize = 10_000;
     let registry = Arc::new(Registry::new());
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(syncgate::metrics::Metrics::default());
     let conns: Vec<Arc<ConnHandle>> = (0..N as u64)
         .map(|i| {
             Arc::new(ConnHandle::new(
@@ -121,11 +121,11 @@ fn fan_out(c: &mut Criterion) {
 /// threaded and with two threads hammering the same series (versus one shared atomic).
 fn metrics(c: &mut Criterion) {
     use std::sync::atomic::{AtomicU64, Ordering};
-    use syncgate::metrics::{Counter, Histogram, Metrics};
+    use syncgate::metrics::{Counter, FrameOut, Histogram, Metrics};
     let mut g = c.benchmark_group("metrics");
     g.throughput(Throughput::Elements(1));
     let m = Metrics::default();
-    g.bench_function("counter_inc", |b| b.iter(|| m.frames_out[0].inc()));
+    g.bench_function("counter_inc", |b| b.iter(|| m.frames_out.inc(black_box(FrameOut::Text))));
     g.bench_function("fanout_histogram_observe", |b| b.iter(|| m.fanout_seconds.observe(black_box(0.00042))));
     const N: u64 = 1_000_000;
     g.throughput(Throughput::Elements(2 * N));

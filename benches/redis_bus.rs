@@ -4,7 +4,6 @@
 //! Run: `cargo bench --bench redis_bus` (needs Redis; scripts/test.sh starts one).
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,12 +92,12 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
-    let cmds = a.stats.publish_commands.load(Ordering::Relaxed);
-    let msgs = a.stats.messages.load(Ordering::Relaxed);
+    let cmds = a.metrics.bus.publish_commands.get();
+    let msgs = a.metrics.bus.messages.get();
     println!(
         "redis_bus: {msgs} messages in {cmds} PUBLISH commands = {:.4} commands per message (dropped {})",
         cmds as f64 / msgs.max(1) as f64,
-        a.stats.dropped.load(Ordering::Relaxed)
+        a.metrics.bus.dropped.get()
     );
 }
 

@@ -15,7 +15,8 @@ use crate::auth::{KeyError, Verifier};
 use crate::bus::{Bus, LocalBus, RedisBus, RedisSettings};
 use crate::config::Config;
 use crate::limits::IpLimiter;
-use crate::registry::{Registry, Stats};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
 
 /// Everything a request or connection task needs; shared behind one `Arc`.
 pub struct AppState {
@@ -24,7 +25,6 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// In-process or Redis; every publish goes through it.
     pub bus: Arc<dyn Bus>,
-    pub stats: Arc<Stats>,
     pub ip_limiter: Option<IpLimiter>,
     pub ws_config: WebSocketConfig,
     /// Random per-process prefix so connection ids are unique across instances.
@@ -34,7 +34,9 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Set on the first SIGTERM: `/ready` answers 503 while connections are still served.
     pub draining: std::sync::atomic::AtomicBool,
-    pub metrics: crate::metrics::Metrics,
+    /// Every metric series; the registry's connection handles, the bus and the durable service
+    /// hold clones.
+    pub metrics: Arc<Metrics>,
     /// Accounts, refresh tokens, devices (SQLite or PostgreSQL).
     pub store: crate::store::Store,
     pub hasher: crate::auth::password::Hasher,
@@ -124,7 +126,7 @@ impl AppState {
             None => None,
         };
         tracing::info!(backend = ?store.backend, "store ready");
-        let stats = Arc::new(Stats::default());
+        let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(Registry::with_join_leave_limit(config.join_leave_max_members));
         let devices = crate::devices::Devices::start(store.clone(), &registry).await?;
         let bus: Arc<dyn Bus> = match &config.redis_url {
@@ -137,15 +139,16 @@ impl AppState {
                     presence_ttl: config.presence_ttl,
                     max_json_depth: config.max_json_depth,
                 };
-                let redis = RedisBus::start_as(settings, registry.clone(), instance).await.map_err(StartError::Bus)?;
+                let redis = RedisBus::start_as(settings, registry.clone(), instance, metrics.clone())
+                    .await
+                    .map_err(StartError::Bus)?;
                 registry.set_hooks(redis.clone());
-                redis.report_connections(stats.clone());
                 tracing::info!(instance = %redis.instance, "Redis bus");
                 redis
             }
         };
         let (durable, durable_tasks) =
-            crate::durable::Durable::start(&config, store.clone(), bus.clone(), registry.clone());
+            crate::durable::Durable::start(&config, store.clone(), bus.clone(), registry.clone(), metrics.clone());
         background.extend(durable_tasks);
         let state = Arc::new(AppState {
             durable,
@@ -155,10 +158,9 @@ impl AppState {
             verifier,
             registry,
             bus,
-            stats,
             next_conn: AtomicU64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
             store,
             devices: devices.clone(),
             mailer,
@@ -197,119 +199,13 @@ impl AppState {
 }
 
 impl AppState {
-    /// The whole `/metrics` page: every layer's series, read from the state.
+    /// The whole `/metrics` page: the registry's series, with the figures read from live state.
     pub fn render_metrics(&self) -> String {
-        use crate::metrics::*;
-        let state = self;
-        let m = &state.metrics;
-        let s = &state.stats;
-        let mut out = String::with_capacity(8192);
-        single(
-            &mut out,
-            "syncgate_connections",
-            "Open WebSocket connections.",
-            "gauge",
-            s.open_connections.load(Ordering::Relaxed),
-        );
-        labeled(
-            &mut out,
-            "syncgate_connects_total",
-            "Connection attempts by result.",
-            "counter",
-            "result",
-            CONNECT_RESULTS.iter().zip(&m.connects).map(|(l, c)| (l.to_string(), c.get())),
-        );
-        labeled(
-            &mut out,
-            "syncgate_disconnects_total",
-            "Closed connections by close code (1006: the peer vanished).",
-            "counter",
-            "code",
-            CLOSE_CODES
-                .iter()
-                .map(|c| c.to_string())
-                .chain(std::iter::once("other".to_string()))
-                .zip(&m.disconnects)
-                .map(|(l, c)| (l, c.get())),
-        );
-        labeled(
-            &mut out,
-            "syncgate_frames_in_total",
-            "Frames received by type.",
-            "counter",
-            "type",
-            FRAME_IN_TYPES.iter().zip(&m.frames_in).map(|(l, c)| (l.to_string(), c.get())),
-        );
-        labeled(
-            &mut out,
-            "syncgate_frames_out_total",
-            "Frames written by type.",
-            "counter",
-            "type",
-            FRAME_OUT_TYPES.iter().zip(&m.frames_out).map(|(l, c)| (l.to_string(), c.get())),
-        );
-        single(&mut out, "syncgate_bytes_in_total", "Payload bytes received.", "counter", m.bytes_in.get());
-        single(&mut out, "syncgate_bytes_out_total", "Payload bytes written.", "counter", m.bytes_out.get());
-        single(
-            &mut out,
-            "syncgate_deliveries_total",
-            "Frames handed to recipients' queues.",
-            "counter",
-            state.registry.deliveries(),
-        );
-        m.fanout_seconds.render(
-            &mut out,
-            "syncgate_fanout_seconds",
-            "Publish to every recipient enqueued, in seconds.",
-        );
-        single(
-            &mut out,
-            "syncgate_slow_consumer_disconnects_total",
-            "Connections closed with 1013 (outbound queue overflow or stalled writes).",
-            "counter",
-            s.slow_consumer_closes.load(Ordering::Relaxed),
-        );
-        single(
-            &mut out,
-            "syncgate_write_timeouts_total",
-            "Connections closed because the socket accepted no byte for SYNCGATE_WRITE_TIMEOUT_MS while frames waited.",
-            "counter",
-            m.write_timeouts.get(),
-        );
-        single(
-            &mut out,
-            "syncgate_handshake_timeouts_total",
-            "HTTP connections cut for not finishing a request or upgrade within SYNCGATE_HANDSHAKE_TIMEOUT_MS.",
-            "counter",
-            m.handshake_timeouts.get(),
-        );
-        single(
-            &mut out,
-            "syncgate_proxy_header_rejected_total",
-            "Connections closed for a missing, malformed or late PROXY protocol header (SYNCGATE_PROXY_PROTOCOL).",
-            "counter",
-            m.proxy_header_rejected.get(),
-        );
-        single(
-            &mut out,
-            "syncgate_rate_limited_messages_total",
-            "Messages dropped by the per-connection rate limit.",
-            "counter",
-            m.rate_limited.get(),
-        );
-        labeled(
-            &mut out,
-            "syncgate_auth_failures_total",
-            "Authentication failures by reason.",
-            "counter",
-            "reason",
-            AUTH_REASONS.iter().zip(&m.auth_failures).map(|(l, c)| (l.to_string(), c.get())),
-        );
-        single(&mut out, "syncgate_ready", "1 while /ready answers 200.", "gauge", u8::from(state.ready()));
-        single(&mut out, "syncgate_uptime_seconds", "Seconds since start.", "gauge", m.uptime_secs());
-        state.bus.metrics(&mut out);
-        state.durable.render_metrics(&mut out);
-        process(&mut out);
-        out
+        self.metrics.render(&crate::metrics::Live {
+            deliveries: self.registry.deliveries(),
+            ready: self.ready(),
+            // The Redis bus runs exactly when REDIS_URL is set; its `healthy` is both connections up.
+            redis_up: self.config.redis_url.is_some().then(|| self.bus.healthy()),
+        })
     }
 }

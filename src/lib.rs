@@ -25,7 +25,8 @@
 //!                encode once into Bytes out)
 //!  0 util, identity, routes, limits, metrics, mail, shutdown   leaves: clock, hex, Bearer
 //!                parsing, bounded JSON; who a connection is and device-id rules; the route
-//!                list; rate limiters; Prometheus series; SMTP; SIGTERM as a future
+//!                list; rate limiters; the one registry of metric series (every layer counts
+//!                into it; `/metrics` renders it); SMTP; SIGTERM as a future
 //! ```
 //!
 //! ## How a message travels

@@ -83,9 +83,9 @@ pub async fn status(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         "instance": state.instance.to_string(),
         "ready": state.ready(),
         "totals": {
-            "connections": state.stats.open_connections.load(std::sync::atomic::Ordering::Relaxed),
+            "connections": m.connections.get(),
             "deliveries": state.registry.deliveries(),
-            "slow_consumer_disconnects": state.stats.slow_consumer_closes.load(std::sync::atomic::Ordering::Relaxed),
+            "slow_consumer_disconnects": m.slow_consumer_closes.get(),
             "rate_limited_messages": m.rate_limited.get(),
         },
         // The client addresses (from the PROXY header behind a balancer) with most open

@@ -73,8 +73,6 @@ pub trait Bus: Send + Sync + 'static {
     fn healthy(&self) -> bool;
     /// Short state for `/ready` and logs: `"local"`, `"up"`, `"down"`.
     fn state(&self) -> &'static str;
-    /// Appends the bus's Prometheus series to `out`.
-    fn metrics(&self, _out: &mut String) {}
     /// Stops the bus's background tasks (the server has stopped serving). A no-op for the
     /// in-process bus.
     fn stop(&self) {}

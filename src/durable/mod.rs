@@ -12,8 +12,9 @@
 //! - Client publishes are limited per user ([`quota`]); the server API is not.
 //!
 //! ## Files
-//! - `mod.rs`: the [`Durable`] service, its start-up ([`Durable::start`]), the publish types
-//!   ([`Publish`], [`Reply`], [`Outcome`], [`DurableError`]) and its `/metrics` series.
+//! - `mod.rs`: the [`Durable`] service, its start-up ([`Durable::start`]) and the publish types
+//!   ([`Publish`], [`Reply`], [`Outcome`], [`DurableError`]). Its series are
+//!   `metrics::DurableSeries`, in the process's one registry.
 //! - `writer.rs`: the write queue ([`Durable::submit`]) and the group-commit writer: batching,
 //!   one transaction per batch, one-by-one retry when the database refuses a batch, delivery
 //!   and replies, the sequencer's ticks.
@@ -37,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::bus::Bus;
 use crate::config::Config;
-use crate::metrics::{Counter, Histogram};
+use crate::metrics::Metrics;
 use crate::protocol::RequestId;
 use crate::registry::{ConnHandle, Registry};
 use crate::store::events::Appended;
@@ -53,9 +54,6 @@ impl Publish {
             as u64
     }
 }
-
-/// Commit latency buckets (seconds).
-static COMMIT_BOUNDS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
 
 /// What became of one durable publish.
 pub enum Outcome {
@@ -89,19 +87,6 @@ pub struct Publish {
     pub reply: Reply,
 }
 
-#[derive(Default)]
-struct DurableMetrics {
-    events: Counter,
-    duplicates: Counter,
-    failed: Counter,
-    refused: Counter,
-    batches: Counter,
-    replays: Counter,
-    replayed_events: Counter,
-    retention_deleted: Counter,
-    retention_runs: Counter,
-}
-
 /// The durable-stream service; one per process, shared through `AppState`.
 pub struct Durable {
     store: Store,
@@ -114,9 +99,9 @@ pub struct Durable {
     positions_queued: tokio::sync::Notify,
     /// Channels this instance appended to since the last retention run, with their last seq.
     touched: Mutex<HashMap<String, u64>>,
-    metrics: DurableMetrics,
-    commit_seconds: Histogram,
-    queued: std::sync::atomic::AtomicU64,
+    /// The process's registry; the service counts into `metrics.durable`, whose `queue` gauge is
+    /// the number of publishes waiting for a commit.
+    metrics: Arc<Metrics>,
     /// Bytes of the publishes in the queue, bounded by `SYNCGATE_DURABLE_QUEUE_BYTES`.
     queued_bytes: std::sync::atomic::AtomicU64,
     max_queued_bytes: u64,
@@ -144,6 +129,7 @@ impl Durable {
         store: Store,
         bus: Arc<dyn Bus>,
         registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
     ) -> (Arc<Durable>, Vec<tokio::task::JoinHandle<()>>) {
         let (tx, rx) = mpsc::channel(config.durable_queue);
         let durable = Arc::new(Durable {
@@ -154,13 +140,16 @@ impl Durable {
             positions: Mutex::new(HashMap::new()),
             positions_queued: tokio::sync::Notify::new(),
             touched: Mutex::new(HashMap::new()),
-            metrics: DurableMetrics::default(),
-            commit_seconds: Histogram::new(&COMMIT_BOUNDS),
-            queued: std::sync::atomic::AtomicU64::new(0),
+            quota: quota::Quota::new(
+                config.durable_events_per_min,
+                config.durable_bytes_per_min,
+                bus.clone(),
+                metrics.clone(),
+            ),
+            metrics,
             queued_bytes: std::sync::atomic::AtomicU64::new(0),
             max_queued_bytes: config.durable_queue_bytes,
             next_analyze: std::sync::atomic::AtomicU64::new(1_000),
-            quota: quota::Quota::new(config.durable_events_per_min, config.durable_bytes_per_min, bus.clone()),
         });
         let tasks = vec![
             tokio::spawn(durable.clone().writer(rx, bus, registry.clone(), config.durable_batch_max)),
@@ -179,50 +168,5 @@ impl Durable {
     pub fn is_durable(&self, channel: &str) -> bool {
         let ns = channel.split_once(':').map_or("", |(ns, _)| ns);
         self.namespaces.iter().any(|n| n == ns)
-    }
-
-    /// Appends the durable series to `/metrics`.
-    pub fn render_metrics(&self, out: &mut String) {
-        let m = &self.metrics;
-        let rows: [(&str, &str, u64); 10] = [
-            ("syncgate_durable_events_total", "Durable events committed.", m.events.get()),
-            (
-                "syncgate_durable_duplicates_total",
-                "Durable publishes answered from an earlier msg_id.",
-                m.duplicates.get(),
-            ),
-            (
-                "syncgate_durable_failed_total",
-                "Durable publishes that could not be stored (publisher got unavailable).",
-                m.failed.get(),
-            ),
-            (
-                "syncgate_durable_refused_total",
-                "Durable publishes the database refused alone (publisher got bad_request; the rest of the batch was stored).",
-                m.refused.get(),
-            ),
-            ("syncgate_durable_batches_total", "Group commits.", m.batches.get()),
-            (
-                "syncgate_durable_rate_limited_total",
-                "Durable publishes refused by the per-user quota (publisher got rate_limited).",
-                self.quota.refused.get(),
-            ),
-            ("syncgate_replays_total", "Subscribes with since.", m.replays.get()),
-            ("syncgate_replayed_events_total", "Events sent by replays.", m.replayed_events.get()),
-            ("syncgate_retention_deleted_total", "Events deleted by retention.", m.retention_deleted.get()),
-            ("syncgate_retention_runs_total", "Retention passes.", m.retention_runs.get()),
-        ];
-        for (name, help, v) in rows {
-            crate::metrics::single(out, name, help, "counter", v);
-        }
-        let queued = self.queued.load(std::sync::atomic::Ordering::Relaxed);
-        crate::metrics::single(
-            out,
-            "syncgate_durable_queue",
-            "Durable publishes waiting for a commit.",
-            "gauge",
-            queued,
-        );
-        self.commit_seconds.render(out, "syncgate_durable_commit_seconds", "One group commit, in seconds.");
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use crate::bus::Bus;
-use crate::metrics::Counter;
+use crate::metrics::Metrics;
 
 pub struct Quota {
     events_max: u64,
@@ -26,19 +26,13 @@ pub struct Quota {
     local: DashMap<Arc<str>, (u64, u64, u64)>,
     /// The minute of the last sweep of `local`.
     swept: AtomicU64,
-    pub refused: Counter,
+    /// Counts refusals (`syncgate_durable_rate_limited_total`).
+    metrics: Arc<Metrics>,
 }
 
 impl Quota {
-    pub fn new(events_max: u64, bytes_max: u64, bus: Arc<dyn Bus>) -> Quota {
-        Quota {
-            events_max,
-            bytes_max,
-            bus,
-            local: DashMap::with_shard_amount(32),
-            swept: AtomicU64::new(0),
-            refused: Counter::default(),
-        }
+    pub fn new(events_max: u64, bytes_max: u64, bus: Arc<dyn Bus>, metrics: Arc<Metrics>) -> Quota {
+        Quota { events_max, bytes_max, bus, local: DashMap::with_shard_amount(32), swept: AtomicU64::new(0), metrics }
     }
 
     /// Takes one event of `bytes` from `user`'s budget; false (and counted in
@@ -49,7 +43,7 @@ impl Quota {
             None => self.check_local(user, bytes, crate::util::now_millis() / 60_000),
         };
         if !ok {
-            self.refused.inc();
+            self.metrics.durable.rate_limited.inc();
         }
         ok
     }
@@ -77,7 +71,7 @@ mod tests {
 
     fn quota(events: u64, bytes: u64) -> Quota {
         let registry = Arc::new(crate::registry::Registry::new());
-        Quota::new(events, bytes, Arc::new(crate::bus::LocalBus::new(registry)))
+        Quota::new(events, bytes, Arc::new(crate::bus::LocalBus::new(registry)), Arc::default())
     }
 
     #[test]

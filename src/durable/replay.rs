@@ -47,7 +47,7 @@ impl Durable {
         let Some(since) = since else {
             return Ok(unrecovered(None));
         };
-        self.metrics.replays.inc();
+        self.metrics.durable.replays.inc();
         if since > head || head - since > self.replay_max {
             return Ok(unrecovered(Some(false)));
         }
@@ -58,7 +58,7 @@ impl Durable {
         if !complete {
             return Ok(unrecovered(Some(false)));
         }
-        self.metrics.replayed_events.add(events.len() as u64);
+        self.metrics.durable.replayed_events.add(events.len() as u64);
         let last = events.last().map_or(since, |e| e.seq);
         let frames = events.iter().map(|e| Message::Text(stored_frame(channel, e))).collect();
         Ok(Replay { frames, last, state: StreamState { seq: head, read_seq, recovered: Some(true) } })
@@ -68,7 +68,7 @@ impl Durable {
     /// last one's `seq` (the next page starts after it).
     pub async fn page(&self, channel: &str, after: u64, limit: u64) -> Result<(Vec<Message>, Option<u64>), StoreError> {
         let events = self.store.events(channel, after, None, limit, false).await?;
-        self.metrics.replayed_events.add(events.len() as u64);
+        self.metrics.durable.replayed_events.add(events.len() as u64);
         let last = events.last().map(|e| e.seq);
         Ok((events.iter().map(|e| Message::Text(stored_frame(channel, e))).collect(), last))
     }

@@ -23,7 +23,7 @@ impl Durable {
 
     /// One retention pass; returns how many events were deleted.
     pub async fn retain(&self, ttl_secs: u64, max: u64) -> u64 {
-        self.metrics.retention_runs.inc();
+        self.metrics.durable.retention_runs.inc();
         let mut deleted = 0;
         if ttl_secs > 0 {
             let cutoff = crate::util::now_millis().saturating_sub(ttl_secs.saturating_mul(1000)) as i64;
@@ -44,7 +44,7 @@ impl Durable {
                 }
             }
         }
-        self.metrics.retention_deleted.add(deleted);
+        self.metrics.durable.retention_deleted.add(deleted);
         deleted
     }
 }

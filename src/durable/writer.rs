@@ -93,7 +93,7 @@ impl Durable {
         }
         match self.tx.try_send(p) {
             Ok(()) => {
-                self.queued.fetch_add(1, Relaxed);
+                self.metrics.durable.queue.inc();
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p)) => {
@@ -163,7 +163,7 @@ impl Durable {
                         open = false;
                         continue;
                     }
-                    self.queued.fetch_sub(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.durable.queue.sub(batch.len() as u64);
                     let bytes: u64 = batch.iter().map(Publish::size).sum();
                     self.queued_bytes.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
                     let store = self.store.clone();
@@ -177,8 +177,8 @@ impl Durable {
 
     /// Delivers and acknowledges one committed batch (or reports its failure).
     fn finish(&self, c: Committed, bus: &dyn Bus, registry: &Registry) {
-        self.commit_seconds.observe(c.seconds);
-        self.metrics.batches.inc();
+        self.metrics.durable.commit_seconds.observe(c.seconds);
+        self.metrics.durable.batches.inc();
         let Committed { batch, outcomes, .. } = c;
         let mut stored = false;
         let (mut failed, mut n_failed) = (None::<String>, 0u64);
@@ -186,10 +186,10 @@ impl Durable {
         let mut touched = self.touched.lock().ok();
         for (p, outcome) in batch.into_iter().zip(outcomes) {
             match &outcome {
-                Outcome::Stored(a) if a.duplicate => self.metrics.duplicates.inc(),
+                Outcome::Stored(a) if a.duplicate => self.metrics.durable.duplicates.inc(),
                 Outcome::Stored(a) => {
                     stored = true;
-                    self.metrics.events.inc();
+                    self.metrics.durable.events.inc();
                     deliver(bus, registry, &p, a.seq);
                     if let Some(t) = touched.as_mut() {
                         t.insert(p.channel.clone(), a.seq);
@@ -197,11 +197,11 @@ impl Durable {
                 }
                 Outcome::Refused(e) => {
                     tracing::warn!(error = %e, channel = %p.channel, "durable event refused by the database; its publisher gets `bad_request`");
-                    self.metrics.refused.inc();
+                    self.metrics.durable.refused.inc();
                 }
                 Outcome::Failed(e) => {
                     failed.get_or_insert_with(|| e.clone());
-                    self.metrics.failed.inc();
+                    self.metrics.durable.failed.inc();
                     n_failed += 1;
                 }
             }
@@ -222,7 +222,7 @@ impl Durable {
     /// autovacuum would notice (after that autovacuum's own thresholds are close enough).
     fn analyze_when_young(&self) {
         use std::sync::atomic::Ordering::Relaxed;
-        let events = self.metrics.events.get();
+        let events = self.metrics.durable.events.get();
         let next = self.next_analyze.load(Relaxed);
         if next == 0 || events < next {
             return;

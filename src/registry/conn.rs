@@ -7,35 +7,27 @@
 //! losing messages or growing memory without bound.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::error::CloseReason;
+use crate::metrics::Metrics;
 
-/// Counters shared by all connections (process wide, lock free).
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub slow_consumer_closes: AtomicU64,
-    /// Open WebSocket connections (held by [`OpenGuard`]).
-    pub open_connections: AtomicU64,
-}
-
-/// Counts one open connection for as long as it lives.
-pub struct OpenGuard(Arc<Stats>);
+/// Counts one open connection (`syncgate_connections`) for as long as it lives.
+pub struct OpenGuard(Arc<Metrics>);
 
 impl OpenGuard {
-    pub fn new(stats: Arc<Stats>) -> OpenGuard {
-        stats.open_connections.fetch_add(1, Ordering::Relaxed);
-        OpenGuard(stats)
+    pub fn new(metrics: Arc<Metrics>) -> OpenGuard {
+        metrics.connections.inc();
+        OpenGuard(metrics)
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.connections.dec();
     }
 }
 
@@ -76,7 +68,8 @@ pub struct ConnHandle {
     max_bytes: usize,
     queue: Mutex<Queue>,
     notify: Notify,
-    stats: Arc<Stats>,
+    /// Counts slow-consumer closes.
+    metrics: Arc<Metrics>,
 }
 
 impl ConnHandle {
@@ -93,7 +86,7 @@ impl ConnHandle {
         device_id: Arc<str>,
         capacity: usize,
         max_bytes: usize,
-        stats: Arc<Stats>,
+        metrics: Arc<Metrics>,
     ) -> ConnHandle {
         ConnHandle {
             id,
@@ -110,7 +103,7 @@ impl ConnHandle {
                 closing: None,
             }),
             notify: Notify::new(),
-            stats,
+            metrics,
         }
     }
 
@@ -131,7 +124,7 @@ impl ConnHandle {
             q.bytes = q.inflight_bytes;
             q.closing = Some(CloseReason::SlowConsumer);
             drop(q);
-            self.stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+            self.metrics.slow_consumer_closes.inc();
             self.notify.notify_one();
             return Push::Overflow;
         }
@@ -237,8 +230,8 @@ mod tests {
 
     #[test]
     fn overflow_closes_as_slow_consumer() {
-        let stats = Arc::new(Stats::default());
-        let c = ConnHandle::new(1, "u".into(), "d".into(), 2, 1 << 20, stats.clone());
+        let metrics = Arc::new(Metrics::default());
+        let c = ConnHandle::new(1, "u".into(), "d".into(), 2, 1 << 20, metrics.clone());
         assert_eq!(c.push(Message::text("a")), Push::Queued);
         assert_eq!(c.push(Message::text("b")), Push::Queued);
         assert_eq!(c.push(Message::text("c")), Push::Overflow);
@@ -246,7 +239,7 @@ mod tests {
         let mut spare = VecDeque::new();
         assert_eq!(c.take(&mut spare), Some(CloseReason::SlowConsumer));
         assert!(spare.is_empty());
-        assert_eq!(stats.slow_consumer_closes.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.slow_consumer_closes.get(), 1);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use tokio_tungstenite::tungstenite::Message;
 
-pub use conn::{ConnHandle, OpenGuard, Push, Stats};
+pub use conn::{ConnHandle, OpenGuard, Push};
 
 use crate::protocol::{self, Encoded, RequestId};
 

@@ -17,21 +17,21 @@ use crate::error::HttpError;
 
 /// Counts a refused upgrade by result (and auth failures by reason).
 fn count_refusal(state: &AppState, e: &HttpError) {
-    use crate::metrics::ConnectResult as R;
+    use crate::metrics::{AuthFailure, ConnectResult as R};
     let m = &state.metrics;
     match e {
         HttpError::Unauthorized(a) => {
-            m.connect(R::Unauthorized);
-            m.auth_failure(match a {
-                crate::auth::AuthError::Expired => "expired",
-                _ => "invalid",
+            m.connects.inc(R::Unauthorized);
+            m.auth_failures.inc(match a {
+                crate::auth::AuthError::Expired => AuthFailure::Expired,
+                _ => AuthFailure::Invalid,
             });
         }
-        HttpError::Forbidden(_) => m.connect(R::Origin),
-        HttpError::RateLimited => m.connect(R::RateLimited),
-        HttpError::TooManyConnections => m.connect(R::OverCap),
-        HttpError::Overloaded | HttpError::Unavailable => m.connect(R::Shed),
-        _ => m.connect(R::BadRequest),
+        HttpError::Forbidden(_) => m.connects.inc(R::Origin),
+        HttpError::RateLimited => m.connects.inc(R::RateLimited),
+        HttpError::TooManyConnections => m.connects.inc(R::OverCap),
+        HttpError::Overloaded | HttpError::Unavailable => m.connects.inc(R::Shed),
+        _ => m.connects.inc(R::BadRequest),
     }
 }
 

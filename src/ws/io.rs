@@ -49,7 +49,7 @@ where
         Ok(r) => r,
         Err(_) => {
             state.metrics.write_timeouts.inc();
-            state.stats.slow_consumer_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state.metrics.slow_consumer_closes.inc();
             Err(Some(CloseReason::SlowConsumer))
         }
     }

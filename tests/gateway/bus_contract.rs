@@ -109,11 +109,8 @@ async fn redis_bus_meets_the_contract_and_crosses_instances() {
     assert_eq!(got.len(), 100);
     assert_eq!(got[99], "{\"i\":99}");
     // Batched: fewer PUBLISH commands than messages.
-    let stats = &b1.stats;
-    let (cmds, msgs) = (
-        stats.publish_commands.load(std::sync::atomic::Ordering::Relaxed),
-        stats.messages.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let stats = &b1.metrics.bus;
+    let (cmds, msgs) = (stats.publish_commands.get(), stats.messages.get());
     assert!(msgs >= 100 && cmds < msgs, "{cmds} commands for {msgs} messages");
     // Per-user cap across instances.
     assert!(n1.bus.acquire_user("capped", 2).await);

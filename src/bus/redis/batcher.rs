@@ -6,7 +6,6 @@
 //! without bound; local members were already served before anything is queued.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -39,7 +38,7 @@ impl RedisBus {
         };
         let item = Outgoing { channel: Arc::from(channel), kind, frame: bytes, origin };
         if self.out.try_send(item).is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.bus.dropped.inc();
         }
     }
 
@@ -62,7 +61,7 @@ impl RedisBus {
                     Err(_) => break,
                 }
             }
-            self.batch_sizes.observe(n as f64);
+            self.metrics.bus.batch_messages.observe(n as f64);
             self.send(&mut batches, n).await;
         }
     }
@@ -78,11 +77,11 @@ impl RedisBus {
         }
         match pipeline.all::<Vec<Value>>().await {
             Ok(_) => {
-                self.stats.messages.fetch_add(n as u64, Ordering::Relaxed);
-                self.stats.publish_commands.fetch_add(commands, Ordering::Relaxed);
+                self.metrics.bus.messages.add(n as u64);
+                self.metrics.bus.publish_commands.add(commands);
             }
             Err(e) => {
-                self.stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
+                self.metrics.bus.dropped.add(n as u64);
                 tracing::debug!(error = %e, messages = n, "Redis publish failed; remote instances miss these");
             }
         }

@@ -18,7 +18,7 @@
 //!   (Lua, atomic), sending `leave` for its members, within `SYNCGATE_PRESENCE_TTL_MS`. The
 //!   heartbeat also writes the instance's open connections into the `conns` hash.
 //! - [`quota`]: the durable-event quota counted per user and minute across the cluster.
-//! - [`status`]: the `/api/status` cluster view, the bus counters and their Prometheus series.
+//! - [`status`]: the `/api/status` cluster view. The bus counts into `metrics::BusSeries`.
 //!
 //! Every Lua script sits next to these files as a `.lua` file, loaded with `include_str!`.
 
@@ -30,7 +30,6 @@ mod status;
 mod subscriptions;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +45,6 @@ use batcher::Outgoing;
 use presence::PresenceOp;
 pub use receiver::external_event;
 use receiver::CONTROL;
-pub use status::BusStats;
 
 /// Configuration of the Redis bus.
 #[derive(Debug, Clone)]
@@ -73,11 +71,9 @@ pub struct RedisBus {
     subs: tokio::sync::Mutex<HashMap<String, usize>>,
     out: mpsc::Sender<Outgoing>,
     presence_ops: mpsc::Sender<PresenceOp>,
-    pub stats: BusStats,
-    /// Messages per PUBLISH batch.
-    batch_sizes: crate::metrics::Histogram,
-    /// The instance's open-connection gauge, published with each heartbeat (set once at start).
-    open: std::sync::OnceLock<Arc<crate::registry::Stats>>,
+    /// The process's registry: the bus counts into `metrics.bus` and publishes
+    /// `metrics.connections` with each heartbeat.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The background tasks (receiver, resubscriber, batcher, presence worker, heartbeat),
     /// aborted by [`Bus::stop`] so a stopped server stops heartbeating.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -87,7 +83,7 @@ impl RedisBus {
     /// Connects (without requiring Redis to be up: the gateway serves local traffic meanwhile and
     /// `/ready` says 503) and starts the background tasks.
     pub async fn start(settings: RedisSettings, registry: Arc<Registry>) -> Result<Arc<RedisBus>, String> {
-        Self::start_as(settings, registry, crate::util::InstanceId::random()).await
+        Self::start_as(settings, registry, crate::util::InstanceId::random(), Arc::default()).await
     }
 
     /// [`RedisBus::start`] as instance `instance` (the gateway passes its own id, so connection
@@ -96,6 +92,7 @@ impl RedisBus {
         settings: RedisSettings,
         registry: Arc<Registry>,
         instance: crate::util::InstanceId,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Arc<RedisBus>, String> {
         let config = Config::from_url(&settings.url).map_err(|e| format!("REDIS_URL: {e}"))?;
         let mut builder = Builder::from_config(config);
@@ -124,9 +121,7 @@ impl RedisBus {
             subs: tokio::sync::Mutex::new(HashMap::new()),
             out: out_tx,
             presence_ops: pres_tx,
-            stats: BusStats::default(),
-            batch_sizes: crate::metrics::Histogram::new(&crate::metrics::BATCH_BOUNDS),
-            open: std::sync::OnceLock::new(),
+            metrics,
             tasks: std::sync::Mutex::new(Vec::new()),
         });
         // The connection tasks run detached for the process's life (reconnecting per policy).
@@ -158,16 +153,10 @@ impl RedisBus {
         format!("{}{}", self.settings.prefix, channel)
     }
 
-    /// Publishes `stats.open_connections` with every heartbeat (the `connections` of this
-    /// instance in `/api/status`). Only the first call counts.
-    pub fn report_connections(&self, stats: Arc<crate::registry::Stats>) {
-        let _ = self.open.set(stats);
-    }
-
     /// Queues `op` for the presence worker; a full queue drops it (counted).
     fn queue_presence_op(&self, op: PresenceOp) {
         if self.presence_ops.try_send(op).is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.bus.dropped.inc();
         }
     }
 }
@@ -231,10 +220,6 @@ impl Bus for RedisBus {
 
     fn healthy(&self) -> bool {
         self.client.is_connected() && self.subscriber.is_connected()
-    }
-
-    fn metrics(&self, out: &mut String) {
-        self.render_metrics(out)
     }
 
     fn state(&self) -> &'static str {

@@ -10,7 +10,6 @@
 //!   other (`reap.lua`, atomic: only one reaper wins), which sends `leave` for its members.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,10 +122,8 @@ impl RedisBus {
             let now = crate::util::now_millis();
             let _: Result<i64, _> =
                 self.client.zadd(key.as_str(), None, None, false, false, (now as f64, me.as_str())).await;
-            if let Some(stats) = self.open.get() {
-                let n = stats.open_connections.load(Ordering::Relaxed);
-                let _: Result<i64, _> = self.client.hset(conns_key.as_str(), (me.as_str(), n)).await;
-            }
+            let n = self.metrics.connections.get();
+            let _: Result<i64, _> = self.client.hset(conns_key.as_str(), (me.as_str(), n)).await;
             let dead_before = now.saturating_sub(ttl.as_millis() as u64 / 2);
             let dead: Vec<String> =
                 match self.client.zrangebyscore(key.as_str(), "-inf", dead_before as f64, false, None).await {

@@ -5,7 +5,6 @@
 //! The control channel's JSON is encoded here too ([`RedisBus::broadcast_control`]), next to
 //! its decoder, so the two cannot drift apart.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -46,7 +45,7 @@ impl RedisBus {
             let msg = match rx.recv().await {
                 Ok(m) => m,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                    self.metrics.bus.dropped.add(n);
                     tracing::warn!(lost = n, "Redis receiver lagged");
                     continue;
                 }
@@ -87,7 +86,7 @@ impl RedisBus {
         if r.instance == self.instance.0 {
             return; // delivered locally when it was published
         }
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        self.metrics.bus.received.inc();
         let msg = match r.kind {
             Kind::Binary => Message::Binary(r.frame),
             Kind::Text => match Utf8Bytes::try_from(r.frame) {
@@ -116,11 +115,11 @@ impl RedisBus {
     fn deliver_external(&self, channel: &str, payload: &[u8]) {
         match external_event(channel, payload, self.settings.max_json_depth) {
             Ok(frame) => {
-                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                self.metrics.bus.received.inc();
                 self.registry.fan_out(channel, &Message::Text(frame), 0);
             }
             Err(e) => {
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.metrics.bus.rejected.inc();
                 tracing::debug!(%channel, error = %e, "dropped an external publish");
             }
         }
@@ -176,7 +175,7 @@ impl RedisBus {
                 self.registry.set_token_gen(&user_id, gen);
             }
             _ => {
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.metrics.bus.rejected.inc();
                 tracing::debug!("ignored a malformed control message");
             }
         }

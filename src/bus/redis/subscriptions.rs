@@ -5,7 +5,6 @@
 //! round trip, so a subscribe racing an unsubscribe of the same channel can never leave the
 //! instance without the subscription it counts (or with one it does not).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use fred::prelude::*;
@@ -44,7 +43,7 @@ impl RedisBus {
     pub(super) async fn resubscribe_on_reconnect(self: Arc<Self>) {
         let mut rx = self.subscriber.reconnect_rx();
         while rx.recv().await.is_ok() {
-            self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            self.metrics.bus.reconnects.inc();
             let subs = self.subs.lock().await;
             let keys: Vec<String> = subs.keys().cloned().collect();
             if !keys.is_empty() {

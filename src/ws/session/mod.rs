@@ -182,7 +182,7 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
         return;
     };
     let conn = s.conn().clone();
-    let _open = crate::registry::OpenGuard::new(state.stats.clone());
+    let _open = crate::registry::OpenGuard::new(state.metrics.clone());
     let mut spare: VecDeque<Message> = VecDeque::new();
     let mut clock = Clock::new(state.config.heartbeat, s.identity.exp);
     let timer = tokio::time::sleep_until(clock.next());
@@ -245,7 +245,7 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
     }
     // No close reason: the peer vanished (1006, abnormal closure).
     let code = reason.map(|r| r.code()).unwrap_or(1006);
-    state.metrics.disconnect(code);
+    state.metrics.disconnects.inc(crate::metrics::CloseCode::from_code(code));
     tracing::info!(%user, conn = format_args!("{}-{:x}", state.instance, conn.id), code, secs = started.elapsed().as_secs_f64(), "connection closed");
 }
 

@@ -16,6 +16,7 @@ use crate::auth::AuthError;
 use crate::error::CloseReason;
 use crate::identity::Identity;
 use crate::limits::MessageLimiter;
+use crate::metrics::AuthFailure;
 use crate::protocol::{self, Request};
 use crate::registry::{ConnHandle, Membership, UserSlot};
 use crate::ws::io::{self, Ws};
@@ -40,15 +41,15 @@ async fn first_frame_auth(
             }
         }
     };
-    let refuse = |reason: &str| {
-        state.metrics.connect(crate::metrics::ConnectResult::Unauthorized);
-        state.metrics.auth_failure(reason);
+    let refuse = |reason: AuthFailure| {
+        state.metrics.connects.inc(crate::metrics::ConnectResult::Unauthorized);
+        state.metrics.auth_failures.inc(reason);
     };
     let text = tokio::select! {
         r = tokio::time::timeout(state.config.auth_timeout, first) => match r {
             Ok(Some(t)) => t,
             _ => {
-                refuse("timeout");
+                refuse(AuthFailure::Timeout);
                 return Err(CloseReason::Unauthorized);
             }
         },
@@ -57,29 +58,29 @@ async fn first_frame_auth(
     let token = match protocol::decode(text.as_bytes(), &mut Vec::new(), state.config.max_json_depth) {
         Ok(protocol::Frame { request: Request::Auth { token }, .. }) => token,
         _ => {
-            refuse("invalid");
+            refuse(AuthFailure::Invalid);
             return Err(CloseReason::Unauthorized);
         }
     };
     // Boxed: JWKS verification can await a fetch, and its future must not bloat every session.
     let claims = Box::pin(state.verifier.verify(&token)).await.map_err(|e| match e {
         AuthError::Expired => {
-            refuse("expired");
+            refuse(AuthFailure::Expired);
             CloseReason::TokenExpired
         }
         _ => {
-            refuse("invalid");
+            refuse(AuthFailure::Invalid);
             CloseReason::Unauthorized
         }
     })?;
     match admit_claims(state, claims, device).await {
         Ok(admitted) => Ok(admitted),
         Err(NotAdmitted::OverCap) => {
-            state.metrics.connect(crate::metrics::ConnectResult::OverCap);
+            state.metrics.connects.inc(crate::metrics::ConnectResult::OverCap);
             Err(CloseReason::TooManyConnections)
         }
         Err(NotAdmitted::Refused(r)) => {
-            refuse("device");
+            refuse(AuthFailure::Device);
             Err(match r {
                 Refused::Revoked => CloseReason::Forbidden,
                 Refused::OtherDevice | Refused::OldGeneration => CloseReason::Unauthorized,
@@ -114,7 +115,7 @@ pub(super) async fn open<'a>(
             identity.device_id.clone(),
             state.config.outbound_queue,
             state.config.outbound_queue_bytes,
-            state.stats.clone(),
+            state.metrics.clone(),
         )
         .with_gen(identity.gen),
     );
@@ -179,7 +180,7 @@ pub(super) async fn open<'a>(
     }
     ok = ok && io::timed(state, None, ws.flush()).await.is_ok();
     if ok {
-        state.metrics.connect(crate::metrics::ConnectResult::Ok);
+        state.metrics.connects.inc(crate::metrics::ConnectResult::Ok);
     }
     ok.then_some((s, (slot, place)))
 }

@@ -11,6 +11,7 @@ use super::{error_frame, Session, Step, Subscribe};
 use crate::channel::{self, ChannelError};
 use crate::error::{CloseReason, FrameError};
 use crate::limits::Verdict;
+use crate::metrics::FrameIn;
 use crate::protocol::{self, ErrorCode, Request, RequestId};
 use crate::publish::{ClientEvent, Publisher};
 use crate::util::now_millis;
@@ -29,18 +30,18 @@ impl Session<'_> {
             Message::Text(t) => t,
             Message::Binary(b) => return self.on_binary(b),
             Message::Close(_) => {
-                self.count_in(9, 0);
+                self.count_in(FrameIn::Control, 0);
                 return Step::Close(CloseReason::Normal);
             }
             other => {
-                self.count_in(9, other.len());
+                self.count_in(FrameIn::Control, other.len());
                 return Step::Nothing;
             }
         };
         let frame = match protocol::decode(text.as_bytes(), &mut self.scratch, self.state.config.max_json_depth) {
             Ok(f) => f,
             Err(e) => {
-                self.count_in(8, text.len());
+                self.count_in(FrameIn::Invalid, text.len());
                 if let Some(step) = self.rate_limit(&e.id) {
                     return step;
                 }
@@ -49,14 +50,14 @@ impl Session<'_> {
         };
         let id = frame.id;
         let kind = match frame.request {
-            Request::Auth { .. } => 0,
-            Request::Subscribe { .. } => 1,
-            Request::Unsubscribe { .. } => 2,
-            Request::Publish { .. } => 3,
-            Request::Typing { .. } => 4,
-            Request::Presence { .. } => 5,
-            Request::Ping => 6,
-            Request::Ack { .. } => 10,
+            Request::Auth { .. } => FrameIn::Auth,
+            Request::Subscribe { .. } => FrameIn::Subscribe,
+            Request::Unsubscribe { .. } => FrameIn::Unsubscribe,
+            Request::Publish { .. } => FrameIn::Publish,
+            Request::Typing { .. } => FrameIn::Typing,
+            Request::Presence { .. } => FrameIn::Presence,
+            Request::Ping => FrameIn::Ping,
+            Request::Ack { .. } => FrameIn::Ack,
         };
         self.count_in(kind, text.len());
         if let Some(step) = self.rate_limit(&id) {
@@ -76,7 +77,7 @@ impl Session<'_> {
 
     /// The fast path: a binary frame is relayed verbatim to the user's other connections.
     fn on_binary(&mut self, b: Bytes) -> Step {
-        self.count_in(7, b.len());
+        self.count_in(FrameIn::Binary, b.len());
         if let Some(step) = self.rate_limit(&None) {
             return step;
         }
@@ -201,9 +202,9 @@ impl Session<'_> {
         Ok((ch, new))
     }
 
-    fn count_in(&self, kind: usize, bytes: usize) {
+    fn count_in(&self, kind: FrameIn, bytes: usize) {
         let m = &self.state.metrics;
-        m.frames_in[kind].inc();
+        m.frames_in.inc(kind);
         m.bytes_in.add(bytes as u64);
     }
 

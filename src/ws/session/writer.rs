@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::Session;
 use crate::app::AppState;
 use crate::error::CloseReason;
+use crate::metrics::FrameOut;
 use crate::registry::ConnHandle;
 use crate::ws::io::{self, Ws};
 
@@ -37,12 +38,12 @@ pub(super) async fn drain(
                 }
             }
             let kind = match &m {
-                Message::Text(_) => 0,
-                Message::Binary(_) => 1,
-                Message::Ping(_) => 2,
-                _ => 3,
+                Message::Text(_) => FrameOut::Text,
+                Message::Binary(_) => FrameOut::Binary,
+                Message::Ping(_) => FrameOut::Ping,
+                _ => FrameOut::Other,
             };
-            state.metrics.frames_out[kind].inc();
+            state.metrics.frames_out.inc(kind);
             state.metrics.bytes_out.add(m.len() as u64);
             // A stalled feed still notices a close request (slow consumer, kick).
             io::timed(state, Some(conn), ws.feed(m)).await?;
