@@ -104,22 +104,9 @@ impl AppState {
         shutdown_rx: watch::Receiver<bool>,
         alive_tx: mpsc::Sender<()>,
     ) -> Result<(Arc<AppState>, Vec<JoinHandle<()>>), StartError> {
-        let verifier = Verifier::new(&config)?;
-        let instance = crate::util::InstanceId::random();
-        if verifier.development {
-            tracing::warn!(
-                dir = %config.data_dir.display(),
-                "DEVELOPMENT SET-UP: no SYNCGATE_JWT_SECRET, SYNCGATE_JWT_PUBLIC_KEY or SYNCGATE_JWKS_URL; \
-                 using a generated HS256 secret kept in the data directory. Configure a key for production."
-            );
-        }
         let mut background = Vec::new();
-        if let Some(jwks) = verifier.jwks() {
-            if let Err(e) = jwks.refresh_now().await {
-                tracing::warn!(error = %e, "JWKS not reachable at start; will retry on demand and every refresh interval");
-            }
-            background.push(tokio::spawn(jwks.clone().run_refresher()));
-        }
+        let verifier = start_verifier(&config, &mut background).await?;
+        let instance = crate::util::InstanceId::random();
         let store = crate::store::Store::open(&config).await?;
         let mailer = match &config.smtp_url {
             Some(url) => Some(Arc::new(crate::mail::Mailer::new(url, &config.smtp_from).map_err(StartError::Mail)?)),
@@ -129,24 +116,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(Registry::with_join_leave_limit(config.join_leave_max_members));
         let devices = crate::devices::Devices::start(store.clone(), &registry).await?;
-        let bus: Arc<dyn Bus> = match &config.redis_url {
-            None => Arc::new(LocalBus::new(registry.clone())),
-            Some(url) => {
-                let settings = RedisSettings {
-                    url: url.clone(),
-                    prefix: config.redis_prefix.clone(),
-                    flush: config.redis_flush,
-                    presence_ttl: config.presence_ttl,
-                    max_json_depth: config.max_json_depth,
-                };
-                let redis = RedisBus::start_as(settings, registry.clone(), instance, metrics.clone())
-                    .await
-                    .map_err(StartError::Bus)?;
-                registry.set_hooks(redis.clone());
-                tracing::info!(instance = %redis.instance, "Redis bus");
-                redis
-            }
-        };
+        let bus = start_bus(&config, &registry, &metrics, instance).await?;
         let (durable, durable_tasks) =
             crate::durable::Durable::start(&config, store.clone(), bus.clone(), registry.clone(), metrics.clone());
         background.extend(durable_tasks);
@@ -178,24 +148,74 @@ impl AppState {
             alive: alive_tx,
             config,
         });
-        {
-            let s = state.clone();
-            background.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tick.tick().await;
-                    let now = Instant::now();
-                    if let Some(l) = &s.ip_limiter {
-                        l.sweep(now);
-                    }
-                    s.auth_attempts.sweep(now);
-                    s.registrations.sweep(now);
-                    s.api_requests.sweep(now);
-                }
-            }));
-        }
+        background.push(spawn_limiter_sweeper(state.clone()));
         Ok((state, background))
     }
+}
+
+/// The token verifier; warns about the development set-up (no key configured). With a JWKS URL,
+/// fetches the keys once now and starts their refresher (pushed to `background`).
+async fn start_verifier(config: &Config, background: &mut Vec<JoinHandle<()>>) -> Result<Verifier, StartError> {
+    let verifier = Verifier::new(config)?;
+    if verifier.development {
+        tracing::warn!(
+            dir = %config.data_dir.display(),
+            "DEVELOPMENT SET-UP: no SYNCGATE_JWT_SECRET, SYNCGATE_JWT_PUBLIC_KEY or SYNCGATE_JWKS_URL; \
+             using a generated HS256 secret kept in the data directory. Configure a key for production."
+        );
+    }
+    if let Some(jwks) = verifier.jwks() {
+        if let Err(e) = jwks.refresh_now().await {
+            tracing::warn!(error = %e, "JWKS not reachable at start; will retry on demand and every refresh interval");
+        }
+        background.push(tokio::spawn(jwks.clone().run_refresher()));
+    }
+    Ok(verifier)
+}
+
+/// The in-process bus, or with `SYNCGATE_REDIS_URL` the Redis bus (also the registry's cluster
+/// hooks and the reporter of this instance's connections).
+async fn start_bus(
+    config: &Config,
+    registry: &Arc<Registry>,
+    metrics: &Arc<Metrics>,
+    instance: crate::util::InstanceId,
+) -> Result<Arc<dyn Bus>, StartError> {
+    Ok(match &config.redis_url {
+        None => Arc::new(LocalBus::new(registry.clone())),
+        Some(url) => {
+            let settings = RedisSettings {
+                url: url.clone(),
+                prefix: config.redis_prefix.clone(),
+                flush: config.redis_flush,
+                presence_ttl: config.presence_ttl,
+                max_json_depth: config.max_json_depth,
+            };
+            let redis = RedisBus::start_as(settings, registry.clone(), instance, metrics.clone())
+                .await
+                .map_err(StartError::Bus)?;
+            registry.set_hooks(redis.clone());
+            tracing::info!(instance = %redis.instance, "Redis bus");
+            redis
+        }
+    })
+}
+
+/// Every 5 s, forgets the rate limiters' expired entries.
+fn spawn_limiter_sweeper(s: Arc<AppState>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            if let Some(l) = &s.ip_limiter {
+                l.sweep(now);
+            }
+            s.auth_attempts.sweep(now);
+            s.registrations.sweep(now);
+            s.api_requests.sweep(now);
+        }
+    })
 }
 
 impl AppState {

@@ -177,7 +177,21 @@ fn positive(flag: &str, v: f64) -> Result<f64, String> {
 
 /// Parses `args` (without the program name).
 pub fn parse(args: &[String]) -> Result<Args, String> {
-    let scenario = match args.first().map(String::as_str) {
+    let mut a = Args::defaults(scenario(args.first().map(String::as_str))?);
+    let mut it = args[1..].iter();
+    while let Some(flag) = it.next() {
+        a.apply(flag, &mut it)?;
+    }
+    a.check()?;
+    if a.spawn && a.jwt_secret.is_empty() {
+        a.jwt_secret = "loadtest-secret-loadtest-secret-0123456789".into();
+    }
+    Ok(a)
+}
+
+/// The first argument: which scenario to run.
+fn scenario(first: Option<&str>) -> Result<Scenario, String> {
+    Ok(match first {
         Some("connect") => Scenario::Connect,
         Some("idle") => Scenario::Idle,
         Some("fanout") => Scenario::Fanout,
@@ -186,47 +200,55 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         Some("churn") => Scenario::Churn,
         Some(other) => return Err(format!("unknown scenario {other:?}")),
         None => return Err("missing scenario".into()),
-    };
-    let default_rate = match scenario {
-        Scenario::Connect => 2000.0,
-        Scenario::Fanout => 1.0,
-        Scenario::Churn => 500.0,
-        _ => 10.0,
-    };
-    let default_duration = if scenario == Scenario::Churn { 60.0 } else { 10.0 };
-    let mut a = Args {
-        scenario,
-        urls: Vec::new(),
-        jwt_secret: std::env::var("SYNCGATE_JWT_SECRET").unwrap_or_default(),
-        spawn: false,
-        gateway_bin: "target/release/syncgate".into(),
-        env: Vec::new(),
-        server_pid: None,
-        connections: 1000,
-        rate: default_rate,
-        duration_s: default_duration,
-        users: 100,
-        devices: 3,
-        subscribers: 1000,
-        publishers: 1,
-        payload: 64,
-        sweep: Vec::new(),
-        pattern: Pattern::Broadcast,
-        open_rate: 5000.0,
-        drain_s: 2.0,
-        timeout_s: 10.0,
-        procs: 1,
-        slo: None,
-        json: None,
-        quiet: false,
-        durable: false,
-        round_s: default_round(),
-        settle_s: default_settle(),
-    };
-    let mut it = args[1..].iter();
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().map(String::as_str).ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
+    })
+}
+
+impl Args {
+    /// Every flag at its default (the bracketed values in [`USAGE`]) for `scenario`.
+    fn defaults(scenario: Scenario) -> Args {
+        let default_rate = match scenario {
+            Scenario::Connect => 2000.0,
+            Scenario::Fanout => 1.0,
+            Scenario::Churn => 500.0,
+            _ => 10.0,
+        };
+        let default_duration = if scenario == Scenario::Churn { 60.0 } else { 10.0 };
+        Args {
+            scenario,
+            urls: Vec::new(),
+            jwt_secret: std::env::var("SYNCGATE_JWT_SECRET").unwrap_or_default(),
+            spawn: false,
+            gateway_bin: "target/release/syncgate".into(),
+            env: Vec::new(),
+            server_pid: None,
+            connections: 1000,
+            rate: default_rate,
+            duration_s: default_duration,
+            users: 100,
+            devices: 3,
+            subscribers: 1000,
+            publishers: 1,
+            payload: 64,
+            sweep: Vec::new(),
+            pattern: Pattern::Broadcast,
+            open_rate: 5000.0,
+            drain_s: 2.0,
+            timeout_s: 10.0,
+            procs: 1,
+            slo: None,
+            json: None,
+            quiet: false,
+            durable: false,
+            round_s: default_round(),
+            settle_s: default_settle(),
+        }
+    }
+
+    /// Applies one `flag`, taking its value from `rest` when it has one.
+    fn apply(&mut self, flag: &str, rest: &mut std::slice::Iter<'_, String>) -> Result<(), String> {
+        let a = self;
+        let mut val = || rest.next().map(String::as_str).ok_or_else(|| format!("{flag} needs a value"));
+        match flag {
             "--url" => a.urls.push(val()?.to_string()),
             "--jwt-secret" => a.jwt_secret = val()?.to_string(),
             "--spawn" => a.spawn = true,
@@ -270,41 +292,45 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
             "--settle" => a.settle_s = secs(flag, val()?)?,
             other => return Err(format!("unknown flag {other:?}")),
         }
+        Ok(())
     }
-    if a.urls.is_empty() {
-        a.urls.push("ws://127.0.0.1:8080/ws".into());
-    }
-    for u in &a.urls {
-        if !u.starts_with("ws://") {
-            return Err(format!("--url {u:?}: only ws:// URLs are supported"));
+
+    /// The rules between flags, checked once every flag is read (adds the default URL).
+    fn check(&mut self) -> Result<(), String> {
+        let a = self;
+        if a.urls.is_empty() {
+            a.urls.push("ws://127.0.0.1:8080/ws".into());
         }
-    }
-    if a.procs == 0 || a.procs > 64 {
-        return Err("--procs must be 1..=64".into());
-    }
-    if a.publishers == 0 {
-        return Err("--publishers must be at least 1".into());
-    }
-    if a.devices == 0 || a.users == 0 {
-        return Err("--users and --devices must be at least 1".into());
-    }
-    if a.jwt_secret.is_empty() && !a.spawn {
-        return Err("--jwt-secret (or SYNCGATE_JWT_SECRET) is required to mint tokens".into());
-    }
-    if a.scenario == Scenario::Churn {
-        if a.rounds().len() < 2 {
-            return Err(
-                "churn needs at least two rounds (--duration >= 2 x --round): RSS is compared with round 1's".into()
-            );
+        for u in &a.urls {
+            if !u.starts_with("ws://") {
+                return Err(format!("--url {u:?}: only ws:// URLs are supported"));
+            }
         }
-        if !a.spawn && a.server_pid.is_none() {
-            return Err("churn samples the server's RSS and open fds: give --spawn or --server-pid".into());
+        if a.procs == 0 || a.procs > 64 {
+            return Err("--procs must be 1..=64".into());
         }
+        if a.publishers == 0 {
+            return Err("--publishers must be at least 1".into());
+        }
+        if a.devices == 0 || a.users == 0 {
+            return Err("--users and --devices must be at least 1".into());
+        }
+        if a.jwt_secret.is_empty() && !a.spawn {
+            return Err("--jwt-secret (or SYNCGATE_JWT_SECRET) is required to mint tokens".into());
+        }
+        if a.scenario == Scenario::Churn {
+            if a.rounds().len() < 2 {
+                return Err(
+                    "churn needs at least two rounds (--duration >= 2 x --round): RSS is compared with round 1's"
+                        .into(),
+                );
+            }
+            if !a.spawn && a.server_pid.is_none() {
+                return Err("churn samples the server's RSS and open fds: give --spawn or --server-pid".into());
+            }
+        }
+        Ok(())
     }
-    if a.spawn && a.jwt_secret.is_empty() {
-        a.jwt_secret = "loadtest-secret-loadtest-secret-0123456789".into();
-    }
-    Ok(a)
 }
 
 #[cfg(test)]

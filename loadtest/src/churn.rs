@@ -242,49 +242,57 @@ async fn life(
     let _ = st.latency.lock().unwrap_or_else(|e| e.into_inner()).record(done.saturating_sub(scheduled_us).max(1));
 
     *step = "subscribe";
+    subscribe_and_publish(&mut ws, g, step).await?;
+    match kind {
+        Leave::Reset => {
+            linger_zero(ws.get_ref());
+            drop(ws);
+            Ok(())
+        }
+        _ => close_cleanly(ws, step).await,
+    }
+}
+
+/// Subscribes to the connection's own channel and publishes one event into it, each answered.
+async fn subscribe_and_publish(ws: &mut Ws, g: u64, step: &mut &'static str) -> Result<(), String> {
     let channel = format!("lt:churn:{g}");
     ws.send(Message::text(format!("{{\"type\":\"subscribe\",\"channel\":\"{channel}\"}}")))
         .await
         .map_err(|e| format!("ws: {e}"))?;
-    expect_text(&mut ws, "\"type\":\"subscribed\"").await?;
+    expect_text(ws, "\"type\":\"subscribed\"").await?;
     *step = "publish";
     ws.send(Message::text(format!(
         "{{\"type\":\"publish\",\"channel\":\"{channel}\",\"event\":\"churn\",\"data\":{{\"g\":{g}}},\"id\":1}}"
     )))
     .await
     .map_err(|e| format!("ws: {e}"))?;
-    expect_text(&mut ws, "\"type\":\"ack\"").await?;
+    expect_text(ws, "\"type\":\"ack\"").await
+}
 
-    match kind {
-        Leave::Reset => {
-            linger_zero(ws.get_ref());
-            drop(ws);
+/// A clean close: our close frame, the server's close frame, then the server's FIN.
+async fn close_cleanly(mut ws: Ws, step: &mut &'static str) -> Result<(), String> {
+    *step = "close";
+    ws.close(None).await.map_err(|e| format!("ws: {e}"))?;
+    let mut closed = false;
+    let end = loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(_))) => closed = true,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break format!("ws: {e}"),
+            None => break "eof".to_string(),
         }
-        _ => {
-            *step = "close";
-            ws.close(None).await.map_err(|e| format!("ws: {e}"))?;
-            let mut closed = false;
-            let end = loop {
-                match ws.next().await {
-                    Some(Ok(Message::Close(_))) => closed = true,
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => break format!("ws: {e}"),
-                    None => break "eof".to_string(),
-                }
-            };
-            if !closed {
-                return Err(format!("no close frame ({end})"));
-            }
-            // Then the server's FIN: it closes the TCP connection first (RFC 6455 §7.1.1).
-            *step = "server fin";
-            let mut buf = [0u8; 256];
-            loop {
-                match ws.get_mut().read(&mut buf).await {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) => return Err(format!("io: {}", e.kind())),
-                }
-            }
+    };
+    if !closed {
+        return Err(format!("no close frame ({end})"));
+    }
+    // Then the server's FIN: it closes the TCP connection first (RFC 6455 §7.1.1).
+    *step = "server fin";
+    let mut buf = [0u8; 256];
+    loop {
+        match ws.get_mut().read(&mut buf).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return Err(format!("io: {}", e.kind())),
         }
     }
     Ok(())
@@ -613,31 +621,8 @@ async fn drive(args: &Args, pid: u32, t: &Thresholds) -> Result<Driven, String> 
     let mut first = 0u64;
     for (i, secs) in lens.iter().enumerate() {
         let n = (args.rate * secs).round().max(1.0) as u64;
-        for w in &mut workers {
-            w.stdin
-                .write_all(format!("ROUND {first} {n}\n").as_bytes())
-                .await
-                .map_err(|e| format!("worker stdin: {e}"))?;
-            w.stdin.flush().await.map_err(|e| e.to_string())?;
-        }
+        let (merged, lat) = churn_round(args, &mut workers, &mut rx, i, *secs, first, n).await?;
         first += n;
-        let deadline = Instant::now() + Duration::from_secs_f64(secs + args.timeout_s + 30.0);
-        let mut merged = RoundReport::default();
-        let mut lat = new_hist();
-        let mut got = 0;
-        while got < args.procs {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, rx.recv()).await {
-                Ok(Some((_, Line::Round(r)))) => {
-                    merged.merge(&r);
-                    r.connect_latency.merge_into(&mut lat);
-                    got += 1;
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => return Err("a worker exited during a round".into()),
-                Err(_) => return Err(format!("workers did not finish round {} in time", i + 1)),
-            }
-        }
         let (fds_now, waited) = settle(pid, baseline_fds, args.settle()).await?;
         let rss_now = rss(pid)?;
         let _ = total_lat.add(&lat);
@@ -669,24 +654,43 @@ async fn drive(args: &Args, pid: u32, t: &Thresholds) -> Result<Driven, String> 
         print_round(&r, lens.len(), baseline_fds, t);
         rounds.push(r);
     }
-    for w in &mut workers {
-        let _ = w.stdin.write_all(b"END\n").await;
-        let _ = w.stdin.flush().await;
+    run::stop_workers(&mut workers, &mut rx, args.procs, Duration::from_secs(10)).await;
+    Ok((baseline, baseline_rss, rounds, total_lat))
+}
+
+/// Round `i` (`secs` long): connections `first..first + n` split over the workers; waits for
+/// every worker's report and merges them with their connect latencies.
+async fn churn_round(
+    args: &Args,
+    workers: &mut [run::Worker],
+    rx: &mut run::Lines,
+    i: usize,
+    secs: f64,
+    first: u64,
+    n: u64,
+) -> Result<(RoundReport, hdrhistogram::Histogram<u64>), String> {
+    for w in workers.iter_mut() {
+        w.stdin.write_all(format!("ROUND {first} {n}\n").as_bytes()).await.map_err(|e| format!("worker stdin: {e}"))?;
+        w.stdin.flush().await.map_err(|e| e.to_string())?;
     }
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut done = 0;
-    while done < args.procs {
-        match tokio::time::timeout(end.saturating_duration_since(Instant::now()), rx.recv()).await {
-            Ok(Some((_, Line::Done))) => done += 1,
+    let deadline = Instant::now() + Duration::from_secs_f64(secs + args.timeout_s + 30.0);
+    let mut merged = RoundReport::default();
+    let mut lat = new_hist();
+    let mut got = 0;
+    while got < args.procs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((_, Line::Round(r)))) => {
+                merged.merge(&r);
+                r.connect_latency.merge_into(&mut lat);
+                got += 1;
+            }
             Ok(Some(_)) => {}
-            _ => break,
+            Ok(None) => return Err("a worker exited during a round".into()),
+            Err(_) => return Err(format!("workers did not finish round {} in time", i + 1)),
         }
     }
-    for w in &mut workers {
-        let _ = tokio::time::timeout(Duration::from_secs(5), w.child.wait()).await;
-        let _ = w.child.start_kill();
-    }
-    Ok((baseline, baseline_rss, rounds, total_lat))
+    Ok((merged, lat))
 }
 
 fn kinds_line(kinds: &BTreeMap<String, KindCount>) -> String {

@@ -17,23 +17,7 @@ fn main() -> ExitCode {
         }
     };
     if argv.first().map(String::as_str) == Some("__worker") {
-        let parsed = (|| {
-            let i: usize = argv.get(1)?.parse().ok()?;
-            let k: usize = argv.get(2)?.parse().ok()?;
-            let args: loadtest::args::Args = serde_json::from_str(&std::env::var("LOADTEST_ARGS").ok()?).ok()?;
-            Some((args, i, k))
-        })();
-        let Some((args, i, k)) = parsed else {
-            eprintln!("loadtest: bad worker invocation");
-            return ExitCode::from(2);
-        };
-        return match runtime.block_on(loadtest::worker::run(args, i, k)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("loadtest worker: {e}");
-                ExitCode::from(2)
-            }
-        };
+        return worker(&runtime, &argv);
     }
     if matches!(argv.first().map(String::as_str), Some("accounts" | "auth" | "login")) {
         return accounts(&runtime, &argv[1..]);
@@ -49,25 +33,58 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let json = args.json.clone();
     if args.scenario == loadtest::args::Scenario::Churn {
-        return match runtime.block_on(loadtest::churn::run(args)) {
-            Ok(report) => {
-                loadtest::churn::print_summary(&report);
-                if let Some(path) = json {
-                    if let Err(e) = write_json(&path, &report) {
-                        eprintln!("loadtest: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-                slo_exit(report.slo_ok)
-            }
-            Err(e) => {
-                eprintln!("loadtest: {e}");
-                ExitCode::from(2)
-            }
-        };
+        return churn(&runtime, args);
     }
+    scenario(&runtime, args)
+}
+
+/// `loadtest __worker I K`: worker `I` of `K`, its `Args` in `LOADTEST_ARGS` (JSON).
+fn worker(runtime: &tokio::runtime::Runtime, argv: &[String]) -> ExitCode {
+    let parsed = (|| {
+        let i: usize = argv.get(1)?.parse().ok()?;
+        let k: usize = argv.get(2)?.parse().ok()?;
+        let args: loadtest::args::Args = serde_json::from_str(&std::env::var("LOADTEST_ARGS").ok()?).ok()?;
+        Some((args, i, k))
+    })();
+    let Some((args, i, k)) = parsed else {
+        eprintln!("loadtest: bad worker invocation");
+        return ExitCode::from(2);
+    };
+    match runtime.block_on(loadtest::worker::run(args, i, k)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadtest worker: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `loadtest churn …`: its own driver and report.
+fn churn(runtime: &tokio::runtime::Runtime, args: loadtest::args::Args) -> ExitCode {
+    let json = args.json.clone();
+    match runtime.block_on(loadtest::churn::run(args)) {
+        Ok(report) => {
+            loadtest::churn::print_summary(&report);
+            if let Some(path) = json {
+                if let Err(e) = write_json(&path, &report) {
+                    eprintln!("loadtest: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            slo_exit(report.slo_ok)
+        }
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The other scenarios (connect, idle, fanout, broadcast, cluster). A report that cannot be
+/// serialised is reported and does not change the exit code; one that cannot be written does.
+fn scenario(runtime: &tokio::runtime::Runtime, args: loadtest::args::Args) -> ExitCode {
+    let json = args.json.clone();
     match runtime.block_on(loadtest::run::run(args)) {
         Ok(report) => {
             loadtest::run::print_summary(&report);

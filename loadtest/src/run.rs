@@ -15,7 +15,7 @@ use crate::args::{Args, Scenario};
 use crate::hist::{new_hist, summarize, Summary};
 use crate::plan;
 use crate::sampler::{self, Sample};
-use crate::slo::{self, Check, Measured, SloFile};
+use crate::slo::{self, Check, Measured, SloFile, Thresholds};
 use crate::worker::{OpenReport, Progress, StepReport};
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -143,6 +143,19 @@ struct ProgressLine {
 }
 
 impl ProgressLine {
+    fn new(args: &Args, target_conns: u64) -> Self {
+        ProgressLine {
+            quiet: args.quiet,
+            tty: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            last_print: Instant::now(),
+            latest: vec![Progress::default(); args.procs],
+            prev: (0, 0, Instant::now()),
+            interval: new_hist(),
+            target_conns,
+        }
+    }
+
     fn update(&mut self, worker: usize, p: Progress) {
         p.interval.merge_into(&mut self.interval);
         self.latest[worker] = p;
@@ -268,18 +281,81 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut workers = spawn_workers(&args, tx).await?;
     let target = plan::build(&args).len() as u64;
-    let mut progress = ProgressLine {
-        quiet: args.quiet,
-        tty: std::io::stderr().is_terminal(),
-        started: Instant::now(),
-        last_print: Instant::now(),
-        latest: vec![Progress::default(); args.procs],
-        prev: (0, 0, Instant::now()),
-        interval: new_hist(),
-        target_conns: target,
-    };
+    let mut progress = ProgressLine::new(&args, target);
+    let open = open_phase(&args, &mut rx, &mut progress, target).await?;
 
-    // Open phase.
+    // Let the server settle before sampling memory after the open phase.
+    if pid.is_some() {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let samples = ServerSamples { pid, before, after_open: pid.and_then(sampler::sample) };
+
+    let rates: Vec<f64> = match args.scenario {
+        Scenario::Connect | Scenario::Idle => vec![0.0],
+        _ if !args.sweep.is_empty() => args.sweep.clone(),
+        _ => vec![args.rate],
+    };
+    let mut steps = Vec::new();
+    let mut capacity = None;
+    for rate in rates {
+        let mut step = traffic_step(&args, &mut workers, &mut rx, &mut progress, rate, &samples, open.opened).await?;
+        if let Some(t) = &thresholds {
+            check_step(&mut step, t, &args, &open);
+        }
+        progress.end_line();
+        print_step(&args, &step);
+        let ok = step.slo_ok;
+        if ok {
+            capacity = Some(rate);
+        }
+        steps.push(step);
+        if !ok && !args.sweep.is_empty() {
+            eprintln!("sweep stopped: rate {rate} broke the SLO");
+            break;
+        }
+    }
+    stop_workers(&mut workers, &mut rx, args.procs, Duration::from_secs(20)).await;
+    if let Some(mut g) = gateway {
+        let _ = g.start_kill();
+        let _ = g.wait().await;
+    }
+    let slo_ok = steps.iter().all(|s| s.slo_ok);
+    Ok(Report {
+        scenario: args.scenario.name(),
+        procs: args.procs,
+        note: "load generator and gateway share this machine's cores",
+        connections_attempted: open.attempted,
+        connections_opened: open.opened,
+        connect_failures: open.failures,
+        connect_latency: summarize(&open.connect_hist),
+        connects_per_s: open.connects_per_s,
+        steps,
+        capacity_rate: if args.sweep.is_empty() { None } else { capacity },
+        slo_ok,
+        args,
+    })
+}
+
+/// What the workers' lines arrive on: (worker index, line).
+pub(crate) type Lines = mpsc::UnboundedReceiver<(usize, Line)>;
+
+/// The open phase, merged over the workers.
+struct OpenPhase {
+    attempted: u64,
+    opened: u64,
+    failures: BTreeMap<String, u64>,
+    connect_hist: hdrhistogram::Histogram<u64>,
+    connects_per_s: f64,
+    error_rate: f64,
+}
+
+/// Waits until every worker has opened its connections (its READY line) and merges their reports.
+async fn open_phase(
+    args: &Args,
+    rx: &mut Lines,
+    progress: &mut ProgressLine,
+    target: u64,
+) -> Result<OpenPhase, String> {
     let open_rate = if args.scenario == Scenario::Connect { args.rate } else { args.open_rate };
     let open_deadline = Instant::now() + Duration::from_secs_f64(target as f64 / open_rate + args.timeout_s + 30.0);
     let mut opens: Vec<Option<OpenReport>> = vec![None; args.procs];
@@ -308,116 +384,129 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
     let last = opens.iter().map(|o| o.last_us).max().unwrap_or(0);
     let connects_per_s = if last > first { opened as f64 / ((last - first) as f64 / 1e6) } else { 0.0 };
     let error_rate = if attempted > 0 { (attempted - opened) as f64 / attempted as f64 } else { 0.0 };
+    Ok(OpenPhase { attempted, opened, failures, connect_hist, connects_per_s, error_rate })
+}
 
-    // Let the server settle before sampling memory after the open phase.
-    if pid.is_some() {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+/// The sampled server (`--spawn` / `--server-pid`): before start and after the open phase.
+struct ServerSamples {
+    pid: Option<u32>,
+    before: Option<Sample>,
+    after_open: Option<Sample>,
+}
+
+/// One traffic step at `rate`: tells every worker to go, waits for all their step reports and
+/// merges them, with the server's CPU and the bus's commands over the step (SLO not checked).
+async fn traffic_step(
+    args: &Args,
+    workers: &mut [Worker],
+    rx: &mut Lines,
+    progress: &mut ProgressLine,
+    rate: f64,
+    samples: &ServerSamples,
+    opened: u64,
+) -> Result<StepResult, String> {
+    let pid = samples.pid;
+    let bus0 = bus_counters(&args.urls).await;
+    let cpu0 = pid.and_then(sampler::sample);
+    for w in workers.iter_mut() {
+        w.stdin.write_all(format!("GO {rate}\n").as_bytes()).await.map_err(|e| format!("worker stdin: {e}"))?;
+        w.stdin.flush().await.map_err(|e| e.to_string())?;
     }
-    let after_open = pid.and_then(sampler::sample);
-
-    let rates: Vec<f64> = match args.scenario {
-        Scenario::Connect | Scenario::Idle => vec![0.0],
-        _ if !args.sweep.is_empty() => args.sweep.clone(),
-        _ => vec![args.rate],
+    let mut reports: Vec<Option<StepReport>> = vec![None; args.procs];
+    let step_deadline = Instant::now() + args.duration() + args.drain() + Duration::from_secs(60);
+    while reports.iter().any(Option::is_none) {
+        let left = step_deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((w, Line::Step(s)))) => reports[w] = Some(s),
+            Ok(Some((w, Line::Progress(p)))) => progress.update(w, p),
+            Ok(Some(_)) => {}
+            Ok(None) => return Err("a worker exited during traffic".into()),
+            Err(_) => return Err("workers did not finish the step in time".into()),
+        }
+    }
+    let cpu1 = pid.and_then(sampler::sample);
+    let bus1 = bus_counters(&args.urls).await;
+    let bus_commands_per_message = match (bus0, bus1) {
+        (Some((m0, c0)), Some((m1, c1))) if m1 > m0 => Some((c1 - c0) as f64 / (m1 - m0) as f64),
+        _ => None,
     };
-    let recipients = plan::recipients(&args);
-    let mut steps = Vec::new();
-    let mut capacity = None;
-    for rate in rates {
-        let bus0 = bus_counters(&args.urls).await;
-        let cpu0 = pid.and_then(sampler::sample);
-        for w in &mut workers {
-            w.stdin.write_all(format!("GO {rate}\n").as_bytes()).await.map_err(|e| format!("worker stdin: {e}"))?;
-            w.stdin.flush().await.map_err(|e| e.to_string())?;
-        }
-        let mut reports: Vec<Option<StepReport>> = vec![None; args.procs];
-        let step_deadline = Instant::now() + args.duration() + args.drain() + Duration::from_secs(60);
-        while reports.iter().any(Option::is_none) {
-            let left = step_deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, rx.recv()).await {
-                Ok(Some((w, Line::Step(s)))) => reports[w] = Some(s),
-                Ok(Some((w, Line::Progress(p)))) => progress.update(w, p),
-                Ok(Some(_)) => {}
-                Ok(None) => return Err("a worker exited during traffic".into()),
-                Err(_) => return Err("workers did not finish the step in time".into()),
-            }
-        }
-        let cpu1 = pid.and_then(sampler::sample);
-        let bus1 = bus_counters(&args.urls).await;
-        let bus_commands_per_message = match (bus0, bus1) {
-            (Some((m0, c0)), Some((m1, c1))) if m1 > m0 => Some((c1 - c0) as f64 / (m1 - m0) as f64),
-            _ => None,
-        };
-        let reports: Vec<StepReport> = reports.into_iter().flatten().collect();
-        let mut lat = new_hist();
-        let mut ack_lat = new_hist();
-        let mut disconnects = BTreeMap::new();
-        for r in &reports {
-            r.latency.merge_into(&mut lat);
-            r.ack_latency.merge_into(&mut ack_lat);
-            for (k, v) in &r.closes {
-                *disconnects.entry(k.clone()).or_insert(0) += v;
-            }
-        }
-        let sent: u64 = reports.iter().map(|r| r.sent).sum();
-        let unique: u64 = reports.iter().map(|r| r.unique).sum();
-        let expected = sent * recipients;
-        let lost = expected.saturating_sub(unique);
-        let latency = summarize(&lat);
-        let server = pid.map(|pid| server_report(pid, &before, &after_open, &cpu0, &cpu1, opened, args.duration_s));
-        let mut step = StepResult {
-            rate,
-            duration_s: args.duration_s,
-            messages_sent: sent,
-            deliveries_expected: expected,
-            deliveries_received: unique,
-            duplicates: reports.iter().map(|r| r.duplicates).sum(),
-            lost,
-            loss_rate: if expected > 0 { lost as f64 / expected as f64 } else { 0.0 },
-            errors: reports.iter().map(|r| r.errors).sum(),
-            deliveries_per_s: unique as f64 / args.duration_s,
-            latency,
-            acks: reports.iter().map(|r| r.acks).sum(),
-            ack_latency: args.durable.then(|| summarize(&ack_lat)),
-            disconnects,
-            server,
-            bus_commands_per_message,
-            slo: Vec::new(),
-            slo_ok: true,
-        };
-        if let Some(t) = &thresholds {
-            let (lat_src, throughput) = match args.scenario {
-                Scenario::Connect | Scenario::Idle => (summarize(&connect_hist), connects_per_s),
-                _ => (step.latency.clone(), step.deliveries_per_s),
-            };
-            let mut m = measured_from(&lat_src);
-            m.error_rate = error_rate;
-            m.loss_rate = step.loss_rate;
-            m.duplicates = step.duplicates;
-            m.throughput = throughput;
-            m.memory_per_conn_kib = step.server.as_ref().and_then(|s| s.memory_per_conn_bytes).map(|b| b / 1024.0);
-            step.slo = slo::evaluate(t, &m);
-            step.slo_ok = step.slo.iter().all(|c| c.ok);
-        }
-        progress.end_line();
-        print_step(&args, &step);
-        let ok = step.slo_ok;
-        if ok {
-            capacity = Some(rate);
-        }
-        steps.push(step);
-        if !ok && !args.sweep.is_empty() {
-            eprintln!("sweep stopped: rate {rate} broke the SLO");
-            break;
+    let server =
+        pid.map(|pid| server_report(pid, &samples.before, &samples.after_open, &cpu0, &cpu1, opened, args.duration_s));
+    let reports: Vec<StepReport> = reports.into_iter().flatten().collect();
+    Ok(step_result(args, rate, &reports, server, bus_commands_per_message))
+}
+
+/// The workers' step reports merged into one step.
+fn step_result(
+    args: &Args,
+    rate: f64,
+    reports: &[StepReport],
+    server: Option<ServerReport>,
+    bus_commands_per_message: Option<f64>,
+) -> StepResult {
+    let mut lat = new_hist();
+    let mut ack_lat = new_hist();
+    let mut disconnects = BTreeMap::new();
+    for r in reports {
+        r.latency.merge_into(&mut lat);
+        r.ack_latency.merge_into(&mut ack_lat);
+        for (k, v) in &r.closes {
+            *disconnects.entry(k.clone()).or_insert(0) += v;
         }
     }
-    for w in &mut workers {
+    let sent: u64 = reports.iter().map(|r| r.sent).sum();
+    let unique: u64 = reports.iter().map(|r| r.unique).sum();
+    let expected = sent * plan::recipients(args);
+    let lost = expected.saturating_sub(unique);
+    StepResult {
+        rate,
+        duration_s: args.duration_s,
+        messages_sent: sent,
+        deliveries_expected: expected,
+        deliveries_received: unique,
+        duplicates: reports.iter().map(|r| r.duplicates).sum(),
+        lost,
+        loss_rate: if expected > 0 { lost as f64 / expected as f64 } else { 0.0 },
+        errors: reports.iter().map(|r| r.errors).sum(),
+        deliveries_per_s: unique as f64 / args.duration_s,
+        latency: summarize(&lat),
+        acks: reports.iter().map(|r| r.acks).sum(),
+        ack_latency: args.durable.then(|| summarize(&ack_lat)),
+        disconnects,
+        server,
+        bus_commands_per_message,
+        slo: Vec::new(),
+        slo_ok: true,
+    }
+}
+
+/// Checks a step against the SLO: connect latency and rate for connect/idle, delivery latency
+/// and throughput for the others.
+fn check_step(step: &mut StepResult, t: &Thresholds, args: &Args, open: &OpenPhase) {
+    let (lat_src, throughput) = match args.scenario {
+        Scenario::Connect | Scenario::Idle => (summarize(&open.connect_hist), open.connects_per_s),
+        _ => (step.latency.clone(), step.deliveries_per_s),
+    };
+    let mut m = measured_from(&lat_src);
+    m.error_rate = open.error_rate;
+    m.loss_rate = step.loss_rate;
+    m.duplicates = step.duplicates;
+    m.throughput = throughput;
+    m.memory_per_conn_kib = step.server.as_ref().and_then(|s| s.memory_per_conn_bytes).map(|b| b / 1024.0);
+    step.slo = slo::evaluate(t, &m);
+    step.slo_ok = step.slo.iter().all(|c| c.ok);
+}
+
+/// Tells every worker to end, waits (at most `within`) for their DONE lines, then at most 5 s
+/// for each to exit before killing it.
+pub(crate) async fn stop_workers(workers: &mut [Worker], rx: &mut Lines, procs: usize, within: Duration) {
+    for w in workers.iter_mut() {
         let _ = w.stdin.write_all(b"END\n").await;
         let _ = w.stdin.flush().await;
     }
-    let end_deadline = Instant::now() + Duration::from_secs(20);
+    let end_deadline = Instant::now() + within;
     let mut done = 0;
-    while done < args.procs {
+    while done < procs {
         let left = end_deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, rx.recv()).await {
             Ok(Some((_, Line::Done))) => done += 1,
@@ -425,29 +514,10 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
             _ => break,
         }
     }
-    for w in &mut workers {
+    for w in workers.iter_mut() {
         let _ = tokio::time::timeout(Duration::from_secs(5), w.child.wait()).await;
         let _ = w.child.start_kill();
     }
-    if let Some(mut g) = gateway {
-        let _ = g.start_kill();
-        let _ = g.wait().await;
-    }
-    let slo_ok = steps.iter().all(|s| s.slo_ok);
-    Ok(Report {
-        scenario: args.scenario.name(),
-        procs: args.procs,
-        note: "load generator and gateway share this machine's cores",
-        connections_attempted: attempted,
-        connections_opened: opened,
-        connect_failures: failures,
-        connect_latency: summarize(&connect_hist),
-        connects_per_s,
-        steps,
-        capacity_rate: if args.sweep.is_empty() { None } else { capacity },
-        slo_ok,
-        args,
-    })
 }
 
 /// Sums `syncgate_bus_messages_total` and `syncgate_bus_publish_commands_total` over the

@@ -242,6 +242,32 @@ struct Local {
 }
 
 impl Local {
+    /// One text frame: a stamped delivery (unique or duplicate), a durable ack (its latency
+    /// from the oldest unacked publish) or an error.
+    fn on_text(&mut self, t: &str, seqs: &mut Seqs, unacked: &mut std::collections::VecDeque<u64>) {
+        let b = t.as_bytes();
+        if let Some((sender, q, sent_us)) = parse_stamp(b) {
+            if seqs.see(sender, q) {
+                self.unique += 1;
+                self.lat.push(wall_us().saturating_sub(sent_us));
+            } else {
+                self.dups += 1;
+            }
+        } else if b.starts_with(b"{\"type\":\"ack\"") {
+            match unacked.pop_front() {
+                // An ack without a seq: the channel is not durable on this gateway.
+                Some(sent_us) if t.contains("\"seq\":") => self.ack_lat.push(wall_us().saturating_sub(sent_us)),
+                _ => self.errors += 1,
+            }
+        } else if t.contains("\"type\":\"error\"") {
+            // A refused durable publish is never acked.
+            if t.contains("\"unavailable\"") {
+                unacked.pop_front();
+            }
+            self.errors += 1;
+        }
+    }
+
     fn flush(&mut self, shared: &Shared, key: usize) {
         if !self.lat.is_empty() {
             shared.latency.record(key, &self.lat);
@@ -262,6 +288,32 @@ impl Local {
         self.errors = 0;
         self.last_flush = Instant::now();
     }
+}
+
+/// When a publisher sends its first message of a traffic step: (0, its intended instant, its
+/// per-sender rate). `None` outside traffic and for receivers.
+fn first_send(args: &Args, phase: Phase, role: &Role) -> Option<(u64, Instant, f64)> {
+    match (phase, role) {
+        (Phase::Traffic { rate, t0, .. }, Role::Publish { sender, senders, .. }) => {
+            let r = plan::per_sender_rate(args, rate);
+            Some((0, t0 + plan::send_offset(0, *sender, *senders, r), r))
+        }
+        _ => None,
+    }
+}
+
+/// A publish carrying its sender, sequence number and intended send time (µs) in `data`, padded
+/// to `--payload`; with `--durable` a `msg_id` too.
+fn publish_text(args: &Args, channel: &str, sender: u32, seq: u64, intended: u64, pad: &str) -> String {
+    let msg_id = if args.durable { format!(",\"msg_id\":\"{sender}-{seq}\"") } else { String::new() };
+    format!(
+        "{{\"type\":\"publish\",\"channel\":\"{channel}\",\"event\":\"lt\",\"data\":{{\"s\":{sender},\"q\":{seq},\"t\":{intended},\"p\":\"{pad}\"}}{msg_id}}}"
+    )
+}
+
+/// Counts one ended connection under `why`.
+fn count_close(shared: &Shared, why: String) {
+    shared.closes.lock().unwrap_or_else(|e| e.into_inner()).entry(why).and_modify(|n| *n += 1).or_insert(1);
 }
 
 async fn connection(
@@ -298,28 +350,21 @@ async fn connection(
                 local.flush(&shared, spec.idx);
                 if changed.is_err() { break; }
                 phase = *phase_rx.borrow();
-                match (phase, &spec.role) {
-                    (Phase::End, _) => break,
-                    (Phase::Traffic { rate, t0, .. }, Role::Publish { sender, senders, .. }) => {
-                        let r = plan::per_sender_rate(&args, rate);
-                        next_send = Some((0, t0 + plan::send_offset(0, *sender, *senders, r), r));
-                    }
-                    _ => next_send = None,
+                if phase == Phase::End {
+                    break;
                 }
+                next_send = first_send(&args, phase, &spec.role);
             }
             _ = tokio::time::sleep_until(send_at) => {
                 let (Some((k, at, r)), Phase::Traffic { t0, wall0, .. }, Role::Publish { channel, sender, senders }) = (next_send, phase, &spec.role) else { continue };
                 let intended = wall0 + at.duration_since(t0).as_micros() as u64;
-                let msg_id = if args.durable { format!(",\"msg_id\":\"{sender}-{seq}\"") } else { String::new() };
-                let text = format!(
-                    "{{\"type\":\"publish\",\"channel\":\"{channel}\",\"event\":\"lt\",\"data\":{{\"s\":{sender},\"q\":{seq},\"t\":{intended},\"p\":\"{pad}\"}}{msg_id}}}"
-                );
+                let text = publish_text(&args, channel, *sender, seq, intended, &pad);
                 if args.durable {
                     unacked.push_back(intended);
                 }
                 seq += 1;
                 if ws.send(Message::text(text)).await.is_err() {
-                    shared.closes.lock().unwrap_or_else(|e| e.into_inner()).entry("send failed".into()).and_modify(|n| *n += 1).or_insert(1);
+                    count_close(&shared, "send failed".into());
                     break;
                 }
                 shared.counters.sent.fetch_add(1, Ordering::Relaxed);
@@ -327,39 +372,19 @@ async fn connection(
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
-                    let b = t.as_bytes();
-                    if let Some((sender, q, sent_us)) = parse_stamp(b) {
-                        if seqs.see(sender, q) {
-                            local.unique += 1;
-                            local.lat.push(wall_us().saturating_sub(sent_us));
-                        } else {
-                            local.dups += 1;
-                        }
-                    } else if b.starts_with(b"{\"type\":\"ack\"") {
-                        match unacked.pop_front() {
-                            // An ack without a seq: the channel is not durable on this gateway.
-                            Some(sent_us) if t.contains("\"seq\":") => local.ack_lat.push(wall_us().saturating_sub(sent_us)),
-                            _ => local.errors += 1,
-                        }
-                    } else if t.contains("\"type\":\"error\"") {
-                        // A refused durable publish is never acked.
-                        if t.contains("\"unavailable\"") {
-                            unacked.pop_front();
-                        }
-                        local.errors += 1;
-                    }
+                    local.on_text(t.as_str(), &mut seqs, &mut unacked);
                     if local.lat.len() >= 32 || local.last_flush.elapsed() > Duration::from_millis(250) {
                         local.flush(&shared, spec.idx);
                     }
                 }
                 Some(Ok(Message::Close(f))) => {
                     let code = f.map(|f| u16::from(f.code)).unwrap_or(1005);
-                    shared.closes.lock().unwrap_or_else(|e| e.into_inner()).entry(format!("close {code}")).and_modify(|n| *n += 1).or_insert(1);
+                    count_close(&shared, format!("close {code}"));
                     break;
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
-                    shared.closes.lock().unwrap_or_else(|e| e.into_inner()).entry("dropped".into()).and_modify(|n| *n += 1).or_insert(1);
+                    count_close(&shared, "dropped".into());
                     break;
                 }
             }
@@ -394,9 +419,64 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
         closes: Mutex::new(BTreeMap::new()),
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Wait);
+    let progress_task = spawn_progress(shared.clone(), stdout.clone());
+    let (open_report, conns) = open_all(&args, specs, source, &shared, &phase_rx).await;
+    emit(&stdout, format!("READY {}", serde_json::to_string(&open_report).unwrap_or_default())).await;
 
-    // Open phase: connection i (global index) starts at open_start + i / rate, so the total rate
-    // over all workers is the requested one; connect latency counts from that scheduled time.
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut step = 0u32;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let line = line.trim();
+        if line == "END" {
+            break;
+        }
+        let Some(rate) = line.strip_prefix("GO ").and_then(|r| r.parse::<f64>().ok()) else {
+            continue;
+        };
+        step += 1;
+        let report = traffic_step(&args, &shared, &phase_tx, step, rate).await;
+        emit(&stdout, format!("S {}", serde_json::to_string(&report).unwrap_or_default())).await;
+    }
+    let _ = phase_tx.send(Phase::End);
+    progress_task.abort();
+    for c in conns {
+        let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
+    }
+    let total = summarize(&shared.latency.total());
+    emit(&stdout, format!("R {}", serde_json::to_string(&total).unwrap_or_default())).await;
+
+    Ok(())
+}
+
+/// Emits a `P` progress line every second (open connections, sent, received, interval latency).
+fn spawn_progress(shared: Arc<Shared>, stdout: Arc<Mutex<std::io::Stdout>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let c = &shared.counters;
+            let p = Progress {
+                open: c.open.load(Ordering::Relaxed),
+                sent: c.sent.load(Ordering::Relaxed),
+                received: c.received.load(Ordering::Relaxed),
+                interval: Recorded::from_hist(&shared.latency.take_interval()),
+            };
+            emit(&stdout, format!("P {}", serde_json::to_string(&p).unwrap_or_default())).await;
+        }
+    })
+}
+
+/// Open phase: connection i (global index) starts at open_start + i / rate, so the total rate
+/// over all workers is the requested one; connect latency counts from that scheduled time.
+/// Returns the report and the tasks of the connections that opened.
+async fn open_all(
+    args: &Arc<Args>,
+    specs: Vec<ConnSpec>,
+    source: Option<Ipv4Addr>,
+    shared: &Arc<Shared>,
+    phase_rx: &watch::Receiver<Phase>,
+) -> (OpenReport, Vec<tokio::task::JoinHandle<()>>) {
     let open_rate = if args.scenario == Scenario::Connect { args.rate } else { args.open_rate };
     let open_start = Instant::now() + Duration::from_millis(100);
     let open_wall = wall_us() + 100_000;
@@ -406,25 +486,6 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
     let mut openers = Vec::with_capacity(specs.len());
     let tokens: HashMap<String, String> =
         specs.iter().map(|s| (s.user.clone(), token(&args.jwt_secret, &s.user))).collect();
-    let progress_task = {
-        let shared = shared.clone();
-        let stdout = stdout.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let c = &shared.counters;
-                let p = Progress {
-                    open: c.open.load(Ordering::Relaxed),
-                    sent: c.sent.load(Ordering::Relaxed),
-                    received: c.received.load(Ordering::Relaxed),
-                    interval: Recorded::from_hist(&shared.latency.take_interval()),
-                };
-                emit(&stdout, format!("P {}", serde_json::to_string(&p).unwrap_or_default())).await;
-            }
-        })
-    };
     for spec in specs {
         let at = open_start + Duration::from_secs_f64(spec.idx as f64 / open_rate);
         let scheduled_wall = open_wall + (spec.idx as f64 / open_rate * 1e6) as u64;
@@ -471,55 +532,43 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
         first_us: open_wall,
         last_us: last_us.load(Ordering::Relaxed),
     };
-    emit(&stdout, format!("READY {}", serde_json::to_string(&open_report).unwrap_or_default())).await;
+    (open_report, conns)
+}
 
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut step = 0u32;
-    while let Ok(Some(line)) = lines.next_line().await {
-        let line = line.trim();
-        if line == "END" {
-            break;
-        }
-        let Some(rate) = line.strip_prefix("GO ").and_then(|r| r.parse::<f64>().ok()) else {
-            continue;
-        };
-        step += 1;
-        let before = snapshot(&shared);
-        let _ = shared.latency.take_interval();
-        let t0 = Instant::now() + Duration::from_millis(50);
-        let wall0 = wall_us() + 50_000;
-        let until = t0 + args.duration();
-        let _ = phase_tx.send(Phase::Traffic { step, rate, t0, wall0, until });
-        tokio::time::sleep_until(tokio::time::Instant::from_std(until + args.drain())).await;
-        let _ = phase_tx.send(Phase::Wait);
-        // Let every task flush its local buffers.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let after = snapshot(&shared);
-        let report = StepReport {
-            sent: after.0 - before.0,
-            unique: after.1 - before.1,
-            duplicates: after.2 - before.2,
-            errors: after.3 - before.3,
-            latency: Recorded::from_hist(&step_hist(&shared, &before.4)),
-            acks: after.5 - before.5,
-            ack_latency: Recorded::from_hist(&{
-                let mut h = shared.acks.total();
-                let _ = h.subtract(&before.6);
-                h
-            }),
-            closes: shared.closes.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-        };
-        emit(&stdout, format!("S {}", serde_json::to_string(&report).unwrap_or_default())).await;
+/// Traffic step `step` at `rate`: every connection sends for `--duration`, then `--drain` for
+/// what is in flight; the report is the difference of the counters across the step.
+async fn traffic_step(
+    args: &Args,
+    shared: &Shared,
+    phase_tx: &watch::Sender<Phase>,
+    step: u32,
+    rate: f64,
+) -> StepReport {
+    let before = snapshot(shared);
+    let _ = shared.latency.take_interval();
+    let t0 = Instant::now() + Duration::from_millis(50);
+    let wall0 = wall_us() + 50_000;
+    let until = t0 + args.duration();
+    let _ = phase_tx.send(Phase::Traffic { step, rate, t0, wall0, until });
+    tokio::time::sleep_until(tokio::time::Instant::from_std(until + args.drain())).await;
+    let _ = phase_tx.send(Phase::Wait);
+    // Let every task flush its local buffers.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = snapshot(shared);
+    StepReport {
+        sent: after.0 - before.0,
+        unique: after.1 - before.1,
+        duplicates: after.2 - before.2,
+        errors: after.3 - before.3,
+        latency: Recorded::from_hist(&step_hist(shared, &before.4)),
+        acks: after.5 - before.5,
+        ack_latency: Recorded::from_hist(&{
+            let mut h = shared.acks.total();
+            let _ = h.subtract(&before.6);
+            h
+        }),
+        closes: shared.closes.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     }
-    let _ = phase_tx.send(Phase::End);
-    progress_task.abort();
-    for c in conns {
-        let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
-    }
-    let total = summarize(&shared.latency.total());
-    emit(&stdout, format!("R {}", serde_json::to_string(&total).unwrap_or_default())).await;
-
-    Ok(())
 }
 
 type Snap = (u64, u64, u64, u64, hdrhistogram::Histogram<u64>, u64, hdrhistogram::Histogram<u64>);

@@ -37,13 +37,39 @@ fn returns(mut o: Value, code: &str, schema: Value) -> Value {
     o
 }
 
+/// The whole document: each area's operations, then the security schemes.
 pub fn document() -> Value {
-    let s = json!({"type": "string"});
-    let err = &[("400", "bad request"), ("401", "unauthorized"), ("429", "rate limited")];
-    let mut paths = serde_json::Map::new();
-    let mut add = |path: &str, method: &str, v: Value| {
-        paths.entry(path.to_string()).or_insert_with(|| json!({}))[method] = v;
-    };
+    let mut paths = Paths::default();
+    gateway_paths(&mut paths);
+    account_paths(&mut paths);
+    password_paths(&mut paths);
+    user_api_paths(&mut paths);
+    server_api_paths(&mut paths);
+    login_page_paths(&mut paths);
+    paths.add("/api/openapi.json", "get", op("This document", None, None, &[("200", "OpenAPI 3.1")]));
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "syncgate", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths.0,
+        "components": { "securitySchemes": {
+            "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
+            "apiKey": { "type": "http", "scheme": "bearer", "description": "SYNCGATE_API_KEY" }
+        }}
+    })
+}
+
+/// The `paths` object, filled one operation at a time.
+#[derive(Default)]
+struct Paths(serde_json::Map<String, Value>);
+
+impl Paths {
+    fn add(&mut self, path: &str, method: &str, v: Value) {
+        self.0.entry(path.to_string()).or_insert_with(|| json!({}))[method] = v;
+    }
+}
+
+/// The gateway itself: the WebSocket upgrade, health, readiness, metrics.
+fn gateway_paths(paths: &mut Paths) {
     let ws = op(
         "WebSocket upgrade (protocol v1, docs/protocol.md)",
         None,
@@ -67,8 +93,8 @@ pub fn document() -> Value {
             ("channel", false, "string", "repeatable: subscribe at connect"),
         ],
     );
-    add("/ws", "get", ws);
-    add("/health", "get", op("Liveness", None, None, &[("200", "OK")]));
+    paths.add("/ws", "get", ws);
+    paths.add("/health", "get", op("Liveness", None, None, &[("200", "OK")]));
     let ready_body = object(
         &["ready", "bus", "draining"],
         json!({
@@ -84,9 +110,14 @@ pub fn document() -> Value {
         &[("200", "serving: {ready:true}"), ("503", "draining (draining:true) or bus:\"down\"; {ready:false}")],
     );
     let ready = returns(returns(ready, "200", ready_body.clone()), "503", ready_body);
-    add("/ready", "get", ready);
-    add("/metrics", "get", op("Prometheus metrics", None, None, &[("200", "text format 0.0.4")]));
-    add(
+    paths.add("/ready", "get", ready);
+    paths.add("/metrics", "get", op("Prometheus metrics", None, None, &[("200", "text format 0.0.4")]));
+}
+
+/// Accounts: register, log in, refresh, log out.
+fn account_paths(paths: &mut Paths) {
+    let s = json!({"type": "string"});
+    paths.add(
         "/register",
         "post",
         op(
@@ -101,7 +132,7 @@ pub fn document() -> Value {
             ],
         ),
     );
-    add(
+    paths.add(
         "/login",
         "post",
         op(
@@ -118,7 +149,7 @@ pub fn document() -> Value {
             ],
         ),
     );
-    add(
+    paths.add(
         "/token/refresh",
         "post",
         op(
@@ -128,12 +159,18 @@ pub fn document() -> Value {
             &[("200", "new token pair"), ("401", "invalid, expired or reused")],
         ),
     );
-    add(
+    paths.add(
         "/logout",
         "post",
         op("Revoke a login", None, Some(object(&["refresh_token"], json!({"refresh_token": s}))), &[("200", "ok")]),
     );
-    add(
+}
+
+/// Passwords: change, forgot, reset.
+fn password_paths(paths: &mut Paths) {
+    let s = json!({"type": "string"});
+    let err = &[("400", "bad request"), ("401", "unauthorized"), ("429", "rate limited")];
+    paths.add(
         "/change-password",
         "post",
         op(
@@ -148,7 +185,7 @@ pub fn document() -> Value {
             ],
         ),
     );
-    add(
+    paths.add(
         "/forgot-password",
         "post",
         op(
@@ -158,7 +195,7 @@ pub fn document() -> Value {
             &[("202", "accepted (whether or not the account exists)"), ("400", "bad request"), ("429", "rate limited")],
         ),
     );
-    add(
+    paths.add(
         "/reset-password",
         "post",
         op(
@@ -168,12 +205,16 @@ pub fn document() -> Value {
             err,
         ),
     );
-    add(
+}
+
+/// The caller's resources (bearer token): devices, user search, history, conversations.
+fn user_api_paths(paths: &mut Paths) {
+    paths.add(
         "/api/devices",
         "get",
         op("The caller's devices", Some("bearer"), None, &[("200", "devices"), ("401", "unauthorized")]),
     );
-    add(
+    paths.add(
         "/api/devices/{id}",
         "delete",
         op(
@@ -189,7 +230,7 @@ pub fn document() -> Value {
         None,
         &[("200", "users"), ("400", "bad query"), ("401", "unauthorized"), ("429", "rate limited")],
     );
-    add("/api/users/search", "get", query(search, &[("q", true, "string", "1-64 characters")]));
+    paths.add("/api/users/search", "get", query(search, &[("q", true, "string", "1-64 characters")]));
     let after = ("after", false, "integer", "page forward: events with a seq above this; without it, the newest page");
     let before = ("before", false, "integer", "only events with a seq below this (page backward)");
     let limit = ("limit", false, "integer", "1-1000, default 100");
@@ -206,7 +247,7 @@ pub fn document() -> Value {
         ],
     );
     let channel = ("channel", true, "string", "a channel name, as in subscribe");
-    add("/api/history", "get", query(history, &[channel, after, before, limit]));
+    paths.add("/api/history", "get", query(history, &[channel, after, before, limit]));
     let conversation = op(
         "Direct messages with one user",
         Some("bearer"),
@@ -219,7 +260,7 @@ pub fn document() -> Value {
         ],
     );
     let with = ("with", true, "string", "the other user's id");
-    add("/api/conversation", "get", query(conversation, &[with, after, before, limit]));
+    paths.add("/api/conversation", "get", query(conversation, &[with, after, before, limit]));
     let conversations = op(
         "The caller's dm channels, most recent first, with latest seq and read position",
         Some("bearer"),
@@ -227,8 +268,13 @@ pub fn document() -> Value {
         &[("200", "conversations"), ("400", "bad limit"), ("401", "unauthorized"), ("429", "rate limited")],
     );
     let device = ("device_id", false, "string", "whose read position (when the token has no did claim)");
-    add("/api/conversations", "get", query(conversations, &[limit, device]));
-    add(
+    paths.add("/api/conversations", "get", query(conversations, &[limit, device]));
+}
+
+/// The server API (`SYNCGATE_API_KEY`): publish, disconnect, status.
+fn server_api_paths(paths: &mut Paths) {
+    let s = json!({"type": "string"});
+    paths.add(
         "/api/publish",
         "post",
         op(
@@ -245,7 +291,7 @@ pub fn document() -> Value {
             ],
         ),
     );
-    add(
+    paths.add(
         "/api/disconnect",
         "post",
         op(
@@ -255,11 +301,16 @@ pub fn document() -> Value {
             &[("200", "done"), ("400", "bad body"), ("401", "wrong key"), ("404", "API off")],
         ),
     );
-    add(
+    paths.add(
         "/api/status",
         "get",
         op("Cluster status", Some("apiKey"), None, &[("200", "status"), ("401", "missing or wrong key")]),
     );
+}
+
+/// The login page for native apps and its token endpoint.
+fn login_page_paths(paths: &mut Paths) {
+    let s = json!({"type": "string"});
     let page = op(
         "HTML login page for native apps (RFC 8252 + PKCE)",
         None,
@@ -276,7 +327,7 @@ pub fn document() -> Value {
             ("device_id", false, "string", "the device the tokens are bound to"),
         ],
     );
-    add("/login-client", "get", page);
+    paths.add("/login-client", "get", page);
     let mut submit = op(
         "Login form submission: 303 to redirect_uri?code=…&state=… (a one-time code, no token)",
         None,
@@ -302,7 +353,7 @@ pub fn document() -> Value {
     );
     submit["requestBody"] =
         json!({ "required": true, "content": { "application/x-www-form-urlencoded": { "schema": form } } });
-    add("/login-client", "post", submit);
+    paths.add("/login-client", "post", submit);
     let mut token = op(
         "Redeem a login page code once (RFC 6749 §4.1.3, PKCE S256): the token JSON of /login",
         None,
@@ -321,17 +372,7 @@ pub fn document() -> Value {
         "application/json": { "schema": grant },
         "application/x-www-form-urlencoded": { "schema": grant }
     }});
-    add("/login-client/token", "post", token);
-    add("/api/openapi.json", "get", op("This document", None, None, &[("200", "OpenAPI 3.1")]));
-    json!({
-        "openapi": "3.1.0",
-        "info": { "title": "syncgate", "version": env!("CARGO_PKG_VERSION") },
-        "paths": paths,
-        "components": { "securitySchemes": {
-            "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
-            "apiKey": { "type": "http", "scheme": "bearer", "description": "SYNCGATE_API_KEY" }
-        }}
-    })
+    paths.add("/login-client/token", "post", token);
 }
 
 #[cfg(test)]

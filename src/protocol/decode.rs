@@ -138,17 +138,7 @@ pub fn decode(text: &[u8], buf: &mut Vec<u8>, max_depth: usize) -> Result<Frame,
     if value.as_object().is_none() {
         return Err(bad("a frame must be a JSON object", &none));
     }
-    let id: RequestId = match value.get("id") {
-        None => None,
-        Some(v) if v.is_str() || v.is_i64() || v.is_u64() || v.is_f64() => {
-            let text = v.encode();
-            if text.len() > MAX_ID_LEN {
-                return Err(bad(format!("`id` is longer than {MAX_ID_LEN} bytes"), &none));
-            }
-            Some(text.into_boxed_str())
-        }
-        Some(_) => return Err(bad("field `id` must be a string or a number", &none)),
-    };
+    let id = request_id(&value)?;
     let kind = str_field(&value, "type", &id)?;
     let channel = || str_field(&value, "channel", &id).map(str::to_string);
     let request = match kind {
@@ -159,43 +149,7 @@ pub fn decode(text: &[u8], buf: &mut Vec<u8>, max_depth: usize) -> Result<Frame,
             seq: seq_field(&value, "seq", &id)?.ok_or_else(|| bad("missing field `seq`", &id))?,
         },
         "unsubscribe" => Request::Unsubscribe { channel: channel()? },
-        "publish" => {
-            let channel = channel()?;
-            let event = str_field(&value, "event", &id)?;
-            if event.is_empty() || event.len() > MAX_EVENT_LEN {
-                return Err(bad(format!("`event` must be 1-{MAX_EVENT_LEN} bytes"), &id));
-            }
-            if event.chars().any(char::is_control) {
-                return Err(bad("`event` must not contain control characters", &id));
-            }
-            let data = match value.get("data") {
-                Some(d) => {
-                    let mut out = Vec::with_capacity(64);
-                    d.write(&mut out).map_err(|_| bad("unencodable `data`", &id))?;
-                    out
-                }
-                None => b"null".to_vec(),
-            };
-            let msg_id = match value.get("msg_id") {
-                None => None,
-                Some(v) if v.is_null() => None,
-                Some(v) => {
-                    let text = match v.as_str() {
-                        Some(s) => s.to_string(),
-                        None if v.is_u64() || v.is_i64() => v.encode(),
-                        None => return Err(bad("field `msg_id` must be a string or an integer", &id)),
-                    };
-                    if text.is_empty() || text.len() > MAX_MSG_ID_LEN {
-                        return Err(bad(format!("`msg_id` must be 1-{MAX_MSG_ID_LEN} bytes"), &id));
-                    }
-                    if text.chars().any(char::is_control) {
-                        return Err(bad("`msg_id` must not contain control characters", &id));
-                    }
-                    Some(text.into_boxed_str())
-                }
-            };
-            Request::Publish { channel, event: event.to_string(), data, msg_id }
-        }
+        "publish" => publish(&value, channel()?, &id)?,
         "typing" => {
             let channel = channel()?;
             let typing = match str_field(&value, "state", &id)? {
@@ -213,6 +167,66 @@ pub fn decode(text: &[u8], buf: &mut Vec<u8>, max_depth: usize) -> Result<Frame,
         }
     };
     Ok(Frame { id, request })
+}
+
+/// The frame's `"id"`: a string or a number, kept as its JSON text (at most [`MAX_ID_LEN`]).
+fn request_id(value: &TapeValue<'_, '_>) -> Result<RequestId, DecodeError> {
+    let none: RequestId = None;
+    match value.get("id") {
+        None => Ok(None),
+        Some(v) if v.is_str() || v.is_i64() || v.is_u64() || v.is_f64() => {
+            let text = v.encode();
+            if text.len() > MAX_ID_LEN {
+                return Err(bad(format!("`id` is longer than {MAX_ID_LEN} bytes"), &none));
+            }
+            Ok(Some(text.into_boxed_str()))
+        }
+        Some(_) => Err(bad("field `id` must be a string or a number", &none)),
+    }
+}
+
+/// A `publish` (its `channel` already read): the event name, `data` re-encoded from the tape
+/// (`null` when absent) and the optional `msg_id`.
+fn publish<'v>(value: &'v TapeValue<'v, 'v>, channel: String, id: &RequestId) -> Result<Request, DecodeError> {
+    let event = str_field(value, "event", id)?;
+    if event.is_empty() || event.len() > MAX_EVENT_LEN {
+        return Err(bad(format!("`event` must be 1-{MAX_EVENT_LEN} bytes"), id));
+    }
+    if event.chars().any(char::is_control) {
+        return Err(bad("`event` must not contain control characters", id));
+    }
+    let data = match value.get("data") {
+        Some(d) => {
+            let mut out = Vec::with_capacity(64);
+            d.write(&mut out).map_err(|_| bad("unencodable `data`", id))?;
+            out
+        }
+        None => b"null".to_vec(),
+    };
+    let msg_id = msg_id_field(value, id)?;
+    Ok(Request::Publish { channel, event: event.to_string(), data, msg_id })
+}
+
+/// The optional `msg_id` of a publish: a string or an integer (kept as text), 1-[`MAX_MSG_ID_LEN`]
+/// bytes without control characters; `null` counts as absent.
+fn msg_id_field(value: &TapeValue<'_, '_>, id: &RequestId) -> Result<Option<Box<str>>, DecodeError> {
+    let v = match value.get("msg_id") {
+        None => return Ok(None),
+        Some(v) if v.is_null() => return Ok(None),
+        Some(v) => v,
+    };
+    let text = match v.as_str() {
+        Some(s) => s.to_string(),
+        None if v.is_u64() || v.is_i64() => v.encode(),
+        None => return Err(bad("field `msg_id` must be a string or an integer", id)),
+    };
+    if text.is_empty() || text.len() > MAX_MSG_ID_LEN {
+        return Err(bad(format!("`msg_id` must be 1-{MAX_MSG_ID_LEN} bytes"), id));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(bad("`msg_id` must not contain control characters", id));
+    }
+    Ok(Some(text.into_boxed_str()))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Outbound frames, written straight into one buffer and frozen into `Bytes` (UTF-8 by
-//! construction) so that fan-out hands out clones, never copies.
+//! Outbound frames, written by one small builder ([`FrameWriter`]) straight into one buffer and
+//! frozen into `Bytes` (UTF-8 by construction) so that fan-out hands out clones, never copies.
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -9,7 +9,7 @@ use super::{ErrorCode, RequestId};
 /// An encoded text frame: cloning it is a reference-count increment.
 pub type Encoded = Utf8Bytes;
 
-/// Appends `s` as a JSON string literal.
+/// Appends `s` as a JSON string literal: the one place outbound strings are escaped.
 pub fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
@@ -40,24 +40,6 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-fn finish(out: Vec<u8>) -> Encoded {
-    // Every writer below emits valid UTF-8 (ASCII punctuation plus escaped Rust strings and
-    // already-valid JSON), so this conversion only fails on a bug.
-    Utf8Bytes::try_from(Bytes::from(out))
-        .unwrap_or_else(|_| Utf8Bytes::from_static("{\"type\":\"error\",\"code\":\"internal\"}"))
-}
-
-fn push_id(out: &mut Vec<u8>, id: &RequestId) {
-    push_id_str(out, id.as_deref());
-}
-
-fn push_id_str(out: &mut Vec<u8>, id: Option<&str>) {
-    if let Some(id) = id {
-        out.extend_from_slice(b",\"id\":");
-        out.extend_from_slice(id.as_bytes());
-    }
-}
-
 fn push_u64(out: &mut Vec<u8>, n: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
@@ -73,6 +55,139 @@ fn push_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(&buf[i..]);
 }
 
+/// One outbound frame under construction: `{"type":T` and then its fields, in call order, in a
+/// buffer whose capacity the caller reserves once. Keys are trusted ASCII (never escaped);
+/// string values go through [`json_str`]; `raw` values must already be JSON text.
+///
+/// `FrameWriter::new("pong", 40).num("ts", ts).id(id).finish()` → `{"type":"pong","ts":1,"id":7}`.
+#[must_use]
+pub struct FrameWriter {
+    out: Vec<u8>,
+}
+
+impl FrameWriter {
+    /// Starts `{"type":"<kind>"` in a buffer of `capacity` bytes. `kind` is written as is.
+    #[inline]
+    pub fn new(kind: &str, capacity: usize) -> Self {
+        let mut out = Vec::with_capacity(capacity);
+        out.extend_from_slice(b"{\"type\":\"");
+        out.extend_from_slice(kind.as_bytes());
+        out.push(b'"');
+        FrameWriter { out }
+    }
+
+    /// `,"key":` — no comma right after an opening `{` or `[`.
+    #[inline]
+    fn key(&mut self, key: &str) {
+        if !matches!(self.out.last(), Some(b'{' | b'[')) {
+            self.out.push(b',');
+        }
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    /// A string field, escaped.
+    #[inline]
+    pub fn str(mut self, key: &str, value: &str) -> Self {
+        self.key(key);
+        json_str(&mut self.out, value);
+        self
+    }
+
+    /// A string field when `value` is `Some`.
+    #[inline]
+    pub fn opt_str(self, key: &str, value: Option<&str>) -> Self {
+        match value {
+            Some(v) => self.str(key, v),
+            None => self,
+        }
+    }
+
+    /// A field whose value is already JSON text (a payload, a literal), copied as is.
+    #[inline]
+    pub fn raw(mut self, key: &str, json: &[u8]) -> Self {
+        self.key(key);
+        self.out.extend_from_slice(json);
+        self
+    }
+
+    /// A non-negative integer field.
+    #[inline]
+    pub fn num(mut self, key: &str, n: u64) -> Self {
+        self.key(key);
+        push_u64(&mut self.out, n);
+        self
+    }
+
+    /// A boolean field when `value` is `Some`.
+    #[inline]
+    pub fn opt_bool(self, key: &str, value: Option<bool>) -> Self {
+        match value {
+            Some(true) => self.raw(key, b"true"),
+            Some(false) => self.raw(key, b"false"),
+            None => self,
+        }
+    }
+
+    /// The request's `"id"`, echoed verbatim (its JSON text), when there is one.
+    #[inline]
+    pub fn id(self, id: Option<&str>) -> Self {
+        match id {
+            Some(id) => self.raw("id", id.as_bytes()),
+            None => self,
+        }
+    }
+
+    /// A nested object `"key":{…}` whose fields `fields` writes.
+    #[inline]
+    pub fn obj(mut self, key: &str, fields: impl FnOnce(Self) -> Self) -> Self {
+        self.key(key);
+        self.out.push(b'{');
+        let mut w = fields(self);
+        w.out.push(b'}');
+        w
+    }
+
+    /// An array of objects `"key":[{…},…]`, one per item, whose fields `fields` writes.
+    #[inline]
+    pub fn objs<T>(
+        mut self,
+        key: &str,
+        items: impl Iterator<Item = T>,
+        mut fields: impl FnMut(Self, T) -> Self,
+    ) -> Self {
+        self.key(key);
+        self.out.push(b'[');
+        for item in items {
+            if self.out.last() != Some(&b'[') {
+                self.out.push(b',');
+            }
+            self.out.push(b'{');
+            self = fields(self, item);
+            self.out.push(b'}');
+        }
+        self.out.push(b']');
+        self
+    }
+
+    /// Applies `f` (a group of fields shared by several frames).
+    #[inline]
+    pub fn with(self, f: impl FnOnce(Self) -> Self) -> Self {
+        f(self)
+    }
+
+    /// Closes the object and freezes the buffer.
+    #[inline]
+    pub fn finish(mut self) -> Encoded {
+        self.out.push(b'}');
+        // Every writer emits valid UTF-8 (ASCII punctuation plus escaped Rust strings and
+        // already-valid JSON), so this conversion only fails on a bug.
+        Utf8Bytes::try_from(Bytes::from(self.out))
+            .unwrap_or_else(|_| Utf8Bytes::from_static("{\"type\":\"error\",\"code\":\"internal\"}"))
+    }
+}
+
 /// A durable channel's position of an event: its `seq` and the client's `msg_id`.
 #[derive(Debug, Clone, Copy)]
 pub struct Stamp<'a> {
@@ -84,6 +199,7 @@ const EVENT_PREFIX: &[u8] = b"{\"type\":\"event\",\"channel\":\"";
 
 /// The shared shape of `event` frames; `from` is `None` for the server. Durable events carry
 /// `"seq"` right after the channel (so [`event_seq`] finds it without parsing) and `msg_id`.
+#[inline]
 fn event_frame(
     channel: &str,
     event: &str,
@@ -94,34 +210,20 @@ fn event_frame(
 ) -> Encoded {
     let from_len = from.map(|(u, d)| u.len() + d.len()).unwrap_or(0);
     let stamp_len = stamp.map(|s| 40 + s.msg_id.map_or(0, str::len)).unwrap_or(0);
-    let mut out = Vec::with_capacity(96 + channel.len() + event.len() + data.len() + from_len + stamp_len);
-    out.extend_from_slice(b"{\"type\":\"event\",\"channel\":");
-    json_str(&mut out, channel);
+    let capacity = 96 + channel.len() + event.len() + data.len() + from_len + stamp_len;
+    let mut w = FrameWriter::new("event", capacity).str("channel", channel);
     if let Some(st) = stamp {
-        out.extend_from_slice(b",\"seq\":");
-        push_u64(&mut out, st.seq);
+        w = w.num("seq", st.seq);
     }
-    out.extend_from_slice(b",\"event\":");
-    json_str(&mut out, event);
-    out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(data);
-    match from {
-        Some((user_id, device_id)) => {
-            out.extend_from_slice(b",\"from\":{\"user_id\":");
-            json_str(&mut out, user_id);
-            out.extend_from_slice(b",\"device_id\":");
-            json_str(&mut out, device_id);
-            out.extend_from_slice(b"},\"ts\":");
-        }
-        None => out.extend_from_slice(b",\"from\":{\"user_id\":\"server\"},\"ts\":"),
-    }
-    push_u64(&mut out, ts);
-    if let Some(Stamp { msg_id: Some(m), .. }) = stamp {
-        out.extend_from_slice(b",\"msg_id\":");
-        json_str(&mut out, m);
-    }
-    out.push(b'}');
-    finish(out)
+    w.str("event", event)
+        .raw("data", data)
+        .obj("from", |f| match from {
+            Some((user_id, device_id)) => f.str("user_id", user_id).str("device_id", device_id),
+            None => f.str("user_id", "server"),
+        })
+        .num("ts", ts)
+        .opt_str("msg_id", stamp.and_then(|s| s.msg_id))
+        .finish()
 }
 
 /// `{"type":"event","channel":C,"event":E,"data":D,"from":{"user_id":U,"device_id":D},"ts":MS}`.
@@ -165,31 +267,17 @@ pub fn event_seq(frame: &[u8]) -> Option<(&[u8], u64)> {
     any.then_some((channel, n))
 }
 
-/// `{"type":"ack","id":…,"channel":C` — the start of both durable acks.
-fn ack_head(out: &mut Vec<u8>, id: Option<&str>, channel: &str) {
-    out.extend_from_slice(b"{\"type\":\"ack\"");
-    push_id_str(out, id);
-    out.extend_from_slice(b",\"channel\":");
-    json_str(out, channel);
-}
-
 /// The reply to a durable publish, after the event is committed:
 /// `{"type":"ack","id":…,"channel":C,"seq":N,"msg_id":M,"duplicate":true}` (`duplicate` only for
 /// a repeated `msg_id`, which gets its original `seq`).
 pub fn durable_ack(id: &RequestId, channel: &str, seq: u64, msg_id: Option<&str>, duplicate: bool) -> Encoded {
-    let mut out = Vec::with_capacity(64 + channel.len() + msg_id.map_or(0, str::len));
-    ack_head(&mut out, id.as_deref(), channel);
-    out.extend_from_slice(b",\"seq\":");
-    push_u64(&mut out, seq);
-    if let Some(m) = msg_id {
-        out.extend_from_slice(b",\"msg_id\":");
-        json_str(&mut out, m);
-    }
-    if duplicate {
-        out.extend_from_slice(b",\"duplicate\":true");
-    }
-    out.push(b'}');
-    finish(out)
+    FrameWriter::new("ack", 64 + channel.len() + msg_id.map_or(0, str::len))
+        .id(id.as_deref())
+        .str("channel", channel)
+        .num("seq", seq)
+        .opt_str("msg_id", msg_id)
+        .opt_bool("duplicate", duplicate.then_some(true))
+        .finish()
 }
 
 /// A durable channel's state for `subscribed` / `welcome`: the latest `seq`, this device's read
@@ -201,131 +289,81 @@ pub struct StreamState {
     pub recovered: Option<bool>,
 }
 
-fn push_stream(out: &mut Vec<u8>, st: &StreamState) {
-    out.extend_from_slice(b",\"seq\":");
-    push_u64(out, st.seq);
-    out.extend_from_slice(b",\"read_seq\":");
-    push_u64(out, st.read_seq);
-    match st.recovered {
-        Some(true) => out.extend_from_slice(b",\"recovered\":true"),
-        Some(false) => out.extend_from_slice(b",\"recovered\":false"),
-        None => {}
-    }
+/// `"seq":N,"read_seq":R,"recovered":B` (`recovered` only after a replay request).
+fn stream_fields(w: FrameWriter, st: &StreamState) -> FrameWriter {
+    w.num("seq", st.seq).num("read_seq", st.read_seq).opt_bool("recovered", st.recovered)
 }
 
 /// `{"type":"subscribed","channel":C,"seq":N,"read_seq":R,"recovered":B,"id":…}` for a durable
 /// channel.
 pub fn subscribed_durable(channel: &str, st: &StreamState, id: &RequestId) -> Encoded {
-    let mut out = Vec::with_capacity(96 + channel.len());
-    out.extend_from_slice(b"{\"type\":\"subscribed\",\"channel\":");
-    json_str(&mut out, channel);
-    push_stream(&mut out, st);
-    push_id(&mut out, id);
-    out.push(b'}');
-    finish(out)
+    FrameWriter::new("subscribed", 96 + channel.len())
+        .str("channel", channel)
+        .with(|w| stream_fields(w, st))
+        .id(id.as_deref())
+        .finish()
 }
 
 /// The reply to a client's read-position `ack` that carried an `id`:
 /// `{"type":"ack","id":…,"channel":C,"read_seq":N}`.
 pub fn read_ack(id: &RequestId, channel: &str, read_seq: u64) -> Encoded {
-    let mut out = Vec::with_capacity(64 + channel.len());
-    ack_head(&mut out, id.as_deref(), channel);
-    out.extend_from_slice(b",\"read_seq\":");
-    push_u64(&mut out, read_seq);
-    out.push(b'}');
-    finish(out)
+    FrameWriter::new("ack", 64 + channel.len())
+        .id(id.as_deref())
+        .str("channel", channel)
+        .num("read_seq", read_seq)
+        .finish()
 }
 
 /// `{"type":"error","code":K,"message":M,"id":…}`.
 pub fn error(code: ErrorCode, message: &str, id: &RequestId) -> Encoded {
-    let mut out = Vec::with_capacity(64 + message.len());
-    out.extend_from_slice(b"{\"type\":\"error\",\"code\":\"");
-    out.extend_from_slice(code.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"message\":");
-    json_str(&mut out, message);
-    push_id(&mut out, id);
-    out.push(b'}');
-    finish(out)
+    FrameWriter::new("error", 64 + message.len())
+        .str("code", code.as_str())
+        .str("message", message)
+        .id(id.as_deref())
+        .finish()
 }
 
 /// A reply about one channel: `{"type":T,"channel":C,"id":…}` (subscribed, unsubscribed).
 pub fn channel_reply(kind: &str, channel: &str, id: &RequestId) -> Encoded {
-    let mut out = Vec::with_capacity(48 + channel.len());
-    out.extend_from_slice(b"{\"type\":\"");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b"\",\"channel\":");
-    json_str(&mut out, channel);
-    push_id(&mut out, id);
-    out.push(b'}');
-    finish(out)
+    FrameWriter::new(kind, 48 + channel.len()).str("channel", channel).id(id.as_deref()).finish()
 }
 
 /// `{"type":"ack","id":…,"channel":C}`.
 pub fn ack(id: &str, channel: &str) -> Encoded {
-    let mut out = Vec::with_capacity(40 + id.len() + channel.len());
-    ack_head(&mut out, Some(id), channel);
-    out.push(b'}');
-    finish(out)
+    FrameWriter::new("ack", 40 + id.len() + channel.len()).id(Some(id)).str("channel", channel).finish()
 }
 
 /// `{"type":"join"|"leave","channel":C,"user_id":U,"device_id":D}`.
 pub fn membership(kind: &str, channel: &str, user_id: &str, device_id: &str) -> Encoded {
-    let mut out = Vec::with_capacity(64 + channel.len() + user_id.len() + device_id.len());
-    out.extend_from_slice(b"{\"type\":\"");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b"\",\"channel\":");
-    json_str(&mut out, channel);
-    out.extend_from_slice(b",\"user_id\":");
-    json_str(&mut out, user_id);
-    out.extend_from_slice(b",\"device_id\":");
-    json_str(&mut out, device_id);
-    out.push(b'}');
-    finish(out)
+    FrameWriter::new(kind, 64 + channel.len() + user_id.len() + device_id.len())
+        .str("channel", channel)
+        .str("user_id", user_id)
+        .str("device_id", device_id)
+        .finish()
 }
 
 /// `{"type":"typing","channel":C,"user_id":U,"device_id":D,"state":"start"|"stop"}`.
 pub fn typing(channel: &str, user_id: &str, device_id: &str, typing: bool) -> Encoded {
-    let mut out = Vec::with_capacity(80 + channel.len() + user_id.len() + device_id.len());
-    out.extend_from_slice(b"{\"type\":\"typing\",\"channel\":");
-    json_str(&mut out, channel);
-    out.extend_from_slice(b",\"user_id\":");
-    json_str(&mut out, user_id);
-    out.extend_from_slice(b",\"device_id\":");
-    json_str(&mut out, device_id);
-    out.extend_from_slice(if typing { b",\"state\":\"start\"}" } else { b",\"state\":\"stop\"}" });
-    finish(out)
+    FrameWriter::new("typing", 80 + channel.len() + user_id.len() + device_id.len())
+        .str("channel", channel)
+        .str("user_id", user_id)
+        .str("device_id", device_id)
+        .str("state", if typing { "start" } else { "stop" })
+        .finish()
 }
 
 /// `{"type":"presence","channel":C,"members":[{"user_id":U,"device_id":D},…],"id":…}`.
 pub fn presence<'a>(channel: &str, members: impl Iterator<Item = (&'a str, &'a str)>, id: &RequestId) -> Encoded {
-    let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(b"{\"type\":\"presence\",\"channel\":");
-    json_str(&mut out, channel);
-    out.extend_from_slice(b",\"members\":[");
-    for (i, (u, d)) in members.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"user_id\":");
-        json_str(&mut out, u);
-        out.extend_from_slice(b",\"device_id\":");
-        json_str(&mut out, d);
-        out.push(b'}');
-    }
-    out.push(b']');
-    push_id(&mut out, id);
-    out.push(b'}');
-    finish(out)
+    FrameWriter::new("presence", 128)
+        .str("channel", channel)
+        .objs("members", members, |m, (u, d)| m.str("user_id", u).str("device_id", d))
+        .id(id.as_deref())
+        .finish()
 }
 
 /// `{"type":"pong","ts":MS,"id":…}`.
 pub fn pong(ts: u64, id: &RequestId) -> Encoded {
-    let mut out = Vec::with_capacity(40);
-    out.extend_from_slice(b"{\"type\":\"pong\",\"ts\":");
-    push_u64(&mut out, ts);
-    push_id(&mut out, id);
-    out.push(b'}');
-    finish(out)
+    FrameWriter::new("pong", 40).num("ts", ts).id(id.as_deref()).finish()
 }
 
 /// The `welcome` frame sent once after authentication; `stream` when the user channel is durable.
@@ -337,34 +375,271 @@ pub fn welcome(
     max_message_bytes: u64,
     stream: Option<&StreamState>,
 ) -> Encoded {
-    let mut out = Vec::with_capacity(160);
-    out.extend_from_slice(b"{\"type\":\"welcome\",\"user_id\":");
-    json_str(&mut out, user_id);
-    out.extend_from_slice(b",\"device_id\":");
-    json_str(&mut out, device_id);
-    out.extend_from_slice(b",\"conn_id\":");
-    json_str(&mut out, conn_id);
-    out.extend_from_slice(b",\"heartbeat_ms\":");
-    push_u64(&mut out, heartbeat_ms);
-    out.extend_from_slice(b",\"max_message_bytes\":");
-    push_u64(&mut out, max_message_bytes);
-    if let Some(st) = stream {
-        push_stream(&mut out, st);
-    }
-    out.push(b'}');
-    finish(out)
+    FrameWriter::new("welcome", 160)
+        .str("user_id", user_id)
+        .str("device_id", device_id)
+        .str("conn_id", conn_id)
+        .num("heartbeat_ms", heartbeat_ms)
+        .num("max_message_bytes", max_message_bytes)
+        .with(|w| match stream {
+            Some(st) => stream_fields(w, st),
+            None => w,
+        })
+        .finish()
 }
 
 /// `{"type":"auth_ok","user_id":U,"exp":N,"id":…}`: a fresh token was accepted on a live connection.
 pub fn auth_ok(user_id: &str, exp: u64, id: &RequestId) -> Encoded {
-    let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(b"{\"type\":\"auth_ok\",\"user_id\":");
-    json_str(&mut out, user_id);
-    out.extend_from_slice(b",\"exp\":");
-    push_u64(&mut out, exp);
-    push_id(&mut out, id);
-    out.push(b'}');
-    finish(out)
+    FrameWriter::new("auth_ok", 64).str("user_id", user_id).num("exp", exp).id(id.as_deref()).finish()
+}
+
+#[cfg(test)]
+mod pinned {
+    //! The exact bytes of every writer for representative inputs: escapes, control characters,
+    //! non-ASCII text, ids as numbers, strings or absent. The builder must reproduce them.
+    use super::*;
+
+    const NASTY: &str = "q\"b\\s/\n\r\t\u{0}\u{1}\u{1f}\u{7f} \u{e9}\u{1F600}";
+
+    fn ids() -> [RequestId; 4] {
+        [None, Some("17".into()), Some("\"r-\\\"1\"".into()), Some("-1.5e3".into())]
+    }
+
+    fn cases() -> Vec<(String, Encoded)> {
+        let mut v: Vec<(String, Encoded)> = Vec::new();
+        let data: &[u8] = br#"{"text":"h\u00e9","n":[1,2.5,null,true]}"#;
+        v.push(("event".into(), event("room:lobby", "message:created", data, "alice", "phone-1", 1_700_000_000_000)));
+        v.push(("event_nasty".into(), event(NASTY, NASTY, b"null", NASTY, NASTY, 0)));
+        v.push(("event_max_ts".into(), event("c:1", "", b"\"x\"", "", "", u64::MAX)));
+        v.push(("server_event".into(), server_event("room:lobby", "m", data, 5)));
+        v.push(("server_event_nasty".into(), server_event(NASTY, NASTY, b"{}", 10)));
+        for (i, from) in [Some(("alice", "d1")), None, Some((NASTY, NASTY))].into_iter().enumerate() {
+            for (j, msg_id) in [Some("m-1"), None, Some(NASTY)].into_iter().enumerate() {
+                let stamp = Stamp { seq: [0, 42, u64::MAX][j], msg_id };
+                v.push((format!("durable_event_{i}_{j}"), durable_event("dm:a:b", "e", data, from, 7, stamp)));
+            }
+        }
+        for (i, id) in ids().iter().enumerate() {
+            v.push((format!("durable_ack_{i}_a"), durable_ack(id, "dm:a:b", 3, Some("m1"), true)));
+            v.push((format!("durable_ack_{i}_b"), durable_ack(id, NASTY, u64::MAX, None, false)));
+            v.push((format!("durable_ack_{i}_c"), durable_ack(id, "c", 0, Some(NASTY), false)));
+            for (j, recovered) in [Some(true), Some(false), None].into_iter().enumerate() {
+                let st = StreamState { seq: 9, read_seq: 4 + j as u64, recovered };
+                v.push((format!("subscribed_durable_{i}_{j}"), subscribed_durable("dm:a:b", &st, id)));
+            }
+            v.push((
+                format!("subscribed_durable_{i}_nasty"),
+                subscribed_durable(NASTY, &StreamState { seq: 0, read_seq: 0, recovered: None }, id),
+            ));
+            v.push((format!("read_ack_{i}"), read_ack(id, "dm:a:b", 4)));
+            v.push((format!("read_ack_{i}_nasty"), read_ack(id, NASTY, u64::MAX)));
+            for code in [
+                ErrorCode::BadRequest,
+                ErrorCode::Unauthorized,
+                ErrorCode::Forbidden,
+                ErrorCode::RateLimited,
+                ErrorCode::TooLarge,
+                ErrorCode::Internal,
+                ErrorCode::Unavailable,
+            ] {
+                v.push((format!("error_{i}_{}", code.as_str()), error(code, "no such channel", id)));
+            }
+            v.push((format!("error_{i}_nasty"), error(ErrorCode::BadRequest, NASTY, id)));
+            v.push((format!("error_{i}_empty"), error(ErrorCode::Internal, "", id)));
+            v.push((format!("channel_reply_{i}_s"), channel_reply("subscribed", "room:1", id)));
+            v.push((format!("channel_reply_{i}_u"), channel_reply("unsubscribed", NASTY, id)));
+            for (j, members) in
+                [vec![], vec![("alice", "d1")], vec![("a", "1"), (NASTY, NASTY), ("b", "")]].into_iter().enumerate()
+            {
+                v.push((format!("presence_{i}_{j}"), presence("room:1", members.into_iter(), id)));
+            }
+            v.push((format!("presence_{i}_nasty"), presence(NASTY, std::iter::empty(), id)));
+            v.push((format!("pong_{i}"), pong(1_700_000_000_000, id)));
+            v.push((format!("pong_{i}_zero"), pong(0, id)));
+            v.push((format!("auth_ok_{i}"), auth_ok("alice", 1_700_000_000, id)));
+            v.push((format!("auth_ok_{i}_nasty"), auth_ok(NASTY, u64::MAX, id)));
+        }
+        v.push(("ack_num".into(), ack("5", "c:1")));
+        v.push(("ack_str".into(), ack("\"x\\\"y\"", NASTY)));
+        v.push(("ack_float".into(), ack("-1.5e3", "dm:a:b")));
+        v.push(("membership_join".into(), membership("join", "room:1", "alice", "d1")));
+        v.push(("membership_leave".into(), membership("leave", NASTY, NASTY, NASTY)));
+        v.push(("typing_start".into(), typing("room:1", "alice", "d1", true)));
+        v.push(("typing_stop".into(), typing(NASTY, NASTY, NASTY, false)));
+        for (j, recovered) in [Some(true), Some(false), None].into_iter().enumerate() {
+            let st = StreamState { seq: u64::MAX, read_seq: 12, recovered };
+            v.push((format!("welcome_stream_{j}"), welcome("alice", "d1", "c-1", 30_000, 65_536, Some(&st))));
+        }
+        v.push(("welcome".into(), welcome("alice", "d1", "0123abcd-42", 30_000, 65_536, None)));
+        v.push(("welcome_nasty".into(), welcome(NASTY, NASTY, NASTY, 0, u64::MAX, None)));
+        v
+    }
+
+    #[test]
+    fn json_str_escapes() {
+        let mut out = Vec::new();
+        json_str(&mut out, NASTY);
+        json_str(&mut out, "");
+        json_str(&mut out, "plain");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} \u{e9}\u{1F600}\"\"\"\"plain\""
+        );
+    }
+
+    /// The bytes the hand-written writers produced before the builder (generated from them).
+    #[rustfmt::skip]
+    const PINS: &[(&str, &str)] = &[
+        ("event", "{\"type\":\"event\",\"channel\":\"room:lobby\",\"event\":\"message:created\",\"data\":{\"text\":\"h\\u00e9\",\"n\":[1,2.5,null,true]},\"from\":{\"user_id\":\"alice\",\"device_id\":\"phone-1\"},\"ts\":1700000000000}"),
+        ("event_nasty", "{\"type\":\"event\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"event\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"data\":null,\"from\":{\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"device_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"},\"ts\":0}"),
+        ("event_max_ts", "{\"type\":\"event\",\"channel\":\"c:1\",\"event\":\"\",\"data\":\"x\",\"from\":{\"user_id\":\"\",\"device_id\":\"\"},\"ts\":18446744073709551615}"),
+        ("server_event", "{\"type\":\"event\",\"channel\":\"room:lobby\",\"event\":\"m\",\"data\":{\"text\":\"h\\u00e9\",\"n\":[1,2.5,null,true]},\"from\":{\"user_id\":\"server\"},\"ts\":5}"),
+        ("server_event_nasty", "{\"type\":\"event\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"event\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"data\":{},\"from\":{\"user_id\":\"server\"},\"ts\":10}"),
+        ("durable_event_0_0", "{\"type\":\"event\",\"channel\":\"dm:a:b\",\"seq\":0,\"event\":\"e\",\"data\":{\"text\":\"h\\u00e9\",\"n\":[1,2.5,null,true]},\"from\":{\"user_id\":\"alice\",\"device_id\":\"d1\"},\"ts\":7,\"msg_id\":\"m-1\"}"),
+        ("durable_event_0_1", "{\"type\":\"event\",\"channel\":\"dm:a:b\",\"seq\":42,\"event\":\"e\",\"data\":{\"text\":\"h\\u00e9\",\"n\":[1,2.5,null,true]},\"from\":{\"user_id\":\"alice\",\"device_id\":\"d1\"},\"ts\":7}"),
+        ("durable_event_0_2", "{\"type\":\"event\",\"channel\":\"dm:a:b\",\"seq\":18446744073709551615,\"event\":\"e\",\"data\":{\"text\":\"h\\u00e9\",\"n\":[1,2.5,null,true]},\"from\":{\"user_id\":\"alice\",\"device_id\":\"d1\"},\"ts\":7,\"msg_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"}"),
+        ("durable_event_1_0", "{\"type\":\"event\",\"channel\":\"dm:a:b\",\"seq\":0,\"event\":\"e\",\"data\":{\"text\":\"h\\u00e9\",\"n\":[1,2.5,null,true]},\"from\":{\"user_id\":\"server\"},\"ts\":7,\"msg_id\":\"m-1\"}"),
+        ("durable_event_1_1", "{\"type\":\"event\",\"channel\":\"dm:a:b\",\"seq\":42,\"event\":\"e\",\"data\":{\"text\":\"h\\u00e9\",\"n\":[1,2.5,null,true]},\"from\":{\"user_id\":\"server\"},\"ts\":7}"),
+        ("durable_event_1_2", "{\"type\":\"event\",\"channel\":\"dm:a:b\",\"seq\":18446744073709551615,\"event\":\"e\",\"data\":{\"text\":\"h\\u00e9\",\"n\":[1,2.5,null,true]},\"from\":{\"user_id\":\"server\"},\"ts\":7,\"msg_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"}"),
+        ("durable_event_2_0", "{\"type\":\"event\",\"channel\":\"dm:a:b\",\"seq\":0,\"event\":\"e\",\"data\":{\"text\":\"h\\u00e9\",\"n\":[1,2.5,null,true]},\"from\":{\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"device_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"},\"ts\":7,\"msg_id\":\"m-1\"}"),
+        ("durable_event_2_1", "{\"type\":\"event\",\"channel\":\"dm:a:b\",\"seq\":42,\"event\":\"e\",\"data\":{\"text\":\"h\\u00e9\",\"n\":[1,2.5,null,true]},\"from\":{\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"device_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"},\"ts\":7}"),
+        ("durable_event_2_2", "{\"type\":\"event\",\"channel\":\"dm:a:b\",\"seq\":18446744073709551615,\"event\":\"e\",\"data\":{\"text\":\"h\\u00e9\",\"n\":[1,2.5,null,true]},\"from\":{\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"device_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"},\"ts\":7,\"msg_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"}"),
+        ("durable_ack_0_a", "{\"type\":\"ack\",\"channel\":\"dm:a:b\",\"seq\":3,\"msg_id\":\"m1\",\"duplicate\":true}"),
+        ("durable_ack_0_b", "{\"type\":\"ack\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"seq\":18446744073709551615}"),
+        ("durable_ack_0_c", "{\"type\":\"ack\",\"channel\":\"c\",\"seq\":0,\"msg_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"}"),
+        ("subscribed_durable_0_0", "{\"type\":\"subscribed\",\"channel\":\"dm:a:b\",\"seq\":9,\"read_seq\":4,\"recovered\":true}"),
+        ("subscribed_durable_0_1", "{\"type\":\"subscribed\",\"channel\":\"dm:a:b\",\"seq\":9,\"read_seq\":5,\"recovered\":false}"),
+        ("subscribed_durable_0_2", "{\"type\":\"subscribed\",\"channel\":\"dm:a:b\",\"seq\":9,\"read_seq\":6}"),
+        ("subscribed_durable_0_nasty", "{\"type\":\"subscribed\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"seq\":0,\"read_seq\":0}"),
+        ("read_ack_0", "{\"type\":\"ack\",\"channel\":\"dm:a:b\",\"read_seq\":4}"),
+        ("read_ack_0_nasty", "{\"type\":\"ack\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"read_seq\":18446744073709551615}"),
+        ("error_0_bad_request", "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"no such channel\"}"),
+        ("error_0_unauthorized", "{\"type\":\"error\",\"code\":\"unauthorized\",\"message\":\"no such channel\"}"),
+        ("error_0_forbidden", "{\"type\":\"error\",\"code\":\"forbidden\",\"message\":\"no such channel\"}"),
+        ("error_0_rate_limited", "{\"type\":\"error\",\"code\":\"rate_limited\",\"message\":\"no such channel\"}"),
+        ("error_0_too_large", "{\"type\":\"error\",\"code\":\"too_large\",\"message\":\"no such channel\"}"),
+        ("error_0_internal", "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"no such channel\"}"),
+        ("error_0_unavailable", "{\"type\":\"error\",\"code\":\"unavailable\",\"message\":\"no such channel\"}"),
+        ("error_0_nasty", "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"}"),
+        ("error_0_empty", "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"\"}"),
+        ("channel_reply_0_s", "{\"type\":\"subscribed\",\"channel\":\"room:1\"}"),
+        ("channel_reply_0_u", "{\"type\":\"unsubscribed\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"}"),
+        ("presence_0_0", "{\"type\":\"presence\",\"channel\":\"room:1\",\"members\":[]}"),
+        ("presence_0_1", "{\"type\":\"presence\",\"channel\":\"room:1\",\"members\":[{\"user_id\":\"alice\",\"device_id\":\"d1\"}]}"),
+        ("presence_0_2", "{\"type\":\"presence\",\"channel\":\"room:1\",\"members\":[{\"user_id\":\"a\",\"device_id\":\"1\"},{\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"device_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"},{\"user_id\":\"b\",\"device_id\":\"\"}]}"),
+        ("presence_0_nasty", "{\"type\":\"presence\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"members\":[]}"),
+        ("pong_0", "{\"type\":\"pong\",\"ts\":1700000000000}"),
+        ("pong_0_zero", "{\"type\":\"pong\",\"ts\":0}"),
+        ("auth_ok_0", "{\"type\":\"auth_ok\",\"user_id\":\"alice\",\"exp\":1700000000}"),
+        ("auth_ok_0_nasty", "{\"type\":\"auth_ok\",\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"exp\":18446744073709551615}"),
+        ("durable_ack_1_a", "{\"type\":\"ack\",\"id\":17,\"channel\":\"dm:a:b\",\"seq\":3,\"msg_id\":\"m1\",\"duplicate\":true}"),
+        ("durable_ack_1_b", "{\"type\":\"ack\",\"id\":17,\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"seq\":18446744073709551615}"),
+        ("durable_ack_1_c", "{\"type\":\"ack\",\"id\":17,\"channel\":\"c\",\"seq\":0,\"msg_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"}"),
+        ("subscribed_durable_1_0", "{\"type\":\"subscribed\",\"channel\":\"dm:a:b\",\"seq\":9,\"read_seq\":4,\"recovered\":true,\"id\":17}"),
+        ("subscribed_durable_1_1", "{\"type\":\"subscribed\",\"channel\":\"dm:a:b\",\"seq\":9,\"read_seq\":5,\"recovered\":false,\"id\":17}"),
+        ("subscribed_durable_1_2", "{\"type\":\"subscribed\",\"channel\":\"dm:a:b\",\"seq\":9,\"read_seq\":6,\"id\":17}"),
+        ("subscribed_durable_1_nasty", "{\"type\":\"subscribed\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"seq\":0,\"read_seq\":0,\"id\":17}"),
+        ("read_ack_1", "{\"type\":\"ack\",\"id\":17,\"channel\":\"dm:a:b\",\"read_seq\":4}"),
+        ("read_ack_1_nasty", "{\"type\":\"ack\",\"id\":17,\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"read_seq\":18446744073709551615}"),
+        ("error_1_bad_request", "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"no such channel\",\"id\":17}"),
+        ("error_1_unauthorized", "{\"type\":\"error\",\"code\":\"unauthorized\",\"message\":\"no such channel\",\"id\":17}"),
+        ("error_1_forbidden", "{\"type\":\"error\",\"code\":\"forbidden\",\"message\":\"no such channel\",\"id\":17}"),
+        ("error_1_rate_limited", "{\"type\":\"error\",\"code\":\"rate_limited\",\"message\":\"no such channel\",\"id\":17}"),
+        ("error_1_too_large", "{\"type\":\"error\",\"code\":\"too_large\",\"message\":\"no such channel\",\"id\":17}"),
+        ("error_1_internal", "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"no such channel\",\"id\":17}"),
+        ("error_1_unavailable", "{\"type\":\"error\",\"code\":\"unavailable\",\"message\":\"no such channel\",\"id\":17}"),
+        ("error_1_nasty", "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"id\":17}"),
+        ("error_1_empty", "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"\",\"id\":17}"),
+        ("channel_reply_1_s", "{\"type\":\"subscribed\",\"channel\":\"room:1\",\"id\":17}"),
+        ("channel_reply_1_u", "{\"type\":\"unsubscribed\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"id\":17}"),
+        ("presence_1_0", "{\"type\":\"presence\",\"channel\":\"room:1\",\"members\":[],\"id\":17}"),
+        ("presence_1_1", "{\"type\":\"presence\",\"channel\":\"room:1\",\"members\":[{\"user_id\":\"alice\",\"device_id\":\"d1\"}],\"id\":17}"),
+        ("presence_1_2", "{\"type\":\"presence\",\"channel\":\"room:1\",\"members\":[{\"user_id\":\"a\",\"device_id\":\"1\"},{\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"device_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"},{\"user_id\":\"b\",\"device_id\":\"\"}],\"id\":17}"),
+        ("presence_1_nasty", "{\"type\":\"presence\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"members\":[],\"id\":17}"),
+        ("pong_1", "{\"type\":\"pong\",\"ts\":1700000000000,\"id\":17}"),
+        ("pong_1_zero", "{\"type\":\"pong\",\"ts\":0,\"id\":17}"),
+        ("auth_ok_1", "{\"type\":\"auth_ok\",\"user_id\":\"alice\",\"exp\":1700000000,\"id\":17}"),
+        ("auth_ok_1_nasty", "{\"type\":\"auth_ok\",\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"exp\":18446744073709551615,\"id\":17}"),
+        ("durable_ack_2_a", "{\"type\":\"ack\",\"id\":\"r-\\\"1\",\"channel\":\"dm:a:b\",\"seq\":3,\"msg_id\":\"m1\",\"duplicate\":true}"),
+        ("durable_ack_2_b", "{\"type\":\"ack\",\"id\":\"r-\\\"1\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"seq\":18446744073709551615}"),
+        ("durable_ack_2_c", "{\"type\":\"ack\",\"id\":\"r-\\\"1\",\"channel\":\"c\",\"seq\":0,\"msg_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"}"),
+        ("subscribed_durable_2_0", "{\"type\":\"subscribed\",\"channel\":\"dm:a:b\",\"seq\":9,\"read_seq\":4,\"recovered\":true,\"id\":\"r-\\\"1\"}"),
+        ("subscribed_durable_2_1", "{\"type\":\"subscribed\",\"channel\":\"dm:a:b\",\"seq\":9,\"read_seq\":5,\"recovered\":false,\"id\":\"r-\\\"1\"}"),
+        ("subscribed_durable_2_2", "{\"type\":\"subscribed\",\"channel\":\"dm:a:b\",\"seq\":9,\"read_seq\":6,\"id\":\"r-\\\"1\"}"),
+        ("subscribed_durable_2_nasty", "{\"type\":\"subscribed\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"seq\":0,\"read_seq\":0,\"id\":\"r-\\\"1\"}"),
+        ("read_ack_2", "{\"type\":\"ack\",\"id\":\"r-\\\"1\",\"channel\":\"dm:a:b\",\"read_seq\":4}"),
+        ("read_ack_2_nasty", "{\"type\":\"ack\",\"id\":\"r-\\\"1\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"read_seq\":18446744073709551615}"),
+        ("error_2_bad_request", "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"no such channel\",\"id\":\"r-\\\"1\"}"),
+        ("error_2_unauthorized", "{\"type\":\"error\",\"code\":\"unauthorized\",\"message\":\"no such channel\",\"id\":\"r-\\\"1\"}"),
+        ("error_2_forbidden", "{\"type\":\"error\",\"code\":\"forbidden\",\"message\":\"no such channel\",\"id\":\"r-\\\"1\"}"),
+        ("error_2_rate_limited", "{\"type\":\"error\",\"code\":\"rate_limited\",\"message\":\"no such channel\",\"id\":\"r-\\\"1\"}"),
+        ("error_2_too_large", "{\"type\":\"error\",\"code\":\"too_large\",\"message\":\"no such channel\",\"id\":\"r-\\\"1\"}"),
+        ("error_2_internal", "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"no such channel\",\"id\":\"r-\\\"1\"}"),
+        ("error_2_unavailable", "{\"type\":\"error\",\"code\":\"unavailable\",\"message\":\"no such channel\",\"id\":\"r-\\\"1\"}"),
+        ("error_2_nasty", "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"id\":\"r-\\\"1\"}"),
+        ("error_2_empty", "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"\",\"id\":\"r-\\\"1\"}"),
+        ("channel_reply_2_s", "{\"type\":\"subscribed\",\"channel\":\"room:1\",\"id\":\"r-\\\"1\"}"),
+        ("channel_reply_2_u", "{\"type\":\"unsubscribed\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"id\":\"r-\\\"1\"}"),
+        ("presence_2_0", "{\"type\":\"presence\",\"channel\":\"room:1\",\"members\":[],\"id\":\"r-\\\"1\"}"),
+        ("presence_2_1", "{\"type\":\"presence\",\"channel\":\"room:1\",\"members\":[{\"user_id\":\"alice\",\"device_id\":\"d1\"}],\"id\":\"r-\\\"1\"}"),
+        ("presence_2_2", "{\"type\":\"presence\",\"channel\":\"room:1\",\"members\":[{\"user_id\":\"a\",\"device_id\":\"1\"},{\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"device_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"},{\"user_id\":\"b\",\"device_id\":\"\"}],\"id\":\"r-\\\"1\"}"),
+        ("presence_2_nasty", "{\"type\":\"presence\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"members\":[],\"id\":\"r-\\\"1\"}"),
+        ("pong_2", "{\"type\":\"pong\",\"ts\":1700000000000,\"id\":\"r-\\\"1\"}"),
+        ("pong_2_zero", "{\"type\":\"pong\",\"ts\":0,\"id\":\"r-\\\"1\"}"),
+        ("auth_ok_2", "{\"type\":\"auth_ok\",\"user_id\":\"alice\",\"exp\":1700000000,\"id\":\"r-\\\"1\"}"),
+        ("auth_ok_2_nasty", "{\"type\":\"auth_ok\",\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"exp\":18446744073709551615,\"id\":\"r-\\\"1\"}"),
+        ("durable_ack_3_a", "{\"type\":\"ack\",\"id\":-1.5e3,\"channel\":\"dm:a:b\",\"seq\":3,\"msg_id\":\"m1\",\"duplicate\":true}"),
+        ("durable_ack_3_b", "{\"type\":\"ack\",\"id\":-1.5e3,\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"seq\":18446744073709551615}"),
+        ("durable_ack_3_c", "{\"type\":\"ack\",\"id\":-1.5e3,\"channel\":\"c\",\"seq\":0,\"msg_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"}"),
+        ("subscribed_durable_3_0", "{\"type\":\"subscribed\",\"channel\":\"dm:a:b\",\"seq\":9,\"read_seq\":4,\"recovered\":true,\"id\":-1.5e3}"),
+        ("subscribed_durable_3_1", "{\"type\":\"subscribed\",\"channel\":\"dm:a:b\",\"seq\":9,\"read_seq\":5,\"recovered\":false,\"id\":-1.5e3}"),
+        ("subscribed_durable_3_2", "{\"type\":\"subscribed\",\"channel\":\"dm:a:b\",\"seq\":9,\"read_seq\":6,\"id\":-1.5e3}"),
+        ("subscribed_durable_3_nasty", "{\"type\":\"subscribed\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"seq\":0,\"read_seq\":0,\"id\":-1.5e3}"),
+        ("read_ack_3", "{\"type\":\"ack\",\"id\":-1.5e3,\"channel\":\"dm:a:b\",\"read_seq\":4}"),
+        ("read_ack_3_nasty", "{\"type\":\"ack\",\"id\":-1.5e3,\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"read_seq\":18446744073709551615}"),
+        ("error_3_bad_request", "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"no such channel\",\"id\":-1.5e3}"),
+        ("error_3_unauthorized", "{\"type\":\"error\",\"code\":\"unauthorized\",\"message\":\"no such channel\",\"id\":-1.5e3}"),
+        ("error_3_forbidden", "{\"type\":\"error\",\"code\":\"forbidden\",\"message\":\"no such channel\",\"id\":-1.5e3}"),
+        ("error_3_rate_limited", "{\"type\":\"error\",\"code\":\"rate_limited\",\"message\":\"no such channel\",\"id\":-1.5e3}"),
+        ("error_3_too_large", "{\"type\":\"error\",\"code\":\"too_large\",\"message\":\"no such channel\",\"id\":-1.5e3}"),
+        ("error_3_internal", "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"no such channel\",\"id\":-1.5e3}"),
+        ("error_3_unavailable", "{\"type\":\"error\",\"code\":\"unavailable\",\"message\":\"no such channel\",\"id\":-1.5e3}"),
+        ("error_3_nasty", "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"id\":-1.5e3}"),
+        ("error_3_empty", "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"\",\"id\":-1.5e3}"),
+        ("channel_reply_3_s", "{\"type\":\"subscribed\",\"channel\":\"room:1\",\"id\":-1.5e3}"),
+        ("channel_reply_3_u", "{\"type\":\"unsubscribed\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"id\":-1.5e3}"),
+        ("presence_3_0", "{\"type\":\"presence\",\"channel\":\"room:1\",\"members\":[],\"id\":-1.5e3}"),
+        ("presence_3_1", "{\"type\":\"presence\",\"channel\":\"room:1\",\"members\":[{\"user_id\":\"alice\",\"device_id\":\"d1\"}],\"id\":-1.5e3}"),
+        ("presence_3_2", "{\"type\":\"presence\",\"channel\":\"room:1\",\"members\":[{\"user_id\":\"a\",\"device_id\":\"1\"},{\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"device_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"},{\"user_id\":\"b\",\"device_id\":\"\"}],\"id\":-1.5e3}"),
+        ("presence_3_nasty", "{\"type\":\"presence\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"members\":[],\"id\":-1.5e3}"),
+        ("pong_3", "{\"type\":\"pong\",\"ts\":1700000000000,\"id\":-1.5e3}"),
+        ("pong_3_zero", "{\"type\":\"pong\",\"ts\":0,\"id\":-1.5e3}"),
+        ("auth_ok_3", "{\"type\":\"auth_ok\",\"user_id\":\"alice\",\"exp\":1700000000,\"id\":-1.5e3}"),
+        ("auth_ok_3_nasty", "{\"type\":\"auth_ok\",\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"exp\":18446744073709551615,\"id\":-1.5e3}"),
+        ("ack_num", "{\"type\":\"ack\",\"id\":5,\"channel\":\"c:1\"}"),
+        ("ack_str", "{\"type\":\"ack\",\"id\":\"x\\\"y\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"}"),
+        ("ack_float", "{\"type\":\"ack\",\"id\":-1.5e3,\"channel\":\"dm:a:b\"}"),
+        ("membership_join", "{\"type\":\"join\",\"channel\":\"room:1\",\"user_id\":\"alice\",\"device_id\":\"d1\"}"),
+        ("membership_leave", "{\"type\":\"leave\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"device_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\"}"),
+        ("typing_start", "{\"type\":\"typing\",\"channel\":\"room:1\",\"user_id\":\"alice\",\"device_id\":\"d1\",\"state\":\"start\"}"),
+        ("typing_stop", "{\"type\":\"typing\",\"channel\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"device_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"state\":\"stop\"}"),
+        ("welcome_stream_0", "{\"type\":\"welcome\",\"user_id\":\"alice\",\"device_id\":\"d1\",\"conn_id\":\"c-1\",\"heartbeat_ms\":30000,\"max_message_bytes\":65536,\"seq\":18446744073709551615,\"read_seq\":12,\"recovered\":true}"),
+        ("welcome_stream_1", "{\"type\":\"welcome\",\"user_id\":\"alice\",\"device_id\":\"d1\",\"conn_id\":\"c-1\",\"heartbeat_ms\":30000,\"max_message_bytes\":65536,\"seq\":18446744073709551615,\"read_seq\":12,\"recovered\":false}"),
+        ("welcome_stream_2", "{\"type\":\"welcome\",\"user_id\":\"alice\",\"device_id\":\"d1\",\"conn_id\":\"c-1\",\"heartbeat_ms\":30000,\"max_message_bytes\":65536,\"seq\":18446744073709551615,\"read_seq\":12}"),
+        ("welcome", "{\"type\":\"welcome\",\"user_id\":\"alice\",\"device_id\":\"d1\",\"conn_id\":\"0123abcd-42\",\"heartbeat_ms\":30000,\"max_message_bytes\":65536}"),
+        ("welcome_nasty", "{\"type\":\"welcome\",\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"device_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"conn_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"heartbeat_ms\":0,\"max_message_bytes\":18446744073709551615}"),
+    ];
+
+    /// Every case, byte for byte, as pinned.
+    #[test]
+    fn every_writer_matches_its_pin() {
+        let got = cases();
+        assert_eq!(got.len(), PINS.len());
+        for ((name, got), (pin_name, want)) in got.iter().zip(PINS) {
+            assert_eq!(name, pin_name);
+            assert_eq!(got.as_str(), *want, "{name}");
+        }
+    }
 }
 
 #[cfg(test)]

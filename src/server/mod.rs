@@ -62,8 +62,20 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         None => None,
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
     let (state, background) = AppState::build(config, shutdown_rx, alive_tx).await?;
+    announce(&state, &listener, admin.as_ref())?;
+    accept_until_drained(&state, &listener, admin.as_ref(), shutdown).await;
+    drop(listener);
+    drop(admin);
+    let _ = shutdown_tx.send(true);
+    close_all(&state).await;
+    stop(state, background, alive_rx).await;
+    Ok(())
+}
+
+/// Start-up log lines: the listeners, and warnings about settings that open or change things.
+fn announce(state: &AppState, listener: &TcpListener, admin: Option<&TcpListener>) -> std::io::Result<()> {
     if let Some(path) = &state.config.echo_path {
         tracing::warn!(
             %path,
@@ -71,18 +83,27 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         );
     }
     tracing::info!(addr = %listener.local_addr()?, proxy_protocol = ?state.config.proxy_protocol, "syncgate listening");
-    if let Some(a) = &admin {
+    if let Some(a) = admin {
         tracing::info!(admin_addr = %a.local_addr()?, "admin listener: /health /ready /metrics /api/status");
     } else if state.config.proxy_protocol != ProxyProtocol::Off {
         tracing::warn!(
             "SYNCGATE_PROXY_PROTOCOL is set and SYNCGATE_ADMIN_LISTEN is not: health checks must send the PROXY header too"
         );
     }
+    Ok(())
+}
 
+/// The accept loop over both listeners. The first `shutdown` signal starts the drain: `/ready`
+/// answers 503 at once while connections are still served (and accepted) until the load
+/// balancer has noticed, `SYNCGATE_DRAIN_DELAY_MS` later; then it returns.
+async fn accept_until_drained(
+    state: &Arc<AppState>,
+    listener: &TcpListener,
+    admin: Option<&TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);
-    // After the first signal: /ready answers 503 at once while connections are still served
-    // (and accepted) until the load balancer has noticed.
     let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
         let drained = async {
@@ -98,38 +119,39 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 drain_until = Some(tokio::time::Instant::now() + state.config.drain_delay);
             }
             _ = drained => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    backoff = Duration::from_millis(5);
-                    let _ = stream.set_nodelay(true);
-                    spawn_connection(state.clone(), stream, peer, Listener::Main);
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning, never stop accepting.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            },
-            accepted = accept_on(admin.as_ref()) => match accepted {
-                Ok((stream, peer)) => {
-                    backoff = Duration::from_millis(5);
-                    spawn_connection(state.clone(), stream, peer, Listener::Admin);
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning, never stop accepting.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            }
+            accepted = listener.accept() => accepted_on(state, accepted, Listener::Main, &mut backoff).await,
+            accepted = accept_on(admin) => accepted_on(state, accepted, Listener::Admin, &mut backoff).await,
         }
     }
+}
 
-    drop(listener);
-    drop(admin);
-    let _ = shutdown_tx.send(true);
-    // Close with 1001, spread over the window so clients do not reconnect all at once.
+/// One `accept` result: a connection task, or (EMFILE and friends) a growing back-off instead of
+/// spinning; accepting never stops.
+async fn accepted_on(
+    state: &Arc<AppState>,
+    accepted: std::io::Result<(TcpStream, SocketAddr)>,
+    on: Listener,
+    backoff: &mut Duration,
+) {
+    match accepted {
+        Ok((stream, peer)) => {
+            *backoff = Duration::from_millis(5);
+            if on == Listener::Main {
+                let _ = stream.set_nodelay(true);
+            }
+            spawn_connection(state.clone(), stream, peer, on);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(*backoff).await;
+            *backoff = (*backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Closes every connection with 1001, spread over `SYNCGATE_DRAIN_SPREAD_MS` so clients do not
+/// reconnect all at once.
+async fn close_all(state: &AppState) {
     let conns = state.registry.all_conns();
     let spread = state.config.drain_spread;
     tracing::info!(connections = conns.len(), spread_ms = spread.as_millis() as u64, "closing connections with 1001");
@@ -144,6 +166,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     drop(conns);
     // Connections that registered meanwhile see the flag in their open phase; sweep once more.
     state.registry.close_all(crate::error::CloseReason::GoingAway);
+}
+
+/// Writes the acknowledged read positions, stops the background tasks and the bus, then waits
+/// (at most `SYNCGATE_SHUTDOWN_TIMEOUT_MS`) until every connection task has dropped its guard.
+async fn stop(state: Arc<AppState>, background: Vec<tokio::task::JoinHandle<()>>, mut alive_rx: mpsc::Receiver<()>) {
     let timeout = state.config.shutdown_timeout;
     // Read positions acknowledged so far are written before the background tasks stop.
     state.durable.flush_positions().await;
@@ -158,7 +185,6 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     if tokio::time::timeout(timeout, alive_rx.recv()).await.is_err() {
         tracing::warn!("shutdown timeout reached with connections still open");
     }
-    Ok(())
 }
 
 /// One accepted socket's task: the PROXY header first when the main listener expects one (a

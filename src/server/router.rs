@@ -60,6 +60,9 @@ pub async fn route_admin(
     route(state, peer, req).await
 }
 
+/// The main listener: CORS preflight, the echo endpoint when configured, then one handler per
+/// area (the gateway itself, accounts, the `/api/` resources); CORS headers on every answer to
+/// an allowed origin.
 pub async fn route(
     state: Arc<AppState>,
     peer: SocketAddr,
@@ -73,16 +76,7 @@ pub async fn route(
         .filter(|o| state.config.origin_allowed(o))
         .map(|o| o.to_string());
     if req.method() == Method::OPTIONS {
-        let mut r = Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = if origin.is_some() { StatusCode::NO_CONTENT } else { StatusCode::FORBIDDEN };
-        if let Some(o) = &origin {
-            cors(&mut r, o);
-            let h = r.headers_mut();
-            h.insert("access-control-allow-methods", http::HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
-            h.insert("access-control-allow-headers", http::HeaderValue::from_static("authorization, content-type"));
-            h.insert("access-control-max-age", http::HeaderValue::from_static("600"));
-        }
-        return Ok(r);
+        return Ok(preflight(origin.as_deref()));
     }
     if let Some(echo) = &state.config.echo_path {
         if req.uri().path() == echo {
@@ -94,7 +88,51 @@ pub async fn route(
             });
         }
     }
-    let mut resp = match (req.method(), req.uri().path()) {
+    let path = req.uri().path();
+    let mut resp = if path.starts_with("/api/") {
+        api_routes(state, req).await
+    } else if matches!(path, "/ws" | "/health" | "/ready" | "/metrics") {
+        gateway_routes(state, peer, req).await
+    } else {
+        account_routes(state, peer, req).await
+    };
+    if let Some(o) = &origin {
+        cors(&mut resp, o);
+    }
+    Ok(resp)
+}
+
+/// Paths that answer 405 to another method; any other unknown (method, path) is a 404.
+const METHOD_NOT_ALLOWED_PATHS: &[&str] =
+    &["/ws", "/health", "/ready", "/api/publish", "/api/disconnect", "/api/status", "/metrics"];
+
+/// The answer when no handler takes (method, `path`): 405 or 404.
+fn unrouted(path: &str) -> Response<Full<Bytes>> {
+    if METHOD_NOT_ALLOWED_PATHS.contains(&path) {
+        HttpError::MethodNotAllowed.into_response()
+    } else {
+        HttpError::NotFound.into_response()
+    }
+}
+
+/// `OPTIONS` (CORS preflight): 204 with the allowed methods and headers for an allowed origin,
+/// 403 otherwise.
+fn preflight(origin: Option<&str>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = if origin.is_some() { StatusCode::NO_CONTENT } else { StatusCode::FORBIDDEN };
+    if let Some(o) = origin {
+        cors(&mut r, o);
+        let h = r.headers_mut();
+        h.insert("access-control-allow-methods", http::HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
+        h.insert("access-control-allow-headers", http::HeaderValue::from_static("authorization, content-type"));
+        h.insert("access-control-max-age", http::HeaderValue::from_static("600"));
+    }
+    r
+}
+
+/// The gateway itself: the WebSocket upgrade (through admission), health, readiness, metrics.
+async fn gateway_routes(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
         (&Method::GET, "/ws") => {
             let result = match admission::admit(&state, peer, &req).await {
                 Ok(admitted) => crate::ws::upgrade(state.clone(), req, admitted),
@@ -118,70 +156,51 @@ pub async fn route(
                 .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
             r
         }
-        (&Method::POST, "/api/publish") => {
-            crate::api::server_api::publish(state, req).await.unwrap_or_else(HttpError::into_response)
-        }
-        (&Method::POST, "/register") => {
-            accounts::register(state, req, peer.ip()).await.unwrap_or_else(HttpError::into_response)
-        }
-        (&Method::POST, "/login") => {
-            accounts::login(state, req, peer.ip()).await.unwrap_or_else(HttpError::into_response)
-        }
-        (&Method::POST, "/token/refresh") => {
-            accounts::refresh(state, req).await.unwrap_or_else(HttpError::into_response)
-        }
-        (&Method::POST, "/logout") => accounts::logout(state, req).await.unwrap_or_else(HttpError::into_response),
-        (&Method::POST, "/change-password") => {
-            accounts::change_password(state, req).await.unwrap_or_else(HttpError::into_response)
-        }
-        (&Method::GET, "/login-client") => crate::api::login_page::show(&state, &req),
-        (&Method::POST, "/login-client") => crate::api::login_page::submit(state.clone(), req, peer.ip()).await,
-        (&Method::POST, "/login-client/token") => {
-            crate::api::login_page::token(state, req, peer.ip()).await.unwrap_or_else(HttpError::into_response)
-        }
+        (_, path) => unrouted(path),
+    }
+}
+
+/// Accounts: register, log in (JSON and the login page), tokens, passwords.
+async fn account_routes(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let ip = peer.ip();
+    let result = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/register") => accounts::register(state, req, ip).await,
+        (&Method::POST, "/login") => accounts::login(state, req, ip).await,
+        (&Method::POST, "/token/refresh") => accounts::refresh(state, req).await,
+        (&Method::POST, "/logout") => accounts::logout(state, req).await,
+        (&Method::POST, "/change-password") => accounts::change_password(state, req).await,
+        (&Method::POST, "/forgot-password") => accounts::forgot_password(state, req, ip).await,
+        (&Method::POST, "/reset-password") => accounts::reset_password(state, req, ip).await,
+        (&Method::GET, "/login-client") => return crate::api::login_page::show(&state, &req),
+        (&Method::POST, "/login-client") => return crate::api::login_page::submit(state.clone(), req, ip).await,
+        (&Method::POST, "/login-client/token") => crate::api::login_page::token(state, req, ip).await,
+        (_, path) => return unrouted(path),
+    };
+    result.unwrap_or_else(HttpError::into_response)
+}
+
+/// The `/api/` resources: users, history, devices, the server API (API key), the OpenAPI document.
+async fn api_routes(state: Arc<AppState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use crate::api::{devices, history, server_api};
+    let result = match (req.method(), req.uri().path()) {
         (&Method::GET, "/api/openapi.json") => {
-            crate::error::json_response(StatusCode::OK, &crate::api::openapi::document())
+            return crate::error::json_response(StatusCode::OK, &crate::api::openapi::document())
         }
-        (&Method::POST, "/forgot-password") => {
-            accounts::forgot_password(state, req, peer.ip()).await.unwrap_or_else(HttpError::into_response)
-        }
-        (&Method::POST, "/reset-password") => {
-            accounts::reset_password(state, req, peer.ip()).await.unwrap_or_else(HttpError::into_response)
-        }
-        (&Method::GET, "/api/users/search") => {
-            crate::api::devices::search_users(state, req).await.unwrap_or_else(HttpError::into_response)
-        }
-        (&Method::GET, "/api/history") => {
-            crate::api::history::history(state, req).await.unwrap_or_else(HttpError::into_response)
-        }
-        (&Method::GET, "/api/conversation") => {
-            crate::api::history::conversation(state, req).await.unwrap_or_else(HttpError::into_response)
-        }
-        (&Method::GET, "/api/conversations") => {
-            crate::api::history::conversations(state, req).await.unwrap_or_else(HttpError::into_response)
-        }
-        (&Method::GET, "/api/devices") => {
-            crate::api::devices::list(state, req).await.unwrap_or_else(HttpError::into_response)
-        }
+        (&Method::POST, "/api/publish") => server_api::publish(state, req).await,
+        (&Method::GET, "/api/status") => server_api::status(state, req).await,
+        (&Method::POST, "/api/disconnect") => server_api::disconnect(state, req).await,
+        (&Method::GET, "/api/users/search") => devices::search_users(state, req).await,
+        (&Method::GET, "/api/history") => history::history(state, req).await,
+        (&Method::GET, "/api/conversation") => history::conversation(state, req).await,
+        (&Method::GET, "/api/conversations") => history::conversations(state, req).await,
+        (&Method::GET, "/api/devices") => devices::list(state, req).await,
         (&Method::DELETE, p) if p.starts_with("/api/devices/") && p.len() > "/api/devices/".len() => {
             let id = p["/api/devices/".len()..].to_string();
-            crate::api::devices::revoke(state, req, &id).await.unwrap_or_else(HttpError::into_response)
+            devices::revoke(state, req, &id).await
         }
-        (&Method::GET, "/api/status") => {
-            crate::api::server_api::status(state, req).await.unwrap_or_else(HttpError::into_response)
-        }
-        (&Method::POST, "/api/disconnect") => {
-            crate::api::server_api::disconnect(state, req).await.unwrap_or_else(HttpError::into_response)
-        }
-        (_, "/ws" | "/health" | "/ready" | "/api/publish" | "/api/disconnect" | "/api/status" | "/metrics") => {
-            HttpError::MethodNotAllowed.into_response()
-        }
-        _ => HttpError::NotFound.into_response(),
+        (_, path) => return unrouted(path),
     };
-    if let Some(o) = &origin {
-        cors(&mut resp, o);
-    }
-    Ok(resp)
+    result.unwrap_or_else(HttpError::into_response)
 }
 
 fn cors(r: &mut Response<Full<Bytes>>, origin: &str) {

@@ -163,6 +163,108 @@ type StoredId = (String, Option<String>, Option<String>, String, i64);
 
 type IdKey<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a str);
 
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// The stored events whose `msg_id` appears in `batch` (one query per parameter chunk).
+async fn find_stored_ids(tx: &mut Tx, sql: &AppendSql, batch: &[NewEvent<'_>]) -> Result<Vec<StoredId>, StoreError> {
+    let ids: Vec<&str> = batch.iter().filter_map(|e| e.msg_id).collect();
+    let mut stored: Vec<StoredId> = Vec::new();
+    for param in json_chunks(ids.iter())? {
+        for row in sqlx::query(sql.find_ids).bind(param).fetch_all(&mut **tx).await? {
+            stored.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?));
+        }
+    }
+    Ok(stored)
+}
+
+/// Marks the events whose `msg_id` is already stored as duplicates (in `out`), points each
+/// repeat inside the batch at its first occurrence, and counts the new events per channel.
+fn plan_batch<'a>(
+    batch: &'a [NewEvent<'a>],
+    known: &HashMap<IdKey<'a>, u64>,
+    out: &mut [Appended],
+) -> (Vec<Option<usize>>, HashMap<&'a str, u64>) {
+    let mut first_in_batch: HashMap<IdKey<'a>, usize> = HashMap::new();
+    let mut repeat_of: Vec<Option<usize>> = vec![None; batch.len()];
+    let mut per_channel: HashMap<&'a str, u64> = HashMap::new();
+    for (i, e) in batch.iter().enumerate() {
+        if let Some(m) = e.msg_id {
+            let key = (e.channel, e.from.map(|f| f.0), e.from.map(|f| f.1), m);
+            if let Some(seq) = known.get(&key) {
+                out[i] = Appended { seq: *seq, duplicate: true };
+                continue;
+            }
+            if let Some(&j) = first_in_batch.get(&key) {
+                repeat_of[i] = Some(j);
+                continue;
+            }
+            first_in_batch.insert(key, i);
+        }
+        *per_channel.entry(e.channel).or_default() += 1;
+    }
+    (repeat_of, per_channel)
+}
+
+/// Advances the head of every channel in `per_channel` by its count (in channel order) and
+/// returns each channel's first new `seq`.
+async fn advance_heads(
+    tx: &mut Tx,
+    sql: &AppendSql,
+    per_channel: &HashMap<&str, u64>,
+) -> Result<HashMap<String, u64>, StoreError> {
+    let mut next: HashMap<String, u64> = HashMap::with_capacity(per_channel.len());
+    if per_channel.is_empty() {
+        return Ok(next);
+    }
+    let mut channels: Vec<(&str, u64)> = per_channel.iter().map(|(c, n)| (*c, *n)).collect();
+    channels.sort_unstable();
+    let heads = channels.iter().map(|(c, n)| {
+        let m = crate::channel::dm_members(c);
+        serde_json::json!({"c": c, "n": n, "a": m.map(|m| m.0), "b": m.map(|m| m.1)})
+    });
+    let now = crate::util::now_millis() as i64;
+    for param in json_chunks(heads)? {
+        for row in sqlx::query(sql.advance_heads).bind(param).bind(now).fetch_all(&mut **tx).await? {
+            let channel: String = row.try_get(0)?;
+            let last: i64 = row.try_get(1)?;
+            let n = per_channel.get(channel.as_str()).copied().unwrap_or(0);
+            next.insert(channel, (last as u64) + 1 - n);
+        }
+    }
+    Ok(next)
+}
+
+/// Gives every new event its `seq` (in `out`) and returns the rows to insert; repeats inside the
+/// batch get their first occurrence's `seq`.
+fn number_events(
+    batch: &[NewEvent<'_>],
+    repeat_of: &[Option<usize>],
+    next: &mut HashMap<String, u64>,
+    out: &mut [Appended],
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    let mut rows: Vec<serde_json::Value> = Vec::with_capacity(batch.len());
+    for (i, e) in batch.iter().enumerate() {
+        if out[i].duplicate || repeat_of[i].is_some() {
+            continue;
+        }
+        let Some(seq) = next.get_mut(e.channel) else {
+            return Err(StoreError::Config(format!("no head returned for {}", e.channel)));
+        };
+        out[i] = Appended { seq: *seq, duplicate: false };
+        rows.push(serde_json::json!({
+            "c": e.channel, "s": *seq, "e": e.event, "d": e.data,
+            "u": e.from.map(|f| f.0), "v": e.from.map(|f| f.1), "m": e.msg_id, "t": e.ts,
+        }));
+        *seq += 1;
+    }
+    for (i, j) in repeat_of.iter().enumerate() {
+        if let Some(j) = j {
+            out[i] = Appended { seq: out[*j].seq, duplicate: true };
+        }
+    }
+    Ok(rows)
+}
+
 impl Store {
     /// Appends a batch in one transaction and returns each event's `seq` (in batch order; events
     /// of one channel get increasing `seq`s in batch order). A concurrent duplicate `msg_id` from
@@ -191,58 +293,18 @@ impl Store {
         let mut tx = self.begin_write().await?;
 
         // 1. Repeated msg_ids: already stored, or earlier in this batch.
-        let ids: Vec<&str> = batch.iter().filter_map(|e| e.msg_id).collect();
-        let mut stored: Vec<StoredId> = Vec::new();
-        for param in json_chunks(ids.iter())? {
-            for row in sqlx::query(sql.find_ids).bind(param).fetch_all(&mut *tx).await? {
-                stored.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?));
-            }
-        }
+        let stored = find_stored_ids(&mut tx, sql, batch).await?;
         let mut known: HashMap<IdKey<'_>, u64> = HashMap::new();
         for (c, u, d, m, seq) in &stored {
             known.insert((c.as_str(), u.as_deref(), d.as_deref(), m.as_str()), *seq as u64);
         }
 
         // 2. Count the new events per channel; a repeat inside the batch points at its first.
-        let mut first_in_batch: HashMap<IdKey<'_>, usize> = HashMap::new();
-        let mut repeat_of: Vec<Option<usize>> = vec![None; batch.len()];
-        let mut per_channel: HashMap<&str, u64> = HashMap::new();
-        for (i, e) in batch.iter().enumerate() {
-            if let Some(m) = e.msg_id {
-                let key = (e.channel, e.from.map(|f| f.0), e.from.map(|f| f.1), m);
-                if let Some(seq) = known.get(&key) {
-                    out[i] = Appended { seq: *seq, duplicate: true };
-                    continue;
-                }
-                if let Some(&j) = first_in_batch.get(&key) {
-                    repeat_of[i] = Some(j);
-                    continue;
-                }
-                first_in_batch.insert(key, i);
-            }
-            *per_channel.entry(e.channel).or_default() += 1;
-        }
+        let (repeat_of, per_channel) = plan_batch(batch, &known, &mut out);
 
         // 3. Advance every touched head in one statement (in channel order: a fixed lock order
         //    across instances). Its row locks serialise writers of one channel cluster-wide.
-        let mut next: HashMap<String, u64> = HashMap::with_capacity(per_channel.len());
-        if !per_channel.is_empty() {
-            let mut channels: Vec<(&str, u64)> = per_channel.iter().map(|(c, n)| (*c, *n)).collect();
-            channels.sort_unstable();
-            let heads = channels.iter().map(|(c, n)| {
-                let m = crate::channel::dm_members(c);
-                serde_json::json!({"c": c, "n": n, "a": m.map(|m| m.0), "b": m.map(|m| m.1)})
-            });
-            let now = crate::util::now_millis() as i64;
-            for param in json_chunks(heads)? {
-                for row in sqlx::query(sql.advance_heads).bind(param).bind(now).fetch_all(&mut *tx).await? {
-                    let channel: String = row.try_get(0)?;
-                    let last: i64 = row.try_get(1)?;
-                    let n = per_channel.get(channel.as_str()).copied().unwrap_or(0);
-                    next.insert(channel, (last as u64) + 1 - n);
-                }
-            }
-        }
+        let mut next = advance_heads(&mut tx, sql, &per_channel).await?;
 
         // This batch now holds its heads (and on SQLite the write lock): the next may start.
         if let Some(next) = turn.next.take() {
@@ -250,26 +312,7 @@ impl Store {
         }
 
         // 4. Number the new events and insert them.
-        let mut rows: Vec<serde_json::Value> = Vec::with_capacity(batch.len());
-        for (i, e) in batch.iter().enumerate() {
-            if out[i].duplicate || repeat_of[i].is_some() {
-                continue;
-            }
-            let Some(seq) = next.get_mut(e.channel) else {
-                return Err(StoreError::Config(format!("no head returned for {}", e.channel)));
-            };
-            out[i] = Appended { seq: *seq, duplicate: false };
-            rows.push(serde_json::json!({
-                "c": e.channel, "s": *seq, "e": e.event, "d": e.data,
-                "u": e.from.map(|f| f.0), "v": e.from.map(|f| f.1), "m": e.msg_id, "t": e.ts,
-            }));
-            *seq += 1;
-        }
-        for (i, j) in repeat_of.iter().enumerate() {
-            if let Some(j) = j {
-                out[i] = Appended { seq: out[*j].seq, duplicate: true };
-            }
-        }
+        let rows = number_events(batch, &repeat_of, &mut next, &mut out)?;
         for param in json_chunks(rows.iter())? {
             sqlx::query(sql.insert_events).bind(param).execute(&mut *tx).await.map_err(Store::map_unique)?;
         }
