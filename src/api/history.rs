@@ -115,7 +115,7 @@ async fn page(
         }
     }
     // The byte bound: keep the events nearest the starting point of the paging direction.
-    let budget = state.config.history_page_bytes;
+    let budget = state.config.durable.history_page_bytes;
     let mut used = 0;
     let keep = |e: &StoredEvent, used: &mut usize, first: bool| {
         *used += cost(e);
@@ -152,7 +152,7 @@ pub async fn history(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
     let identity = crate::admission::identity(claims, None)
         .map_err(|_| HttpError::Unauthorized(crate::auth::AuthError::Invalid))?;
     let channel =
-        crate::channel::authorize(requested, &identity, &state.config.public_namespaces).map_err(|e| match e {
+        crate::channel::authorize(requested, &identity, &state.config.auth.public_namespaces).map_err(|e| match e {
             crate::channel::ChannelError::Invalid(m) => HttpError::BadRequest(m.into()),
             crate::channel::ChannelError::Forbidden => HttpError::Forbidden("not allowed on this channel"),
         })?;

@@ -84,7 +84,7 @@ pub async fn route(
         }
         return Ok(r);
     }
-    if let Some(echo) = &state.config.echo_path {
+    if let Some(echo) = &state.config.listener.echo_path {
         if req.uri().path() == echo {
             return Ok(match *req.method() {
                 Method::GET => {

@@ -122,7 +122,7 @@ impl Session<'_> {
     }
 
     fn authorize(&self, channel: &str, id: &RequestId) -> Result<String, Message> {
-        channel::authorize(channel, &self.identity, &self.state.config.public_namespaces).map_err(|e| match e {
+        channel::authorize(channel, &self.identity, &self.state.config.auth.public_namespaces).map_err(|e| match e {
             ChannelError::Invalid(m) => error_frame(ErrorCode::BadRequest, m, id),
             ChannelError::Forbidden => error_frame(ErrorCode::Forbidden, "not allowed on this channel", id),
         })
@@ -133,7 +133,7 @@ impl Session<'_> {
     fn subscribe(&mut self, requested: &str, id: &RequestId) -> Result<(String, bool), Message> {
         let ch = self.authorize(requested, id)?;
         if !self.membership.is_member(&ch)
-            && self.membership.count() >= self.state.config.max_channels_per_connection as usize
+            && self.membership.count() >= self.state.config.limits.max_channels_per_connection as usize
         {
             return Err(error_frame(ErrorCode::BadRequest, "too many channels on this connection", id));
         }
@@ -158,7 +158,7 @@ impl Session<'_> {
         id: RequestId,
     ) -> Step {
         // Stored events are bounded (the queue, the store, every replay page hold them).
-        let max = self.state.config.durable_max_event_bytes;
+        let max = self.state.config.durable.max_event_bytes;
         if data.len() + event.len() > max {
             let m = format!("a durable event is at most {max} bytes (SYNCGATE_DURABLE_MAX_EVENT_BYTES)");
             return Step::Reply(error_frame(ErrorCode::TooLarge, &m, &id));
@@ -208,7 +208,8 @@ impl Session<'_> {
                 return Step::Nothing;
             }
         };
-        let frame = match protocol::decode(text.as_bytes(), &mut self.scratch, self.state.config.max_json_depth) {
+        let frame = match protocol::decode(text.as_bytes(), &mut self.scratch, self.state.config.limits.max_json_depth)
+        {
             Ok(f) => f,
             Err(e) => {
                 self.count_in(8, text.len());
@@ -502,7 +503,7 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
     };
     let conn = s.conn().clone();
     let _open = crate::registry::OpenGuard::new(state.stats.clone());
-    let hb = state.config.heartbeat;
+    let hb = state.config.limits.heartbeat;
     let mut spare: VecDeque<Message> = VecDeque::new();
     let mut last_seen = Instant::now();
     // One timer serves both the heartbeat and the token expiry (smaller per-connection state).
