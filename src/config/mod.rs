@@ -3,7 +3,7 @@
 //!
 //! `Config` is made of one part per concern, each in its own file with its keys (a `pub const`
 //! per variable, re-exported here so `config::LISTEN` keeps working), its documented fields, a
-//! `read` through the shared error-collecting [`reader::Reader`] and a `describe` for
+//! `read` through the shared error-collecting `Reader` (`reader.rs`) and a `describe` for
 //! `syncgate check-config`:
 //!
 //! - `listener`: addresses, PROXY header, socket options, handshake and WebSocket buffers,
