@@ -148,7 +148,7 @@ pub async fn admit_claims(
     if state.registry.is_revoked(&id.user_id, &id.device_id) {
         return Err(NotAdmitted::Refused(Refused::Revoked));
     }
-    let max = state.config.max_connections_per_user;
+    let max = state.config.limits.max_connections_per_user;
     let mut slot = state.registry.acquire_slot(&id.user_id, max).ok_or(NotAdmitted::OverCap)?;
     // Cluster-wide cap (the Redis bus counts every instance's connections).
     if !state.bus.acquire_user(&id.user_id, max).await {
@@ -165,7 +165,8 @@ pub fn admission(state: &AppState, peer: SocketAddr) -> Result<AdmitGuard, HttpE
     if *state.shutdown.borrow() {
         return Err(HttpError::Unavailable);
     }
-    let place = AdmitGuard::try_new(&state.admitted, state.config.max_connections).ok_or(HttpError::Overloaded)?;
+    let place =
+        AdmitGuard::try_new(&state.admitted, state.config.limits.max_connections).ok_or(HttpError::Overloaded)?;
     if let Some(limiter) = &state.ip_limiter {
         if !limiter.allow(peer.ip(), Instant::now()) {
             return Err(HttpError::RateLimited);
@@ -178,7 +179,7 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
     if *state.shutdown.borrow() {
         return Err(HttpError::Unavailable);
     }
-    if !state.config.allowed_origins.is_empty() {
+    if !state.config.listener.allowed_origins.is_empty() {
         if let Some(origin) = req.headers().get(http::header::ORIGIN) {
             let ok = origin.to_str().map(|o| state.config.origin_allowed(o)).unwrap_or(false);
             if !ok {
@@ -215,7 +216,7 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
                 );
             }
             "channel" => {
-                if channels.len() >= state.config.max_channels_per_connection as usize {
+                if channels.len() >= state.config.limits.max_channels_per_connection as usize {
                     return Err(HttpError::BadRequest("too many channels".into()));
                 }
                 channels.push(v);

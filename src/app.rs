@@ -71,12 +71,12 @@ impl AppState {
 
 fn ws_config(config: &Config) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(config.ws_read_buffer)
-        .write_buffer_size(config.ws_write_buffer)
+        .read_buffer_size(config.listener.ws_read_buffer)
+        .write_buffer_size(config.listener.ws_write_buffer)
         // Our own bounded queue holds the backlog; tungstenite's buffer only batches one flush.
-        .max_write_buffer_size(config.ws_write_buffer + config.max_message_bytes + (64 << 10))
-        .max_message_size(Some(config.max_message_bytes))
-        .max_frame_size(Some(config.max_message_bytes))
+        .max_write_buffer_size(config.listener.ws_write_buffer + config.limits.max_message_bytes + (64 << 10))
+        .max_message_size(Some(config.limits.max_message_bytes))
+        .max_frame_size(Some(config.limits.max_message_bytes))
 }
 
 /// Start-up failures, each with its own type.
@@ -108,13 +108,15 @@ impl AppState {
         let verifier = start_verifier(&config, &mut background).await?;
         let instance = crate::util::InstanceId::random();
         let store = crate::store::Store::open(&config).await?;
-        let mailer = match &config.smtp_url {
-            Some(url) => Some(Arc::new(crate::mail::Mailer::new(url, &config.smtp_from).map_err(StartError::Mail)?)),
+        let mailer = match &config.accounts.smtp_url {
+            Some(url) => {
+                Some(Arc::new(crate::mail::Mailer::new(url, &config.accounts.smtp_from).map_err(StartError::Mail)?))
+            }
             None => None,
         };
         tracing::info!(backend = ?store.backend, "store ready");
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::with_join_leave_limit(config.join_leave_max_members));
+        let registry = Arc::new(Registry::with_join_leave_limit(config.limits.join_leave_max_members));
         let devices = crate::devices::Devices::start(store.clone(), &registry).await?;
         let bus = start_bus(&config, &registry, &metrics, instance).await?;
         let (durable, durable_tasks) =
@@ -122,7 +124,8 @@ impl AppState {
         background.extend(durable_tasks);
         let state = Arc::new(AppState {
             durable,
-            ip_limiter: (config.connect_rate_per_ip > 0).then(|| IpLimiter::new(config.connect_rate_per_ip)),
+            ip_limiter: (config.limits.connect_rate_per_ip > 0)
+                .then(|| IpLimiter::new(config.limits.connect_rate_per_ip)),
             ws_config: ws_config(&config),
             instance,
             verifier,
@@ -135,13 +138,19 @@ impl AppState {
             devices: devices.clone(),
             mailer,
             auth_attempts: crate::limits::AuthLimiter::new(
-                config.auth_attempts_per_min,
-                config.auth_attempts_per_address_per_min,
-                config.auth_attempts_per_account_per_hour,
+                config.accounts.auth_attempts_per_min,
+                config.accounts.auth_attempts_per_address_per_min,
+                config.accounts.auth_attempts_per_account_per_hour,
             ),
-            registrations: crate::limits::AttemptLimiter::new(config.register_per_hour, Duration::from_secs(3600)),
-            api_requests: crate::limits::AttemptLimiter::new(config.api_requests_per_min, Duration::from_secs(60)),
-            hasher: crate::auth::password::Hasher::new(config.hash_concurrency),
+            registrations: crate::limits::AttemptLimiter::new(
+                config.accounts.register_per_hour,
+                Duration::from_secs(3600),
+            ),
+            api_requests: crate::limits::AttemptLimiter::new(
+                config.limits.api_requests_per_min,
+                Duration::from_secs(60),
+            ),
+            hasher: crate::auth::password::Hasher::new(config.accounts.hash_concurrency),
             admitted: Arc::new(AtomicU64::new(0)),
             addresses: Arc::default(),
             shutdown: shutdown_rx,
@@ -159,7 +168,7 @@ async fn start_verifier(config: &Config, background: &mut Vec<JoinHandle<()>>) -
     let verifier = Verifier::new(config)?;
     if verifier.development {
         tracing::warn!(
-            dir = %config.data_dir.display(),
+            dir = %config.store.data_dir.display(),
             "DEVELOPMENT SET-UP: no SYNCGATE_JWT_SECRET, SYNCGATE_JWT_PUBLIC_KEY or SYNCGATE_JWKS_URL; \
              using a generated HS256 secret kept in the data directory. Configure a key for production."
         );
@@ -181,15 +190,15 @@ async fn start_bus(
     metrics: &Arc<Metrics>,
     instance: crate::util::InstanceId,
 ) -> Result<Arc<dyn Bus>, StartError> {
-    Ok(match &config.redis_url {
+    Ok(match &config.redis.url {
         None => Arc::new(LocalBus::new(registry.clone())),
         Some(url) => {
             let settings = RedisSettings {
                 url: url.clone(),
-                prefix: config.redis_prefix.clone(),
-                flush: config.redis_flush,
-                presence_ttl: config.presence_ttl,
-                max_json_depth: config.max_json_depth,
+                prefix: config.redis.prefix.clone(),
+                flush: config.redis.flush,
+                presence_ttl: config.redis.presence_ttl,
+                max_json_depth: config.limits.max_json_depth,
             };
             let redis = RedisBus::start_as(settings, registry.clone(), instance, metrics.clone())
                 .await
@@ -225,7 +234,7 @@ impl AppState {
             deliveries: self.registry.deliveries(),
             ready: self.ready(),
             // The Redis bus runs exactly when REDIS_URL is set; its `healthy` is both connections up.
-            redis_up: self.config.redis_url.is_some().then(|| self.bus.healthy()),
+            redis_up: self.config.redis.url.is_some().then(|| self.bus.healthy()),
         })
     }
 }

@@ -69,7 +69,7 @@ pub fn check_config(config: &Config) -> std::process::ExitCode {
         None => println!("open files: unknown"),
     }
     match crate::oslimits::somaxconn() {
-        Some(m) => println!("net.core.somaxconn: {m} (listen backlog asked: {})", config.listen_backlog),
+        Some(m) => println!("net.core.somaxconn: {m} (listen backlog asked: {})", config.listener.listen_backlog),
         None => println!("net.core.somaxconn: unknown"),
     }
     match crate::oslimits::port_range() {

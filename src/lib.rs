@@ -20,7 +20,8 @@
 //!  5 error       error enums and the one mapping to HTTP status / JSON body / close code
 //!  4 store       sqlx store (SQLite default, PostgreSQL)
 //!  3 auth, oslimits  JWT verification and minting, token generations; OS limits at start
-//!  2 config      one typed Config from SYNCGATE_* (bad values stop start-up)
+//!  2 config      one typed Config from SYNCGATE_* (bad values stop start-up), one part per
+//!                concern: listener, auth, accounts, limits, durable, redis, store
 //!  1 channel, protocol  channel names and authorization; protocol v1 frames (simd-json in,
 //!                encode once into Bytes out)
 //!  0 util, identity, routes, limits, metrics, mail, shutdown   leaves: clock, hex, Bearer

@@ -92,7 +92,7 @@ fn migrate(config: &Config) -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
-    init_tracing(config.log_format);
+    init_tracing(config.listener.log_format);
     match syncgate::oslimits::raise_nofile() {
         Some((before, after, hard)) => {
             tracing::info!(soft_before = before, soft = after, hard, "open files limit")
@@ -113,7 +113,7 @@ fn serve(config: Config) -> ExitCode {
         let listener = match syncgate::server::bind(&config) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("syncgate: cannot listen on {} ({}): {e}", config.listen, syncgate::config::LISTEN);
+                eprintln!("syncgate: cannot listen on {} ({}): {e}", config.listener.listen, syncgate::config::LISTEN);
                 return ExitCode::from(1);
             }
         };

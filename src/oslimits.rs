@@ -45,13 +45,13 @@ pub const HEADROOM: u64 = 256;
 pub fn warnings(config: &crate::config::Config) -> Vec<String> {
     let mut w = Vec::new();
     if let Some((_, hard)) = nofile() {
-        if config.max_connections > 0 && hard < config.max_connections + HEADROOM {
+        if config.limits.max_connections > 0 && hard < config.limits.max_connections + HEADROOM {
             w.push(format!(
                 "open files hard limit {hard} is below SYNCGATE_MAX_CONNECTIONS {} + {HEADROOM} headroom (raise LimitNOFILE / ulimit -Hn)",
-                config.max_connections
+                config.limits.max_connections
             ));
         }
-        if config.max_connections == 0 && hard < 65_536 {
+        if config.limits.max_connections == 0 && hard < 65_536 {
             w.push(format!(
                 "open files hard limit {hard} caps this instance near {} connections; set SYNCGATE_MAX_CONNECTIONS to shed load before it",
                 hard.saturating_sub(HEADROOM)
@@ -59,10 +59,10 @@ pub fn warnings(config: &crate::config::Config) -> Vec<String> {
         }
     }
     if let Some(max) = somaxconn() {
-        if max < config.listen_backlog as u64 {
+        if max < config.listener.listen_backlog as u64 {
             w.push(format!(
                 "net.core.somaxconn {max} caps SYNCGATE_LISTEN_BACKLOG {} (sysctl -w net.core.somaxconn={})",
-                config.listen_backlog, config.listen_backlog
+                config.listener.listen_backlog, config.listener.listen_backlog
             ));
         }
     }

@@ -105,7 +105,7 @@ impl<'a> Publisher<'a> {
         conn: &Arc<ConnHandle>,
         id: RequestId,
     ) -> Result<Box<Publish>, Refusal> {
-        if let Err(error) = bounded(&ev.event, &ev.data, self.state.config.durable_max_event_bytes) {
+        if let Err(error) = bounded(&ev.event, &ev.data, self.state.config.durable.max_event_bytes) {
             return Err(Refusal { error, id });
         }
         Ok(Box::new(Publish {

@@ -113,7 +113,7 @@ async fn bind_device(state: &AppState, user_id: &str, requested: Option<&str>) -
         }
     }
     let device = requested.map_or_else(|| format!("d-{}", crate::util::random_hex(8)), str::to_string);
-    match state.store.register_device(user_id, &device, None, state.config.max_devices_per_user).await? {
+    match state.store.register_device(user_id, &device, None, state.config.accounts.max_devices_per_user).await? {
         Registered::Ok => Ok(device),
         Registered::Revoked => Err(HttpError::Forbidden("device revoked")),
         Registered::TooMany => Err(HttpError::TooManyDevices),
@@ -123,10 +123,10 @@ async fn bind_device(state: &AppState, user_id: &str, requested: Option<&str>) -
 /// Signs an access token (generation `gen`, bound to `device`) and stores a new refresh token in
 /// `family`.
 async fn issue(state: &AppState, user_id: &str, gen: u64, family: &str, device: &str) -> Result<Tokens, HttpError> {
-    let ttl = state.config.access_ttl_secs;
+    let ttl = state.config.accounts.access_ttl_secs;
     let access = state.verifier.sign(user_id, Some(device), gen, ttl, &[]).ok_or(HttpError::Internal)?;
     let refresh = crate::util::random_hex(32);
-    state.store.insert_refresh(&refresh, user_id, family, Some(device), state.config.refresh_ttl_secs).await?;
+    state.store.insert_refresh(&refresh, user_id, family, Some(device), state.config.accounts.refresh_ttl_secs).await?;
     Ok(Tokens { access, refresh, expires_in: ttl, device_id: device.to_string() })
 }
 
@@ -411,7 +411,7 @@ pub async fn reset_password(
     let Some(c) = state.store.credentials_by_login(&email).await? else {
         return Err(HttpError::InvalidCredentials);
     };
-    match state.store.check_otp(&c.user.id, code, state.config.otp_guesses_per_day).await? {
+    match state.store.check_otp(&c.user.id, code, state.config.accounts.otp_guesses_per_day).await? {
         crate::store::otps::OtpCheck::Valid => {}
         crate::store::otps::OtpCheck::Invalid => return Err(HttpError::InvalidCredentials),
         // Even the right code waits: the budget is what stops a walk of the 10^6 codes.

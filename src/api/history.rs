@@ -115,7 +115,7 @@ async fn page(
         }
     }
     // The byte bound: keep the events nearest the starting point of the paging direction.
-    let budget = state.config.history_page_bytes;
+    let budget = state.config.durable.history_page_bytes;
     let mut used = 0;
     let keep = |e: &StoredEvent, used: &mut usize, first: bool| {
         *used += cost(e);
@@ -151,7 +151,7 @@ pub async fn history(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
     let requested = get(&q, "channel").ok_or_else(|| HttpError::BadRequest("channel is required".into()))?;
     let identity = crate::admission::identity(claims, None)
         .map_err(|_| HttpError::Unauthorized(crate::auth::AuthError::Invalid))?;
-    let channel = crate::channel::authorize(requested, &identity, &state.config.public_namespaces)?;
+    let channel = crate::channel::authorize(requested, &identity, &state.config.auth.public_namespaces)?;
     if !state.durable.is_durable(&channel) {
         return Err(HttpError::BadRequest(format!("{channel} is not a durable channel (SYNCGATE_DURABLE_NAMESPACES)")));
     }

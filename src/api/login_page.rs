@@ -183,7 +183,7 @@ fn bad_request(message: &str) -> Response<Full<Bytes>> {
 /// `GET /login-client?redirect_uri=…&state=…&code_challenge=…&code_challenge_method=S256[&device_id=…]`.
 pub fn show(state: &AppState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let pairs = crate::util::query_pairs(req.uri().query().unwrap_or(""));
-    match authorization(pairs, &state.config.redirect_allowlist) {
+    match authorization(pairs, &state.config.accounts.redirect_allowlist) {
         Ok(a) if state.verifier.can_sign() => page(StatusCode::OK, form(&a, None), Some(&a.origin)),
         Ok(_) => bad_request("accounts are not enabled on this gateway"),
         Err(why) => bad_request(&why),
@@ -198,7 +198,7 @@ pub async fn submit(state: Arc<AppState>, req: Request<Incoming>, peer: IpAddr) 
         Err(_) => return bad_request("form too large"),
     };
     let text = String::from_utf8_lossy(&body);
-    let a = match authorization(crate::util::query_pairs(&text), &state.config.redirect_allowlist) {
+    let a = match authorization(crate::util::query_pairs(&text), &state.config.accounts.redirect_allowlist) {
         Ok(a) => a,
         Err(why) => return bad_request(&why),
     };
@@ -230,7 +230,7 @@ pub async fn submit(state: Arc<AppState>, req: Request<Incoming>, peer: IpAddr) 
         code_challenge: a.code_challenge.clone(),
         family: crate::util::random_hex(16),
     };
-    let ttl_ms = (state.config.login_code_ttl_secs as i64) * 1000;
+    let ttl_ms = (state.config.accounts.login_code_ttl_secs as i64) * 1000;
     if let Err(e) = state.store.insert_login_code(&code, &grant, ttl_ms).await {
         tracing::error!(error = %e, "storing a login code");
         return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Sign-in failed; please try again.");
@@ -309,7 +309,7 @@ pub async fn token(
         let text = std::str::from_utf8(&body).map_err(|_| HttpError::BadRequest("form is not UTF-8".into()))?;
         TokenRequest::from_form(text)?
     } else {
-        crate::api::parse_json::<TokenRequest>(&body, state.config.max_json_depth)?
+        crate::api::parse_json::<TokenRequest>(&body, state.config.limits.max_json_depth)?
     };
     if t.grant_type.as_deref().is_some_and(|g| g != "authorization_code") {
         return Err(HttpError::BadRequest("grant_type must be authorization_code".into()));

@@ -68,7 +68,7 @@ pub fn limit_api(state: &AppState, user_id: &str) -> Result<(), HttpError> {
 /// `SYNCGATE_HANDSHAKE_TIMEOUT_MS` gets 408 (a slow body cannot hold a connection open).
 pub async fn read_body(state: &AppState, req: Request<Incoming>, limit: usize) -> Result<Bytes, HttpError> {
     let collect = Limited::new(req.into_body(), limit).collect();
-    match tokio::time::timeout(state.config.handshake_timeout, collect).await {
+    match tokio::time::timeout(state.config.listener.handshake_timeout, collect).await {
         Err(_) => {
             state.metrics.handshake_timeouts.inc();
             Err(HttpError::RequestTimeout)
@@ -91,5 +91,5 @@ pub async fn json_body<T: serde::de::DeserializeOwned>(
     limit: usize,
 ) -> Result<T, HttpError> {
     let body = read_body(state, req, limit).await?;
-    parse_json(&body, state.config.max_json_depth)
+    parse_json(&body, state.config.limits.max_json_depth)
 }

@@ -40,8 +40,8 @@ struct DisconnectBody {
 /// is stored first and the answer is `{"ok":true,"seq":N,"duplicate":B}`; a `dm:` channel reaches
 /// both users' connections.
 pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
-    require_api_key(&req, state.config.api_key.as_deref())?;
-    let body: PublishBody = json_body(&state, req, state.config.max_message_bytes).await?;
+    require_api_key(&req, state.config.auth.api_key.as_deref())?;
+    let body: PublishBody = json_body(&state, req, state.config.limits.max_message_bytes).await?;
     let data = body.data.as_deref().map(|d| d.get().as_bytes()).unwrap_or(b"null");
     let ev = ServerEvent { channel: body.channel, event: body.event, data, msg_id: body.msg_id };
     let answer = match Publisher::new(&state).from_server(ev).await? {
@@ -54,7 +54,7 @@ pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
 /// `POST /api/disconnect {"user_id","device_id"?}` → 200; the connections close with 4003 on
 /// every instance.
 pub async fn disconnect(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
-    require_api_key(&req, state.config.api_key.as_deref())?;
+    require_api_key(&req, state.config.auth.api_key.as_deref())?;
     let body: DisconnectBody = json_body(&state, req, 64 * 1024).await?;
     if !crate::channel::valid_user_id(&body.user_id) {
         return Err(HttpError::BadRequest("invalid user_id".into()));
@@ -71,10 +71,10 @@ pub async fn disconnect(state: Arc<AppState>, req: Request<Incoming>) -> Result<
 /// `GET /api/status` (Bearer `SYNCGATE_API_KEY`; 401 without it, and always 401 when no key is
 /// configured: it lists user ids, so it is never public).
 pub async fn status(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
-    if state.config.api_key.is_none() {
+    if state.config.auth.api_key.is_none() {
         return Err(HttpError::Unauthorized(crate::auth::AuthError::Missing));
     }
-    require_api_key(&req, state.config.api_key.as_deref())?;
+    require_api_key(&req, state.config.auth.api_key.as_deref())?;
     let cluster = state.bus.status(10).await;
     let m = &state.metrics;
     let body = serde_json::json!({

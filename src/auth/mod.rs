@@ -135,14 +135,14 @@ fn static_pem(pem: &str) -> Result<(DecodingKey, Vec<Algorithm>), KeyError> {
 impl Verifier {
     /// Builds the verifier from the configuration; generates the development secret if needed.
     pub fn new(config: &Config) -> Result<Verifier, KeyError> {
-        let (keys, signer, development) = match &config.key_source {
+        let (keys, signer, development) = match &config.auth.key_source {
             KeySource::Secret(s) => (
                 Keys::Static(DecodingKey::from_secret(s), vec![Algorithm::HS256]),
                 Some(EncodingKey::from_secret(s)),
                 false,
             ),
             KeySource::Generated => {
-                let s = development_secret(&config.data_dir)?;
+                let s = development_secret(&config.store.data_dir)?;
                 (
                     Keys::Static(DecodingKey::from_secret(&s), vec![Algorithm::HS256]),
                     Some(EncodingKey::from_secret(&s)),
@@ -156,9 +156,9 @@ impl Verifier {
             KeySource::Jwks(url) => (
                 Keys::Jwks(Arc::new(JwksCache::new(
                     url.clone(),
-                    config.jwks_timeout,
-                    config.jwks_refresh,
-                    config.max_json_depth,
+                    config.auth.jwks_timeout,
+                    config.auth.jwks_refresh,
+                    config.limits.max_json_depth,
                 ))),
                 None,
                 false,
@@ -167,9 +167,9 @@ impl Verifier {
         Ok(Verifier {
             keys,
             signer,
-            issuer: config.jwt_issuer.clone(),
-            audience: config.jwt_audience.clone(),
-            leeway: config.jwt_leeway_secs,
+            issuer: config.auth.jwt_issuer.clone(),
+            audience: config.auth.jwt_audience.clone(),
+            leeway: config.auth.jwt_leeway_secs,
             development,
         })
     }

@@ -131,34 +131,34 @@ impl Durable {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
     ) -> (Arc<Durable>, Vec<tokio::task::JoinHandle<()>>) {
-        let (tx, rx) = mpsc::channel(config.durable_queue);
+        let (tx, rx) = mpsc::channel(config.durable.queue);
         let durable = Arc::new(Durable {
             store,
-            namespaces: config.durable_namespaces.clone(),
-            replay_max: config.replay_max,
+            namespaces: config.durable.namespaces.clone(),
+            replay_max: config.durable.replay_max,
             tx,
             positions: Mutex::new(HashMap::new()),
             positions_queued: tokio::sync::Notify::new(),
             touched: Mutex::new(HashMap::new()),
             quota: quota::Quota::new(
-                config.durable_events_per_min,
-                config.durable_bytes_per_min,
+                config.durable.events_per_min,
+                config.durable.bytes_per_min,
                 bus.clone(),
                 metrics.clone(),
             ),
             metrics,
             queued_bytes: std::sync::atomic::AtomicU64::new(0),
-            max_queued_bytes: config.durable_queue_bytes,
+            max_queued_bytes: config.durable.queue_bytes,
             next_analyze: std::sync::atomic::AtomicU64::new(1_000),
         });
         let tasks = vec![
-            tokio::spawn(durable.clone().writer(rx, bus, registry.clone(), config.durable_batch_max)),
+            tokio::spawn(durable.clone().writer(rx, bus, registry.clone(), config.durable.batch_max)),
             tokio::spawn(writer::sequencer_ticks(registry)),
             tokio::spawn(durable.clone().position_flusher()),
             tokio::spawn(durable.clone().retention(
-                config.retention_interval,
-                config.history_ttl_secs,
-                config.history_max,
+                config.durable.retention_interval,
+                config.durable.history_ttl_secs,
+                config.durable.history_max,
             )),
         ];
         (durable, tasks)

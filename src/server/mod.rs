@@ -26,15 +26,18 @@ pub use crate::routes::ROUTES;
 /// Binds the listening socket with `SO_REUSEADDR` and the configured backlog (the kernel caps it
 /// at `net.core.somaxconn`; a short backlog drops SYNs during connect storms).
 pub fn bind(config: &Config) -> std::io::Result<TcpListener> {
-    let socket =
-        if config.listen.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if config.listener.listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
-    if config.reuseport {
+    if config.listener.reuseport {
         // Several processes share the port; the kernel spreads new connections between them.
         socket.set_reuseport(true)?;
     }
-    socket.bind(config.listen)?;
-    socket.listen(config.listen_backlog)
+    socket.bind(config.listener.listen)?;
+    socket.listen(config.listener.listen_backlog)
 }
 
 /// Which listener a connection came in on.
@@ -57,7 +60,7 @@ async fn accept_on(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream
 /// (at most `SYNCGATE_SHUTDOWN_TIMEOUT_MS`) for them to finish. With `SYNCGATE_ADMIN_LISTEN` a
 /// second listener is bound here and served until the same moment.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    let admin = match config.admin_listen {
+    let admin = match config.listener.admin_listen {
         Some(addr) => Some(TcpListener::bind(addr).await?),
         None => None,
     };
@@ -76,16 +79,16 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
 
 /// Start-up log lines: the listeners, and warnings about settings that open or change things.
 fn announce(state: &AppState, listener: &TcpListener, admin: Option<&TcpListener>) -> std::io::Result<()> {
-    if let Some(path) = &state.config.echo_path {
+    if let Some(path) = &state.config.listener.echo_path {
         tracing::warn!(
             %path,
             "SYNCGATE_ECHO_PATH is set: an unauthenticated echo endpoint is open (for conformance runs only)"
         );
     }
-    tracing::info!(addr = %listener.local_addr()?, proxy_protocol = ?state.config.proxy_protocol, "syncgate listening");
+    tracing::info!(addr = %listener.local_addr()?, proxy_protocol = ?state.config.listener.proxy_protocol, "syncgate listening");
     if let Some(a) = admin {
         tracing::info!(admin_addr = %a.local_addr()?, "admin listener: /health /ready /metrics /api/status");
-    } else if state.config.proxy_protocol != ProxyProtocol::Off {
+    } else if state.config.listener.proxy_protocol != ProxyProtocol::Off {
         tracing::warn!(
             "SYNCGATE_PROXY_PROTOCOL is set and SYNCGATE_ADMIN_LISTEN is not: health checks must send the PROXY header too"
         );
@@ -115,8 +118,8 @@ async fn accept_until_drained(
         tokio::select! {
             _ = &mut shutdown, if drain_until.is_none() => {
                 state.draining.store(true, Ordering::Relaxed);
-                tracing::info!(delay_ms = state.config.drain_delay.as_millis() as u64, "draining: /ready is 503");
-                drain_until = Some(tokio::time::Instant::now() + state.config.drain_delay);
+                tracing::info!(delay_ms = state.config.listener.drain_delay.as_millis() as u64, "draining: /ready is 503");
+                drain_until = Some(tokio::time::Instant::now() + state.config.listener.drain_delay);
             }
             _ = drained => break,
             accepted = listener.accept() => accepted_on(state, accepted, Listener::Main, &mut backoff).await,
@@ -153,7 +156,7 @@ async fn accepted_on(
 /// reconnect all at once.
 async fn close_all(state: &AppState) {
     let conns = state.registry.all_conns();
-    let spread = state.config.drain_spread;
+    let spread = state.config.listener.drain_spread;
     tracing::info!(connections = conns.len(), spread_ms = spread.as_millis() as u64, "closing connections with 1001");
     let start = tokio::time::Instant::now();
     let n = conns.len().max(1) as u32;
@@ -171,7 +174,7 @@ async fn close_all(state: &AppState) {
 /// Writes the acknowledged read positions, stops the background tasks and the bus, then waits
 /// (at most `SYNCGATE_SHUTDOWN_TIMEOUT_MS`) until every connection task has dropped its guard.
 async fn stop(state: Arc<AppState>, background: Vec<tokio::task::JoinHandle<()>>, mut alive_rx: mpsc::Receiver<()>) {
-    let timeout = state.config.shutdown_timeout;
+    let timeout = state.config.listener.shutdown_timeout;
     // Read positions acknowledged so far are written before the background tasks stop.
     state.durable.flush_positions().await;
     for task in background {
@@ -193,14 +196,14 @@ async fn stop(state: Arc<AppState>, background: Vec<tokio::task::JoinHandle<()>>
 fn spawn_connection(state: Arc<AppState>, stream: TcpStream, peer: SocketAddr, on: Listener) {
     tokio::spawn(async move {
         let alive = state.alive.clone();
-        let mode = state.config.proxy_protocol;
+        let mode = state.config.listener.proxy_protocol;
         if on == Listener::Admin || mode == ProxyProtocol::Off {
             serve_connection(&state, stream, peer, on).await;
         } else {
             let mut shutdown = state.shutdown.clone();
             let mut stream = stream;
             let header = tokio::select! {
-                h = tokio::time::timeout(state.config.handshake_timeout, proxy::read_header(&mut stream, mode)) => {
+                h = tokio::time::timeout(state.config.listener.handshake_timeout, proxy::read_header(&mut stream, mode)) => {
                     h.unwrap_or(Err(proxy::ProxyError::Timeout))
                 }
                 _ = crate::shutdown::stopping(&mut shutdown) => return,
@@ -226,7 +229,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut shutdown = state.shutdown.clone();
-    let handshake_timeout = state.config.handshake_timeout;
+    let handshake_timeout = state.config.listener.handshake_timeout;
     let svc_state = state.clone();
     let service = service_fn(move |req| {
         let state = svc_state.clone();

@@ -78,7 +78,7 @@ pub async fn route(
     if req.method() == Method::OPTIONS {
         return Ok(preflight(origin.as_deref()));
     }
-    if let Some(echo) = &state.config.echo_path {
+    if let Some(echo) = &state.config.listener.echo_path {
         if req.uri().path() == echo {
             return Ok(match *req.method() {
                 Method::GET => {

@@ -72,14 +72,14 @@ pub struct Store {
 
 /// The database URL: `DATABASE_URL`, or a SQLite file in the data directory.
 pub fn database_url(config: &Config) -> Result<(String, Backend), StoreError> {
-    match &config.database_url {
+    match &config.store.database_url {
         Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => Ok((u.clone(), Backend::Postgres)),
         Some(u) if u.starts_with("sqlite:") => Ok((u.clone(), Backend::Sqlite)),
         Some(_) => Err(StoreError::Config("DATABASE_URL must be postgres://… or sqlite:…".into())),
         None => {
-            std::fs::create_dir_all(&config.data_dir)
-                .map_err(|e| StoreError::Config(format!("{}: {e}", config.data_dir.display())))?;
-            let path = config.data_dir.join("syncgate.db");
+            std::fs::create_dir_all(&config.store.data_dir)
+                .map_err(|e| StoreError::Config(format!("{}: {e}", config.store.data_dir.display())))?;
+            let path = config.store.data_dir.join("syncgate.db");
             private_file(&path).map_err(|e| StoreError::Config(format!("{}: {e}", path.display())))?;
             Ok((format!("sqlite://{}?mode=rwc", path.display()), Backend::Sqlite))
         }

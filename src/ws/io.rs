@@ -45,7 +45,7 @@ where
             }
         }
     };
-    match tokio::time::timeout(state.config.write_timeout, watched).await {
+    match tokio::time::timeout(state.config.limits.write_timeout, watched).await {
         Ok(r) => r,
         Err(_) => {
             state.metrics.write_timeouts.inc();
@@ -76,7 +76,7 @@ pub(crate) fn classify(e: &WsError) -> Option<CloseReason> {
 /// close frame before the client reads it (RFC 6455 §7.1.1: the server closes the TCP
 /// connection first, but only after the close handshake).
 pub(crate) async fn close(state: &AppState, ws: &mut Ws, reason: CloseReason) {
-    let linger = state.config.close_linger;
+    let linger = state.config.limits.close_linger;
     let deadline = tokio::time::Instant::now() + linger.max(Duration::from_millis(100));
     if reason == CloseReason::TooLarge {
         let m = Message::Text(protocol::error(ErrorCode::TooLarge, "message exceeds max_message_bytes", &None));

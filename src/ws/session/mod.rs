@@ -184,7 +184,7 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
     let conn = s.conn().clone();
     let _open = crate::registry::OpenGuard::new(state.metrics.clone());
     let mut spare: VecDeque<Message> = VecDeque::new();
-    let mut clock = Clock::new(state.config.heartbeat, s.identity.exp);
+    let mut clock = Clock::new(state.config.limits.heartbeat, s.identity.exp);
     let timer = tokio::time::sleep_until(clock.next());
     tokio::pin!(timer);
     // A request waiting on a backend, and a replay page being read (see the module docs).

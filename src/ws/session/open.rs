@@ -46,7 +46,7 @@ async fn first_frame_auth(
         state.metrics.auth_failures.inc(reason);
     };
     let text = tokio::select! {
-        r = tokio::time::timeout(state.config.auth_timeout, first) => match r {
+        r = tokio::time::timeout(state.config.auth.auth_timeout, first) => match r {
             Ok(Some(t)) => t,
             _ => {
                 refuse(AuthFailure::Timeout);
@@ -55,7 +55,7 @@ async fn first_frame_auth(
         },
         _ = crate::shutdown::stopping(&mut shutdown) => return Err(CloseReason::GoingAway),
     };
-    let token = match protocol::decode(text.as_bytes(), &mut Vec::new(), state.config.max_json_depth) {
+    let token = match protocol::decode(text.as_bytes(), &mut Vec::new(), state.config.limits.max_json_depth) {
         Ok(protocol::Frame { request: Request::Auth { token }, .. }) => token,
         _ => {
             refuse(AuthFailure::Invalid);
@@ -113,8 +113,8 @@ pub(super) async fn open<'a>(
             state.next_conn_id(),
             identity.user_id.clone(),
             identity.device_id.clone(),
-            state.config.outbound_queue,
-            state.config.outbound_queue_bytes,
+            state.config.limits.outbound_queue,
+            state.config.limits.outbound_queue_bytes,
             state.metrics.clone(),
         )
         .with_gen(identity.gen),
@@ -124,7 +124,7 @@ pub(super) async fn open<'a>(
         state,
         user_channel: crate::channel::user_channel(&identity.user_id),
         membership: Membership::new(state.registry.clone(), conn),
-        limiter: MessageLimiter::new(state.config.messages_per_min, Instant::now()),
+        limiter: MessageLimiter::new(state.config.limits.messages_per_min, Instant::now()),
         scratch: Vec::new(),
         streams: None,
         identity,
@@ -168,8 +168,8 @@ pub(super) async fn open<'a>(
         &s.identity.user_id,
         &s.identity.device_id,
         &conn_id,
-        state.config.heartbeat.as_millis() as u64,
-        state.config.max_message_bytes as u64,
+        state.config.limits.heartbeat.as_millis() as u64,
+        state.config.limits.max_message_bytes as u64,
         user_stream.as_ref(),
     );
     let mut ok = io::timed(state, None, ws.feed(Message::Text(welcome))).await.is_ok();

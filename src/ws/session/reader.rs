@@ -38,7 +38,8 @@ impl Session<'_> {
                 return Step::Nothing;
             }
         };
-        let frame = match protocol::decode(text.as_bytes(), &mut self.scratch, self.state.config.max_json_depth) {
+        let frame = match protocol::decode(text.as_bytes(), &mut self.scratch, self.state.config.limits.max_json_depth)
+        {
             Ok(f) => f,
             Err(e) => {
                 self.count_in(FrameIn::Invalid, text.len());
@@ -186,7 +187,7 @@ impl Session<'_> {
 
     /// The canonical name of a channel this connection may use.
     pub(super) fn authorize(&self, channel: &str) -> Result<String, ChannelError> {
-        channel::authorize(channel, &self.identity, &self.state.config.public_namespaces)
+        channel::authorize(channel, &self.identity, &self.state.config.auth.public_namespaces)
     }
 
     /// Joins `requested`; `Ok((channel, new))` where `new` means the bus subscription must be
@@ -194,7 +195,7 @@ impl Session<'_> {
     pub(super) fn subscribe(&mut self, requested: &str) -> Result<(String, bool), FrameError> {
         let ch = self.authorize(requested)?;
         if !self.membership.is_member(&ch)
-            && self.membership.count() >= self.state.config.max_channels_per_connection as usize
+            && self.membership.count() >= self.state.config.limits.max_channels_per_connection as usize
         {
             return Err(FrameError::new(ErrorCode::BadRequest, "too many channels on this connection"));
         }
