@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{Durable, DurableError, Outcome, Publish, Reply};
 use crate::bus::Bus;
-use crate::protocol::{self, ErrorCode, Stamp};
+use crate::error::{FrameError, PublishError};
+use crate::protocol::{self, Stamp};
 use crate::registry::Registry;
 use crate::store::events::{Appended, NewEvent, Turn};
 use crate::store::{Store, StoreError};
@@ -280,14 +281,16 @@ pub(super) async fn sequencer_ticks(registry: Arc<Registry>) {
 fn respond(p: Publish, outcome: Outcome) {
     match p.reply {
         Reply::Conn { conn, id } => {
+            // Refusals are answered through the one error mapping (error.rs), like every
+            // other publish error.
             let frame = match outcome {
-                Outcome::Stored(a) => protocol::durable_ack(&id, &p.channel, a.seq, p.msg_id.as_deref(), a.duplicate),
-                Outcome::Refused(_) => protocol::error(ErrorCode::BadRequest, "the event cannot be stored", &id),
-                Outcome::Failed(_) => {
-                    protocol::error(ErrorCode::Unavailable, "not stored; retry with the same msg_id", &id)
+                Outcome::Stored(a) => {
+                    Message::Text(protocol::durable_ack(&id, &p.channel, a.seq, p.msg_id.as_deref(), a.duplicate))
                 }
+                Outcome::Refused(_) => FrameError::from(PublishError::Refused).frame(&id),
+                Outcome::Failed(_) => FrameError::from(PublishError::NotStored).frame(&id),
             };
-            conn.push(Message::Text(frame));
+            conn.push(frame);
         }
         Reply::Http(tx) => {
             let _ = tx.send(outcome);
