@@ -88,10 +88,10 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     /// The Redis bus could not start.
     #[error("redis: {0}")]
-    Bus(String),
+    Bus(#[from] crate::bus::BusError),
     /// `SYNCGATE_SMTP_URL` / `SYNCGATE_SMTP_FROM` do not make a mailer.
     #[error("mail: {0}")]
-    Mail(String),
+    Mail(crate::mail::MailError),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
 }

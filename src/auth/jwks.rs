@@ -49,15 +49,14 @@ pub(crate) struct CachedKey {
 
 /// Parses a JWKS document (untrusted bytes from the network): depth-checked before serde sees it;
 /// keys that are not usable signature keys are skipped. Returns the usable keys.
-pub(crate) fn parse_jwks(body: &[u8], max_depth: usize) -> Result<Vec<CachedKey>, String> {
-    let set: JwkSet =
-        crate::util::json::from_slice(body, max_depth).map_err(|e| format!("not a JWKS document: {e}"))?;
+pub(crate) fn parse_jwks(body: &[u8], max_depth: usize) -> Result<Vec<CachedKey>, JwksError> {
+    let set: JwkSet = crate::util::json::from_slice(body, max_depth)?;
     Ok(set.keys.into_iter().filter_map(parse_jwk).collect())
 }
 
 /// The number of usable keys in a JWKS document, or why it was refused (the fuzz harness's view
 /// of `parse_jwks`).
-pub fn usable_keys(body: &[u8], max_depth: usize) -> Result<usize, String> {
+pub fn usable_keys(body: &[u8], max_depth: usize) -> Result<usize, JwksError> {
     parse_jwks(body, max_depth).map(|k| k.len())
 }
 
@@ -125,9 +124,27 @@ type HttpsClient = hyper_util::client::legacy::Client<
     Empty<Bytes>,
 >;
 
-fn client() -> Result<HttpsClient, String> {
+fn client() -> HttpsClient {
     let https = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
-    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https)
+}
+
+/// Why the keys could not be fetched, or a JWKS document was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("bad URL: {0}")]
+    Url(#[from] http::uri::InvalidUri),
+    #[error("request failed: {0}")]
+    Request(#[from] hyper_util::client::legacy::Error),
+    #[error("HTTP {0}")]
+    Status(http::StatusCode),
+    /// The body failed, or was over the size limit.
+    #[error("reading body: {0}")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    #[error("timed out")]
+    Timeout,
+    #[error("not a JWKS document: {0}")]
+    Document(#[from] crate::util::json::JsonError),
 }
 
 impl JwksCache {
@@ -182,24 +199,24 @@ impl JwksCache {
     }
 
     /// Fetches now (start-up and periodic refresh).
-    pub async fn refresh_now(&self) -> Result<usize, String> {
+    pub async fn refresh_now(&self) -> Result<usize, JwksError> {
         let _guard = self.fetching.lock().await;
         self.fetch_locked().await
     }
 
-    async fn fetch_locked(&self) -> Result<usize, String> {
-        let uri: http::Uri = self.url.parse().map_err(|e| format!("bad URL: {e}"))?;
-        let client = client()?;
+    async fn fetch_locked(&self) -> Result<usize, JwksError> {
+        let uri: http::Uri = self.url.parse()?;
+        let client = client();
         let body = tokio::time::timeout(self.timeout, async {
-            let resp = client.get(uri).await.map_err(|e| format!("request failed: {e}"))?;
+            let resp = client.get(uri).await?;
             if !resp.status().is_success() {
-                return Err(format!("HTTP {}", resp.status()));
+                return Err(JwksError::Status(resp.status()));
             }
             let limited = Limited::new(resp.into_body(), MAX_JWKS_BYTES);
-            limited.collect().await.map(|c| c.to_bytes()).map_err(|e| format!("reading body: {e}"))
+            limited.collect().await.map(|c| c.to_bytes()).map_err(JwksError::Body)
         })
         .await
-        .map_err(|_| "timed out".to_string())??;
+        .map_err(|_| JwksError::Timeout)??;
         let keys = parse_jwks(&body, self.max_json_depth)?;
         let n = keys.len();
         self.state.write().unwrap_or_else(|e| e.into_inner()).keys = keys;

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use tokio_tungstenite::tungstenite::Message;
 
 pub use local::LocalBus;
-pub use redis::{external_event, RedisBus, RedisSettings};
+pub use redis::{external_event, BusError, ExternalError, RedisBus, RedisSettings};
 
 use crate::protocol::{Encoded, RequestId};
 

@@ -43,7 +43,15 @@ use crate::protocol::{Encoded, RequestId};
 use crate::registry::Registry;
 use batcher::Outgoing;
 use presence::PresenceOp;
-pub use receiver::external_event;
+pub use receiver::{external_event, ExternalError};
+
+/// Why the Redis bus could not start (it starts even while Redis is down: only a bad
+/// `REDIS_URL` stops it).
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("REDIS_URL: {0}")]
+    Url(fred::error::Error),
+}
 use receiver::CONTROL;
 
 /// Configuration of the Redis bus.
@@ -82,7 +90,7 @@ pub struct RedisBus {
 impl RedisBus {
     /// Connects (without requiring Redis to be up: the gateway serves local traffic meanwhile and
     /// `/ready` says 503) and starts the background tasks.
-    pub async fn start(settings: RedisSettings, registry: Arc<Registry>) -> Result<Arc<RedisBus>, String> {
+    pub async fn start(settings: RedisSettings, registry: Arc<Registry>) -> Result<Arc<RedisBus>, BusError> {
         Self::start_as(settings, registry, crate::util::InstanceId::random(), Arc::default()).await
     }
 
@@ -93,8 +101,8 @@ impl RedisBus {
         registry: Arc<Registry>,
         instance: crate::util::InstanceId,
         metrics: Arc<crate::metrics::Metrics>,
-    ) -> Result<Arc<RedisBus>, String> {
-        let config = Config::from_url(&settings.url).map_err(|e| format!("REDIS_URL: {e}"))?;
+    ) -> Result<Arc<RedisBus>, BusError> {
+        let config = Config::from_url(&settings.url).map_err(BusError::Url)?;
         let mut builder = Builder::from_config(config);
         builder
             .with_performance_config(|p| {
@@ -108,8 +116,8 @@ impl RedisBus {
             })
             // Unlimited attempts, 50 ms doubling to at most 2 s between attempts.
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2000, 2));
-        let client = builder.build().map_err(|e| format!("REDIS_URL: {e}"))?;
-        let subscriber = builder.build_subscriber_client().map_err(|e| format!("REDIS_URL: {e}"))?;
+        let client = builder.build().map_err(BusError::Url)?;
+        let subscriber = builder.build_subscriber_client().map_err(BusError::Url)?;
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         let (pres_tx, pres_rx) = mpsc::channel(OUT_QUEUE);
         let bus = Arc::new(RedisBus {

@@ -21,18 +21,27 @@ use crate::protocol::{self, Encoded};
 /// The channel (under the prefix) that carries [`Control`] messages between instances.
 pub(super) const CONTROL: &str = "!control";
 
+/// Why an external publisher's message was dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExternalError {
+    #[error("{0}")]
+    Json(#[from] crate::util::json::JsonError),
+    #[error("`event` must be 1-{} bytes", crate::protocol::MAX_EVENT_LEN)]
+    Event,
+}
+
 /// `{"event":E,"data":ANY}` from an external publisher → an `event` frame from the server.
 /// Malformed, nested deeper than `max_depth`, or with a bad event name: an error naming why.
-pub fn external_event(channel: &str, payload: &[u8], max_depth: usize) -> Result<Encoded, String> {
+pub fn external_event(channel: &str, payload: &[u8], max_depth: usize) -> Result<Encoded, ExternalError> {
     #[derive(serde::Deserialize)]
     struct Ext<'a> {
         event: String,
         #[serde(borrow, default)]
         data: Option<&'a serde_json::value::RawValue>,
     }
-    let ext: Ext = crate::util::json::from_slice(payload, max_depth).map_err(|e| e.to_string())?;
+    let ext: Ext = crate::util::json::from_slice(payload, max_depth)?;
     if ext.event.is_empty() || ext.event.len() > crate::protocol::MAX_EVENT_LEN {
-        return Err(format!("`event` must be 1-{} bytes", crate::protocol::MAX_EVENT_LEN));
+        return Err(ExternalError::Event);
     }
     let data = ext.data.map(|d| d.get().as_bytes()).unwrap_or(b"null");
     Ok(protocol::server_event(channel, &ext.event, data, crate::util::now_millis()))
