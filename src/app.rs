@@ -22,6 +22,8 @@ use crate::registry::Registry;
 pub struct AppState {
     pub config: Config,
     pub verifier: Verifier,
+    /// The server's Ed25519 identity (`GET /api/server-key`).
+    pub server_key: crate::auth::server_key::ServerKey,
     pub registry: Arc<Registry>,
     /// In-process or Redis; every publish goes through it.
     pub bus: Arc<dyn Bus>,
@@ -106,6 +108,8 @@ impl AppState {
     ) -> Result<(Arc<AppState>, Vec<JoinHandle<()>>), StartError> {
         let mut background = Vec::new();
         let verifier = start_verifier(&config, &mut background).await?;
+        let server_key =
+            crate::auth::server_key::ServerKey::load(config.auth.server_key.as_deref(), &config.store.data_dir)?;
         let instance = crate::util::InstanceId::random();
         let store = crate::store::Store::open(&config).await?;
         let mailer = match &config.accounts.smtp_url {
@@ -129,6 +133,7 @@ impl AppState {
             ws_config: ws_config(&config),
             instance,
             verifier,
+            server_key,
             registry,
             bus,
             next_conn: AtomicU64::new(0),

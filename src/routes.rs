@@ -24,6 +24,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/publish"),
     ("POST", "/api/disconnect"),
     ("GET", "/api/status"),
+    ("GET", "/api/server-key"),
     ("GET", "/api/openapi.json"),
     ("GET", "/login-client"),
     ("POST", "/login-client"),

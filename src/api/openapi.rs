@@ -306,6 +306,16 @@ fn server_api_paths(paths: &mut Paths) {
         "get",
         op("Cluster status", Some("apiKey"), None, &[("200", "status"), ("401", "missing or wrong key")]),
     );
+    paths.add(
+        "/api/server-key",
+        "get",
+        op(
+            "The server's Ed25519 public key: {alg, key_id (16 hex of SHA-256 of the raw key), public_key (base64url)}",
+            None,
+            None,
+            &[("200", "the key")],
+        ),
+    );
 }
 
 /// The login page for native apps and its token endpoint.

@@ -68,6 +68,17 @@ pub async fn disconnect(state: Arc<AppState>, req: Request<Incoming>) -> Result<
     Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
 }
 
+/// `GET /api/server-key` (public) → `{"alg":"Ed25519","key_id":K,"public_key":PK}`: the key clients
+/// pin to check the server's signatures; `key_id` is the first 16 hex characters of SHA-256 of
+/// the raw public key, `public_key` the raw 32 bytes in base64url without padding.
+pub fn server_key(state: &AppState) -> Response<Full<Bytes>> {
+    let k = &state.server_key;
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({"alg": "Ed25519", "key_id": k.key_id, "public_key": k.public_key}),
+    )
+}
+
 /// `GET /api/status` (Bearer `SYNCGATE_API_KEY`; 401 without it, and always 401 when no key is
 /// configured: it lists user ids, so it is never public).
 pub async fn status(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {

@@ -3,6 +3,7 @@
 
 mod jwks;
 pub mod password;
+pub mod server_key;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -29,6 +29,8 @@ pub const AUTH_TIMEOUT_MS: &str = "SYNCGATE_AUTH_TIMEOUT_MS";
 pub const API_KEY: &str = "SYNCGATE_API_KEY";
 /// Namespaces anyone may use (comma list).
 pub const PUBLIC_NAMESPACES: &str = "SYNCGATE_PUBLIC_NAMESPACES";
+/// The server's Ed25519 identity: a PKCS#8 private key (v1 or v2), PEM or standard base64 of the DER.
+pub const SERVER_KEY: &str = "SYNCGATE_SERVER_KEY";
 
 /// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
 #[derive(Clone, PartialEq, Eq)]
@@ -75,6 +77,9 @@ pub struct AuthConfig {
     pub api_key: Option<String>,
     /// Namespaces anyone may use (never `user` or `dm`).
     pub public_namespaces: Vec<String>,
+    /// `SYNCGATE_SERVER_KEY` as PKCS#8 DER (checked to be an Ed25519 key); `None`: generated
+    /// once and kept in the data directory.
+    pub server_key: Option<Vec<u8>>,
 }
 
 impl AuthConfig {
@@ -96,7 +101,9 @@ impl AuthConfig {
         if api_key.as_ref().is_some_and(|k| k.len() < 16) {
             r.error(format!("{API_KEY} must be at least 16 characters"));
         }
+        let server_key = server_key(r);
         AuthConfig {
+            server_key,
             key_source,
             jwks_refresh,
             jwks_timeout,
@@ -134,7 +141,33 @@ impl AuthConfig {
             (AUTH_TIMEOUT_MS, ms(self.auth_timeout)),
             (API_KEY, if self.api_key.is_some() { "***".into() } else { "(unset: server API off)".into() }),
             (PUBLIC_NAMESPACES, self.public_namespaces.join(",")),
+            (
+                SERVER_KEY,
+                match &self.server_key {
+                    Some(_) => "*** (Ed25519 PKCS#8)".into(),
+                    None => "(unset: generated in the data directory)".into(),
+                },
+            ),
         ]);
+    }
+}
+
+/// `SYNCGATE_SERVER_KEY`: PEM (`-----BEGIN PRIVATE KEY-----`, `\n` escapes allowed) or standard
+/// base64 of the DER; it must be an Ed25519 PKCS#8 key (v1 as `openssl genpkey` writes it, or v2).
+fn server_key(r: &mut Reader) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let text = r.raw(SERVER_KEY)?.replace("\\n", "\n");
+    let b64: String = match text.contains("-----BEGIN") {
+        true => text.lines().filter(|l| !l.starts_with("-----")).collect(),
+        false => text.split_whitespace().collect(),
+    };
+    let der = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok();
+    match der.filter(|d| ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(d).is_ok()) {
+        Some(d) => Some(d),
+        None => {
+            r.error(format!("{SERVER_KEY} must be an Ed25519 private key in PKCS#8 (PEM, or base64 of the DER)"));
+            None
+        }
     }
 }
 

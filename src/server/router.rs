@@ -104,7 +104,7 @@ pub async fn route(
 
 /// Paths that answer 405 to another method; any other unknown (method, path) is a 404.
 const METHOD_NOT_ALLOWED_PATHS: &[&str] =
-    &["/ws", "/health", "/ready", "/api/publish", "/api/disconnect", "/api/status", "/metrics"];
+    &["/ws", "/health", "/ready", "/api/publish", "/api/disconnect", "/api/status", "/api/server-key", "/metrics"];
 
 /// The answer when no handler takes (method, `path`): 405 or 404.
 fn unrouted(path: &str) -> Response<Full<Bytes>> {
@@ -188,6 +188,7 @@ async fn api_routes(state: Arc<AppState>, req: Request<Incoming>) -> Response<Fu
         }
         (&Method::POST, "/api/publish") => server_api::publish(state, req).await,
         (&Method::GET, "/api/status") => server_api::status(state, req).await,
+        (&Method::GET, "/api/server-key") => Ok(server_api::server_key(&state)),
         (&Method::POST, "/api/disconnect") => server_api::disconnect(state, req).await,
         (&Method::GET, "/api/users/search") => devices::search_users(state, req).await,
         (&Method::GET, "/api/history") => history::history(state, req).await,

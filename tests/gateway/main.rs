@@ -51,3 +51,4 @@ mod ops;
 mod protocol;
 mod proxy;
 mod quotas;
+mod server_key;
