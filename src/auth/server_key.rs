@@ -83,4 +83,15 @@ mod tests {
         assert!(ServerKey::load(None, &dir).is_err(), "a corrupt kept key is refused, never replaced");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_configured_v2_key_loads_from_base64() {
+        let der = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let vars = [(SERVER_KEY.to_string(), b64)].into_iter().collect();
+        let config = crate::config::Config::from_map(&vars).unwrap();
+        let k = ServerKey::load(config.auth.server_key.as_deref(), Path::new("/nonexistent")).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(der.as_ref()).unwrap();
+        assert_eq!(k.public_key, base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()));
+    }
 }
