@@ -17,6 +17,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/reset-password"),
     ("GET", "/api/devices"),
     ("DELETE", "/api/devices/{id}"),
+    ("PUT", "/api/devices/{id}/key"),
     ("GET", "/api/users/search"),
     ("GET", "/api/history"),
     ("GET", "/api/conversation"),

@@ -1,4 +1,5 @@
-//! `GET /api/devices` and `DELETE /api/devices/{id}` for the caller (Bearer access token).
+//! `GET /api/devices`, `DELETE /api/devices/{id}` and `PUT /api/devices/{id}/key` for the caller
+//! (Bearer access token).
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use super::authenticate;
 use crate::app::AppState;
 use crate::bus::Control;
 use crate::error::{json_response, HttpError};
+use crate::store::devices::KeySet;
 
 /// `{"devices":[{"id","name","online","last_seen"},…]}` (revoked devices are not listed).
 pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
@@ -18,6 +20,45 @@ pub async fn list(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respon
     super::limit_api(&state, &claims.user_id)?;
     let devices = state.store.devices(&claims.user_id).await?;
     Ok(json_response(StatusCode::OK, &serde_json::json!({ "devices": devices })))
+}
+
+/// `PUT /api/devices/{id}/key {"public_key":PK}` with the device's own access token (its `did` is
+/// `{id}`): registers the device's Ed25519 public key (32 raw bytes, base64url without padding)
+/// once. 200 with the device as `/api/devices` lists it; another device's id → 404; a malformed key
+/// → 400; a different key already registered → 409 (a lost key means revoking the device).
+pub async fn set_key(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    device_id: &str,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        public_key: String,
+    }
+    let claims = authenticate(&state, &req).await?;
+    super::limit_api(&state, &claims.user_id)?;
+    let device_id = crate::util::percent_decode(device_id).ok_or(HttpError::NotFound)?;
+    if claims.device_id.as_deref() != Some(device_id.as_str()) {
+        return Err(HttpError::NotFound);
+    }
+    let body: Body = super::json_body(&state, req, 4096).await?;
+    if !valid_public_key(&body.public_key) {
+        return Err(HttpError::BadRequest("public_key must be 32 bytes in base64url without padding".into()));
+    }
+    match state.store.set_device_key(&claims.user_id, &device_id, &body.public_key).await? {
+        KeySet::Set => {}
+        KeySet::NotFound => return Err(HttpError::NotFound),
+        KeySet::Conflict => return Err(HttpError::Conflict("this device already has another key")),
+    }
+    let device = state.store.device(&claims.user_id, &device_id).await?.ok_or(HttpError::NotFound)?;
+    Ok(json_response(StatusCode::OK, &serde_json::json!(device)))
+}
+
+/// An Ed25519 public key as the API carries it: 43 characters of base64url (32 bytes), no padding.
+fn valid_public_key(text: &str) -> bool {
+    use base64::Engine;
+    text.len() == 43 && base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).is_ok_and(|raw| raw.len() == 32)
 }
 
 /// Revokes one of the caller's devices: its connections close with 4003 on every instance, its

@@ -224,6 +224,22 @@ fn user_api_paths(paths: &mut Paths) {
             &[("200", "revoked"), ("401", "unauthorized"), ("404", "no such device")],
         ),
     );
+    paths.add(
+        "/api/devices/{id}/key",
+        "put",
+        op(
+            "Register the calling device's Ed25519 public key once ({\"public_key\": base64url of 32 bytes})",
+            Some("bearer"),
+            None,
+            &[
+                ("200", "the device"),
+                ("400", "malformed key"),
+                ("401", "unauthorized"),
+                ("404", "not the caller's own device"),
+                ("409", "another key is already registered"),
+            ],
+        ),
+    );
     let search = op(
         "Search users by username similarity (q)",
         Some("bearer"),

@@ -123,7 +123,7 @@ fn preflight(origin: Option<&str>) -> Response<Full<Bytes>> {
     if let Some(o) = origin {
         cors(&mut r, o);
         let h = r.headers_mut();
-        h.insert("access-control-allow-methods", http::HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
+        h.insert("access-control-allow-methods", http::HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"));
         h.insert("access-control-allow-headers", http::HeaderValue::from_static("authorization, content-type"));
         h.insert("access-control-max-age", http::HeaderValue::from_static("600"));
     }
@@ -195,6 +195,12 @@ async fn api_routes(state: Arc<AppState>, req: Request<Incoming>) -> Response<Fu
         (&Method::GET, "/api/conversation") => history::conversation(state, req).await,
         (&Method::GET, "/api/conversations") => history::conversations(state, req).await,
         (&Method::GET, "/api/devices") => devices::list(state, req).await,
+        (&Method::PUT, p)
+            if p.starts_with("/api/devices/") && p.ends_with("/key") && p.len() > "/api/devices//key".len() =>
+        {
+            let id = p["/api/devices/".len()..p.len() - "/key".len()].to_string();
+            devices::set_key(state, req, &id).await
+        }
         (&Method::DELETE, p) if p.starts_with("/api/devices/") && p.len() > "/api/devices/".len() => {
             let id = p["/api/devices/".len()..].to_string();
             devices::revoke(state, req, &id).await

@@ -9,6 +9,22 @@ pub struct Device {
     pub name: Option<String>,
     pub online: bool,
     pub last_seen: i64,
+    /// The device's Ed25519 public key (base64url), once registered.
+    pub public_key: Option<String>,
+}
+
+/// A `devices` row as listed: id, name, online, last_seen, public_key.
+type DeviceRow = (String, Option<String>, i64, i64, Option<String>);
+
+/// What registering a device's public key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySet {
+    /// Registered now, or this same key was already registered.
+    Set,
+    /// Another key is registered: it cannot be replaced.
+    Conflict,
+    /// No such (unrevoked) device for this user.
+    NotFound,
 }
 
 /// A device seen connecting (online) or disconnecting.
@@ -126,16 +142,54 @@ impl Store {
 
     /// The user's devices that are not revoked, most recently seen first.
     pub async fn devices(&self, user_id: &str) -> Result<Vec<Device>, StoreError> {
-        let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
-            "SELECT device_id, name, online, last_seen FROM devices WHERE user_id = $1 AND revoked = 0 ORDER BY last_seen DESC",
+        let rows: Vec<DeviceRow> = sqlx::query_as(
+            "SELECT device_id, name, online, last_seen, public_key FROM devices WHERE user_id = $1 AND revoked = 0 ORDER BY last_seen DESC",
         )
         .bind(user_id)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, name, online, last_seen)| Device { id, name, online: online != 0, last_seen })
+            .map(|(id, name, online, last_seen, public_key)| Device {
+                id,
+                name,
+                online: online != 0,
+                last_seen,
+                public_key,
+            })
             .collect())
+    }
+
+    /// Registers the device's public key once: a second, different key is a conflict. One
+    /// conditional UPDATE, so two racing registrations cannot both win.
+    pub async fn set_device_key(&self, user_id: &str, device_id: &str, key: &str) -> Result<KeySet, StoreError> {
+        let set = sqlx::query(
+            "UPDATE devices SET public_key = $3 WHERE user_id = $1 AND device_id = $2 AND revoked = 0 AND public_key IS NULL",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        if set.rows_affected() == 1 {
+            return Ok(KeySet::Set);
+        }
+        let existing: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT public_key FROM devices WHERE user_id = $1 AND device_id = $2 AND revoked = 0")
+                .bind(user_id)
+                .bind(device_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match existing {
+            None => KeySet::NotFound,
+            Some((Some(k),)) if k == key => KeySet::Set,
+            Some(_) => KeySet::Conflict,
+        })
+    }
+
+    /// One of the user's unrevoked devices.
+    pub async fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>, StoreError> {
+        Ok(self.devices(user_id).await?.into_iter().find(|d| d.id == device_id))
     }
 
     /// Revokes one of the user's devices and its refresh tokens; false if the user has no such
