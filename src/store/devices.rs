@@ -16,6 +16,10 @@ pub struct Device {
 /// A `devices` row as listed: id, name, online, last_seen, public_key.
 type DeviceRow = (String, Option<String>, i64, i64, Option<String>);
 
+fn device_from_row((id, name, online, last_seen, public_key): DeviceRow) -> Device {
+    Device { id, name, online: online != 0, last_seen, public_key }
+}
+
 /// What registering a device's public key found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeySet {
@@ -148,16 +152,7 @@ impl Store {
         .bind(user_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, name, online, last_seen, public_key)| Device {
-                id,
-                name,
-                online: online != 0,
-                last_seen,
-                public_key,
-            })
-            .collect())
+        Ok(rows.into_iter().map(device_from_row).collect())
     }
 
     /// Registers the device's public key once: a second, different key is a conflict. One
@@ -189,7 +184,14 @@ impl Store {
 
     /// One of the user's unrevoked devices.
     pub async fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>, StoreError> {
-        Ok(self.devices(user_id).await?.into_iter().find(|d| d.id == device_id))
+        let row: Option<DeviceRow> = sqlx::query_as(
+            "SELECT device_id, name, online, last_seen, public_key FROM devices WHERE user_id = $1 AND device_id = $2 AND revoked = 0",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(device_from_row))
     }
 
     /// Revokes one of the user's devices and its refresh tokens; false if the user has no such
