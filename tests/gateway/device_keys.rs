@@ -46,6 +46,11 @@ async fn device_keys_flow(s: &Server) {
         let (status, e) = put_key(s, "phone", &phone, &bad.to_string()).await;
         assert_eq!(status, 400, "{bad} {e}");
     }
+    // Hostile bodies: oversized and deeply nested are refused (400); the server keeps serving.
+    let huge = format!(r#"{{"public_key":"{}"}}"#, "A".repeat(1 << 20));
+    assert_eq!(put_key(s, "phone", &phone, &huge).await.0, 400);
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    assert_eq!(put_key(s, "phone", &phone, &deep).await.0, 400);
     // Registered: 200 with the device as /api/devices lists it.
     let (status, d) = put_key(s, "phone", &phone, &body).await;
     assert_eq!(status, 200, "{d}");
