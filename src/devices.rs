@@ -1,6 +1,6 @@
 //! Device bookkeeping off the hot path: sightings go through a bounded queue to one writer that
-//! upserts them in batches (one transaction each); revoked devices and token generations are
-//! checked in memory. A connection waits for its own "online" sighting to be committed before
+//! upserts them in batches (one transaction each); revoked devices, devices with a registered key
+//! and token generations are checked in memory. A connection waits for its own "online" sighting to be committed before
 //! `welcome`, so a device that has connected is already listed (and revocable).
 
 use std::sync::Arc;
@@ -34,6 +34,9 @@ impl Devices {
     ) -> Result<Arc<Devices>, crate::store::StoreError> {
         for (u, d) in store.revoked_devices().await? {
             registry.mark_revoked(&u, &d);
+        }
+        for (u, d) in store.keyed_devices().await? {
+            registry.mark_keyed(&u, &d);
         }
         for (u, gen) in store.token_generations().await? {
             registry.set_token_gen(&u, gen);

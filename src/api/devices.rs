@@ -46,7 +46,7 @@ pub async fn set_key(
     if !valid_public_key(&body.public_key) {
         return Err(HttpError::BadRequest("public_key must be 32 bytes in base64url without padding".into()));
     }
-    match state.store.set_device_key(&claims.user_id, &device_id, &body.public_key).await? {
+    match register_key(&state, &claims.user_id, &device_id, &body.public_key).await? {
         KeySet::Set => {}
         KeySet::NotFound => return Err(HttpError::NotFound),
         KeySet::Conflict => return Err(HttpError::Conflict("this device already has another key")),
@@ -55,8 +55,23 @@ pub async fn set_key(
     Ok(json_response(StatusCode::OK, &serde_json::json!(device)))
 }
 
+/// Registers `device`'s public key (stored once) and tells every instance that the device is now
+/// keyed: token-only connections of it are refused from then on (no downgrade).
+pub async fn register_key(
+    state: &AppState,
+    user_id: &str,
+    device_id: &str,
+    public_key: &str,
+) -> Result<KeySet, crate::store::StoreError> {
+    let set = state.store.set_device_key(user_id, device_id, public_key).await?;
+    if set == KeySet::Set {
+        state.bus.control(Control::DeviceKeyed { user_id: user_id.to_string(), device_id: device_id.to_string() });
+    }
+    Ok(set)
+}
+
 /// An Ed25519 public key as the API carries it: 43 characters of base64url (32 bytes), no padding.
-fn valid_public_key(text: &str) -> bool {
+pub fn valid_public_key(text: &str) -> bool {
     use base64::Engine;
     text.len() == 43 && base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).is_ok_and(|raw| raw.len() == 32)
 }

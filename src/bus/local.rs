@@ -41,6 +41,7 @@ impl Bus for LocalBus {
             Control::TokenGeneration { user_id, gen } => {
                 self.registry.set_token_gen(&user_id, gen);
             }
+            Control::DeviceKeyed { user_id, device_id } => self.registry.mark_keyed(&user_id, &device_id),
         }
     }
 

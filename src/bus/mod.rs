@@ -31,6 +31,9 @@ pub enum Control {
     /// The user's tokens of generations before `gen` are void (password changed or reset):
     /// connections opened with them close with 4003 and such tokens are refused.
     TokenGeneration { user_id: String, gen: u64 },
+    /// The device registered its public key: from now on it connects with key login only
+    /// (unless `SYNCGATE_KEYED_DEVICES_ALLOW_TOKEN=1`).
+    DeviceKeyed { user_id: String, device_id: String },
 }
 
 /// The bus. Methods take `&self`; implementations shard or serialise their state inside.

@@ -94,6 +94,8 @@ pub struct Registry {
     sequencer: sequencer::Sequencer,
     /// `user\x1fdevice` of every revoked device: such a device never connects again.
     revoked: dashmap::DashSet<String>,
+    /// Devices with a registered public key (`user \u{1f} device`): no token-only connections.
+    keyed: dashmap::DashSet<String>,
     /// user → current token generation, for users whose tokens were invalidated at least once
     /// (absent: 0). Tokens and connections of an older generation are refused and closed.
     token_gens: DashMap<Box<str>, u64>,
@@ -142,6 +144,7 @@ impl Registry {
             hooks: std::sync::OnceLock::new(),
             sequencer: sequencer::Sequencer::default(),
             revoked: dashmap::DashSet::new(),
+            keyed: dashmap::DashSet::new(),
             token_gens: DashMap::with_shard_amount(SHARDS),
         }
     }
@@ -152,6 +155,15 @@ impl Registry {
 
     pub fn mark_revoked(&self, user: &str, device: &str) {
         self.revoked.insert(format!("{user}\u{1f}{device}"));
+    }
+
+    /// Whether the device has registered a public key (it then connects with key login only).
+    pub fn is_keyed(&self, user: &str, device: &str) -> bool {
+        !self.keyed.is_empty() && self.keyed.contains(&format!("{user}\u{1f}{device}"))
+    }
+
+    pub fn mark_keyed(&self, user: &str, device: &str) {
+        self.keyed.insert(format!("{user}\u{1f}{device}"));
     }
 
     /// The user's current token generation (0 until the password first changes).

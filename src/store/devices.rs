@@ -219,4 +219,11 @@ impl Store {
     pub async fn revoked_devices(&self) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as("SELECT user_id, device_id FROM devices WHERE revoked = 1").fetch_all(&self.pool).await?)
     }
+
+    /// (user, device) of every unrevoked device with a registered public key.
+    pub async fn keyed_devices(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as("SELECT user_id, device_id FROM devices WHERE revoked = 0 AND public_key IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?)
+    }
 }

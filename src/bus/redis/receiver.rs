@@ -150,6 +150,10 @@ impl RedisBus {
                 self.registry.set_token_gen(user_id, *gen);
                 serde_json::json!({"op": "gen", "user_id": user_id, "gen": gen})
             }
+            Control::DeviceKeyed { user_id, device_id } => {
+                self.registry.mark_keyed(user_id, device_id);
+                serde_json::json!({"op": "keyed", "user_id": user_id, "device_id": device_id})
+            }
         }
         .to_string();
         let client = self.client.clone();
@@ -179,6 +183,9 @@ impl RedisBus {
             }
             Ok(Ctl { op, user_id, device_id: Some(device_id), .. }) if op == "revoke" => {
                 self.registry.revoke_device(&user_id, &device_id);
+            }
+            Ok(Ctl { op, user_id, device_id: Some(device_id), .. }) if op == "keyed" => {
+                self.registry.mark_keyed(&user_id, &device_id);
             }
             Ok(Ctl { op, user_id, gen: Some(gen), .. }) if op == "gen" => {
                 self.registry.set_token_gen(&user_id, gen);
