@@ -1,5 +1,5 @@
 //! The checks in front of the upgrade, in order: origin, per-IP connect rate, credentials
-//! (`?token=` then `Authorization: Bearer`), device id, per-user connection slot (RAII guard).
+//! (`?token=` then `Authorization: Bearer`, or `?auth=key` for key login), device id, per-user connection slot (RAII guard).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -48,8 +48,8 @@ impl Drop for AdmitGuard {
 pub struct Admitted {
     /// The instance-wide connection place (load shedding).
     pub _place: AdmitGuard,
-    /// Present when the token came with the request; `None` means first-frame auth.
-    pub identity: Option<(Identity, UserSlot)>,
+    /// How the connection authenticates.
+    pub auth: Auth,
     /// `?device_id=`, validated.
     pub device_id: Option<String>,
     /// `?channel=` (repeatable), checked after authentication.
@@ -62,6 +62,16 @@ pub struct Admitted {
     pub peer: SocketAddr,
 }
 
+/// How a connection authenticates.
+pub enum Auth {
+    /// The token came with the request and was admitted.
+    Token(Identity, UserSlot),
+    /// `{"type":"auth","token":…}` as the first frame.
+    FirstFrame,
+    /// `?auth=key`: the server sends a signed challenge and the device answers with its key.
+    Key,
+}
+
 /// Why verified claims do not open a connection or call an API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -71,6 +81,9 @@ pub enum Refused {
     Revoked,
     /// Issued before the user's last password change or reset (401 / 4001).
     OldGeneration,
+    /// A token alone for a device that registered a public key: it connects with key login only
+    /// (403 / 4001), unless `SYNCGATE_KEYED_DEVICES_ALLOW_TOKEN=1`.
+    KeyRequired,
 }
 
 impl Refused {
@@ -80,6 +93,9 @@ impl Refused {
             Refused::OtherDevice => HttpError::Forbidden("token is bound to another device"),
             Refused::Revoked => HttpError::Forbidden("device revoked"),
             Refused::OldGeneration => HttpError::Unauthorized(AuthError::Invalid),
+            Refused::KeyRequired => {
+                HttpError::Forbidden("this device has a registered key: connect with key login (auth=key)")
+            }
         }
     }
 }
@@ -134,9 +150,8 @@ impl NotAdmitted {
 }
 
 /// The one admission rule for verified claims, with the token in the request or in the first
-/// frame: not void (token generation, revoked device), bound to the requested device, a device
-/// that is not revoked, and one of the user's connection slots here and in the cluster (the
-/// slot is released when the returned guard drops).
+/// frame: not void (token generation, revoked device), bound to the requested device, not a
+/// device that must use key login (no downgrade), then [`admit_identity`].
 pub async fn admit_claims(
     state: &AppState,
     claims: crate::auth::Claims,
@@ -144,6 +159,16 @@ pub async fn admit_claims(
 ) -> Result<(Identity, UserSlot), NotAdmitted> {
     still_valid(state, &claims).map_err(NotAdmitted::Refused)?;
     let id = identity(claims, requested_device).map_err(NotAdmitted::Refused)?;
+    if !state.config.auth.keyed_devices_allow_token && state.registry.is_keyed(&id.user_id, &id.device_id) {
+        return Err(NotAdmitted::Refused(Refused::KeyRequired));
+    }
+    admit_identity(state, id).await
+}
+
+/// Admits an authenticated identity (token or key login): a device that is not revoked, and one
+/// of the user's connection slots here and in the cluster (the slot is released when the
+/// returned guard drops).
+pub async fn admit_identity(state: &AppState, id: Identity) -> Result<(Identity, UserSlot), NotAdmitted> {
     // A revoked device can never simply reconnect.
     if state.registry.is_revoked(&id.user_id, &id.device_id) {
         return Err(NotAdmitted::Refused(Refused::Revoked));
@@ -194,9 +219,14 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
     let mut channels = Vec::new();
     let mut device_name = None;
     let mut since = None;
+    let mut key_login = false;
     for (k, v) in crate::util::query_pairs(req.uri().query().unwrap_or("")) {
         match k.as_str() {
             "token" if token.is_none() => token = Some(v),
+            "auth" => match v.as_str() {
+                "key" => key_login = true,
+                _ => return Err(HttpError::BadRequest("auth must be `key` (or absent)".into())),
+            },
             "device_id" => {
                 if !valid_device_id(&v) {
                     return Err(HttpError::BadRequest(crate::identity::DEVICE_ID_RULE.into()));
@@ -224,19 +254,27 @@ pub async fn admit<B>(state: &AppState, peer: SocketAddr, req: &Request<B>) -> R
             _ => {}
         }
     }
-    if token.is_none() {
+    if key_login {
+        // Key login takes no token: one way to authenticate per connection.
+        if token.is_some() || !matches!(crate::util::bearer(req.headers()), crate::util::Bearer::Missing) {
+            return Err(HttpError::BadRequest("auth=key takes no token".into()));
+        }
+    } else if token.is_none() {
         match crate::util::bearer(req.headers()) {
             crate::util::Bearer::Missing => {}
             crate::util::Bearer::Token(t) => token = Some(t.to_string()),
             crate::util::Bearer::Malformed => return Err(HttpError::Unauthorized(AuthError::Invalid)),
         }
     }
-    let identity = match token {
-        None => None,
+    let auth = match token {
+        None if key_login => Auth::Key,
+        None => Auth::FirstFrame,
         Some(t) => {
             let claims = state.verifier.verify(&t).await.map_err(HttpError::Unauthorized)?;
-            Some(admit_claims(state, claims, device_id.as_deref()).await.map_err(NotAdmitted::at_upgrade)?)
+            let (id, slot) =
+                admit_claims(state, claims, device_id.as_deref()).await.map_err(NotAdmitted::at_upgrade)?;
+            Auth::Token(id, slot)
         }
     };
-    Ok(Admitted { _place: place, identity, device_id, channels, device_name, since, peer })
+    Ok(Admitted { _place: place, auth, device_id, channels, device_name, since, peer })
 }

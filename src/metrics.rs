@@ -262,6 +262,8 @@ label! {
         Timeout = "timeout",
         /// The device was revoked, is another user's, or the token generation is old.
         Device = "device",
+        /// Key login refused: a malformed answer, a bad signature, an unknown device or key.
+        Key = "key",
     }
 }
 

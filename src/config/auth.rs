@@ -32,6 +32,9 @@ pub const PUBLIC_NAMESPACES: &str = "SYNCGATE_PUBLIC_NAMESPACES";
 /// The server's Ed25519 identity: a PKCS#8 private key (v1 or v2), PEM or standard base64 of the DER.
 pub const SERVER_KEY: &str = "SYNCGATE_SERVER_KEY";
 
+/// `1`: devices with a registered key may still connect with a token alone.
+pub const KEYED_DEVICES_ALLOW_TOKEN: &str = "SYNCGATE_KEYED_DEVICES_ALLOW_TOKEN";
+
 /// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
 #[derive(Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -80,6 +83,9 @@ pub struct AuthConfig {
     /// `SYNCGATE_SERVER_KEY` as PKCS#8 DER (checked to be an Ed25519 key); `None`: generated
     /// once and kept in the data directory.
     pub server_key: Option<Vec<u8>>,
+    /// `SYNCGATE_KEYED_DEVICES_ALLOW_TOKEN`: a device with a registered key may still connect with
+    /// a token alone (off: key login only, no downgrade; its refresh tokens keep working for REST).
+    pub keyed_devices_allow_token: bool,
 }
 
 impl AuthConfig {
@@ -102,7 +108,9 @@ impl AuthConfig {
             r.error(format!("{API_KEY} must be at least 16 characters"));
         }
         let server_key = server_key(r);
+        let keyed_devices_allow_token = r.flag(KEYED_DEVICES_ALLOW_TOKEN, false);
         AuthConfig {
+            keyed_devices_allow_token,
             server_key,
             key_source,
             jwks_refresh,
@@ -148,6 +156,7 @@ impl AuthConfig {
                     None => "(unset: generated in the data directory)".into(),
                 },
             ),
+            (KEYED_DEVICES_ALLOW_TOKEN, u8::from(self.keyed_devices_allow_token).to_string()),
         ]);
     }
 }

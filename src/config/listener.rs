@@ -103,14 +103,7 @@ impl ListenerConfig {
         let admin_listen = admin_listen(r, listen);
         let drain_delay = Duration::from_millis(r.ranged(DRAIN_DELAY_MS, 0, 0, 3_600_000));
         let drain_spread = Duration::from_millis(r.ranged(DRAIN_SPREAD_MS, 0, 0, 3_600_000));
-        let reuseport = match r.raw(REUSEPORT) {
-            None | Some("0") | Some("false") => false,
-            Some("1") | Some("true") => true,
-            Some(other) => {
-                r.error(format!("{REUSEPORT}={other:?} must be 0 or 1"));
-                false
-            }
-        };
+        let reuseport = r.flag(REUSEPORT, false);
         let listen_backlog = r.ranged(LISTEN_BACKLOG, 4096, 1, 1 << 20) as u32;
         let log_format = match r.raw(LOG_FORMAT) {
             None | Some("text") => LogFormat::Text,

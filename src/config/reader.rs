@@ -56,6 +56,19 @@ impl<'a> Reader<'a> {
         v
     }
 
+    /// A switch: `0`/`false` (or unset: `default`) and `1`/`true`; anything else is an error.
+    pub(super) fn flag(&mut self, key: &str, default: bool) -> bool {
+        match self.raw(key) {
+            None => default,
+            Some("0") | Some("false") => false,
+            Some("1") | Some("true") => true,
+            Some(other) => {
+                self.errors.push(format!("{key}={other:?} must be 0 or 1"));
+                default
+            }
+        }
+    }
+
     /// A comma list, items trimmed, empty items dropped.
     pub(super) fn list(&self, key: &str) -> Vec<String> {
         self.raw(key)

@@ -194,6 +194,19 @@ impl Store {
         Ok(row.map(device_from_row))
     }
 
+    /// The users owning an unrevoked device `device_id` whose registered key is `public_key` (key
+    /// login). At most two are read: anything but exactly one owner refuses the login.
+    pub async fn key_owners(&self, device_id: &str, public_key: &str) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT user_id FROM devices WHERE device_id = $1 AND public_key = $2 AND revoked = 0 LIMIT 2",
+        )
+        .bind(device_id)
+        .bind(public_key)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(u,)| u).collect())
+    }
+
     /// Revokes one of the user's devices and its refresh tokens; false if the user has no such
     /// device.
     pub async fn revoke_device(&self, user_id: &str, device_id: &str) -> Result<bool, StoreError> {

@@ -45,6 +45,7 @@ mod common;
 mod device_keys;
 mod durable;
 mod hostile;
+mod key_login;
 mod lifecycle;
 mod limits;
 mod login_page;

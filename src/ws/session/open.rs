@@ -1,5 +1,5 @@
 //! Opening a connection: first-frame authentication when the token did not come with the
-//! request, registration in the registry (re-checking revocation and the token generation once
+//! request (a token, or key login's challenge and answer), registration in the registry (re-checking revocation and the token generation once
 //! registered), the bus subscription and the device sighting before `welcome`, the user
 //! stream's state and replay, and the replies to `?channel=`.
 
@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::{error_frame, Session};
-use crate::admission::{admit_claims, AdmitGuard, Admitted, NotAdmitted, Refused};
+use crate::admission::{admit_claims, admit_identity, AdmitGuard, Admitted, Auth, NotAdmitted, Refused};
 use crate::app::AppState;
+use crate::auth::key_login::{self, Challenge};
 use crate::auth::AuthError;
 use crate::error::CloseReason;
 use crate::identity::Identity;
@@ -25,12 +26,9 @@ use crate::ws::streams::PAGE;
 /// How long a new connection waits for its device sighting to be committed before `welcome`.
 const DEVICE_WRITE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Waits for `{"type":"auth","token":…}` as the first frame.
-async fn first_frame_auth(
-    state: &AppState,
-    ws: &mut Ws,
-    device: Option<&str>,
-) -> Result<(Identity, UserSlot), CloseReason> {
+/// The connection's first text frame, within `SYNCGATE_AUTH_TIMEOUT_MS` (pings and pongs are
+/// skipped). A timeout, a close or a shutdown refuse the connection.
+async fn first_text(state: &AppState, ws: &mut Ws) -> Result<Utf8Bytes, CloseReason> {
     let mut shutdown = state.shutdown.clone();
     let first = async {
         loop {
@@ -41,52 +39,93 @@ async fn first_frame_auth(
             }
         }
     };
-    let refuse = |reason: AuthFailure| {
-        state.metrics.connects.inc(crate::metrics::ConnectResult::Unauthorized);
-        state.metrics.auth_failures.inc(reason);
-    };
-    let text = tokio::select! {
+    tokio::select! {
         r = tokio::time::timeout(state.config.auth.auth_timeout, first) => match r {
-            Ok(Some(t)) => t,
-            _ => {
-                refuse(AuthFailure::Timeout);
-                return Err(CloseReason::Unauthorized);
-            }
+            Ok(Some(t)) => Ok(t),
+            _ => Err(refuse(state, AuthFailure::Timeout, CloseReason::Unauthorized)),
         },
-        _ = crate::shutdown::stopping(&mut shutdown) => return Err(CloseReason::GoingAway),
-    };
+        _ = crate::shutdown::stopping(&mut shutdown) => Err(CloseReason::GoingAway),
+    }
+}
+
+/// Counts a refused authentication; the close it gets.
+fn refuse(state: &AppState, reason: AuthFailure, close: CloseReason) -> CloseReason {
+    state.metrics.connects.inc(crate::metrics::ConnectResult::Unauthorized);
+    state.metrics.auth_failures.inc(reason);
+    close
+}
+
+/// The close for an authenticated identity that is not admitted.
+fn not_admitted(state: &AppState, n: NotAdmitted, key_login: bool) -> CloseReason {
+    match n {
+        NotAdmitted::OverCap => {
+            state.metrics.connects.inc(crate::metrics::ConnectResult::OverCap);
+            CloseReason::TooManyConnections
+        }
+        // Key login: any refusal of the device is 4001 (the answer did not open a live device).
+        NotAdmitted::Refused(_) if key_login => refuse(state, AuthFailure::Key, CloseReason::Unauthorized),
+        NotAdmitted::Refused(r) => refuse(
+            state,
+            AuthFailure::Device,
+            match r {
+                Refused::Revoked => CloseReason::Forbidden,
+                Refused::OtherDevice | Refused::OldGeneration | Refused::KeyRequired => CloseReason::Unauthorized,
+            },
+        ),
+    }
+}
+
+/// Waits for `{"type":"auth","token":…}` as the first frame.
+async fn first_frame_auth(
+    state: &AppState,
+    ws: &mut Ws,
+    device: Option<&str>,
+) -> Result<(Identity, UserSlot), CloseReason> {
+    let text = first_text(state, ws).await?;
     let token = match protocol::decode(text.as_bytes(), &mut Vec::new(), state.config.limits.max_json_depth) {
         Ok(protocol::Frame { request: Request::Auth { token }, .. }) => token,
-        _ => {
-            refuse(AuthFailure::Invalid);
-            return Err(CloseReason::Unauthorized);
-        }
+        _ => return Err(refuse(state, AuthFailure::Invalid, CloseReason::Unauthorized)),
     };
     // Boxed: JWKS verification can await a fetch, and its future must not bloat every session.
     let claims = Box::pin(state.verifier.verify(&token)).await.map_err(|e| match e {
-        AuthError::Expired => {
-            refuse(AuthFailure::Expired);
-            CloseReason::TokenExpired
-        }
-        _ => {
-            refuse(AuthFailure::Invalid);
-            CloseReason::Unauthorized
-        }
+        AuthError::Expired => refuse(state, AuthFailure::Expired, CloseReason::TokenExpired),
+        _ => refuse(state, AuthFailure::Invalid, CloseReason::Unauthorized),
     })?;
-    match admit_claims(state, claims, device).await {
-        Ok(admitted) => Ok(admitted),
-        Err(NotAdmitted::OverCap) => {
-            state.metrics.connects.inc(crate::metrics::ConnectResult::OverCap);
-            Err(CloseReason::TooManyConnections)
-        }
-        Err(NotAdmitted::Refused(r)) => {
-            refuse(AuthFailure::Device);
-            Err(match r {
-                Refused::Revoked => CloseReason::Forbidden,
-                Refused::OtherDevice | Refused::OldGeneration => CloseReason::Unauthorized,
-            })
-        }
+    admit_claims(state, claims, device).await.map_err(|n| not_admitted(state, n, false))
+}
+
+/// Key login (`?auth=key`): sends the signed challenge, then admits the device whose answer
+/// verifies and whose registered key it is (a live, unrevoked device of exactly one user).
+/// Anything else closes with 4001 (see `auth::key_login`).
+async fn key_auth(state: &AppState, ws: &mut Ws, device: Option<&str>) -> Result<(Identity, UserSlot), CloseReason> {
+    let challenge = Challenge::new(&state.server_key, crate::util::now_millis())
+        .ok_or_else(|| refuse(state, AuthFailure::Key, CloseReason::Internal))?;
+    if io::timed(state, None, ws.send(Message::Text(challenge.frame.into()))).await.is_err() {
+        return Err(CloseReason::GoingAway);
     }
+    let text = first_text(state, ws).await?;
+    let bad = || refuse(state, AuthFailure::Key, CloseReason::Unauthorized);
+    let answer: key_login::Answer =
+        crate::util::json::from_slice(text.as_bytes(), state.config.limits.max_json_depth).map_err(|_| bad())?;
+    key_login::verify_answer(&challenge.nonce, &answer).map_err(|_| bad())?;
+    if device.is_some_and(|d| d != answer.device_id) {
+        return Err(bad());
+    }
+    let owners = state.store.key_owners(&answer.device_id, &answer.public_key).await.map_err(|e| {
+        tracing::warn!(error = %e, "key login: device lookup failed");
+        refuse(state, AuthFailure::Key, CloseReason::Internal)
+    })?;
+    let [user_id] = <[String; 1]>::try_from(owners).map_err(|_| bad())?;
+    let identity = Identity {
+        user_id: Arc::from(user_id),
+        device_id: Arc::from(answer.device_id),
+        channels: Vec::new(),
+        // No token: nothing expires; revocation closes the connection (4003).
+        exp: u64::MAX,
+        // Password changes void tokens, not device keys.
+        gen: u64::MAX,
+    };
+    admit_identity(state, identity).await.map_err(|n| not_admitted(state, n, true))
 }
 
 /// Authenticates (first frame, if needed), registers the connection and sends `welcome` plus the
@@ -97,16 +136,18 @@ pub(super) async fn open<'a>(
     ws: &mut Ws,
     admitted: Box<Admitted>,
 ) -> Option<(Session<'a>, (UserSlot, AdmitGuard))> {
-    let Admitted { _place: place, identity, device_id, channels, device_name, since, peer } = *admitted;
-    let (identity, slot) = match identity {
-        Some(x) => x,
-        None => match first_frame_auth(state, ws, device_id.as_deref()).await {
-            Ok(x) => x,
-            Err(reason) => {
-                io::close(state, ws, reason).await;
-                return None;
-            }
-        },
+    let Admitted { _place: place, auth, device_id, channels, device_name, since, peer } = *admitted;
+    let authenticated = match auth {
+        Auth::Token(identity, slot) => Ok((identity, slot)),
+        Auth::FirstFrame => first_frame_auth(state, ws, device_id.as_deref()).await,
+        Auth::Key => Box::pin(key_auth(state, ws, device_id.as_deref())).await,
+    };
+    let (identity, slot) = match authenticated {
+        Ok(x) => x,
+        Err(reason) => {
+            io::close(state, ws, reason).await;
+            return None;
+        }
     };
     let conn = Arc::new(
         ConnHandle::new(
