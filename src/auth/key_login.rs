@@ -172,3 +172,37 @@ mod tests {
         assert_eq!(b64_exact::<2>("AA+A"), None);
     }
 }
+
+#[cfg(test)]
+mod worked_example {
+    //! The example in docs/protocol.md ("Key login"), pinned: Ed25519 signatures are
+    //! deterministic, so these exact bytes are what every correct client produces.
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    use super::*;
+
+    pub const SEED: [u8; 32] = [7; 32];
+    pub const NONCE: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+    pub const CLIENT_NONCE: &str = "cn-0123456789abcdef";
+
+    #[test]
+    fn the_documented_answer() {
+        let pair = Ed25519KeyPair::from_seed_unchecked(&SEED).unwrap();
+        let pk = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        let raw: Vec<u8> = (0u8..32).collect();
+        assert_eq!(URL_SAFE_NO_PAD.encode(&raw), NONCE);
+        let text = device_auth_text(NONCE, CLIENT_NONCE, "phone", &pk);
+        let sig = URL_SAFE_NO_PAD.encode(pair.sign(text.as_bytes()));
+        let doc = include_str!("../../docs/protocol.md");
+        assert!(doc.contains(&pk), "docs/protocol.md shows the public key {pk}");
+        assert!(doc.contains(&sig), "docs/protocol.md shows the signature {sig}");
+        let answer = Answer {
+            kind: "auth".into(),
+            device_id: "phone".into(),
+            public_key: pk,
+            client_nonce: CLIENT_NONCE.into(),
+            sig,
+        };
+        assert_eq!(verify_answer(NONCE, &answer), Ok(()));
+    }
+}
