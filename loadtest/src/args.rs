@@ -44,6 +44,10 @@ usage: loadtest <connect|idle|fanout|broadcast|cluster|churn> [flags]
 target and auth:
   --url URL              gateway URL, repeatable (default ws://127.0.0.1:8080/ws)
   --jwt-secret S         HS256 secret for minted tokens (default: $SYNCGATE_JWT_SECRET)
+  --auth token|key       connect/idle: how connections authenticate [token]; key: each device
+                         registers an Ed25519 key first (not timed), then connects with key
+                         login (/ws?auth=key: challenge, signed answer). idle needs `lt` public
+                         (SYNCGATE_PUBLIC_NAMESPACES=lt, which --spawn sets)
   --spawn                start the gateway binary (--gateway-bin, default target/release/syncgate) and sample it
   --gateway-bin PATH     binary for --spawn
   --env K=V              extra env for --spawn, repeatable
@@ -107,6 +111,9 @@ pub struct Args {
     /// Publish to durable channels with a `msg_id` and measure the ack (commit) latency.
     #[serde(default)]
     pub durable: bool,
+    /// `--auth key`: key login instead of a token.
+    #[serde(default)]
+    pub key_login: bool,
     /// churn: round length and the longest settle wait after a round, in seconds.
     #[serde(default = "default_round")]
     pub round_s: f64,
@@ -239,6 +246,7 @@ impl Args {
             json: None,
             quiet: false,
             durable: false,
+            key_login: false,
             round_s: default_round(),
             settle_s: default_settle(),
         }
@@ -288,6 +296,13 @@ impl Args {
             "--json" => a.json = Some(PathBuf::from(val()?)),
             "--quiet" => a.quiet = true,
             "--durable" => a.durable = true,
+            "--auth" => {
+                a.key_login = match val()? {
+                    "token" => false,
+                    "key" => true,
+                    other => return Err(format!("--auth {other:?}: token or key")),
+                }
+            }
             "--round" => a.round_s = positive(flag, secs(flag, val()?)?)?,
             "--settle" => a.settle_s = secs(flag, val()?)?,
             other => return Err(format!("unknown flag {other:?}")),
@@ -317,6 +332,9 @@ impl Args {
         }
         if a.jwt_secret.is_empty() && !a.spawn {
             return Err("--jwt-secret (or SYNCGATE_JWT_SECRET) is required to mint tokens".into());
+        }
+        if a.key_login && !matches!(a.scenario, Scenario::Connect | Scenario::Idle) {
+            return Err("--auth key is for the connect and idle scenarios".into());
         }
         if a.scenario == Scenario::Churn {
             if a.rounds().len() < 2 {

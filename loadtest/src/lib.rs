@@ -2,6 +2,7 @@
 //!
 //! - [`args`]: the command line.
 //! - [`accounts`]: the goose login storm with a WebSocket latency probe (`loadtest accounts`).
+//! - [`keys`]: `--auth key`: device keys registered before the run, key login's answer.
 //! - [`plan`]: which connections each scenario opens, where, as whom; open-loop send pacing.
 //! - [`worker`]: a worker process: paced connects, traffic, latency from intended send times.
 //! - [`churn`]: connections that connect, subscribe, publish and leave in rounds; server RSS and
@@ -15,6 +16,7 @@ pub mod accounts;
 pub mod args;
 pub mod churn;
 pub mod hist;
+pub mod keys;
 pub mod plan;
 pub mod run;
 pub mod sampler;

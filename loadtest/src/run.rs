@@ -215,6 +215,8 @@ pub(crate) async fn spawn_gateway(args: &mut Args) -> Result<Child, String> {
         // `--durable`: the user channels the scenarios publish to become durable streams.
         .env("SYNCGATE_DURABLE_NAMESPACES", if args.durable { "dm,user" } else { "dm" })
         .env("RUST_LOG", "warn")
+        // `--auth key`: key login carries no channel claims; the idle scenario's channels are public.
+        .env("SYNCGATE_PUBLIC_NAMESPACES", if args.key_login { "lt" } else { "" })
         .stdin(Stdio::null())
         .kill_on_drop(true);
     for (k, v) in &args.env {

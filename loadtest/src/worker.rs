@@ -123,9 +123,21 @@ pub fn parse_stamp(text: &[u8]) -> Option<(u32, u64, u64)> {
 pub(crate) fn token(secret: &str, user: &str) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let claims = serde_json::json!({"sub": user, "iat": now, "exp": now + 86_400, "channels": [plan::CLAIM]});
+    sign(secret, &claims)
+}
+
+/// A token bound to `device` (`did`): what registering a device key needs.
+pub(crate) fn device_token(secret: &str, user: &str, device: &str) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let claims =
+        serde_json::json!({"sub": user, "iat": now, "exp": now + 86_400, "channels": [plan::CLAIM], "did": device});
+    sign(secret, &claims)
+}
+
+fn sign(secret: &str, claims: &serde_json::Value) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
+        claims,
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap_or_default()
@@ -165,8 +177,14 @@ pub(crate) fn bind_address_no_port(sock: &tokio::net::TcpSocket) {
 }
 
 /// Opens one connection, binding to `source` when the target is loopback, and waits for
-/// `welcome` plus one reply per connect-time channel.
-async fn open(spec: &ConnSpec, token: &str, source: Option<Ipv4Addr>) -> Result<Ws, String> {
+/// `welcome` plus one reply per connect-time channel. With `keys`: key login instead of the
+/// token (the challenge is answered first).
+pub(crate) async fn open(
+    spec: &ConnSpec,
+    token: &str,
+    source: Option<Ipv4Addr>,
+    keys: Option<&crate::keys::DeviceKeys>,
+) -> Result<Ws, String> {
     let (host, port) = host_port(&spec.url).ok_or("bad url")?;
     let ip: IpAddr = match host.as_str() {
         "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -182,7 +200,10 @@ async fn open(spec: &ConnSpec, token: &str, source: Option<Ipv4Addr>) -> Result<
     }
     let stream = sock.connect(SocketAddr::new(ip, port)).await.map_err(|e| format!("io: {}", e.kind()))?;
     let _ = stream.set_nodelay(true);
-    let mut url = format!("{}?token={}&device_id={}", spec.url, token, spec.device);
+    let mut url = match keys {
+        Some(_) => format!("{}?auth=key&device_id={}", spec.url, spec.device),
+        None => format!("{}?token={}&device_id={}", spec.url, token, spec.device),
+    };
     for c in &spec.channels {
         url.push_str("&channel=");
         url.push_str(c);
@@ -195,6 +216,17 @@ async fn open(spec: &ConnSpec, token: &str, source: Option<Ipv4Addr>) -> Result<
             }
             other => format!("handshake: {other}"),
         })?;
+    if let Some(keys) = keys {
+        let challenge = match ws.next().await {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(f))) => {
+                return Err(format!("close {}", f.map(|f| u16::from(f.code)).unwrap_or(1005)));
+            }
+            other => return Err(format!("expected a challenge, got {other:?}")),
+        };
+        let answer = keys.answer(&spec.user, &spec.device, &challenge)?;
+        ws.send(Message::text(answer)).await.map_err(|e| format!("ws: {e}"))?;
+    }
     let mut expect = 1 + spec.channels.len();
     while expect > 0 {
         match ws.next().await {
@@ -420,7 +452,11 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Wait);
     let progress_task = spawn_progress(shared.clone(), stdout.clone());
-    let (open_report, conns) = open_all(&args, specs, source, &shared, &phase_rx).await;
+    let keys = match args.key_login {
+        true => Some(Arc::new(crate::keys::setup(&specs, &args.jwt_secret, source, args.timeout()).await?)),
+        false => None,
+    };
+    let (open_report, conns) = open_all(&args, specs, source, &shared, &phase_rx, keys).await;
     emit(&stdout, format!("READY {}", serde_json::to_string(&open_report).unwrap_or_default())).await;
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -476,6 +512,7 @@ async fn open_all(
     source: Option<Ipv4Addr>,
     shared: &Arc<Shared>,
     phase_rx: &watch::Receiver<Phase>,
+    keys: Option<Arc<crate::keys::DeviceKeys>>,
 ) -> (OpenReport, Vec<tokio::task::JoinHandle<()>>) {
     let open_rate = if args.scenario == Scenario::Connect { args.rate } else { args.open_rate };
     let open_start = Instant::now() + Duration::from_millis(100);
@@ -492,9 +529,10 @@ async fn open_all(
         let token = tokens.get(&spec.user).cloned().unwrap_or_default();
         let (args, shared, rx) = (args.clone(), shared.clone(), phase_rx.clone());
         let (hist, failures, last_us) = (connect_hist.clone(), failures.clone(), last_us.clone());
+        let keys = keys.clone();
         openers.push(tokio::spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
-            let res = tokio::time::timeout(args.timeout(), open(&spec, &token, source)).await;
+            let res = tokio::time::timeout(args.timeout(), open(&spec, &token, source, keys.as_deref())).await;
             let done = wall_us();
             match res {
                 Ok(Ok(ws)) => {

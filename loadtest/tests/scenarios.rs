@@ -112,6 +112,26 @@ async fn connect_and_idle() {
     g.stop().await;
 }
 
+/// `--auth key`: every device registers a key, then connects with key login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_with_key_login() {
+    let g = gateway_with(&[("SYNCGATE_PUBLIC_NAMESPACES", "lt")]).await;
+    let slo = slo_file("[default]\nmax_error_rate = 0.0\n");
+    let (code, r) = loadtest(args(&format!(
+        "connect --auth key --url {} --connections 200 --rate 400 --duration 1 --slo {slo}",
+        g.url
+    )))
+    .await;
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["connections_opened"], 200);
+    assert_eq!(r["connect_latency"]["count"], 200);
+    let (code, r) =
+        loadtest(args(&format!("idle --auth key --url {} --connections 100 --duration 1 --slo {slo}", g.url))).await;
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["connections_opened"], 100);
+    g.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_and_broadcast_deliver_everything() {
     let g = gateway().await;

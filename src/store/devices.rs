@@ -158,28 +158,34 @@ impl Store {
     /// Registers the device's public key once: a second, different key is a conflict. One
     /// conditional UPDATE, so two racing registrations cannot both win.
     pub async fn set_device_key(&self, user_id: &str, device_id: &str, key: &str) -> Result<KeySet, StoreError> {
-        let set = sqlx::query(
-            "UPDATE devices SET public_key = $3 WHERE user_id = $1 AND device_id = $2 AND revoked = 0 AND public_key IS NULL",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(key)
-        .execute(&self.pool)
-        .await?;
-        if set.rows_affected() == 1 {
-            return Ok(KeySet::Set);
+        // Twice at most: a row the device writer inserts between the update and the read is
+        // found keyless; the second update sets it.
+        for _ in 0..2 {
+            let set = sqlx::query(
+                "UPDATE devices SET public_key = $3 WHERE user_id = $1 AND device_id = $2 AND revoked = 0 AND public_key IS NULL",
+            )
+            .bind(user_id)
+            .bind(device_id)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+            if set.rows_affected() == 1 {
+                return Ok(KeySet::Set);
+            }
+            let existing: Option<(Option<String>,)> =
+                sqlx::query_as("SELECT public_key FROM devices WHERE user_id = $1 AND device_id = $2 AND revoked = 0")
+                    .bind(user_id)
+                    .bind(device_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            match existing {
+                None => return Ok(KeySet::NotFound),
+                Some((Some(k),)) if k == key => return Ok(KeySet::Set),
+                Some((Some(_),)) => return Ok(KeySet::Conflict),
+                Some((None,)) => continue,
+            }
         }
-        let existing: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT public_key FROM devices WHERE user_id = $1 AND device_id = $2 AND revoked = 0")
-                .bind(user_id)
-                .bind(device_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(match existing {
-            None => KeySet::NotFound,
-            Some((Some(k),)) if k == key => KeySet::Set,
-            Some(_) => KeySet::Conflict,
-        })
+        Ok(KeySet::NotFound)
     }
 
     /// One of the user's unrevoked devices.
