@@ -290,9 +290,11 @@ async fn two_instances(extra: &[(&str, &str)]) -> (Server, Server) {
 
 #[tokio::test]
 async fn concurrent_claims_on_two_instances_pay_out_once() {
-    let (s1, s2) =
-        two_instances(&[("SYNCGATE_PAIRING_CLAIMS_PER_MIN", "1000"), ("SYNCGATE_PAIRING_CLAIMS_GLOBAL_PER_MIN", "1000")])
-            .await;
+    let (s1, s2) = two_instances(&[
+        ("SYNCGATE_PAIRING_CLAIMS_PER_MIN", "1000"),
+        ("SYNCGATE_PAIRING_CLAIMS_GLOBAL_PER_MIN", "1000"),
+    ])
+    .await;
     let (user_id, token) = account(&s1, "race@example.com", "phone").await;
     let mut a = Client::connect(&s1.url(&format!("token={token}"))).await.unwrap();
     assert_eq!(a.recv().await["type"], "welcome");
