@@ -365,3 +365,78 @@ async fn global_claim_limit_is_shared_by_instances() {
     s1.stop().await;
     s2.stop().await;
 }
+
+async fn stored_hashed_and_voided(env: &[(&str, &str)]) {
+    use sqlx::Connection;
+    let dir = temp_dir();
+    let dir_s = dir.display().to_string();
+    let mut env = env.to_vec();
+    env.extend([("SYNCGATE_DATA_DIR", dir_s.as_str()), ("SYNCGATE_PAIRING_TTL_SECS", "1")]);
+    let s = Server::start(&env).await;
+    let pg = env.iter().find(|(k, _)| *k == "DATABASE_URL").map(|(_, v)| v.to_string());
+    let url = pg.unwrap_or_else(|| format!("sqlite://{}", dir.join("syncgate.db").display()));
+    let (_, phone) = account(&s, "stored@example.com", "phone").await;
+    // The server has opened (and created) its database by now.
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&url).await.unwrap();
+
+    // Only a keyed hash is stored: neither the code nor its plain SHA-256.
+    let code = new_code(&s, &phone).await;
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT code_hash FROM pairing_codes").fetch_all(&mut db).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let stored = &rows[0].0;
+    let plain = code.replace('-', "");
+    let sha = |t: &str| {
+        ring::digest::digest(&ring::digest::SHA256, t.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert!(stored.len() == 64 && stored.bytes().all(|b| b.is_ascii_hexdigit()), "{stored}");
+    assert!(![code.clone(), plain.clone(), sha(&code), sha(&plain)].contains(stored), "{stored}");
+
+    // Expired codes are deleted when a code is made (the table stays bounded).
+    let (status, t) = http_json(
+        s.addr,
+        "POST",
+        "/login",
+        None,
+        &json!({"email":"stored@example.com","password":PASSWORD,"device_id":"laptop"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{t}");
+    let laptop = t["access_token"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    new_code(&s, &laptop).await;
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pairing_codes").fetch_one(&mut db).await.unwrap();
+    assert_eq!(n, 1, "the expired code of phone is gone, laptop's is live");
+    drop(db);
+    s.stop().await;
+
+    // A code of a device revoked since, or from before a password change, is void.
+    let s = Server::start(&env[..env.len() - 1]).await;
+    let login = |device: &'static str| {
+        let body = json!({"email":"stored@example.com","password":PASSWORD,"device_id":device}).to_string();
+        async move { http_json(s.addr, "POST", "/login", None, &body).await.1["access_token"].as_str().unwrap().to_string() }
+    };
+    let (phone, laptop) = (login("phone").await, login("laptop").await);
+    let code = new_code(&s, &phone).await;
+    assert_eq!(http_json(s.addr, "DELETE", "/api/devices/phone", Some(&laptop), "").await.0, 200);
+    assert_eq!(claim(&s, &json!({"code":code,"device_name":"x"})).await.0, 404);
+    let code = new_code(&s, &laptop).await;
+    let body = json!({"current_password":PASSWORD,"new_password":"another pairing pw"}).to_string();
+    let (status, r) = http_json(s.addr, "POST", "/change-password", Some(&laptop), &body).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(claim(&s, &json!({"code":code,"device_name":"x"})).await.0, 404);
+    // The new token of the same device pairs again.
+    let code = new_code(&s, r["access_token"].as_str().unwrap()).await;
+    assert_eq!(claim(&s, &json!({"code":code,"device_name":"x"})).await.0, 201);
+    s.stop().await;
+}
+
+on_both_stores!(
+    pairing_codes_stored_hashed_on_sqlite,
+    pairing_codes_stored_hashed_on_postgres,
+    stored_hashed_and_voided
+);
