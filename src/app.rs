@@ -50,6 +50,11 @@ pub struct AppState {
     pub registrations: crate::limits::AttemptLimiter,
     /// Read-API requests per user (`SYNCGATE_API_REQUESTS_PER_MIN`).
     pub api_requests: crate::limits::AttemptLimiter,
+    /// Pairing-code claims per client address (`SYNCGATE_PAIRING_CLAIMS_PER_MIN`).
+    pub pairing_claims: crate::limits::AddressLimiter,
+    /// Pairing-code claims from every address this minute, when the bus keeps no shared counter
+    /// (`SYNCGATE_PAIRING_CLAIMS_GLOBAL_PER_MIN`).
+    pub pairing_claims_here: crate::limits::MinuteCounter,
     /// Durable streams (sequenced, stored channels).
     pub durable: Arc<crate::durable::Durable>,
     /// Connections admitted (upgrade accepted) and not yet finished: the `SYNCGATE_MAX_CONNECTIONS` gauge.
@@ -155,6 +160,8 @@ impl AppState {
                 config.limits.api_requests_per_min,
                 Duration::from_secs(60),
             ),
+            pairing_claims: crate::limits::AddressLimiter::new(config.accounts.pairing_claims_per_min),
+            pairing_claims_here: crate::limits::MinuteCounter::default(),
             hasher: crate::auth::password::Hasher::new(config.accounts.hash_concurrency),
             admitted: Arc::new(AtomicU64::new(0)),
             addresses: Arc::default(),
@@ -228,6 +235,7 @@ fn spawn_limiter_sweeper(s: Arc<AppState>) -> JoinHandle<()> {
             s.auth_attempts.sweep(now);
             s.registrations.sweep(now);
             s.api_requests.sweep(now);
+            s.pairing_claims.sweep(now);
         }
     })
 }

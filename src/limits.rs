@@ -386,6 +386,54 @@ impl AuthLimiter {
     }
 }
 
+/// Requests per client address per fixed one-minute window (pairing-code claims), with the
+/// memory bound and the full-table policy of [`AuthLimiter`]'s tables ([`AUTH_LIMIT_ENTRIES`]).
+/// The key is the address itself (IPv4, or the IPv6 /64): no attacker-chosen string is stored.
+pub struct AddressLimiter {
+    windows: Windows,
+}
+
+impl AddressLimiter {
+    pub fn new(per_min: u32) -> AddressLimiter {
+        AddressLimiter { windows: Windows::new(per_min, Duration::from_secs(60), AUTH_LIMIT_ENTRIES) }
+    }
+
+    /// Counts one request from `peer`; false (not counted) when its minute's limit is reached.
+    pub fn allow(&self, peer: IpAddr, now: Instant) -> bool {
+        let key = match client_key(peer) {
+            // A bit above the 64 an IPv6 prefix uses: the two kinds never share a key.
+            IpAddr::V4(v4) => (1u128 << 100) | u128::from(u32::from(v4)),
+            IpAddr::V6(v6) => u128::from(v6) >> 64,
+        };
+        self.windows.take(key, now)
+    }
+
+    /// Drops entries whose window ended.
+    pub fn sweep(&self, now: Instant) {
+        self.windows.sweep(now);
+    }
+}
+
+/// One counter per clock minute (`unix time / 60`), for a limit shared by every caller of this
+/// process: the in-memory stand-in for a Redis `INCR` on a per-minute key. A `std` mutex: held
+/// for two integer operations, never across an await.
+#[derive(Default)]
+pub struct MinuteCounter {
+    state: std::sync::Mutex<(u64, u64)>,
+}
+
+impl MinuteCounter {
+    /// Adds one to `minute`'s count (a new minute starts from zero) and returns the count.
+    pub fn incr(&self, minute: u64) -> u64 {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.0 != minute {
+            *s = (minute, 0);
+        }
+        s.1 = s.1.saturating_add(1);
+        s.1
+    }
+}
+
 /// What an address is keyed by: the IPv4 address (also inside an IPv4-mapped IPv6 address), or
 /// the /64 of an IPv6 address (one subscriber's prefix).
 fn address_bytes(ip: IpAddr) -> Vec<u8> {
@@ -414,6 +462,28 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod auth_limiter_tests {
     use super::*;
+
+    #[test]
+    fn address_limiter_and_minute_counter() {
+        let t0 = Instant::now();
+        let l = AddressLimiter::new(2);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(l.allow(ip, t0));
+        assert!(l.allow("::ffff:10.0.0.1".parse().unwrap(), t0));
+        assert!(!l.allow(ip, t0));
+        assert!(l.allow("10.0.0.2".parse().unwrap(), t0));
+        // IPv6 by its /64; never the same key as an IPv4 address.
+        assert!(l.allow("2001:db8::1".parse().unwrap(), t0));
+        assert!(l.allow("2001:db8::2".parse().unwrap(), t0));
+        assert!(!l.allow("2001:db8::3".parse().unwrap(), t0));
+        assert!(l.allow("::a00:1".parse().unwrap(), t0));
+        assert!(l.allow(ip, t0 + Duration::from_secs(61)));
+        l.sweep(t0 + Duration::from_secs(200));
+        assert!(l.windows.map.is_empty());
+
+        let c = MinuteCounter::default();
+        assert_eq!((c.incr(5), c.incr(5), c.incr(6), c.incr(6)), (1, 2, 1, 2));
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

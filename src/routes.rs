@@ -18,6 +18,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/devices"),
     ("DELETE", "/api/devices/{id}"),
     ("PUT", "/api/devices/{id}/key"),
+    ("POST", "/api/pairing"),
+    ("POST", "/api/pairing/claim"),
     ("GET", "/api/users/search"),
     ("GET", "/api/history"),
     ("GET", "/api/conversation"),

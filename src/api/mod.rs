@@ -4,6 +4,7 @@
 //! - [`devices`]: list and revoke the caller's devices.
 //! - [`login_page`]: the browser login for native apps (RFC 8252 with PKCE) and its code
 //!   redemption.
+//! - [`pairing`]: pairing codes — a signed-in device lets a new device of the user log in.
 //! - [`history`]: durable streams' history and the caller's direct-message conversations.
 //! - [`server_api`]: `POST /api/publish` and `POST /api/disconnect` for backends
 //!   (Bearer `SYNCGATE_API_KEY`).
@@ -13,6 +14,7 @@ pub mod devices;
 pub mod history;
 pub mod login_page;
 pub mod openapi;
+pub mod pairing;
 pub mod server_api;
 
 use bytes::Bytes;

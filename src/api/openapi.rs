@@ -240,6 +240,45 @@ fn user_api_paths(paths: &mut Paths) {
             ],
         ),
     );
+    let code = object(
+        &["code", "expires_in"],
+        json!({ "code": { "type": "string", "pattern": "^[2-9A-HJKMNP-Z]{4}-[2-9A-HJKMNP-Z]{4}$" },
+                "expires_in": { "type": "integer", "description": "seconds (SYNCGATE_PAIRING_TTL_SECS)" } }),
+    );
+    let create = op(
+        "Create a pairing code for the calling device (replaces its earlier code)",
+        Some("bearer"),
+        None,
+        &[
+            ("201", "the code, valid expires_in seconds"),
+            ("401", "unauthorized"),
+            ("403", "the token names no device (no did claim) or no account of this server"),
+            ("429", "rate limited"),
+        ],
+    );
+    paths.add("/api/pairing", "post", returns(create, "201", code));
+    let claim_body = object(
+        &["code", "device_name"],
+        json!({ "code": { "type": "string", "description": "ABCD-EFGH; any case, the dash optional" },
+                "device_name": { "type": "string", "description": "1-64 printable characters" },
+                "public_key": { "type": ["string", "null"], "description": "Ed25519, base64url of 32 bytes" } }),
+    );
+    paths.add(
+        "/api/pairing/claim",
+        "post",
+        op(
+            "Claim a pairing code: a login (the JSON of POST /login) for a new device of the code's user",
+            None,
+            Some(claim_body),
+            &[
+                ("201", "the token JSON of POST /login, device_id the new device"),
+                ("400", "malformed body, device_name or public_key"),
+                ("404", "unknown, used or expired code"),
+                ("409", "too_many_devices"),
+                ("429", "too many claims from this address or from everyone this minute"),
+            ],
+        ),
+    );
     let search = op(
         "Search users by username similarity (q)",
         Some("bearer"),

@@ -80,7 +80,18 @@ pub struct Verifier {
     leeway: u64,
     /// True when running on a generated secret.
     pub development: bool,
+    /// HMAC-SHA256 key for pairing codes, derived from the HS256 secret (present with `signer`):
+    /// the stored hashes of short codes cannot be brute-forced without the secret.
+    pairing_key: Option<ring::hmac::Key>,
 }
+
+/// A key for one purpose derived from the token secret: HMAC-SHA256(secret, label).
+fn derive_key(secret: &[u8], label: &[u8]) -> ring::hmac::Key {
+    let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret), label);
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, tag.as_ref())
+}
+
+const PAIRING_KEY_LABEL: &[u8] = b"syncgate pairing codes v1";
 
 use crate::util::now_secs;
 
@@ -137,14 +148,19 @@ fn static_pem(pem: &str) -> Result<(DecodingKey, Vec<Algorithm>), KeyError> {
 impl Verifier {
     /// Builds the verifier from the configuration; generates the development secret if needed.
     pub fn new(config: &Config) -> Result<Verifier, KeyError> {
+        let mut pairing_key = None;
         let (keys, signer, development) = match &config.auth.key_source {
-            KeySource::Secret(s) => (
-                Keys::Static(DecodingKey::from_secret(s), vec![Algorithm::HS256]),
-                Some(EncodingKey::from_secret(s)),
-                false,
-            ),
+            KeySource::Secret(s) => {
+                pairing_key = Some(derive_key(s, PAIRING_KEY_LABEL));
+                (
+                    Keys::Static(DecodingKey::from_secret(s), vec![Algorithm::HS256]),
+                    Some(EncodingKey::from_secret(s)),
+                    false,
+                )
+            }
             KeySource::Generated => {
                 let s = development_secret(&config.store.data_dir)?;
+                pairing_key = Some(derive_key(&s, PAIRING_KEY_LABEL));
                 (
                     Keys::Static(DecodingKey::from_secret(&s), vec![Algorithm::HS256]),
                     Some(EncodingKey::from_secret(&s)),
@@ -173,6 +189,7 @@ impl Verifier {
             audience: config.auth.jwt_audience.clone(),
             leeway: config.auth.jwt_leeway_secs,
             development,
+            pairing_key,
         })
     }
 
@@ -252,6 +269,13 @@ impl Verifier {
             device_id: raw.did,
             gen: raw.gen.and_then(|g| g.as_u64()).unwrap_or(0),
         })
+    }
+
+    /// Hex HMAC-SHA256 of a pairing code under the key derived from the token secret; `None`
+    /// without a secret (no accounts, hence no pairing).
+    pub fn pairing_hash(&self, code: &str) -> Option<String> {
+        let key = self.pairing_key.as_ref()?;
+        Some(crate::util::hex(ring::hmac::sign(key, code.as_bytes()).as_ref()))
     }
 
     /// True when tokens can be minted (HS256 secret or the development secret).

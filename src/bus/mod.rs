@@ -69,6 +69,12 @@ pub trait Bus: Send + Sync + 'static {
     ) -> BoxFuture<'a, Option<bool>> {
         Box::pin(std::future::ready(None))
     }
+    /// Adds one to the counter `name` for the current clock minute, shared by every instance,
+    /// and returns the count so far (this one included); `None` when this bus keeps no shared
+    /// counters (one instance, or Redis unreachable): the caller counts in memory.
+    fn count_this_minute<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(std::future::ready(None))
+    }
     /// Cluster view for `/api/status`: instances with their connection counts and the `top` users
     /// with most connections.
     fn status<'a>(&'a self, top: usize) -> BoxFuture<'a, serde_json::Value>;

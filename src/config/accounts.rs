@@ -1,5 +1,6 @@
 //! Accounts and their tokens: access/refresh/login-code lifetimes, password hashing, attempt
-//! limits, registrations, reset codes (OTP) and their SMTP delivery, login-page redirects, devices.
+//! limits, registrations, reset codes (OTP) and their SMTP delivery, login-page redirects, devices,
+//! pairing codes.
 
 use super::mask_url;
 use super::reader::Reader;
@@ -30,6 +31,12 @@ pub const SMTP_URL: &str = "SYNCGATE_SMTP_URL";
 pub const SMTP_FROM: &str = "SYNCGATE_SMTP_FROM";
 /// Non-loopback redirect URIs the login page accepts (comma list).
 pub const REDIRECT_ALLOWLIST: &str = "SYNCGATE_REDIRECT_ALLOWLIST";
+/// How long a pairing code can be claimed.
+pub const PAIRING_TTL_SECS: &str = "SYNCGATE_PAIRING_TTL_SECS";
+/// Pairing-code claims per client address per minute.
+pub const PAIRING_CLAIMS_PER_MIN: &str = "SYNCGATE_PAIRING_CLAIMS_PER_MIN";
+/// Pairing-code claims per minute from all addresses together (cluster-wide with Redis).
+pub const PAIRING_CLAIMS_GLOBAL_PER_MIN: &str = "SYNCGATE_PAIRING_CLAIMS_GLOBAL_PER_MIN";
 
 /// Accounts, tokens and the limits around logging in.
 #[derive(Clone)]
@@ -60,6 +67,13 @@ pub struct AccountsConfig {
     pub smtp_from: String,
     /// Non-loopback redirect URIs the login page may redirect to with a code (exact, query ignored).
     pub redirect_allowlist: Vec<String>,
+    /// How long a pairing code (`POST /api/pairing`) can be claimed, seconds.
+    pub pairing_ttl_secs: u64,
+    /// Claims (`POST /api/pairing/claim`) per client address (IPv6 by its /64) per minute.
+    pub pairing_claims_per_min: u32,
+    /// Claims per minute from every address together; counted in Redis across the cluster when
+    /// `REDIS_URL` is set (in memory per instance otherwise, or while Redis is unreachable).
+    pub pairing_claims_global_per_min: u32,
 }
 
 impl AccountsConfig {
@@ -86,6 +100,9 @@ impl AccountsConfig {
                 r.error(format!("{REDIRECT_ALLOWLIST}: {u:?} must be an http(s) URL without query or fragment"));
             }
         }
+        let pairing_ttl_secs = r.ranged(PAIRING_TTL_SECS, 600, 1, 3600);
+        let pairing_claims_per_min = r.ranged(PAIRING_CLAIMS_PER_MIN, 10, 1, 1_000_000) as u32;
+        let pairing_claims_global_per_min = r.ranged(PAIRING_CLAIMS_GLOBAL_PER_MIN, 600, 1, 100_000_000) as u32;
         AccountsConfig {
             access_ttl_secs,
             refresh_ttl_secs,
@@ -100,6 +117,9 @@ impl AccountsConfig {
             smtp_url,
             smtp_from,
             redirect_allowlist,
+            pairing_ttl_secs,
+            pairing_claims_per_min,
+            pairing_claims_global_per_min,
         }
     }
 
@@ -118,6 +138,9 @@ impl AccountsConfig {
             (SMTP_URL, self.smtp_url.as_deref().map(mask_url).unwrap_or_else(|| "(unset)".into())),
             (SMTP_FROM, self.smtp_from.clone()),
             (REDIRECT_ALLOWLIST, self.redirect_allowlist.join(",")),
+            (PAIRING_TTL_SECS, self.pairing_ttl_secs.to_string()),
+            (PAIRING_CLAIMS_PER_MIN, self.pairing_claims_per_min.to_string()),
+            (PAIRING_CLAIMS_GLOBAL_PER_MIN, self.pairing_claims_global_per_min.to_string()),
         ]);
     }
 }

@@ -393,6 +393,19 @@ pub fn auth_ok(user_id: &str, exp: u64, id: &RequestId) -> Encoded {
     FrameWriter::new("auth_ok", 64).str("user_id", user_id).num("exp", exp).id(id.as_deref()).finish()
 }
 
+/// `{"type":"pairing_complete","device_id":D,"device_name":N,"public_key":PK|null}`: a new device
+/// claimed a pairing code of this user (sent on the user channel).
+pub fn pairing_complete(device_id: &str, device_name: &str, public_key: Option<&str>) -> Encoded {
+    let w = FrameWriter::new("pairing_complete", 96 + device_id.len() + device_name.len())
+        .str("device_id", device_id)
+        .str("device_name", device_name);
+    match public_key {
+        Some(k) => w.str("public_key", k),
+        None => w.raw("public_key", b"null"),
+    }
+    .finish()
+}
+
 #[cfg(test)]
 mod pinned {
     //! The exact bytes of every writer for representative inputs: escapes, control characters,
@@ -472,6 +485,8 @@ mod pinned {
         }
         v.push(("welcome".into(), welcome("alice", "d1", "0123abcd-42", 30_000, 65_536, None)));
         v.push(("welcome_nasty".into(), welcome(NASTY, NASTY, NASTY, 0, u64::MAX, None)));
+        v.push(("pairing_complete".into(), pairing_complete("d-1a2b", "Laptop", Some("AAAA"))));
+        v.push(("pairing_complete_nasty".into(), pairing_complete(NASTY, NASTY, None)));
         v
     }
 
@@ -628,6 +643,8 @@ mod pinned {
         ("welcome_stream_2", "{\"type\":\"welcome\",\"user_id\":\"alice\",\"device_id\":\"d1\",\"conn_id\":\"c-1\",\"heartbeat_ms\":30000,\"max_message_bytes\":65536,\"seq\":18446744073709551615,\"read_seq\":12}"),
         ("welcome", "{\"type\":\"welcome\",\"user_id\":\"alice\",\"device_id\":\"d1\",\"conn_id\":\"0123abcd-42\",\"heartbeat_ms\":30000,\"max_message_bytes\":65536}"),
         ("welcome_nasty", "{\"type\":\"welcome\",\"user_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"device_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"conn_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"heartbeat_ms\":0,\"max_message_bytes\":18446744073709551615}"),
+        ("pairing_complete", "{\"type\":\"pairing_complete\",\"device_id\":\"d-1a2b\",\"device_name\":\"Laptop\",\"public_key\":\"AAAA\"}"),
+        ("pairing_complete_nasty", "{\"type\":\"pairing_complete\",\"device_id\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"device_name\":\"q\\\"b\\\\s/\\n\\r\\t\\u0000\\u0001\\u001f\u{7f} é😀\",\"public_key\":null}"),
     ];
 
     /// Every case, byte for byte, as pinned.

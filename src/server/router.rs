@@ -90,7 +90,7 @@ pub async fn route(
     }
     let path = req.uri().path();
     let mut resp = if path.starts_with("/api/") {
-        api_routes(state, req).await
+        api_routes(state, peer, req).await
     } else if matches!(path, "/ws" | "/health" | "/ready" | "/metrics") {
         gateway_routes(state, peer, req).await
     } else {
@@ -179,9 +179,9 @@ async fn account_routes(state: Arc<AppState>, peer: SocketAddr, req: Request<Inc
     result.unwrap_or_else(HttpError::into_response)
 }
 
-/// The `/api/` resources: users, history, devices, the server API (API key), the OpenAPI document.
-async fn api_routes(state: Arc<AppState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    use crate::api::{devices, history, server_api};
+/// The `/api/` resources: users, history, devices, pairing, the server API (API key), the OpenAPI document.
+async fn api_routes(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use crate::api::{devices, history, pairing, server_api};
     let result = match (req.method(), req.uri().path()) {
         (&Method::GET, "/api/openapi.json") => {
             return crate::error::json_response(StatusCode::OK, &crate::api::openapi::document())
@@ -195,6 +195,8 @@ async fn api_routes(state: Arc<AppState>, req: Request<Incoming>) -> Response<Fu
         (&Method::GET, "/api/conversation") => history::conversation(state, req).await,
         (&Method::GET, "/api/conversations") => history::conversations(state, req).await,
         (&Method::GET, "/api/devices") => devices::list(state, req).await,
+        (&Method::POST, "/api/pairing") => pairing::create(state, req).await,
+        (&Method::POST, "/api/pairing/claim") => pairing::claim(state, req, peer.ip()).await,
         (&Method::PUT, p)
             if p.starts_with("/api/devices/") && p.ends_with("/key") && p.len() > "/api/devices//key".len() =>
         {

@@ -8,6 +8,7 @@
 //! - [`otps`] — password-reset codes.
 //! - [`tokens`] — rotating refresh tokens with reuse detection.
 //! - [`login_codes`] — the login page's one-time codes (PKCE).
+//! - [`pairing`] — pairing codes (a signed-in device lets a new one join), claimed once.
 //! - [`events`] — durable streams: group-committed appends with per-channel `seq`, idempotent
 //!   `msg_id`s, replay and history reads, read positions, retention.
 
@@ -15,6 +16,7 @@ pub mod devices;
 pub mod events;
 pub mod login_codes;
 pub mod otps;
+pub mod pairing;
 pub mod tokens;
 pub mod users;
 
@@ -51,6 +53,7 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
     (5, "token_generations", include_str!("../../migrations/sqlite/0005_token_generations.sql")),
     (6, "login_codes", include_str!("../../migrations/sqlite/0006_login_codes.sql")),
     (7, "device_keys", include_str!("../../migrations/sqlite/0007_device_keys.sql")),
+    (8, "pairing_codes", include_str!("../../migrations/sqlite/0008_pairing_codes.sql")),
     (10, "device_id_index", include_str!("../../migrations/sqlite/0010_device_id_index.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -61,6 +64,7 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
     (5, "token_generations", include_str!("../../migrations/postgres/0005_token_generations.sql")),
     (6, "login_codes", include_str!("../../migrations/postgres/0006_login_codes.sql")),
     (7, "device_keys", include_str!("../../migrations/postgres/0007_device_keys.sql")),
+    (8, "pairing_codes", include_str!("../../migrations/postgres/0008_pairing_codes.sql")),
     (10, "device_id_index", include_str!("../../migrations/postgres/0010_device_id_index.sql")),
 ];
 

@@ -50,6 +50,7 @@ mod lifecycle;
 mod limits;
 mod login_page;
 mod ops;
+mod pairing;
 mod protocol;
 mod proxy;
 mod quotas;

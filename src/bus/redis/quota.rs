@@ -1,5 +1,6 @@
-//! The durable-event quota shared by every instance: events and bytes per user and minute,
-//! counted atomically in Redis (`durable_quota.lua`).
+//! Counters shared by every instance: the durable-event quota (events and bytes per user and
+//! minute, counted atomically in Redis by `durable_quota.lua`) and plain per-minute counters
+//! (one `INCR` + `PEXPIRE` on one key per clock minute).
 
 use fred::prelude::*;
 
@@ -18,6 +19,21 @@ impl RedisBus {
         match self.client.eval::<i64, _, _, _>(DURABLE_QUOTA_LUA, Vec::<String>::new(), args).await {
             Ok(n) => Some(n == 1),
             // Redis down: the caller counts on this instance alone.
+            Err(_) => None,
+        }
+    }
+
+    /// Adds one to the counter `name` of the current clock minute (key
+    /// `{prefix}count:{name}:{minute}`, expiring after two minutes) and returns its value; `None`
+    /// when Redis is unreachable (the caller counts on this instance alone).
+    pub(super) async fn incr_minute(&self, name: &str) -> Option<u64> {
+        let minute = crate::util::now_millis() / 60_000;
+        let key = format!("{}count:{name}:{minute}", self.settings.prefix);
+        let pipeline = self.client.pipeline();
+        let _: Result<(), _> = pipeline.incr::<(), _>(key.as_str()).await;
+        let _: Result<(), _> = pipeline.pexpire::<(), _>(key.as_str(), 120_000, None).await;
+        match pipeline.all::<Vec<Value>>().await {
+            Ok(replies) => replies.first().and_then(Value::as_i64).map(|n| n.max(0) as u64),
             Err(_) => None,
         }
     }
