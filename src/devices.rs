@@ -35,8 +35,8 @@ impl Devices {
         for (u, d) in store.revoked_devices().await? {
             registry.mark_revoked(&u, &d);
         }
-        for (u, d) in store.keyed_devices().await? {
-            registry.mark_keyed(&u, &d);
+        for (u, d, pk) in store.keyed_devices().await? {
+            registry.mark_keyed(&u, &d, &pk);
         }
         for (u, gen) in store.token_generations().await? {
             registry.set_token_gen(&u, gen);

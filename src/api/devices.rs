@@ -65,7 +65,11 @@ pub async fn register_key(
 ) -> Result<KeySet, crate::store::StoreError> {
     let set = state.store.set_device_key(user_id, device_id, public_key).await?;
     if set == KeySet::Set {
-        state.bus.control(Control::DeviceKeyed { user_id: user_id.to_string(), device_id: device_id.to_string() });
+        state.bus.control(Control::DeviceKeyed {
+            user_id: user_id.to_string(),
+            device_id: device_id.to_string(),
+            public_key: public_key.to_string(),
+        });
     }
     Ok(set)
 }

@@ -41,7 +41,9 @@ impl Bus for LocalBus {
             Control::TokenGeneration { user_id, gen } => {
                 self.registry.set_token_gen(&user_id, gen);
             }
-            Control::DeviceKeyed { user_id, device_id } => self.registry.mark_keyed(&user_id, &device_id),
+            Control::DeviceKeyed { user_id, device_id, public_key } => {
+                self.registry.mark_keyed(&user_id, &device_id, &public_key)
+            }
         }
     }
 

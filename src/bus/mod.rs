@@ -33,7 +33,7 @@ pub enum Control {
     TokenGeneration { user_id: String, gen: u64 },
     /// The device registered its public key: from now on it connects with key login only
     /// (unless `SYNCGATE_KEYED_DEVICES_ALLOW_TOKEN=1`).
-    DeviceKeyed { user_id: String, device_id: String },
+    DeviceKeyed { user_id: String, device_id: String, public_key: String },
 }
 
 /// The bus. Methods take `&self`; implementations shard or serialise their state inside.

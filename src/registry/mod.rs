@@ -20,6 +20,8 @@ use crate::protocol::{self, Encoded, RequestId};
 
 /// Shards for the channel and user maps; more shards than cores keeps writers apart.
 const SHARDS: usize = 64;
+/// Keyed devices whose key login needs no store lookup (about 150 bytes each: 40 MB at most).
+pub const KEY_OWNERS: usize = 262_144;
 
 /// Members of one channel. Most channels (every user channel of a one-device user, most
 /// rooms of idle users) have one member, so that case is stored inline: 16 bytes instead of two
@@ -96,6 +98,9 @@ pub struct Registry {
     revoked: dashmap::DashSet<String>,
     /// Devices with a registered public key (`user \u{1f} device`): no token-only connections.
     keyed: dashmap::DashSet<String>,
+    /// Key login's lookup, `device \u{1f} public key` → user, for up to [`KEY_OWNERS`] keyed
+    /// devices (past it, logins of the others ask the store).
+    key_owners: DashMap<Box<str>, Arc<str>>,
     /// user → current token generation, for users whose tokens were invalidated at least once
     /// (absent: 0). Tokens and connections of an older generation are refused and closed.
     token_gens: DashMap<Box<str>, u64>,
@@ -145,6 +150,7 @@ impl Registry {
             sequencer: sequencer::Sequencer::default(),
             revoked: dashmap::DashSet::new(),
             keyed: dashmap::DashSet::new(),
+            key_owners: DashMap::with_shard_amount(SHARDS),
             token_gens: DashMap::with_shard_amount(SHARDS),
         }
     }
@@ -162,8 +168,23 @@ impl Registry {
         !self.keyed.is_empty() && self.keyed.contains(&format!("{user}\u{1f}{device}"))
     }
 
-    pub fn mark_keyed(&self, user: &str, device: &str) {
+    /// Marks the device keyed and remembers its key for key login (a key belongs to one device).
+    pub fn mark_keyed(&self, user: &str, device: &str, public_key: &str) {
         self.keyed.insert(format!("{user}\u{1f}{device}"));
+        self.remember_key_owner(device, public_key, user);
+    }
+
+    /// The user whose live device `device` has registered `public_key`, when known here.
+    pub fn key_owner(&self, device: &str, public_key: &str) -> Option<Arc<str>> {
+        self.key_owners.get(format!("{device}\u{1f}{public_key}").as_str()).map(|u| u.clone())
+    }
+
+    /// Remembers a key's device and user (found in the store, or registered), while fewer than
+    /// [`KEY_OWNERS`] are remembered.
+    pub fn remember_key_owner(&self, device: &str, public_key: &str, user: &str) {
+        if self.key_owners.len() < KEY_OWNERS {
+            self.key_owners.insert(format!("{device}\u{1f}{public_key}").into(), Arc::from(user));
+        }
     }
 
     /// The user's current token generation (0 until the password first changes).

@@ -168,7 +168,12 @@ impl Store {
             .bind(device_id)
             .bind(key)
             .execute(&self.pool)
-            .await?;
+            .await;
+            let set = match set {
+                // A key belongs to one device only (ever: revoked devices keep theirs).
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(KeySet::Conflict),
+                other => other?,
+            };
             if set.rows_affected() == 1 {
                 return Ok(KeySet::Set);
             }
@@ -239,10 +244,12 @@ impl Store {
         Ok(sqlx::query_as("SELECT user_id, device_id FROM devices WHERE revoked = 1").fetch_all(&self.pool).await?)
     }
 
-    /// (user, device) of every unrevoked device with a registered public key.
-    pub async fn keyed_devices(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as("SELECT user_id, device_id FROM devices WHERE revoked = 0 AND public_key IS NOT NULL")
-            .fetch_all(&self.pool)
-            .await?)
+    /// (user, device, public key) of every unrevoked device with a registered public key.
+    pub async fn keyed_devices(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT user_id, device_id, public_key FROM devices WHERE revoked = 0 AND public_key IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 }

@@ -54,7 +54,7 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
     (6, "login_codes", include_str!("../../migrations/sqlite/0006_login_codes.sql")),
     (7, "device_keys", include_str!("../../migrations/sqlite/0007_device_keys.sql")),
     (8, "pairing_codes", include_str!("../../migrations/sqlite/0008_pairing_codes.sql")),
-    (10, "device_id_index", include_str!("../../migrations/sqlite/0010_device_id_index.sql")),
+    (10, "device_key_lookup", include_str!("../../migrations/sqlite/0010_device_key_lookup.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[Migration] = &[
     (1, "accounts", include_str!("../../migrations/postgres/0001_accounts.sql")),
@@ -65,7 +65,7 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
     (6, "login_codes", include_str!("../../migrations/postgres/0006_login_codes.sql")),
     (7, "device_keys", include_str!("../../migrations/postgres/0007_device_keys.sql")),
     (8, "pairing_codes", include_str!("../../migrations/postgres/0008_pairing_codes.sql")),
-    (10, "device_id_index", include_str!("../../migrations/postgres/0010_device_id_index.sql")),
+    (10, "device_key_lookup", include_str!("../../migrations/postgres/0010_device_key_lookup.sql")),
 ];
 
 /// The advisory-lock key that serialises migrations across instances ("syncgate" in ASCII).

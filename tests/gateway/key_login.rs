@@ -106,6 +106,10 @@ async fn key_login_flow(env: &[(&str, &str)]) {
     let phone = keypair();
     put_key(&s, "phone", &phone_token, &phone).await;
     let user = first.welcome["user_id"].as_str().unwrap().to_string();
+    // A key belongs to one device: the laptop cannot register the phone's key.
+    let body = json!({ "public_key": public_key(&phone) }).to_string();
+    let (status, _) = http_json(s.addr, "PUT", "/api/devices/laptop/key", Some(&laptop_token), &body).await;
+    assert_eq!(status, 409);
 
     // Success: welcome as the device's user and device; the connection works.
     let mut c = key_login(&s, "phone", &phone).await;
@@ -247,6 +251,20 @@ async fn the_keyed_mark_reaches_every_instance() {
     for s in [&a, &b, &c] {
         assert_eq!(key_login(s, "phone", &pair).await.welcome["device_id"], "phone");
     }
+    // A key the instances were never told about (written behind their back) is found in the
+    // store: the fallback past the in-memory bound.
+    let (tablet_token, _) = login(&a, "cluster@example.com", "tablet").await;
+    drop(a.client_with(&tablet_token, "tablet", "").await);
+    let tablet = keypair();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let n = sqlx::query("UPDATE devices SET public_key = $1 WHERE device_id = 'tablet'")
+        .bind(public_key(&tablet))
+        .execute(&pool)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(n, 1);
+    assert_eq!(key_login(&b, "tablet", &tablet).await.welcome["device_id"], "tablet");
     for s in [a, b, c] {
         s.stop().await;
     }

@@ -150,9 +150,9 @@ impl RedisBus {
                 self.registry.set_token_gen(user_id, *gen);
                 serde_json::json!({"op": "gen", "user_id": user_id, "gen": gen})
             }
-            Control::DeviceKeyed { user_id, device_id } => {
-                self.registry.mark_keyed(user_id, device_id);
-                serde_json::json!({"op": "keyed", "user_id": user_id, "device_id": device_id})
+            Control::DeviceKeyed { user_id, device_id, public_key } => {
+                self.registry.mark_keyed(user_id, device_id, public_key);
+                serde_json::json!({"op": "keyed", "user_id": user_id, "device_id": device_id, "public_key": public_key})
             }
         }
         .to_string();
@@ -176,6 +176,8 @@ impl RedisBus {
             device_id: Option<String>,
             #[serde(default)]
             gen: Option<u64>,
+            #[serde(default)]
+            public_key: Option<String>,
         }
         match crate::util::json::from_slice::<Ctl>(payload, self.settings.max_json_depth) {
             Ok(c) if c.op == "disconnect" => {
@@ -184,8 +186,8 @@ impl RedisBus {
             Ok(Ctl { op, user_id, device_id: Some(device_id), .. }) if op == "revoke" => {
                 self.registry.revoke_device(&user_id, &device_id);
             }
-            Ok(Ctl { op, user_id, device_id: Some(device_id), .. }) if op == "keyed" => {
-                self.registry.mark_keyed(&user_id, &device_id);
+            Ok(Ctl { op, user_id, device_id: Some(device_id), public_key: Some(pk), .. }) if op == "keyed" => {
+                self.registry.mark_keyed(&user_id, &device_id, &pk);
             }
             Ok(Ctl { op, user_id, gen: Some(gen), .. }) if op == "gen" => {
                 self.registry.set_token_gen(&user_id, gen);

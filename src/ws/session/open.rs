@@ -95,7 +95,8 @@ async fn first_frame_auth(
 }
 
 /// Key login (`?auth=key`): sends the signed challenge, then admits the device whose answer
-/// verifies and whose registered key it is (a live, unrevoked device of exactly one user).
+/// verifies and whose registered key it is (a live, unrevoked device of exactly one user: known
+/// in memory, loaded at start and told over the bus, else looked up in the store).
 /// Anything else closes with 4001 (see `auth::key_login`).
 async fn key_auth(state: &AppState, ws: &mut Ws, device: Option<&str>) -> Result<(Identity, UserSlot), CloseReason> {
     let challenge = Challenge::new(&state.server_key, crate::util::now_millis())
@@ -111,13 +112,21 @@ async fn key_auth(state: &AppState, ws: &mut Ws, device: Option<&str>) -> Result
     if device.is_some_and(|d| d != answer.device_id) {
         return Err(bad());
     }
-    let owners = state.store.key_owners(&answer.device_id, &answer.public_key).await.map_err(|e| {
-        tracing::warn!(error = %e, "key login: device lookup failed");
-        refuse(state, AuthFailure::Key, CloseReason::Internal)
-    })?;
-    let [user_id] = <[String; 1]>::try_from(owners).map_err(|_| bad())?;
+    let user_id = match state.registry.key_owner(&answer.device_id, &answer.public_key) {
+        Some(user) => user,
+        // Not remembered here (past the memory's bound): the store decides.
+        None => {
+            let owners = state.store.key_owners(&answer.device_id, &answer.public_key).await.map_err(|e| {
+                tracing::warn!(error = %e, "key login: device lookup failed");
+                refuse(state, AuthFailure::Key, CloseReason::Internal)
+            })?;
+            let [user] = <[String; 1]>::try_from(owners).map_err(|_| bad())?;
+            state.registry.remember_key_owner(&answer.device_id, &answer.public_key, &user);
+            Arc::from(user)
+        }
+    };
     let identity = Identity {
-        user_id: Arc::from(user_id),
+        user_id,
         device_id: Arc::from(answer.device_id),
         channels: Vec::new(),
         // No token: nothing expires; revocation closes the connection (4003).
