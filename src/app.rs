@@ -52,6 +52,8 @@ pub struct AppState {
     pub api_requests: crate::limits::AttemptLimiter,
     /// Durable streams (sequenced, stored channels).
     pub durable: Arc<crate::durable::Durable>,
+    /// Signed publishes' nonces, when the bus keeps no cluster-wide memory (purged every 5 s).
+    pub nonces: crate::auth::signed::NonceCache,
     /// Connections admitted (upgrade accepted) and not yet finished: the `SYNCGATE_MAX_CONNECTIONS` gauge.
     pub admitted: Arc<AtomicU64>,
     /// Open connections per client address on this instance (`/api/status`).
@@ -156,6 +158,7 @@ impl AppState {
                 Duration::from_secs(60),
             ),
             hasher: crate::auth::password::Hasher::new(config.accounts.hash_concurrency),
+            nonces: Default::default(),
             admitted: Arc::new(AtomicU64::new(0)),
             addresses: Arc::default(),
             shutdown: shutdown_rx,
@@ -215,7 +218,7 @@ async fn start_bus(
     })
 }
 
-/// Every 5 s, forgets the rate limiters' expired entries.
+/// Every 5 s, forgets the rate limiters' expired entries and the expired nonces.
 fn spawn_limiter_sweeper(s: Arc<AppState>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -228,6 +231,7 @@ fn spawn_limiter_sweeper(s: Arc<AppState>) -> JoinHandle<()> {
             s.auth_attempts.sweep(now);
             s.registrations.sweep(now);
             s.api_requests.sweep(now);
+            s.nonces.purge(crate::util::now_millis());
         }
     })
 }

@@ -2,6 +2,7 @@
 //! PEM public key or JWKS), the persisted development secret, and token minting.
 
 mod jwks;
+pub mod signed;
 pub mod password;
 pub mod server_key;
 

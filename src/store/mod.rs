@@ -51,6 +51,7 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
     (5, "token_generations", include_str!("../../migrations/sqlite/0005_token_generations.sql")),
     (6, "login_codes", include_str!("../../migrations/sqlite/0006_login_codes.sql")),
     (7, "device_keys", include_str!("../../migrations/sqlite/0007_device_keys.sql")),
+    (9, "signed_events", include_str!("../../migrations/sqlite/0009_signed_events.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[Migration] = &[
     (1, "accounts", include_str!("../../migrations/postgres/0001_accounts.sql")),
@@ -60,6 +61,7 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
     (5, "token_generations", include_str!("../../migrations/postgres/0005_token_generations.sql")),
     (6, "login_codes", include_str!("../../migrations/postgres/0006_login_codes.sql")),
     (7, "device_keys", include_str!("../../migrations/postgres/0007_device_keys.sql")),
+    (9, "signed_events", include_str!("../../migrations/postgres/0009_signed_events.sql")),
 ];
 
 /// The advisory-lock key that serialises migrations across instances ("syncgate" in ASCII).

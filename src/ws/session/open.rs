@@ -127,6 +127,7 @@ pub(super) async fn open<'a>(
         limiter: MessageLimiter::new(state.config.limits.messages_per_min, Instant::now()),
         scratch: Vec::new(),
         streams: None,
+        device_key: None,
         identity,
     };
     s.membership.join(&s.user_channel);
