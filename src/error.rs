@@ -264,7 +264,10 @@ impl From<SignatureError> for FrameError {
     fn from(e: SignatureError) -> Self {
         use SignatureError::*;
         match e {
-            NoKey => FrameError::new(ErrorCode::Forbidden, "this channel takes signed publishes; the device has no registered key"),
+            NoKey => FrameError::new(
+                ErrorCode::Forbidden,
+                "this channel takes signed publishes; the device has no registered key",
+            ),
             Missing(f) => FrameError::new(ErrorCode::Unauthorized, format!("a signed publish needs `{f}`")),
             Wrong(f) => FrameError::new(ErrorCode::Unauthorized, format!("field `{f}` has the wrong type")),
             BadNonce => FrameError::new(ErrorCode::Unauthorized, "`nonce` must be 16-64 characters of [A-Za-z0-9_-]"),

@@ -2,9 +2,9 @@
 //! PEM public key or JWKS), the persisted development secret, and token minting.
 
 mod jwks;
-pub mod signed;
 pub mod password;
 pub mod server_key;
+pub mod signed;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -23,7 +23,8 @@ const SHARDS: usize = 16;
 /// The text a device signs for a publish (see the module docs).
 pub fn signed_text(channel: &str, event: &str, nonce: &str, sig_ts: u64, data: &[u8]) -> Vec<u8> {
     let ts = sig_ts.to_string();
-    let mut out = Vec::with_capacity(SIGNED_PREFIX.len() + channel.len() + event.len() + nonce.len() + ts.len() + data.len() + 5);
+    let mut out =
+        Vec::with_capacity(SIGNED_PREFIX.len() + channel.len() + event.len() + nonce.len() + ts.len() + data.len() + 5);
     for part in [SIGNED_PREFIX.as_bytes(), channel.as_bytes(), event.as_bytes(), nonce.as_bytes(), ts.as_bytes()] {
         out.extend_from_slice(part);
         out.push(b'\n');
@@ -177,7 +178,13 @@ mod tests {
         assert_eq!(sig, EXAMPLE_SIG);
         assert!(key.verifies(&text, &sig));
         // One byte of data changed (whitespace too), another channel, a truncated signature: refused.
-        let other = signed_text("dm:alice:bob", "msg", "k3v9Qd2Zr8mT1xY4bN6pWa", 1_700_000_000_000, br#"{"text":"hi", "n":[1,2.50]}"#);
+        let other = signed_text(
+            "dm:alice:bob",
+            "msg",
+            "k3v9Qd2Zr8mT1xY4bN6pWa",
+            1_700_000_000_000,
+            br#"{"text":"hi", "n":[1,2.50]}"#,
+        );
         assert!(!key.verifies(&other, &sig));
         let other = signed_text("dm:alice:eve", "msg", "k3v9Qd2Zr8mT1xY4bN6pWa", 1_700_000_000_000, data);
         assert!(!key.verifies(&other, &sig));
@@ -193,7 +200,9 @@ mod tests {
     fn nonces_and_keys() {
         assert!(valid_nonce("abcdefghijklmnop") && valid_nonce(&"A_-9".repeat(16)));
         assert!(!valid_nonce("abcdefghijklmno") && !valid_nonce(&"a".repeat(65)));
-        assert!(!valid_nonce("abcdefghijklmno=") && !valid_nonce("abcdefghijklmno+") && !valid_nonce("abcdefghijklmnoé"));
+        assert!(
+            !valid_nonce("abcdefghijklmno=") && !valid_nonce("abcdefghijklmno+") && !valid_nonce("abcdefghijklmnoé")
+        );
         assert!(DeviceKey::parse(&b64_encode(&[1; 32])).is_some());
         assert!(DeviceKey::parse(&b64_encode(&[1; 31])).is_none());
         assert!(DeviceKey::parse(&format!("{}=", b64_encode(&[1; 32]))).is_none());

@@ -51,8 +51,12 @@ impl Publish {
     /// What it holds in the queue, for the byte bound.
     fn size(&self) -> u64 {
         let sig = self.sig.as_deref().map_or(0, |s| s.nonce.len() + s.sig.len() + s.public_key.len() + 8);
-        (self.channel.len() + self.event.len() + self.data.len() + self.msg_id.as_deref().map_or(0, str::len) + sig + 64)
-            as u64
+        (self.channel.len()
+            + self.event.len()
+            + self.data.len()
+            + self.msg_id.as_deref().map_or(0, str::len)
+            + sig
+            + 64) as u64
     }
 }
 

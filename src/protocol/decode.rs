@@ -476,7 +476,9 @@ mod tests {
         let want = SigFields { nonce: Some("n".into()), sig_ts: Some(17), sig: Some("s".into()), wrong: None };
         assert!(matches!(f.request, Request::Publish { signed: Some(ref s), .. } if **s == want));
         let f = d(r#"{"type":"publish","channel":"a:b","event":"e","sig_ts":"17"}"#).unwrap();
-        assert!(matches!(f.request, Request::Publish { signed: Some(ref s), .. } if s.sig_ts == Some(17) && s.nonce.is_none()));
+        assert!(
+            matches!(f.request, Request::Publish { signed: Some(ref s), .. } if s.sig_ts == Some(17) && s.nonce.is_none())
+        );
         for (frame, wrong) in [
             (r#"{"type":"publish","channel":"a:b","event":"e","sig_ts":-1}"#, "sig_ts"),
             (r#"{"type":"publish","channel":"a:b","event":"e","sig_ts":1.5}"#, "sig_ts"),
@@ -485,7 +487,10 @@ mod tests {
             (r#"{"type":"publish","channel":"a:b","event":"e","sig":[]}"#, "sig"),
         ] {
             let f = d(frame).unwrap();
-            assert!(matches!(f.request, Request::Publish { signed: Some(ref s), .. } if s.wrong == Some(wrong)), "{frame}");
+            assert!(
+                matches!(f.request, Request::Publish { signed: Some(ref s), .. } if s.wrong == Some(wrong)),
+                "{frame}"
+            );
         }
         let f = d(r#"{"type":"publish","channel":"a:b","event":"e"}"#).unwrap();
         assert!(matches!(f.request, Request::Publish { signed: None, .. }));

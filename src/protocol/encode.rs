@@ -222,10 +222,9 @@ fn event_frame(
         .str("event", event)
         .raw("data", data)
         .obj("from", |f| match from {
-            Some((user_id, device_id)) => f
-                .str("user_id", user_id)
-                .str("device_id", device_id)
-                .opt_str("public_key", sig.map(|s| &*s.public_key)),
+            Some((user_id, device_id)) => {
+                f.str("user_id", user_id).str("device_id", device_id).opt_str("public_key", sig.map(|s| &*s.public_key))
+            }
             None => f.str("user_id", "server"),
         })
         .num("ts", ts)
@@ -710,7 +709,8 @@ mod tests {
             e.as_str(),
             r#"{"type":"event","channel":"user:a","event":"m","data": {"k" : 1} ,"from":{"user_id":"a","device_id":"d","public_key":"a2V5"},"ts":5,"nonce":"n0nce-0123456789ab","sig_ts":1700000000000,"sig":"c2ln"}"#
         );
-        let d = durable_event("dm:a:b", "m", b"[1]", Some(("a", "d")), 5, Stamp { seq: 3, msg_id: Some("m1") }, Some(&sig));
+        let d =
+            durable_event("dm:a:b", "m", b"[1]", Some(("a", "d")), 5, Stamp { seq: 3, msg_id: Some("m1") }, Some(&sig));
         assert_eq!(
             d.as_str(),
             r#"{"type":"event","channel":"dm:a:b","seq":3,"event":"m","data":[1],"from":{"user_id":"a","device_id":"d","public_key":"a2V5"},"ts":5,"msg_id":"m1","nonce":"n0nce-0123456789ab","sig_ts":1700000000000,"sig":"c2ln"}"#

@@ -80,7 +80,9 @@ impl Publisher<'_> {
             return Ok(k.clone());
         }
         match self.state.store.device(&from.user, &from.device).await {
-            Ok(Some(d)) => d.public_key.as_deref().and_then(DeviceKey::parse).map(Arc::new).ok_or(SignatureError::NoKey),
+            Ok(Some(d)) => {
+                d.public_key.as_deref().and_then(DeviceKey::parse).map(Arc::new).ok_or(SignatureError::NoKey)
+            }
             Ok(None) => Err(SignatureError::NoKey),
             Err(e) => {
                 tracing::warn!(error = %e, "device key lookup failed");
@@ -190,12 +192,8 @@ mod tests {
 
     #[test]
     fn fields_are_checked_in_order() {
-        let ok = SigFields {
-            nonce: Some("abcdefghijklmnop".into()),
-            sig_ts: Some(5),
-            sig: Some("s".into()),
-            wrong: None,
-        };
+        let ok =
+            SigFields { nonce: Some("abcdefghijklmnop".into()), sig_ts: Some(5), sig: Some("s".into()), wrong: None };
         assert_eq!(fields(Some(&ok)), Ok(("abcdefghijklmnop", 5, "s")));
         assert_eq!(fields(None), Err(SignatureError::Missing("nonce")));
         let f = SigFields { sig_ts: None, ..ok.clone() };

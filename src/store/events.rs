@@ -282,12 +282,7 @@ fn signature(
     sig: Option<String>,
     key: Option<String>,
 ) -> Option<Signature> {
-    Some(Signature {
-        nonce: nonce?.into(),
-        sig_ts: sig_ts?.max(0) as u64,
-        sig: sig?.into(),
-        public_key: key?.into(),
-    })
+    Some(Signature { nonce: nonce?.into(), sig_ts: sig_ts?.max(0) as u64, sig: sig?.into(), public_key: key?.into() })
 }
 
 impl Store {

@@ -58,7 +58,16 @@ impl Signer {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn frame_with(&self, channel: &str, event: &str, data: &str, nonce: &str, ts: u64, sig: &str, extra: &str) -> String {
+    fn frame_with(
+        &self,
+        channel: &str,
+        event: &str,
+        data: &str,
+        nonce: &str,
+        ts: u64,
+        sig: &str,
+        extra: &str,
+    ) -> String {
         format!(
             r#"{{"type":"publish","channel":"{channel}","event":"{event}","data":{data},"nonce":"{nonce}","sig_ts":{ts},"sig":"{sig}"{extra}}}"#
         )
@@ -205,8 +214,12 @@ async fn signed_flow(s: &Server) {
         f[field] = bad;
         refused(&mut phone, &f.to_string(), "unauthorized").await;
     }
-    refused(&mut phone, &json!({"type":"publish","channel":"user","event":"clip","data":1}).to_string(), "unauthorized")
-        .await;
+    refused(
+        &mut phone,
+        &json!({"type":"publish","channel":"user","event":"clip","data":1}).to_string(),
+        "unauthorized",
+    )
+    .await;
     // 6. A device without a key: forbidden (signed or not), and it stays connected.
     let (t_laptop, ..) = alice.frame(&user_ch, "clip", DATA, "");
     refused(&mut laptop, &t_laptop, "forbidden").await;
@@ -285,7 +298,11 @@ async fn replayed_nonce_through_a_second_instance_over_redis() {
     let url = crate::accounts::fresh_pg_database().await;
     let prefix = crate::cluster::prefix();
     let mut env: Vec<(&str, &str)> = ENV.to_vec();
-    env.extend([("DATABASE_URL", url.as_str()), ("REDIS_URL", crate::cluster::REDIS), ("SYNCGATE_REDIS_PREFIX", &prefix)]);
+    env.extend([
+        ("DATABASE_URL", url.as_str()),
+        ("REDIS_URL", crate::cluster::REDIS),
+        ("SYNCGATE_REDIS_PREFIX", &prefix),
+    ]);
     let (s1, s2) = (Server::start(&env).await, Server::start(&env).await);
     let (alice, access) = keyed_device(&s1, "alice-cluster@example.com", "phone", 9).await;
     let mut on1 = connect(&s1, &access, "phone").await;
