@@ -172,6 +172,7 @@ mod tests {
             std::str::from_utf8(&text).unwrap(),
             "syncgate-event-v1\ndm:alice:bob\nmsg\nk3v9Qd2Zr8mT1xY4bN6pWa\n1700000000000\n{\"text\":\"hi\",  \"n\":[1,2.50]}"
         );
+        assert_eq!(text.len(), 100);
         let sig = b64_encode(pair.sign(&text).as_ref());
         println!("public_key {}\nsig {sig}", key.text);
         assert_eq!(&*key.text, EXAMPLE_KEY);
@@ -186,6 +187,14 @@ mod tests {
             br#"{"text":"hi", "n":[1,2.50]}"#,
         );
         assert!(!key.verifies(&other, &sig));
+        let reencoded = signed_text(
+            "dm:alice:bob",
+            "msg",
+            "k3v9Qd2Zr8mT1xY4bN6pWa",
+            1_700_000_000_000,
+            br#"{"text":"hi","n":[1,2.5]}"#,
+        );
+        assert!(!key.verifies(&reencoded, &sig));
         let other = signed_text("dm:alice:eve", "msg", "k3v9Qd2Zr8mT1xY4bN6pWa", 1_700_000_000_000, data);
         assert!(!key.verifies(&other, &sig));
         assert!(!key.verifies(&text, &sig[..85]));
