@@ -89,16 +89,24 @@ pub enum NonceTake {
 /// mutex (held for one map operation, never across an await), from a 128-bit keyed hash of
 /// (user, device, nonce) to the time (ms) the nonce may be forgotten (`sig_ts` + the window).
 /// At most [`MAX_NONCES`] entries (about 32 bytes each: ~48 MiB at the bound); a full shard is
-/// purged of expired entries first; [`NonceCache::purge`] runs periodically.
+/// purged of expired entries first (at most once a second); [`NonceCache::purge`] runs every 5 s.
 pub struct NonceCache {
-    shards: Vec<Mutex<HashMap<u128, u64>>>,
+    shards: Vec<Mutex<Shard>>,
     hashers: [std::collections::hash_map::RandomState; 2],
+}
+
+/// One shard: nonce hash → when it may be forgotten (ms), and when a full shard was last purged
+/// (a full shard of unexpired nonces is scanned at most once a second, not on every publish).
+#[derive(Default)]
+struct Shard {
+    map: HashMap<u128, u64>,
+    purged_full_at: u64,
 }
 
 impl Default for NonceCache {
     fn default() -> Self {
         NonceCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hashers: [Default::default(), Default::default()],
         }
     }
@@ -110,24 +118,27 @@ impl NonceCache {
         (u128::from(self.hashers[0].hash_one(parts)) << 64) | u128::from(self.hashers[1].hash_one(parts))
     }
 
-    fn shard(&self, key: u128) -> std::sync::MutexGuard<'_, HashMap<u128, u64>> {
+    fn shard(&self, key: u128) -> std::sync::MutexGuard<'_, Shard> {
         self.shards[(key as usize) % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Remembers the nonce until `expires` (ms) unless it is already remembered.
     pub fn take(&self, user: &str, device: &str, nonce: &str, expires: u64, now: u64) -> NonceTake {
         let key = self.key(user, device, nonce);
-        let mut map = self.shard(key);
-        if map.get(&key).is_some_and(|&e| e > now) {
+        let mut shard = self.shard(key);
+        if shard.map.get(&key).is_some_and(|&e| e > now) {
             return NonceTake::Used;
         }
-        if map.len() >= MAX_NONCES / SHARDS {
-            map.retain(|_, e| *e > now);
-            if map.len() >= MAX_NONCES / SHARDS {
+        if shard.map.len() >= MAX_NONCES / SHARDS {
+            if now >= shard.purged_full_at.saturating_add(1000) || now < shard.purged_full_at {
+                shard.purged_full_at = now;
+                shard.map.retain(|_, e| *e > now);
+            }
+            if shard.map.len() >= MAX_NONCES / SHARDS {
                 return NonceTake::Full;
             }
         }
-        map.insert(key, expires);
+        shard.map.insert(key, expires);
         NonceTake::Fresh
     }
 
@@ -135,19 +146,19 @@ impl NonceCache {
     /// stored (quota, full queue): the client may retry with the same signature.
     pub fn release(&self, user: &str, device: &str, nonce: &str) {
         let key = self.key(user, device, nonce);
-        self.shard(key).remove(&key);
+        self.shard(key).map.remove(&key);
     }
 
     /// Forgets every expired nonce.
     pub fn purge(&self, now: u64) {
         for shard in &self.shards {
-            shard.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, e| *e > now);
+            shard.lock().unwrap_or_else(|e| e.into_inner()).map.retain(|_, e| *e > now);
         }
     }
 
     /// Nonces remembered.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).map.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -247,7 +258,7 @@ mod tests {
         }
         assert!(full >= 64, "{full}");
         assert!(c.len() <= MAX_NONCES);
-        // Expired entries make room.
-        assert_eq!(c.take("u", "d", "late", 20, 10), NonceTake::Fresh);
+        // Expired entries make room (a full shard is scanned at most once a second).
+        assert_eq!(c.take("u", "d", "late", 2000, 1000), NonceTake::Fresh);
     }
 }
