@@ -32,10 +32,11 @@ fn frames(c: &mut Criterion) {
                 Some(("alice", "phone-1")),
                 1_700_000_000_000,
                 stamp,
+                None,
             ))
         })
     });
-    let frame = protocol::durable_event("dm:alice:bob", "m", DATA, Some(("alice", "p")), 1, stamp);
+    let frame = protocol::durable_event("dm:alice:bob", "m", DATA, Some(("alice", "p")), 1, stamp, None);
     g.bench_function("event_seq", |b| b.iter(|| black_box(protocol::event_seq(black_box(frame.as_bytes())))));
 
     const N: u64 = 1000;
@@ -107,6 +108,7 @@ fn store_append(c: &mut Criterion) {
                             from: Some(("a", "phone")),
                             msg_id: Some(m),
                             ts: 1_700_000_000_000,
+                            sig: None,
                         })
                         .collect();
                     black_box(rt.block_on(store.append(&events, Turn::default())).unwrap());

@@ -57,6 +57,8 @@ pub struct AppState {
     pub pairing_claims_here: crate::limits::MinuteCounter,
     /// Durable streams (sequenced, stored channels).
     pub durable: Arc<crate::durable::Durable>,
+    /// Signed publishes' nonces, when the bus keeps no cluster-wide memory (purged every 5 s).
+    pub nonces: crate::auth::signed::NonceCache,
     /// Connections admitted (upgrade accepted) and not yet finished: the `SYNCGATE_MAX_CONNECTIONS` gauge.
     pub admitted: Arc<AtomicU64>,
     /// Open connections per client address on this instance (`/api/status`).
@@ -163,6 +165,7 @@ impl AppState {
             pairing_claims: crate::limits::AddressLimiter::new(config.accounts.pairing_claims_per_min),
             pairing_claims_here: crate::limits::MinuteCounter::default(),
             hasher: crate::auth::password::Hasher::new(config.accounts.hash_concurrency),
+            nonces: Default::default(),
             admitted: Arc::new(AtomicU64::new(0)),
             addresses: Arc::default(),
             shutdown: shutdown_rx,
@@ -222,7 +225,7 @@ async fn start_bus(
     })
 }
 
-/// Every 5 s, forgets the rate limiters' expired entries.
+/// Every 5 s, forgets the rate limiters' expired entries and the expired nonces.
 fn spawn_limiter_sweeper(s: Arc<AppState>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -236,6 +239,7 @@ fn spawn_limiter_sweeper(s: Arc<AppState>) -> JoinHandle<()> {
             s.registrations.sweep(now);
             s.api_requests.sweep(now);
             s.pairing_claims.sweep(now);
+            s.nonces.purge(crate::util::now_millis());
         }
     })
 }

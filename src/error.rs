@@ -236,6 +236,52 @@ impl From<PublishError> for FrameError {
     }
 }
 
+/// A publish on a signed channel (`SYNCGATE_SIGNED_NAMESPACES`) that was refused: `forbidden`
+/// for a device without a registered key, `unauthorized` for a missing, malformed, wrong, stale
+/// or replayed signature, `unavailable` when the key or the nonce memory cannot be read. The
+/// connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureError {
+    /// The sending device has no registered public key.
+    NoKey,
+    /// A signature field is missing (its name).
+    Missing(&'static str),
+    /// A signature field has the wrong JSON type (its name).
+    Wrong(&'static str),
+    /// The nonce is not 16-64 characters of `[A-Za-z0-9_-]`.
+    BadNonce,
+    /// The signature does not verify.
+    BadSignature,
+    /// `sig_ts` is outside the window around the gateway's clock.
+    Stale { window_secs: u64 },
+    /// The device already used this nonce.
+    Replayed,
+    /// The key lookup failed, or the nonce memory is full: retry.
+    Unavailable,
+}
+
+impl From<SignatureError> for FrameError {
+    fn from(e: SignatureError) -> Self {
+        use SignatureError::*;
+        match e {
+            NoKey => FrameError::new(
+                ErrorCode::Forbidden,
+                "this channel takes signed publishes; the device has no registered key",
+            ),
+            Missing(f) => FrameError::new(ErrorCode::Unauthorized, format!("a signed publish needs `{f}`")),
+            Wrong(f) => FrameError::new(ErrorCode::Unauthorized, format!("field `{f}` has the wrong type")),
+            BadNonce => FrameError::new(ErrorCode::Unauthorized, "`nonce` must be 16-64 characters of [A-Za-z0-9_-]"),
+            BadSignature => FrameError::new(ErrorCode::Unauthorized, "bad signature"),
+            Stale { window_secs } => FrameError::new(
+                ErrorCode::Unauthorized,
+                format!("`sig_ts` is more than {window_secs} s from the server's clock"),
+            ),
+            Replayed => FrameError::new(ErrorCode::Unauthorized, "nonce already used"),
+            Unavailable => FrameError::new(ErrorCode::Unavailable, "signature check unavailable; retry"),
+        }
+    }
+}
+
 /// Why the server closes a WebSocket; each maps to one close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {

@@ -10,7 +10,8 @@
 //! 11 ws, api     the WebSocket session (open, reader, writer, durable replays, echo endpoint);
 //!                REST handlers (accounts, devices, history, login page, server API, OpenAPI)
 //! 10 admission, publish  the checks in front of the upgrade and the one rule for verified
-//!                claims; publishing an event (live or durable) for the session and the server API
+//!                claims; publishing an event (live or durable) for the session and the server API,
+//!                signed publishes checked first (device key, Ed25519, window, nonce)
 //!  9 app, cli    AppState::build: the shared state and every background task; `syncgate token`
 //!  8 durable     durable streams: group-committed writer, per-channel seq, replay, positions,
 //!                retention, per-user quotas
@@ -19,7 +20,8 @@
 //!                observer trait the cluster bus implements
 //!  5 error       error enums and the one mapping to HTTP status / JSON body / close code
 //!  4 store       sqlx store (SQLite default, PostgreSQL)
-//!  3 auth, oslimits  JWT verification and minting, token generations; OS limits at start
+//!  3 auth, oslimits  JWT verification and minting, token generations, signed-frame text,
+//!                Ed25519 check and nonce memory; OS limits at start
 //!  2 config      one typed Config from SYNCGATE_* (bad values stop start-up), one part per
 //!                concern: listener, auth, accounts, limits, durable, redis, store
 //!  1 channel, protocol  channel names and authorization; protocol v1 frames (simd-json in,
@@ -34,6 +36,8 @@
 //! client frame → `ws::session` (rate limit, `protocol::decode`: frame pre-scan, then simd-json) → `channel::authorize` →
 //! `publish::Publisher`: `protocol::event` encodes once → `registry::Registry::fan_out` pushes a clone into each
 //! member's bounded queue → each member's session swaps its queue out and writes it in one flush.
+//! A publish on a signed channel (`SYNCGATE_SIGNED_NAMESPACES`) is checked first by
+//! `publish::signed` (the device key, the signature over the exact `data` text, `sig_ts`, the nonce).
 //! A durable channel's publish goes to `durable`'s writer instead: one transaction per batch
 //! assigns `seq`s, then the event is encoded once, fanned out and acknowledged.
 

@@ -1,7 +1,10 @@
 //! Publishing an event, one path for the WebSocket session and the server API: live (encoded
 //! once, sent through the bus to every route of the channel, fan-out timed) or durable (a
 //! client's: bounded, taken from the user's quota and queued for the group commit; the server's:
-//! answered once stored). Refusals are typed ([`PublishError`]); `error` maps them.
+//! answered once stored). Refusals are typed ([`PublishError`]); `error` maps them. Publishes on
+//! signed channels are checked first ([`signed`]).
+
+pub mod signed;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use crate::protocol::{self, Encoded, RequestId, MAX_EVENT_LEN, MAX_MSG_ID_LEN};
 use crate::registry::ConnHandle;
 use crate::store::events::Appended;
 use crate::util::now_millis;
+pub use signed::{Sender, SignedDone, SignedRequest};
 
 /// A client's event for a durable channel (a `publish` frame, its channel authorized).
 pub struct ClientEvent {
@@ -117,6 +121,7 @@ impl<'a> Publisher<'a> {
             origin: conn.id,
             ts: now_millis(),
             reply: Reply::Conn { conn: conn.clone(), id },
+            sig: None,
         }))
     }
 

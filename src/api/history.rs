@@ -49,6 +49,9 @@ struct From<'a> {
     user_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     device_id: Option<&'a str>,
+    /// A signed event's sender key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<&'a str>,
 }
 
 /// One event of a page. `data` is the stored JSON text, written as it is (never rebuilt as a
@@ -62,6 +65,13 @@ struct EventOut<'a> {
     ts: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     msg_id: Option<&'a str>,
+    /// A signed event's signature fields (as the live and replayed frames carry them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sig_ts: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sig: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
@@ -77,16 +87,28 @@ fn event_out(e: &StoredEvent) -> EventOut<'_> {
     // parse (the page stays valid JSON).
     let data = crate::util::json::from_slice(e.data.as_bytes(), crate::util::json::MAX_DEPTH_LIMIT)
         .unwrap_or(serde_json::value::RawValue::NULL);
+    let sig = e.sig.as_ref();
     let from = match (&e.user_id, &e.device_id) {
-        (Some(u), Some(d)) => From { user_id: u, device_id: Some(d) },
-        _ => From { user_id: "server", device_id: None },
+        (Some(u), Some(d)) => From { user_id: u, device_id: Some(d), public_key: sig.map(|s| &*s.public_key) },
+        _ => From { user_id: "server", device_id: None, public_key: None },
     };
-    EventOut { seq: e.seq, event: &e.event, data, from, ts: e.ts, msg_id: e.msg_id.as_deref() }
+    EventOut {
+        seq: e.seq,
+        event: &e.event,
+        data,
+        from,
+        ts: e.ts,
+        msg_id: e.msg_id.as_deref(),
+        nonce: sig.map(|s| &*s.nonce),
+        sig_ts: sig.map(|s| s.sig_ts),
+        sig: sig.map(|s| &*s.sig),
+    }
 }
 
 /// Bytes an event adds to a page (its text plus the frame around it, roughly).
 fn cost(e: &StoredEvent) -> usize {
-    e.data.len() + e.event.len() + e.msg_id.as_ref().map_or(0, String::len) + 128
+    let sig = e.sig.as_ref().map_or(0, |s| s.nonce.len() + s.sig.len() + s.public_key.len() + 64);
+    e.data.len() + e.event.len() + e.msg_id.as_ref().map_or(0, String::len) + sig + 128
 }
 
 /// Reads one page: `after` → the first `limit` events after it; otherwise the last `limit`

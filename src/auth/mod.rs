@@ -5,6 +5,7 @@ mod jwks;
 pub mod key_login;
 pub mod password;
 pub mod server_key;
+pub mod signed;
 
 use std::path::Path;
 use std::sync::Arc;

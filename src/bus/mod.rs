@@ -75,6 +75,16 @@ pub trait Bus: Send + Sync + 'static {
     fn count_this_minute<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Option<u64>> {
         Box::pin(std::future::ready(None))
     }
+    /// Remembers a signed publish's nonce cluster-wide for `ttl_ms` (`key` names the user, the
+    /// device and the nonce): `Some(true)` when it was not remembered yet, `Some(false)` when it
+    /// was (a replay), `None` when this bus keeps no shared memory (one instance, or Redis
+    /// unreachable): the caller uses the in-process one.
+    fn take_nonce<'a>(&'a self, _key: &'a str, _ttl_ms: u64) -> BoxFuture<'a, Option<bool>> {
+        Box::pin(std::future::ready(None))
+    }
+    /// Forgets a nonce taken with [`Bus::take_nonce`] for a publish refused before it was
+    /// delivered or stored.
+    fn release_nonce(&self, _key: &str) {}
     /// Cluster view for `/api/status`: instances with their connection counts and the `top` users
     /// with most connections.
     fn status<'a>(&'a self, top: usize) -> BoxFuture<'a, serde_json::Value>;

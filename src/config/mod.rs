@@ -14,7 +14,8 @@
 //! - `accounts`: token and login-code lifetimes, hashing, attempt limits, OTP, SMTP, redirects,
 //!   devices per user;
 //! - `limits`: message, connection, channel, rate, queue, write-timeout and JSON-depth limits;
-//! - `durable`: durable streams; `redis`: the cluster bus; `store`: database and data directory.
+//! - `durable`: durable streams; `redis`: the cluster bus; `store`: database and data directory;
+//! - `signed`: signed frames (namespaces whose publishes carry the device key's signature).
 //!
 //! A check that needs two fields lives in the part holding both (one key source in `auth`,
 //! admin address vs listen address in `listener`); none spans two parts today.
@@ -30,6 +31,7 @@ mod limits;
 mod listener;
 mod reader;
 mod redis;
+mod signed;
 mod store;
 
 pub use accounts::*;
@@ -38,6 +40,7 @@ pub use durable::*;
 pub use limits::*;
 pub use listener::*;
 pub use redis::*;
+pub use signed::*;
 pub use store::*;
 
 use reader::Reader;
@@ -61,6 +64,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Database and data directory.
     pub store: StoreConfig,
+    /// Signed frames.
+    pub signed: SignedConfig,
 }
 
 /// Every bad variable found, one line each.
@@ -101,6 +106,7 @@ impl Config {
             durable: DurableConfig::read(&mut r),
             redis: RedisConfig::read(&mut r),
             store: StoreConfig::read(&mut r),
+            signed: SignedConfig::read(&mut r),
         };
         let errors = r.into_errors();
         if !errors.is_empty() {
@@ -119,6 +125,7 @@ impl Config {
         self.durable.describe(&mut rows);
         self.redis.describe(&mut rows);
         self.store.describe(&mut rows);
+        self.signed.describe(&mut rows);
         rows
     }
 
@@ -142,7 +149,16 @@ macro_rules! masked_debug {
     )*};
 }
 
-masked_debug!(ListenerConfig, AuthConfig, AccountsConfig, LimitsConfig, DurableConfig, RedisConfig, StoreConfig);
+masked_debug!(
+    ListenerConfig,
+    AuthConfig,
+    AccountsConfig,
+    LimitsConfig,
+    DurableConfig,
+    RedisConfig,
+    StoreConfig,
+    SignedConfig
+);
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -389,6 +405,30 @@ mod tests {
             .to_string();
         for key in keys {
             assert!(err.contains(key), "{key} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn signed_settings() {
+        let c = Config::default();
+        assert!(c.signed.namespaces.is_empty());
+        assert_eq!(c.signed.window, Duration::from_secs(300));
+        assert!(!c.signed.is_signed("user:alice"));
+        let c = Config::from_map(&map(&[(SIGNED_NAMESPACES, "user, dm,room"), (SIGNATURE_WINDOW_SECS, "60")])).unwrap();
+        assert_eq!(c.signed.namespaces, ["user", "dm", "room"]);
+        assert_eq!(c.signed.window, Duration::from_secs(60));
+        assert!(c.signed.is_signed("user:alice") && c.signed.is_signed("dm:a:b") && c.signed.is_signed("room:1"));
+        assert!(!c.signed.is_signed("news:1") && !c.signed.is_signed("users:a"));
+        for (key, bad) in [
+            (SIGNED_NAMESPACES, "user,a:b"),
+            (SIGNED_NAMESPACES, "dm,bad ns"),
+            (SIGNATURE_WINDOW_SECS, "0"),
+            (SIGNATURE_WINDOW_SECS, "86401"),
+            (SIGNATURE_WINDOW_SECS, "-5"),
+            (SIGNATURE_WINDOW_SECS, "soon"),
+        ] {
+            let err = Config::from_map(&map(&[(key, bad)])).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}={bad}: {err}");
         }
     }
 

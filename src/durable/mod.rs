@@ -50,8 +50,13 @@ pub use replay::{stored_frame, Replay};
 impl Publish {
     /// What it holds in the queue, for the byte bound.
     fn size(&self) -> u64 {
-        (self.channel.len() + self.event.len() + self.data.len() + self.msg_id.as_deref().map_or(0, str::len) + 64)
-            as u64
+        let sig = self.sig.as_deref().map_or(0, |s| s.nonce.len() + s.sig.len() + s.public_key.len() + 8);
+        (self.channel.len()
+            + self.event.len()
+            + self.data.len()
+            + self.msg_id.as_deref().map_or(0, str::len)
+            + sig
+            + 64) as u64
     }
 }
 
@@ -85,6 +90,8 @@ pub struct Publish {
     pub origin: u64,
     pub ts: u64,
     pub reply: Reply,
+    /// A signed event's verified signature (stored and delivered with it).
+    pub sig: Option<Box<crate::protocol::Signature>>,
 }
 
 /// The durable-stream service; one per process, shared through `AppState`.

@@ -87,5 +87,6 @@ pub fn stored_frame(channel: &str, e: &StoredEvent) -> protocol::Encoded {
         from,
         e.ts.max(0) as u64,
         Stamp { seq: e.seq, msg_id: e.msg_id.as_deref() },
+        e.sig.as_ref(),
     )
 }

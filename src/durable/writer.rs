@@ -46,6 +46,7 @@ async fn commit(store: Store, batch: Vec<Publish>, turn: Turn) -> Committed {
             from: p.from.as_ref().map(|(u, d)| (&**u, &**d)),
             msg_id: p.msg_id.as_deref(),
             ts: p.ts as i64,
+            sig: p.sig.as_deref(),
         })
         .collect();
     let outcome = |store: &Store, e: StoreError| match store.is_refusal(&e) {
@@ -114,7 +115,7 @@ impl Durable {
         ts: u64,
     ) -> Result<Appended, DurableError> {
         let (tx, rx) = oneshot::channel();
-        let p = Publish { channel, event, data, from: None, msg_id, origin: 0, ts, reply: Reply::Http(tx) };
+        let p = Publish { channel, event, data, from: None, msg_id, origin: 0, ts, reply: Reply::Http(tx), sig: None };
         self.submit(p).map_err(|_| DurableError::Busy)?;
         match rx.await {
             Ok(Outcome::Stored(a)) => Ok(a),
@@ -253,6 +254,7 @@ fn deliver(bus: &dyn Bus, registry: &Registry, p: &Publish, seq: u64) {
         p.from.as_ref().map(|(u, d)| (&**u, &**d)),
         p.ts,
         Stamp { seq, msg_id: p.msg_id.as_deref() },
+        p.sig.as_deref(),
     );
     crate::channel::for_each_route(&p.channel, |route| {
         registry.fan_out_durable(route, &p.channel, seq, Message::Text(frame.clone()), p.origin);

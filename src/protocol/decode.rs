@@ -4,7 +4,7 @@
 use simd_json::prelude::*;
 use simd_json::tape::Value as TapeValue;
 
-use super::{ErrorCode, Frame, Request, RequestId};
+use super::{ErrorCode, Frame, Request, RequestId, SigFields};
 
 /// Longest accepted event name, in bytes.
 pub const MAX_EVENT_LEN: usize = 256;
@@ -149,7 +149,7 @@ pub fn decode(text: &[u8], buf: &mut Vec<u8>, max_depth: usize) -> Result<Frame,
             seq: seq_field(&value, "seq", &id)?.ok_or_else(|| bad("missing field `seq`", &id))?,
         },
         "unsubscribe" => Request::Unsubscribe { channel: channel()? },
-        "publish" => publish(&value, channel()?, &id)?,
+        "publish" => publish(text, &value, channel()?, &id)?,
         "typing" => {
             let channel = channel()?;
             let typing = match str_field(&value, "state", &id)? {
@@ -185,9 +185,14 @@ fn request_id(value: &TapeValue<'_, '_>) -> Result<RequestId, DecodeError> {
     }
 }
 
-/// A `publish` (its `channel` already read): the event name, `data` re-encoded from the tape
-/// (`null` when absent) and the optional `msg_id`.
-fn publish<'v>(value: &'v TapeValue<'v, 'v>, channel: String, id: &RequestId) -> Result<Request, DecodeError> {
+/// A `publish` (its `channel` already read): the event name, `data` as the exact text the
+/// client sent (`null` when absent), the optional `msg_id` and the signature fields.
+fn publish<'v>(
+    text: &[u8],
+    value: &'v TapeValue<'v, 'v>,
+    channel: String,
+    id: &RequestId,
+) -> Result<Request, DecodeError> {
     let event = str_field(value, "event", id)?;
     if event.is_empty() || event.len() > MAX_EVENT_LEN {
         return Err(bad(format!("`event` must be 1-{MAX_EVENT_LEN} bytes"), id));
@@ -196,15 +201,151 @@ fn publish<'v>(value: &'v TapeValue<'v, 'v>, channel: String, id: &RequestId) ->
         return Err(bad("`event` must not contain control characters", id));
     }
     let data = match value.get("data") {
-        Some(d) => {
-            let mut out = Vec::with_capacity(64);
-            d.write(&mut out).map_err(|_| bad("unencodable `data`", id))?;
-            out
-        }
+        Some(_) => match data_span(text) {
+            Ok(Some((start, end))) => text[start..end].to_vec(),
+            Ok(None) => return Err(bad("malformed JSON", id)),
+            Err(why) => return Err(bad(why, id)),
+        },
         None => b"null".to_vec(),
     };
     let msg_id = msg_id_field(value, id)?;
-    Ok(Request::Publish { channel, event: event.to_string(), data, msg_id })
+    let signed = sig_fields(value);
+    Ok(Request::Publish { channel, event: event.to_string(), data, msg_id, signed })
+}
+
+/// The signature fields of a publish (`None` when it has none of them). Their content is judged
+/// where the channel is known to be signed, not here.
+fn sig_fields(value: &TapeValue<'_, '_>) -> Option<Box<SigFields>> {
+    let (nonce, sig_ts, sig) = (value.get("nonce"), value.get("sig_ts"), value.get("sig"));
+    if nonce.is_none() && sig_ts.is_none() && sig.is_none() {
+        return None;
+    }
+    let mut f = SigFields::default();
+    let text = |v: Option<TapeValue<'_, '_>>, name: &'static str, wrong: &mut Option<&'static str>| match v {
+        None => None,
+        Some(v) => match v.as_str() {
+            Some(s) => Some(s.into()),
+            None => {
+                wrong.get_or_insert(name);
+                None
+            }
+        },
+    };
+    f.nonce = text(nonce, "nonce", &mut f.wrong);
+    f.sig = text(sig, "sig", &mut f.wrong);
+    f.sig_ts = match sig_ts {
+        None => None,
+        Some(v) => match (v.as_u64(), v.as_str()) {
+            (Some(n), _) => Some(n),
+            (None, Some(s)) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse().ok()
+            }
+            _ => None,
+        },
+    };
+    if sig_ts.is_some() && f.sig_ts.is_none() {
+        f.wrong.get_or_insert("sig_ts");
+    }
+    Some(Box::new(f))
+}
+
+/// The byte span of the value of the first top-level `"data"` key (the one the tape reads:
+/// keys compare unescaped). An iterative scan of a frame that already passed
+/// [`crate::util::json::check_frame`] and simd-json; never recurses. Refuses a raw control
+/// character inside a string of `data` (no JSON text has one; recipients' parsers would refuse it).
+fn data_span(b: &[u8]) -> Result<Option<(usize, usize)>, &'static str> {
+    fn ws(b: &[u8], mut i: usize) -> usize {
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+            i += 1;
+        }
+        i
+    }
+    /// End (exclusive) of the string starting at `b[i] == '"'`; whether it holds a raw control
+    /// character.
+    fn string_end(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
+        let mut control = false;
+        i += 1;
+        while i < b.len() {
+            match b[i] {
+                b'\\' => i += 2,
+                b'"' => return Some((i + 1, control)),
+                c => {
+                    control |= c < 0x20;
+                    i += 1;
+                }
+            }
+        }
+        None
+    }
+    /// End (exclusive) of the value starting at `b[i]`: nested values are skipped by counting
+    /// brackets outside strings.
+    fn value_end(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
+        let mut depth = 0usize;
+        let mut control = false;
+        loop {
+            match *b.get(i)? {
+                b'"' => {
+                    let (end, c) = string_end(b, i)?;
+                    control |= c;
+                    i = end;
+                }
+                b'[' | b'{' => {
+                    depth += 1;
+                    i += 1;
+                }
+                b']' | b'}' => {
+                    depth = depth.checked_sub(1)?;
+                    i += 1;
+                }
+                _ if depth == 0 => {
+                    // A scalar: up to the next delimiter.
+                    while i < b.len() && !matches!(b[i], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                        i += 1;
+                    }
+                    return Some((i, control));
+                }
+                _ => i += 1,
+            }
+            if depth == 0 {
+                return Some((i, control));
+            }
+        }
+    }
+    let mut i = ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return Ok(None);
+    }
+    i += 1;
+    loop {
+        i = ws(b, i);
+        if b.get(i) != Some(&b'"') {
+            return Ok(None);
+        }
+        let Some((key_end, _)) = string_end(b, i) else { return Ok(None) };
+        let key = &b[i..key_end];
+        let is_data = match key.contains(&b'\\') {
+            false => key == b"\"data\"",
+            true => serde_json::from_slice::<String>(key).is_ok_and(|k| k == "data"),
+        };
+        i = ws(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return Ok(None);
+        }
+        i = ws(b, i + 1);
+        let start = i;
+        let Some((end, control)) = value_end(b, i) else { return Ok(None) };
+        if is_data {
+            if control {
+                return Err("`data` holds a raw control character in a string");
+            }
+            return Ok(Some((start, end)));
+        }
+        i = ws(b, end);
+        if b.get(i) != Some(&b',') {
+            return Ok(None);
+        }
+        i += 1;
+    }
 }
 
 /// The optional `msg_id` of a publish: a string or an integer (kept as text), 1-[`MAX_MSG_ID_LEN`]
@@ -264,7 +405,7 @@ mod tests {
         let f = d(r#"{"type":"publish","id":7,"channel":"room:1","event":"e","data":{"a":[1,"x"]}}"#).unwrap();
         assert_eq!(f.id.as_deref(), Some("7"));
         match f.request {
-            Request::Publish { channel, event, data, msg_id } => {
+            Request::Publish { channel, event, data, msg_id, .. } => {
                 assert_eq!(msg_id, None);
                 assert_eq!(channel, "room:1");
                 assert_eq!(event, "e");
@@ -299,6 +440,60 @@ mod tests {
             let e = d(&format!(r#"{{"type":"publish","channel":"a:b","event":"e","msg_id":{bad}}}"#)).unwrap_err();
             assert!(e.message.contains("control characters"), "{bad}: {}", e.message);
         }
+    }
+
+    fn data_of(s: &str) -> Vec<u8> {
+        match d(s).unwrap().request {
+            Request::Publish { data, .. } => data,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn data_is_the_exact_client_text() {
+        let data = r#"{ "b" :[1, 2.50,1e3 ,"\u00e9\"]}" ],"a":{} }"#;
+        for frame in [
+            format!(r#"{{"type":"publish","channel":"a:b","event":"e","data":{data}}}"#),
+            format!(r#"{{"type":"publish","channel":"a:b","data" :	{data}  ,"event":"e"}}"#),
+            format!(r#"{{"x":{{"data":1}},"type":"publish","channel":"a:b","event":"e","data":{data},"data":7}}"#),
+            format!(r#"{{"type":"publish","channel":"a:b","event":"e","d\u0061ta":{data},"data":7}}"#),
+        ] {
+            assert_eq!(String::from_utf8(data_of(&frame)).unwrap(), data, "{frame}");
+        }
+        for scalar in ["\"x y\"", "-1.5E+3", "true", "null", "[]", "\"\\\\\""] {
+            let frame = format!(r#"{{"type":"publish","channel":"a:b","event":"e","data":{scalar} }}"#);
+            assert_eq!(String::from_utf8(data_of(&frame)).unwrap(), scalar, "{frame}");
+        }
+        assert_eq!(data_of(r#"{"type":"publish","channel":"a:b","event":"e"}"#), b"null");
+        // A raw control character inside a string of data: refused, whatever simd-json thinks.
+        let e = d("{\"type\":\"publish\",\"channel\":\"a:b\",\"event\":\"e\",\"data\":\"a\tb\"}");
+        assert!(e.is_err(), "{e:?}");
+    }
+
+    #[test]
+    fn signature_fields() {
+        let f = d(r#"{"type":"publish","channel":"a:b","event":"e","nonce":"n","sig_ts":17,"sig":"s"}"#).unwrap();
+        let want = SigFields { nonce: Some("n".into()), sig_ts: Some(17), sig: Some("s".into()), wrong: None };
+        assert!(matches!(f.request, Request::Publish { signed: Some(ref s), .. } if **s == want));
+        let f = d(r#"{"type":"publish","channel":"a:b","event":"e","sig_ts":"17"}"#).unwrap();
+        assert!(
+            matches!(f.request, Request::Publish { signed: Some(ref s), .. } if s.sig_ts == Some(17) && s.nonce.is_none())
+        );
+        for (frame, wrong) in [
+            (r#"{"type":"publish","channel":"a:b","event":"e","sig_ts":-1}"#, "sig_ts"),
+            (r#"{"type":"publish","channel":"a:b","event":"e","sig_ts":1.5}"#, "sig_ts"),
+            (r#"{"type":"publish","channel":"a:b","event":"e","sig_ts":"1x"}"#, "sig_ts"),
+            (r#"{"type":"publish","channel":"a:b","event":"e","nonce":5}"#, "nonce"),
+            (r#"{"type":"publish","channel":"a:b","event":"e","sig":[]}"#, "sig"),
+        ] {
+            let f = d(frame).unwrap();
+            assert!(
+                matches!(f.request, Request::Publish { signed: Some(ref s), .. } if s.wrong == Some(wrong)),
+                "{frame}"
+            );
+        }
+        let f = d(r#"{"type":"publish","channel":"a:b","event":"e"}"#).unwrap();
+        assert!(matches!(f.request, Request::Publish { signed: None, .. }));
     }
 
     #[test]

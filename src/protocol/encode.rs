@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{ErrorCode, RequestId};
+use super::{ErrorCode, RequestId, Signature};
 
 /// An encoded text frame: cloning it is a reference-count increment.
 pub type Encoded = Utf8Bytes;
@@ -198,7 +198,8 @@ pub struct Stamp<'a> {
 const EVENT_PREFIX: &[u8] = b"{\"type\":\"event\",\"channel\":\"";
 
 /// The shared shape of `event` frames; `from` is `None` for the server. Durable events carry
-/// `"seq"` right after the channel (so [`event_seq`] finds it without parsing) and `msg_id`.
+/// `"seq"` right after the channel (so [`event_seq`] finds it without parsing) and `msg_id`; signed
+/// events carry the sender's `public_key` in `from` and `nonce`, `sig_ts`, `sig` at the end.
 #[inline]
 fn event_frame(
     channel: &str,
@@ -207,39 +208,61 @@ fn event_frame(
     from: Option<(&str, &str)>,
     ts: u64,
     stamp: Option<Stamp<'_>>,
+    sig: Option<&Signature>,
 ) -> Encoded {
     let from_len = from.map(|(u, d)| u.len() + d.len()).unwrap_or(0);
     let stamp_len = stamp.map(|s| 40 + s.msg_id.map_or(0, str::len)).unwrap_or(0);
-    let capacity = 96 + channel.len() + event.len() + data.len() + from_len + stamp_len;
+    let sig_len = sig.map_or(0, |s| 96 + s.nonce.len() + s.sig.len() + s.public_key.len());
+    let capacity = 96 + channel.len() + event.len() + data.len() + from_len + stamp_len + sig_len;
     let mut w = FrameWriter::new("event", capacity).str("channel", channel);
     if let Some(st) = stamp {
         w = w.num("seq", st.seq);
     }
-    w.str("event", event)
+    let w = w
+        .str("event", event)
         .raw("data", data)
         .obj("from", |f| match from {
-            Some((user_id, device_id)) => f.str("user_id", user_id).str("device_id", device_id),
+            Some((user_id, device_id)) => {
+                f.str("user_id", user_id).str("device_id", device_id).opt_str("public_key", sig.map(|s| &*s.public_key))
+            }
             None => f.str("user_id", "server"),
         })
         .num("ts", ts)
-        .opt_str("msg_id", stamp.and_then(|s| s.msg_id))
-        .finish()
+        .opt_str("msg_id", stamp.and_then(|s| s.msg_id));
+    match sig {
+        Some(s) => w.str("nonce", &s.nonce).num("sig_ts", s.sig_ts).str("sig", &s.sig).finish(),
+        None => w.finish(),
+    }
 }
 
 /// `{"type":"event","channel":C,"event":E,"data":D,"from":{"user_id":U,"device_id":D},"ts":MS}`.
 /// `data` must already be JSON text.
 pub fn event(channel: &str, event: &str, data: &[u8], user_id: &str, device_id: &str, ts: u64) -> Encoded {
-    event_frame(channel, event, data, Some((user_id, device_id)), ts, None)
+    event_frame(channel, event, data, Some((user_id, device_id)), ts, None, None)
+}
+
+/// A signed client event (a signed namespace):
+/// `{"type":"event",…,"from":{"user_id":U,"device_id":D,"public_key":K},"ts":MS,"nonce":N,"sig_ts":T,"sig":S}`.
+pub fn signed_event(
+    channel: &str,
+    event: &str,
+    data: &[u8],
+    user_id: &str,
+    device_id: &str,
+    ts: u64,
+    sig: &Signature,
+) -> Encoded {
+    event_frame(channel, event, data, Some((user_id, device_id)), ts, None, Some(sig))
 }
 
 /// An `event` published by the server (HTTP API, external Redis publisher):
 /// `"from":{"user_id":"server"}`.
 pub fn server_event(channel: &str, event: &str, data: &[u8], ts: u64) -> Encoded {
-    event_frame(channel, event, data, None, ts, None)
+    event_frame(channel, event, data, None, ts, None, None)
 }
 
 /// A durable channel's event: `{"type":"event","channel":C,"seq":N,…,"msg_id":M}`. `from` is
-/// `None` for the server ("from":{"user_id":"server"}).
+/// `None` for the server ("from":{"user_id":"server"}); `sig` for a signed event.
 pub fn durable_event(
     channel: &str,
     event: &str,
@@ -247,8 +270,9 @@ pub fn durable_event(
     from: Option<(&str, &str)>,
     ts: u64,
     stamp: Stamp<'_>,
+    sig: Option<&Signature>,
 ) -> Encoded {
-    event_frame(channel, event, data, from, ts, Some(stamp))
+    event_frame(channel, event, data, from, ts, Some(stamp), sig)
 }
 
 /// The channel and `seq` of a durable event frame (`None` for any other frame). Cheap: channel
@@ -429,7 +453,7 @@ mod pinned {
         for (i, from) in [Some(("alice", "d1")), None, Some((NASTY, NASTY))].into_iter().enumerate() {
             for (j, msg_id) in [Some("m-1"), None, Some(NASTY)].into_iter().enumerate() {
                 let stamp = Stamp { seq: [0, 42, u64::MAX][j], msg_id };
-                v.push((format!("durable_event_{i}_{j}"), durable_event("dm:a:b", "e", data, from, 7, stamp)));
+                v.push((format!("durable_event_{i}_{j}"), durable_event("dm:a:b", "e", data, from, 7, stamp, None)));
             }
         }
         for (i, id) in ids().iter().enumerate() {
@@ -690,8 +714,30 @@ mod tests {
     }
 
     #[test]
+    fn signed_frames_carry_the_signature_and_key() {
+        let sig = Signature {
+            nonce: "n0nce-0123456789ab".into(),
+            sig_ts: 1_700_000_000_000,
+            sig: "c2ln".into(),
+            public_key: "a2V5".into(),
+        };
+        let e = signed_event("user:a", "m", b" {\"k\" : 1} ", "a", "d", 5, &sig);
+        assert_eq!(
+            e.as_str(),
+            r#"{"type":"event","channel":"user:a","event":"m","data": {"k" : 1} ,"from":{"user_id":"a","device_id":"d","public_key":"a2V5"},"ts":5,"nonce":"n0nce-0123456789ab","sig_ts":1700000000000,"sig":"c2ln"}"#
+        );
+        let d =
+            durable_event("dm:a:b", "m", b"[1]", Some(("a", "d")), 5, Stamp { seq: 3, msg_id: Some("m1") }, Some(&sig));
+        assert_eq!(
+            d.as_str(),
+            r#"{"type":"event","channel":"dm:a:b","seq":3,"event":"m","data":[1],"from":{"user_id":"a","device_id":"d","public_key":"a2V5"},"ts":5,"msg_id":"m1","nonce":"n0nce-0123456789ab","sig_ts":1700000000000,"sig":"c2ln"}"#
+        );
+        assert_eq!(event_seq(d.as_bytes()), Some((&b"dm:a:b"[..], 3)));
+    }
+
+    #[test]
     fn durable_frames() {
-        let e = durable_event("dm:a:b", "m", b"1", Some(("a", "d")), 5, Stamp { seq: 42, msg_id: Some("x\"y") });
+        let e = durable_event("dm:a:b", "m", b"1", Some(("a", "d")), 5, Stamp { seq: 42, msg_id: Some("x\"y") }, None);
         let v = parse(&e);
         assert_eq!(v["seq"], 42);
         assert_eq!(v["msg_id"], "x\"y");

@@ -52,13 +52,15 @@ pub enum Request {
     Unsubscribe {
         channel: String,
     },
-    /// `data` is the JSON text of the payload, re-encoded once here.
-    /// `msg_id`: the client's idempotency key (durable channels).
+    /// `data` is the exact JSON text of the payload as the client sent it (its first to its last
+    /// character). `msg_id`: the client's idempotency key (durable channels). `signed`: the
+    /// signature fields, when the frame has any (checked only on signed channels).
     Publish {
         channel: String,
         event: String,
         data: Vec<u8>,
         msg_id: Option<Box<str>>,
+        signed: Option<Box<SigFields>>,
     },
     /// The device has read a durable channel up to `seq`.
     Ack {
@@ -73,6 +75,31 @@ pub enum Request {
         channel: String,
     },
     Ping,
+}
+
+/// The signature fields of a `publish` as the frame carries them, not yet checked: each is
+/// `None` when absent. `wrong`: a field present with the wrong JSON type (its name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SigFields {
+    pub nonce: Option<Box<str>>,
+    /// A JSON integer (or a string of decimal digits).
+    pub sig_ts: Option<u64>,
+    pub sig: Option<Box<str>>,
+    pub wrong: Option<&'static str>,
+}
+
+/// A verified signature, carried with the event to every recipient (live, Redis, store, replay,
+/// history): `"nonce"`, `"sig_ts"`, `"sig"` and `"from":{…,"public_key"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// 16-64 characters of `[A-Za-z0-9_-]`.
+    pub nonce: Box<str>,
+    /// The signer's clock, milliseconds since the epoch.
+    pub sig_ts: u64,
+    /// The Ed25519 signature, base64url without padding.
+    pub sig: Box<str>,
+    /// The sending device's Ed25519 public key, base64url without padding.
+    pub public_key: std::sync::Arc<str>,
 }
 
 /// A request plus its optional id.

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 
 use super::{Backend, Store, StoreError};
+use crate::protocol::Signature;
 
 /// One event to append.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct NewEvent<'a> {
     pub from: Option<(&'a str, &'a str)>,
     pub msg_id: Option<&'a str>,
     pub ts: i64,
+    /// The verified signature of a signed event.
+    pub sig: Option<&'a Signature>,
 }
 
 /// Where an appended event landed. `duplicate`: its `msg_id` was already stored (or appeared
@@ -40,6 +43,8 @@ pub struct StoredEvent {
     pub device_id: Option<String>,
     pub msg_id: Option<String>,
     pub ts: i64,
+    /// A signed event's signature (nonce, sig_ts, sig, the sender's public key).
+    pub sig: Option<Signature>,
 }
 
 /// Orders pipelined appends: a batch waits for `prev` (the previous batch holds its head locks,
@@ -104,9 +109,10 @@ const PG_APPEND: AppendSql = AppendSql {
                     ORDER BY x.c \
                     ON CONFLICT (channel) DO UPDATE SET last_seq = channel_heads.last_seq + excluded.last_seq, \
                     updated_at = excluded.updated_at RETURNING channel, last_seq",
-    insert_events: "INSERT INTO events (channel, seq, event, data, sender_user, sender_device, msg_id, ts) \
-                    SELECT x.c, x.s, x.e, x.d, x.u, x.v, x.m, x.t FROM json_to_recordset($1::json) \
-                    AS x(c text, s bigint, e text, d text, u text, v text, m text, t bigint)",
+    insert_events: "INSERT INTO events (channel, seq, event, data, sender_user, sender_device, msg_id, ts, \
+                    nonce, sig_ts, sig, sender_key) \
+                    SELECT x.c, x.s, x.e, x.d, x.u, x.v, x.m, x.t, x.n, x.nt, x.g, x.k FROM json_to_recordset($1::json) \
+                    AS x(c text, s bigint, e text, d text, u text, v text, m text, t bigint, n text, nt bigint, g text, k text)",
 };
 
 const SQLITE_APPEND: AppendSql = AppendSql {
@@ -117,10 +123,12 @@ const SQLITE_APPEND: AppendSql = AppendSql {
                     json_extract(value, '$.b'), $2 FROM json_each($1) WHERE true \
                     ON CONFLICT (channel) DO UPDATE SET last_seq = channel_heads.last_seq + excluded.last_seq, \
                     updated_at = excluded.updated_at RETURNING channel, last_seq",
-    insert_events: "INSERT INTO events (channel, seq, event, data, sender_user, sender_device, msg_id, ts) \
+    insert_events: "INSERT INTO events (channel, seq, event, data, sender_user, sender_device, msg_id, ts, \
+                    nonce, sig_ts, sig, sender_key) \
                     SELECT json_extract(value, '$.c'), json_extract(value, '$.s'), json_extract(value, '$.e'), \
                     json_extract(value, '$.d'), json_extract(value, '$.u'), json_extract(value, '$.v'), \
-                    json_extract(value, '$.m'), json_extract(value, '$.t') FROM json_each($1)",
+                    json_extract(value, '$.m'), json_extract(value, '$.t'), json_extract(value, '$.n'), \
+                    json_extract(value, '$.nt'), json_extract(value, '$.g'), json_extract(value, '$.k') FROM json_each($1)",
 };
 
 /// Largest JSON parameter sent in one statement. sqlx does not set `TCP_NODELAY`, and a message
@@ -254,6 +262,8 @@ fn number_events(
         rows.push(serde_json::json!({
             "c": e.channel, "s": *seq, "e": e.event, "d": e.data,
             "u": e.from.map(|f| f.0), "v": e.from.map(|f| f.1), "m": e.msg_id, "t": e.ts,
+            "n": e.sig.map(|s| &*s.nonce), "nt": e.sig.map(|s| s.sig_ts.min(i64::MAX as u64)),
+            "g": e.sig.map(|s| &*s.sig), "k": e.sig.map(|s| &*s.public_key),
         }));
         *seq += 1;
     }
@@ -263,6 +273,16 @@ fn number_events(
         }
     }
     Ok(rows)
+}
+
+/// A stored event's signature, when all of its columns are set.
+fn signature(
+    nonce: Option<String>,
+    sig_ts: Option<i64>,
+    sig: Option<String>,
+    key: Option<String>,
+) -> Option<Signature> {
+    Some(Signature { nonce: nonce?.into(), sig_ts: sig_ts?.max(0) as u64, sig: sig?.into(), public_key: key?.into() })
 }
 
 impl Store {
@@ -340,11 +360,11 @@ impl Store {
         newest: bool,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let sql = if newest {
-            "SELECT seq, event, data, sender_user, sender_device, msg_id, ts FROM events \
-             WHERE channel = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4"
+            "SELECT seq, event, data, sender_user, sender_device, msg_id, ts, nonce, sig_ts, sig, sender_key \
+             FROM events WHERE channel = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4"
         } else {
-            "SELECT seq, event, data, sender_user, sender_device, msg_id, ts FROM events \
-             WHERE channel = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4"
+            "SELECT seq, event, data, sender_user, sender_device, msg_id, ts, nonce, sig_ts, sig, sender_key \
+             FROM events WHERE channel = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4"
         };
         let rows = sqlx::query(sql)
             .bind(channel)
@@ -363,12 +383,35 @@ impl Store {
                 device_id: row.try_get(4)?,
                 msg_id: row.try_get(5)?,
                 ts: row.try_get(6)?,
+                sig: signature(row.try_get(7)?, row.try_get(8)?, row.try_get(9)?, row.try_get(10)?),
             });
         }
         if newest {
             out.reverse();
         }
         Ok(out)
+    }
+
+    /// The `seq`, nonce and signature of the event `(user, device)` stored in `channel` under
+    /// `msg_id`, if any: a signed retry with the same nonce and signature is a duplicate.
+    pub async fn signed_msg(
+        &self,
+        channel: &str,
+        user: &str,
+        device: &str,
+        msg_id: &str,
+    ) -> Result<Option<(u64, Option<String>, Option<String>)>, StoreError> {
+        let row: Option<(i64, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT seq, nonce, sig FROM events \
+             WHERE msg_id = $1 AND channel = $2 AND sender_user = $3 AND sender_device = $4",
+        )
+        .bind(msg_id)
+        .bind(channel)
+        .bind(user)
+        .bind(device)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(seq, n, g)| (seq as u64, n, g)))
     }
 
     /// Stores read positions (user, device, channel, seq): a position only moves forward.

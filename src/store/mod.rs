@@ -54,6 +54,7 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
     (6, "login_codes", include_str!("../../migrations/sqlite/0006_login_codes.sql")),
     (7, "device_keys", include_str!("../../migrations/sqlite/0007_device_keys.sql")),
     (8, "pairing_codes", include_str!("../../migrations/sqlite/0008_pairing_codes.sql")),
+    (9, "signed_events", include_str!("../../migrations/sqlite/0009_signed_events.sql")),
     (10, "device_key_lookup", include_str!("../../migrations/sqlite/0010_device_key_lookup.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -65,6 +66,7 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
     (6, "login_codes", include_str!("../../migrations/postgres/0006_login_codes.sql")),
     (7, "device_keys", include_str!("../../migrations/postgres/0007_device_keys.sql")),
     (8, "pairing_codes", include_str!("../../migrations/postgres/0008_pairing_codes.sql")),
+    (9, "signed_events", include_str!("../../migrations/postgres/0009_signed_events.sql")),
     (10, "device_key_lookup", include_str!("../../migrations/postgres/0010_device_key_lookup.sql")),
 ];
 

@@ -189,7 +189,7 @@ mod tests {
     use std::sync::Arc;
 
     fn ev(channel: &str, seq: u64) -> Message {
-        Message::Text(protocol::durable_event(channel, "e", b"1", None, 0, protocol::Stamp { seq, msg_id: None }))
+        Message::Text(protocol::durable_event(channel, "e", b"1", None, 0, protocol::Stamp { seq, msg_id: None }, None))
     }
 
     #[test]

@@ -253,7 +253,7 @@ fn migrate_command_on_sqlite_and_postgres() {
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8(out.stdout).unwrap()
         };
-        assert!(run().starts_with("9 migration(s) applied"), "{url:?}");
+        assert!(run().starts_with("10 migration(s) applied"), "{url:?}");
         assert!(run().starts_with("0 migration(s) applied"), "{url:?}");
     }
 }

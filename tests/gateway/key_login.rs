@@ -269,3 +269,34 @@ async fn the_keyed_mark_reaches_every_instance() {
         s.stop().await;
     }
 }
+
+/// A key-login connection signs its publishes with the key it logged in with (signed frames on
+/// `user`): its user's other devices receive them with the key to verify.
+#[tokio::test]
+async fn a_key_login_connection_publishes_signed_frames() {
+    let s = Server::start(&[("SYNCGATE_SIGNED_NAMESPACES", "user")]).await;
+    register(&s, "signed@example.com").await;
+    let (phone_token, _) = login(&s, "signed@example.com", "phone").await;
+    let (laptop_token, _) = login(&s, "signed@example.com", "laptop").await;
+    let phone = keypair();
+    put_key(&s, "phone", &phone_token, &phone).await;
+    let mut c = key_login(&s, "phone", &phone).await;
+    let mut laptop = s.client_with(&laptop_token, "laptop", "").await;
+    let channel = format!("user:{}", c.welcome["user_id"].as_str().unwrap());
+    let (nonce, ts, data) = ("kl-nonce-0123456789", now() * 1000, r#"{"clip": "x" }"#);
+    let text = format!("syncgate-event-v1\n{channel}\nclip\n{nonce}\n{ts}\n{data}");
+    let sig = URL_SAFE_NO_PAD.encode(phone.sign(text.as_bytes()));
+    let frame = format!(
+        r#"{{"type":"publish","id":1,"channel":"{channel}","event":"clip","data":{data},"nonce":"{nonce}","sig_ts":{ts},"sig":"{sig}"}}"#
+    );
+    c.send_text(&frame).await;
+    assert_eq!(c.recv().await["type"], "ack");
+    let e = laptop.recv().await;
+    assert_eq!(e["from"]["public_key"], public_key(&phone).as_str(), "{e}");
+    assert_eq!((e["nonce"].as_str(), e["sig"].as_str()), (Some(nonce), Some(sig.as_str())), "{e}");
+    // The same nonce again is a replay.
+    c.send_text(&frame).await;
+    let r = c.recv().await;
+    assert_eq!((r["type"].as_str(), r["code"].as_str()), (Some("error"), Some("unauthorized")), "{r}");
+    s.stop().await;
+}

@@ -55,3 +55,4 @@ mod protocol;
 mod proxy;
 mod quotas;
 mod server_key;
+mod signed;

@@ -176,7 +176,7 @@ fn check_fields(frame: &Decoded, tree: &J) -> Result<(), String> {
                 return fail("decoded `state` differs", format!("{typing} vs {:?}", tree.get("state")));
             }
         }
-        Request::Publish { channel, event, data, msg_id } => {
+        Request::Publish { channel, event, data, msg_id, .. } => {
             same_str("channel", channel)?;
             same_str("event", event)?;
             if event.is_empty() || event.len() > protocol::MAX_EVENT_LEN {
@@ -222,7 +222,7 @@ fn check_replies(frame: &Decoded) -> Result<(), String> {
     let id = &frame.id;
     let check_id_echo = |out: &J, what: &str| check_id(id.as_deref(), out.get("id"), what);
     match &frame.request {
-        Request::Publish { channel, event, data, msg_id } => {
+        Request::Publish { channel, event, data, msg_id, .. } => {
             let d = output_json(data, true, "decoded `data`")?;
             let ts = 1_700_000_000_123;
             let frames = [
@@ -237,6 +237,7 @@ fn check_replies(frame: &Decoded) -> Result<(), String> {
                         Some(("user-1", "dev-1")),
                         ts,
                         Stamp { seq: 42, msg_id: msg_id.as_deref() },
+                        None,
                     ),
                 ),
             ];

@@ -17,8 +17,8 @@
 //!   records; each instance heartbeats into a sorted set, and any instance reaps one that stopped
 //!   (Lua, atomic), sending `leave` for its members, within `SYNCGATE_PRESENCE_TTL_MS`. The
 //!   heartbeat also writes the instance's open connections into the `conns` hash.
-//! - [`quota`]: the durable-event quota counted per user and minute across the cluster, and plain
-//!   per-minute counters (the pairing-claim limit).
+//! - [`quota`]: the durable-event quota counted per user and minute across the cluster, plain
+//!   per-minute counters (the pairing-claim limit) and the signed publishes' nonces (`SET NX PX`).
 //! - [`status`]: the `/api/status` cluster view. The bus counts into `metrics::BusSeries`.
 //!
 //! Every Lua script sits next to these files as a `.lua` file, loaded with `include_str!`.
@@ -213,6 +213,14 @@ impl Bus for RedisBus {
 
     fn count_this_minute<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<u64>> {
         Box::pin(self.incr_minute(name))
+    }
+
+    fn take_nonce<'a>(&'a self, key: &'a str, ttl_ms: u64) -> BoxFuture<'a, Option<bool>> {
+        Box::pin(self.set_nonce(key, ttl_ms))
+    }
+
+    fn release_nonce(&self, key: &str) {
+        self.unset_nonce(key)
     }
 
     fn status<'a>(&'a self, top: usize) -> BoxFuture<'a, serde_json::Value> {

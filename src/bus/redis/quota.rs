@@ -1,6 +1,7 @@
 //! Counters shared by every instance: the durable-event quota (events and bytes per user and
-//! minute, counted atomically in Redis by `durable_quota.lua`) and plain per-minute counters
-//! (one `INCR` + `PEXPIRE` on one key per clock minute).
+//! minute, counted atomically in Redis by `durable_quota.lua`), plain per-minute counters (one
+//! `INCR` + `PEXPIRE` on one key per clock minute), and the signed publishes' nonces, each
+//! remembered cluster-wide with `SET key 1 NX PX ttl`.
 
 use fred::prelude::*;
 
@@ -36,5 +37,26 @@ impl RedisBus {
             Ok(replies) => replies.first().and_then(Value::as_i64).map(|n| n.max(0) as u64),
             Err(_) => None,
         }
+    }
+
+    /// `SET <prefix>nonce:<key> 1 NX PX ttl`: `Some(true)` when set now, `Some(false)` when it
+    /// already existed, `None` when Redis is unreachable (the caller remembers it in memory).
+    pub(super) async fn set_nonce(&self, key: &str, ttl_ms: u64) -> Option<bool> {
+        let key = format!("{}nonce:{key}", self.settings.prefix);
+        let expire = Some(Expiration::PX(ttl_ms.clamp(1, i64::MAX as u64) as i64));
+        match self.client.set::<Option<String>, _, _>(key, 1, expire, Some(SetOptions::NX), false).await {
+            Ok(reply) => Some(reply.is_some()),
+            Err(_) => None,
+        }
+    }
+
+    /// Deletes a nonce set by [`RedisBus::set_nonce`] (in the background; a failure leaves it
+    /// to expire).
+    pub(super) fn unset_nonce(&self, key: &str) {
+        let key = format!("{}nonce:{key}", self.settings.prefix);
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let _ = client.del::<i64, _>(key).await;
+        });
     }
 }

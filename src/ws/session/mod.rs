@@ -74,6 +74,9 @@ struct Session<'a> {
     /// [`super::streams`]). Boxed and usually `None`: most connections never subscribe to a
     /// durable channel, and this struct lives as long as the connection.
     streams: Option<Box<Streams>>,
+    /// The device's public key, read from the store on the first signed publish and kept (a key
+    /// never changes once set; revoking the device closes the connection).
+    device_key: Option<Arc<crate::auth::signed::DeviceKey>>,
 }
 
 /// A subscribe that needs the bus or the store before its reply.
@@ -99,6 +102,8 @@ enum Step {
     Presence(String, RequestId),
     /// A durable publish: the user's quota is checked, then it is queued for the writer.
     Durable(Box<crate::durable::Publish>),
+    /// A publish on a signed channel: the key, signature and nonce are checked first.
+    Signed(Box<crate::publish::SignedRequest>),
     Close(CloseReason),
 }
 
@@ -258,7 +263,7 @@ mod size_probe {
     fn per_connection_types_stay_small() {
         use std::mem::size_of;
         let bounds = [
-            ("Session", size_of::<super::Session<'static>>(), 224),
+            ("Session", size_of::<super::Session<'static>>(), 232),
             ("Identity", size_of::<crate::identity::Identity>(), 72),
             ("Admitted", size_of::<crate::admission::Admitted>(), 264),
             ("MessageLimiter", size_of::<crate::limits::MessageLimiter>(), 48),

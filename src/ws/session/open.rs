@@ -13,6 +13,7 @@ use super::{error_frame, Session};
 use crate::admission::{admit_claims, admit_identity, AdmitGuard, Admitted, Auth, NotAdmitted, Refused};
 use crate::app::AppState;
 use crate::auth::key_login::{self, Challenge};
+use crate::auth::signed::DeviceKey;
 use crate::auth::AuthError;
 use crate::error::CloseReason;
 use crate::identity::Identity;
@@ -98,7 +99,7 @@ async fn first_frame_auth(
 /// verifies and whose registered key it is (a live, unrevoked device of exactly one user: known
 /// in memory, loaded at start and told over the bus, else looked up in the store).
 /// Anything else closes with 4001 (see `auth::key_login`).
-async fn key_auth(state: &AppState, ws: &mut Ws, device: Option<&str>) -> Result<(Identity, UserSlot), CloseReason> {
+async fn key_auth(state: &AppState, ws: &mut Ws, device: Option<&str>) -> Result<KeyLogin, CloseReason> {
     let challenge = Challenge::new(&state.server_key, crate::util::now_millis())
         .ok_or_else(|| refuse(state, AuthFailure::Key, CloseReason::Internal))?;
     if io::timed(state, None, ws.send(Message::Text(challenge.frame.into()))).await.is_err() {
@@ -134,8 +135,13 @@ async fn key_auth(state: &AppState, ws: &mut Ws, device: Option<&str>) -> Result
         // Password changes void tokens, not device keys.
         gen: u64::MAX,
     };
-    admit_identity(state, identity).await.map_err(|n| not_admitted(state, n, true))
+    let key = DeviceKey::parse(&answer.public_key).map(Arc::new);
+    let (identity, slot) = admit_identity(state, identity).await.map_err(|n| not_admitted(state, n, true))?;
+    Ok((identity, slot, key))
 }
+
+/// An admitted key login, with the device's key (signed frames need no store lookup then).
+type KeyLogin = (Identity, UserSlot, Option<Arc<DeviceKey>>);
 
 /// Authenticates (first frame, if needed), registers the connection and sends `welcome` plus the
 /// replies for `?channel=`. Runs boxed, so its state is freed before the long-lived loop starts.
@@ -147,11 +153,11 @@ pub(super) async fn open<'a>(
 ) -> Option<(Session<'a>, (UserSlot, AdmitGuard))> {
     let Admitted { _place: place, auth, device_id, channels, device_name, since, peer } = *admitted;
     let authenticated = match auth {
-        Auth::Token(identity, slot) => Ok((identity, slot)),
-        Auth::FirstFrame => first_frame_auth(state, ws, device_id.as_deref()).await,
+        Auth::Token(identity, slot) => Ok((identity, slot, None)),
+        Auth::FirstFrame => first_frame_auth(state, ws, device_id.as_deref()).await.map(|(i, s)| (i, s, None)),
         Auth::Key => Box::pin(key_auth(state, ws, device_id.as_deref())).await,
     };
-    let (identity, slot) = match authenticated {
+    let (identity, slot, device_key) = match authenticated {
         Ok(x) => x,
         Err(reason) => {
             io::close(state, ws, reason).await;
@@ -177,6 +183,7 @@ pub(super) async fn open<'a>(
         limiter: MessageLimiter::new(state.config.limits.messages_per_min, Instant::now()),
         scratch: Vec::new(),
         streams: None,
+        device_key,
         identity,
     };
     s.membership.join(&s.user_channel);

@@ -15,7 +15,7 @@ use crate::auth::{AuthError, Claims};
 use crate::durable::Replay;
 use crate::error::{CloseReason, FrameError};
 use crate::protocol::{self, ErrorCode, RequestId};
-use crate::publish::Publisher;
+use crate::publish::{Publisher, Sender};
 use crate::store::StoreError;
 use crate::ws::streams::{PageRequest, PAGE};
 
@@ -33,6 +33,8 @@ pub(super) enum Done {
     Subscribed(Box<Subscribe>, Option<Result<Replay, StoreError>>),
     /// A durable publish was queued (`None`: the writer answers) or refused (the error frame).
     Durable(Option<Message>),
+    /// A signed publish was checked (and sent, stored or refused).
+    Signed(crate::publish::SignedDone),
 }
 
 /// Awaits the future in `slot` (its `select!` branch is disabled while the slot is empty).
@@ -74,6 +76,15 @@ impl<'a> Session<'a> {
                     Done::Subscribed(sub, opened)
                 })
             }
+            Step::Signed(req) => {
+                let from = Sender {
+                    user: self.identity.user_id.clone(),
+                    device: self.identity.device_id.clone(),
+                    key: self.device_key.clone(),
+                };
+                let conn = self.conn().clone();
+                Box::pin(async move { Done::Signed(Publisher::new(state).signed(*req, from, &conn).await) })
+            }
             Step::Durable(p) => Box::pin(async move {
                 let refused = Publisher::new(state).submit(*p).await.err();
                 Done::Durable(refused.map(|r| error_frame(r.error, &r.id)))
@@ -95,6 +106,14 @@ impl<'a> Session<'a> {
                 conn.push(reply);
             }
             Done::Durable(None) => {}
+            Done::Signed(done) => {
+                if self.device_key.is_none() {
+                    self.device_key = done.key;
+                }
+                if let Some(reply) = done.reply {
+                    conn.push(reply);
+                }
+            }
             Done::Subscribed(sub, None) => {
                 conn.push(Message::Text(protocol::channel_reply("subscribed", &sub.channel, &sub.id)));
             }

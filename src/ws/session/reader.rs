@@ -12,8 +12,8 @@ use crate::channel::{self, ChannelError};
 use crate::error::{CloseReason, FrameError};
 use crate::limits::Verdict;
 use crate::metrics::FrameIn;
-use crate::protocol::{self, ErrorCode, Request, RequestId};
-use crate::publish::{ClientEvent, Publisher};
+use crate::protocol::{self, ErrorCode, Request, RequestId, SigFields};
+use crate::publish::{ClientEvent, Publisher, SignedRequest};
 use crate::util::now_millis;
 
 fn reply(frame: protocol::Encoded) -> Step {
@@ -68,7 +68,9 @@ impl Session<'_> {
             Request::Auth { token } => Step::Reauth(token, id),
             Request::Subscribe { channel, since } => self.on_subscribe(&channel, since, id),
             Request::Unsubscribe { channel } => self.on_unsubscribe(&channel, &id),
-            Request::Publish { channel, event, data, msg_id } => self.on_publish(&channel, event, data, msg_id, id),
+            Request::Publish { channel, event, data, msg_id, signed } => {
+                self.on_publish(&channel, event, data, msg_id, signed, id)
+            }
             Request::Typing { channel, typing } => self.on_typing(&channel, typing, &id),
             Request::Presence { channel } => self.on_presence(&channel, id),
             Request::Ping => reply(protocol::pong(now_millis(), &id)),
@@ -121,19 +123,24 @@ impl Session<'_> {
 
     /// A live channel: sent to every route at once (`ack` when the request has an `id`). A
     /// durable one: bounded, then its quota is checked and it is queued as a pending request
-    /// (the writer acks once it is committed).
+    /// (the writer acks once it is committed). A signed one: its signature is checked first, as
+    /// a pending request ([`crate::publish::signed`]).
     fn on_publish(
         &mut self,
         channel: &str,
         event: String,
         data: Vec<u8>,
         msg_id: Option<Box<str>>,
+        signed: Option<Box<SigFields>>,
         id: RequestId,
     ) -> Step {
         let ch = match self.authorize(channel) {
             Ok(ch) => ch,
             Err(e) => return refuse(e, &id),
         };
+        if self.state.config.signed.is_signed(&ch) {
+            return Step::Signed(Box::new(SignedRequest { channel: ch, event, data, msg_id, fields: signed, id }));
+        }
         let publisher = Publisher::new(self.state);
         if self.state.durable.is_durable(&ch) {
             let ev = ClientEvent { channel: ch, event, data, msg_id };
