@@ -1,6 +1,7 @@
 //! Signed frames: what a signed publish costs on top of an ordinary one — building the signed
 //! text and verifying the Ed25519 signature (ring), the in-process nonce memory, and decoding a
-//! signed publish frame (the exact `data` span and the signature fields).
+//! signed publish frame (the exact `data` span and the signature fields); and key login's
+//! server-side cost per connect (the signed challenge, the check of the answer).
 //!
 //! Run: `cargo bench --bench signed`
 
@@ -51,5 +52,28 @@ fn signed(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, signed);
+/// Key login's server side per connect: a fresh challenge (32 random bytes, the signed text, one
+/// Ed25519 signature, the frame) and the check of the device's answer (one verification).
+fn key_login(c: &mut Criterion) {
+    use syncgate::auth::key_login::{device_auth_text, verify_answer, Answer, Challenge};
+    use syncgate::auth::server_key::ServerKey;
+    let dir = std::env::temp_dir().join(format!("bench-sk-{}", std::process::id()));
+    let server = ServerKey::load(None, &dir).unwrap();
+    let device = Ed25519KeyPair::from_seed_unchecked(&[9u8; 32]).unwrap();
+    let pk = b64_encode(device.public_key().as_ref());
+    let challenge = Challenge::new(&server, SIG_TS).unwrap();
+    let cn = "cn-0123456789abcdef";
+    let sig = b64_encode(device.sign(device_auth_text(&challenge.nonce, cn, "phone", &pk).as_bytes()).as_ref());
+    let answer = Answer { kind: "auth".into(), device_id: "phone".into(), public_key: pk, client_nonce: cn.into(), sig };
+    let mut g = c.benchmark_group("key_login");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("challenge", |b| b.iter(|| black_box(Challenge::new(&server, black_box(SIG_TS)).unwrap())));
+    g.bench_function("verify_answer", |b| {
+        b.iter(|| verify_answer(black_box(&challenge.nonce), black_box(&answer)).unwrap())
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, signed, key_login);
 criterion_main!(benches);
