@@ -64,7 +64,8 @@ fn key_login(c: &mut Criterion) {
     let challenge = Challenge::new(&server, SIG_TS).unwrap();
     let cn = "cn-0123456789abcdef";
     let sig = b64_encode(device.sign(device_auth_text(&challenge.nonce, cn, "phone", &pk).as_bytes()).as_ref());
-    let answer = Answer { kind: "auth".into(), device_id: "phone".into(), public_key: pk, client_nonce: cn.into(), sig };
+    let answer =
+        Answer { kind: "auth".into(), device_id: "phone".into(), public_key: pk, client_nonce: cn.into(), sig };
     let mut g = c.benchmark_group("key_login");
     g.throughput(Throughput::Elements(1));
     g.bench_function("challenge", |b| b.iter(|| black_box(Challenge::new(&server, black_box(SIG_TS)).unwrap())));

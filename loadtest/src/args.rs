@@ -114,6 +114,10 @@ pub struct Args {
     /// `--auth key`: key login instead of a token.
     #[serde(default)]
     pub key_login: bool,
+    /// `--auth key`: this run's device ids (`k<tag>`): a device keyed by an earlier run can no
+    /// longer connect with a token, so every run registers new devices.
+    #[serde(default)]
+    pub key_run_tag: String,
     /// churn: round length and the longest settle wait after a round, in seconds.
     #[serde(default = "default_round")]
     pub round_s: f64,
@@ -247,6 +251,7 @@ impl Args {
             quiet: false,
             durable: false,
             key_login: false,
+            key_run_tag: String::new(),
             round_s: default_round(),
             settle_s: default_settle(),
         }
@@ -335,6 +340,10 @@ impl Args {
         }
         if a.key_login && !matches!(a.scenario, Scenario::Connect | Scenario::Idle) {
             return Err("--auth key is for the connect and idle scenarios".into());
+        }
+        if a.key_login {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            a.key_run_tag = format!("{:x}{:x}", now.as_micros(), std::process::id());
         }
         if a.scenario == Scenario::Churn {
             if a.rounds().len() < 2 {

@@ -64,7 +64,8 @@ pub fn build(args: &Args) -> Vec<ConnSpec> {
                     idx,
                     url: url(idx),
                     user: format!("lt-u{idx}"),
-                    device: "d0".into(),
+                    // Key login registers new devices every run (see `Args::key_run_tag`).
+                    device: if args.key_login { format!("k{}", args.key_run_tag) } else { "d0".into() },
                     channels,
                     role: Role::Listen,
                 });
