@@ -42,6 +42,7 @@ mod batch;
 mod bus_contract;
 mod cluster;
 mod common;
+mod device_attacks;
 mod device_keys;
 mod durable;
 mod hostile;

@@ -34,16 +34,18 @@ async fn first_text(state: &AppState, ws: &mut Ws) -> Result<Utf8Bytes, CloseRea
     let first = async {
         loop {
             match ws.next().await {
-                Some(Ok(Message::Text(t))) => return Some(t),
+                Some(Ok(Message::Text(t))) => return Ok(t),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                _ => return None,
+                // A binary frame, a close, a broken socket: no credentials came.
+                _ => return Err(AuthFailure::Invalid),
             }
         }
     };
     tokio::select! {
         r = tokio::time::timeout(state.config.auth.auth_timeout, first) => match r {
-            Ok(Some(t)) => Ok(t),
-            _ => Err(refuse(state, AuthFailure::Timeout, CloseReason::Unauthorized)),
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(reason)) => Err(refuse(state, reason, CloseReason::Unauthorized)),
+            Err(_) => Err(refuse(state, AuthFailure::Timeout, CloseReason::Unauthorized)),
         },
         _ = crate::shutdown::stopping(&mut shutdown) => Err(CloseReason::GoingAway),
     }
