@@ -35,6 +35,9 @@ fn signed_frame(pair: &ring::signature::Ed25519KeyPair, channel: &str, nonce: &s
     )
 }
 
+/// Builds an answer (a hostile one) from the challenge.
+type Attack<'a> = Box<dyn FnOnce(&Value) -> tokio_tungstenite::tungstenite::Message + 'a>;
+
 fn error_code(v: &Value) -> (&str, &str) {
     (v["type"].as_str().unwrap_or(""), v["code"].as_str().unwrap_or(""))
 }
@@ -86,7 +89,7 @@ async fn device_crypto_attacks_leave_the_binary_serving() {
     let forger = keypair();
     let huge =
         json!({"type":"auth","device_id":"phone","public_key":pk,"client_nonce":"x".repeat(2_000_000),"sig":"AA"});
-    let attacks: Vec<(&str, Box<dyn FnOnce(&Value) -> tokio_tungstenite::tungstenite::Message>)> = vec![
+    let attacks: Vec<(&str, Attack)> = vec![
         ("forged", Box::new(|ch: &Value| answer(ch, "phone", &pk, &forger).to_string().into())),
         (
             "server sig echoed",
