@@ -185,7 +185,6 @@ mod tests {
         );
         assert_eq!(text.len(), 100);
         let sig = b64_encode(pair.sign(&text).as_ref());
-        println!("public_key {}\nsig {sig}", key.text);
         assert_eq!(&*key.text, EXAMPLE_KEY);
         assert_eq!(sig, EXAMPLE_SIG);
         assert!(key.verifies(&text, &sig));
