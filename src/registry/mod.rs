@@ -174,16 +174,29 @@ impl Registry {
         self.remember_key_owner(device, public_key, user);
     }
 
-    /// The user whose live device `device` has registered `public_key`, when known here.
+    /// The user whose live device `device` has registered `public_key`, when known here and
+    /// unambiguous (`None`: ask the store).
     pub fn key_owner(&self, device: &str, public_key: &str) -> Option<Arc<str>> {
-        self.key_owners.get(format!("{device}\u{1f}{public_key}").as_str()).map(|u| u.clone())
+        let owner = self.key_owners.get(format!("{device}\u{1f}{public_key}").as_str())?.clone();
+        (!owner.is_empty()).then_some(owner)
     }
 
     /// Remembers a key's device and user (found in the store, or registered), while fewer than
-    /// [`KEY_OWNERS`] are remembered.
+    /// [`KEY_OWNERS`] are remembered. The same device id and key registered by two users is
+    /// remembered as ambiguous (an empty user): the store decides, and refuses such a login.
     pub fn remember_key_owner(&self, device: &str, public_key: &str, user: &str) {
-        if self.key_owners.len() < KEY_OWNERS {
-            self.key_owners.insert(format!("{device}\u{1f}{public_key}").into(), Arc::from(user));
+        let key: Box<str> = format!("{device}\u{1f}{public_key}").into();
+        // Read before the entry is locked: `len` visits every shard.
+        let full = self.key_owners.len() >= KEY_OWNERS;
+        match self.key_owners.entry(key) {
+            dashmap::Entry::Occupied(mut e) if &**e.get() != user => {
+                e.insert(Arc::from(""));
+            }
+            dashmap::Entry::Occupied(_) => {}
+            dashmap::Entry::Vacant(e) if !full => {
+                e.insert(Arc::from(user));
+            }
+            dashmap::Entry::Vacant(_) => {}
         }
     }
 

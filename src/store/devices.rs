@@ -168,12 +168,7 @@ impl Store {
             .bind(device_id)
             .bind(key)
             .execute(&self.pool)
-            .await;
-            let set = match set {
-                // A key belongs to one device only (ever: revoked devices keep theirs).
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(KeySet::Conflict),
-                other => other?,
-            };
+            .await?;
             if set.rows_affected() == 1 {
                 return Ok(KeySet::Set);
             }
