@@ -176,7 +176,7 @@ fn bounded(event: &str, data: &[u8], max: usize) -> Result<(), PublishError> {
 /// What a client's frame gets from the decoder and `channel::authorize`, checked for a server
 /// publish: a valid channel name (a `dm:` one naming two users), an event name and a `msg_id`
 /// of bounded length.
-fn validate_server(channel: &str, event: &str, msg_id: Option<&str>) -> Result<(), PublishError> {
+pub fn validate_server(channel: &str, event: &str, msg_id: Option<&str>) -> Result<(), PublishError> {
     let invalid = |m: Cow<'static, str>| Err(PublishError::Invalid(m));
     if !channel::valid_name(channel) {
         return invalid("channel names are 1-128 bytes of [A-Za-z0-9:_.@=-]".into());

@@ -25,6 +25,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/conversation"),
     ("GET", "/api/conversations"),
     ("POST", "/api/publish"),
+    ("GET", "/api/presence"),
     ("POST", "/api/disconnect"),
     ("GET", "/api/status"),
     ("GET", "/api/server-key"),

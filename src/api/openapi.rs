@@ -335,15 +335,28 @@ fn server_api_paths(paths: &mut Paths) {
         op(
             "Publish an event into a channel",
             Some("apiKey"),
-            Some(object(&["channel", "event"], json!({"channel": s, "event": s, "data": {}, "msg_id": s}))),
+            Some(object(
+                &["event"],
+                json!({"channel": s, "channels": {"type": "array", "items": s, "minItems": 1, "maxItems": 100}, "event": s, "data": {}, "msg_id": s}),
+            )),
             &[
-                ("200", "published: {ok, local_recipients}, on a durable channel {ok, seq, duplicate}"),
+                ("200", "published: {ok, local_recipients}, on a durable channel {ok, seq, duplicate}; with channels: {ok, results:[{channel, seq?, duplicate?}]} in order"),
                 ("400", "bad body, or an event the database refuses to store (durable channel)"),
                 ("401", "wrong key"),
                 ("404", "API off (no SYNCGATE_API_KEY)"),
                 ("408", "body not received in time"),
                 ("503", "durable channel: the write queue is full or the database is unavailable; retry"),
             ],
+        ),
+    );
+    paths.add(
+        "/api/presence",
+        "get",
+        op(
+            "Who is in a channel, cluster-wide: {channel, members:[{user_id, device_id}]} (query: channel)",
+            Some("apiKey"),
+            None,
+            &[("200", "members"), ("400", "missing or bad channel"), ("401", "wrong key"), ("404", "API off")],
         ),
     );
     paths.add(

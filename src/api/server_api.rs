@@ -18,7 +18,12 @@ use crate::publish::{Published, Publisher, ServerEvent};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
-    channel: String,
+    /// One channel, or…
+    #[serde(default)]
+    channel: Option<String>,
+    /// …one event to several (at most [`MAX_CHANNELS`]).
+    #[serde(default)]
+    channels: Option<Vec<String>>,
     event: String,
     #[serde(default)]
     data: Option<Box<serde_json::value::RawValue>>,
@@ -35,20 +40,71 @@ struct DisconnectBody {
     device_id: Option<String>,
 }
 
+/// Most channels one `POST /api/publish` may name.
+pub const MAX_CHANNELS: usize = 100;
+
 /// `POST /api/publish {"channel","event","data","msg_id"?}` → 200 `{"ok":true,"local_recipients":N}`.
 /// Members receive an `event` with `"from":{"user_id":"server"}`. On a durable channel the event
 /// is stored first and the answer is `{"ok":true,"seq":N,"duplicate":B}`; a `dm:` channel reaches
-/// both users' connections.
+/// both users' connections. With `"channels":[…]` instead (1 to [`MAX_CHANNELS`], every name
+/// checked before anything is sent) the one event goes to each, and the answer is
+/// `{"ok":true,"results":[{"channel","seq"?,"duplicate"?}…]}` in the given order.
 pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
     require_api_key(&req, state.config.auth.api_key.as_deref())?;
     let body: PublishBody = json_body(&state, req, state.config.limits.max_message_bytes).await?;
     let data = body.data.as_deref().map(|d| d.get().as_bytes()).unwrap_or(b"null");
-    let ev = ServerEvent { channel: body.channel, event: body.event, data, msg_id: body.msg_id };
-    let answer = match Publisher::new(&state).from_server(ev).await? {
-        Published::Stored(a) => serde_json::json!({"ok": true, "seq": a.seq, "duplicate": a.duplicate}),
-        Published::Live { local_recipients } => serde_json::json!({"ok": true, "local_recipients": local_recipients}),
+    let publisher = Publisher::new(&state);
+    let channels = match (body.channel, body.channels) {
+        (Some(channel), None) => {
+            let ev = ServerEvent { channel, event: body.event, data, msg_id: body.msg_id };
+            let answer = match publisher.from_server(ev).await? {
+                Published::Stored(a) => serde_json::json!({"ok": true, "seq": a.seq, "duplicate": a.duplicate}),
+                Published::Live { local_recipients } => {
+                    serde_json::json!({"ok": true, "local_recipients": local_recipients})
+                }
+            };
+            return Ok(json_response(StatusCode::OK, &answer));
+        }
+        (None, Some(channels)) if (1..=MAX_CHANNELS).contains(&channels.len()) => channels,
+        (None, Some(_)) => {
+            return Err(HttpError::BadRequest(format!("channels must list 1-{MAX_CHANNELS} channels").into()));
+        }
+        _ => return Err(HttpError::BadRequest("give either channel or channels".into())),
     };
-    Ok(json_response(StatusCode::OK, &answer))
+    // Every channel is checked first: a bad name sends nothing.
+    for c in &channels {
+        crate::publish::validate_server(c, &body.event, body.msg_id.as_deref())?;
+    }
+    let sends = channels.iter().map(|c| {
+        let ev = ServerEvent { channel: c.clone(), event: body.event.clone(), data, msg_id: body.msg_id.clone() };
+        publisher.from_server(ev)
+    });
+    let mut results = Vec::with_capacity(channels.len());
+    for (channel, published) in channels.iter().zip(futures_util::future::join_all(sends).await) {
+        results.push(match published? {
+            Published::Stored(a) => serde_json::json!({"channel": channel, "seq": a.seq, "duplicate": a.duplicate}),
+            Published::Live { .. } => serde_json::json!({"channel": channel}),
+        });
+    }
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true, "results": results})))
+}
+
+/// `GET /api/presence?channel=C` (server API) → `{"channel":C,"members":[{"user_id","device_id"}…]}`:
+/// who is in the channel on every instance (this instance's view while Redis is down).
+pub async fn presence(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
+    require_api_key(&req, state.config.auth.api_key.as_deref())?;
+    let channel = crate::util::query_pairs(req.uri().query().unwrap_or(""))
+        .find(|(k, _)| k == "channel")
+        .map(|(_, v)| v)
+        .ok_or_else(|| HttpError::BadRequest("channel is required".into()))?;
+    if !crate::channel::valid_name(&channel) {
+        return Err(HttpError::BadRequest("channel names are 1-128 bytes of [A-Za-z0-9:_.@=-]".into()));
+    }
+    // The bus answers with the WebSocket `presence` frame; its members are the answer.
+    let frame = state.bus.presence(&channel, &None).await;
+    let parsed: serde_json::Value = serde_json::from_str(&frame).map_err(|_| HttpError::Internal)?;
+    let members = parsed.get("members").cloned().unwrap_or_else(|| serde_json::json!([]));
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"channel": channel, "members": members})))
 }
 
 /// `POST /api/disconnect {"user_id","device_id"?}` → 200; the connections close with 4003 on

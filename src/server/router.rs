@@ -187,6 +187,7 @@ async fn api_routes(state: Arc<AppState>, peer: SocketAddr, req: Request<Incomin
             return crate::error::json_response(StatusCode::OK, &crate::api::openapi::document())
         }
         (&Method::POST, "/api/publish") => server_api::publish(state, req).await,
+        (&Method::GET, "/api/presence") => server_api::presence(state, req).await,
         (&Method::GET, "/api/status") => server_api::status(state, req).await,
         (&Method::GET, "/api/server-key") => Ok(server_api::server_key(&state)),
         (&Method::POST, "/api/disconnect") => server_api::disconnect(state, req).await,

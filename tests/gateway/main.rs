@@ -55,5 +55,6 @@ mod pairing;
 mod protocol;
 mod proxy;
 mod quotas;
+mod server_api;
 mod server_key;
 mod signed;
