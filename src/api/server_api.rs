@@ -67,7 +67,7 @@ pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
         }
         (None, Some(channels)) if (1..=MAX_CHANNELS).contains(&channels.len()) => channels,
         (None, Some(_)) => {
-            return Err(HttpError::BadRequest(format!("channels must list 1-{MAX_CHANNELS} channels").into()));
+            return Err(HttpError::BadRequest(format!("channels must list 1-{MAX_CHANNELS} channels")));
         }
         _ => return Err(HttpError::BadRequest("give either channel or channels".into())),
     };
