@@ -41,7 +41,7 @@ async fn one_event_to_many_channels_in_order() {
     assert_eq!((results[2]["seq"].as_u64(), results[2]["duplicate"].as_bool()), (Some(1), Some(false)), "{r}");
     assert!(results[0].get("seq").is_none(), "{r}");
     for (c, channels) in [(&mut a, ["room:one", "dm:alice:bob"]), (&mut b, ["room:two", "dm:alice:bob"])] {
-        let mut got = vec![c.recv_type("event").await, c.recv_type("event").await];
+        let mut got = [c.recv_type("event").await, c.recv_type("event").await];
         got.sort_by_key(|e| e["channel"].as_str().unwrap().to_string());
         let mut want = channels.to_vec();
         want.sort();
