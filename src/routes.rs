@@ -26,6 +26,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/conversations"),
     ("POST", "/api/publish"),
     ("GET", "/api/presence"),
+    ("GET", "/api/channels"),
     ("POST", "/api/disconnect"),
     ("GET", "/api/status"),
     ("GET", "/api/server-key"),

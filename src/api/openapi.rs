@@ -360,6 +360,16 @@ fn server_api_paths(paths: &mut Paths) {
         ),
     );
     paths.add(
+        "/api/channels",
+        "get",
+        op(
+            "Channels with members, cluster-wide, paged: {channels:[{channel, members}], next_cursor} (query: prefix, cursor, limit 1-1000)",
+            Some("apiKey"),
+            None,
+            &[("200", "a page"), ("400", "bad prefix, cursor or limit"), ("401", "wrong key"), ("404", "API off")],
+        ),
+    );
+    paths.add(
         "/api/disconnect",
         "post",
         op(

@@ -89,6 +89,40 @@ pub async fn publish(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
     Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true, "results": results})))
 }
 
+/// `GET /api/channels?prefix=P&cursor=C&limit=N` (server API) → `{"channels":[{"channel","members"}…],
+/// "next_cursor":C|null}`: the channels with members, cluster-wide, whose names start with P
+/// (default: all), a page at a time (`limit` 1-1000, default 100; with Redis a page is one `SCAN`
+/// step, so it may hold fewer — even none — while `next_cursor` is not null).
+pub async fn channels(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {
+    require_api_key(&req, state.config.auth.api_key.as_deref())?;
+    let (mut prefix, mut cursor, mut limit) = (String::new(), String::new(), 100usize);
+    for (k, v) in crate::util::query_pairs(req.uri().query().unwrap_or("")) {
+        match k.as_str() {
+            "prefix" => prefix = v,
+            "cursor" => cursor = v,
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| HttpError::BadRequest("limit must be 1-1000".into()))?
+            }
+            _ => {}
+        }
+    }
+    let name_chars = |t: &str| t.bytes().all(|b| b.is_ascii_alphanumeric() || b":_.@=-".contains(&b));
+    if prefix.len() > 128 || !name_chars(&prefix) {
+        return Err(HttpError::BadRequest("prefix must be at most 128 bytes of [A-Za-z0-9:_.@=-]".into()));
+    }
+    if cursor.len() > 256 || !name_chars(&cursor) {
+        return Err(HttpError::BadRequest("bad cursor".into()));
+    }
+    let page = state.bus.channels(&prefix, &cursor, limit).await;
+    let list: Vec<serde_json::Value> =
+        page.channels.iter().map(|(c, n)| serde_json::json!({"channel": c, "members": n})).collect();
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"channels": list, "next_cursor": page.next})))
+}
+
 /// `GET /api/presence?channel=C` (server API) → `{"channel":C,"members":[{"user_id","device_id"}…]}`:
 /// who is in the channel on every instance (this instance's view while Redis is down).
 pub async fn presence(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, HttpError> {

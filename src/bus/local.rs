@@ -47,6 +47,10 @@ impl Bus for LocalBus {
         }
     }
 
+    fn channels<'a>(&'a self, prefix: &'a str, cursor: &'a str, limit: usize) -> BoxFuture<'a, super::ChannelPage> {
+        Box::pin(std::future::ready(self.registry.channel_page(prefix, cursor, limit)))
+    }
+
     fn presence<'a>(&'a self, channel: &'a str, id: &'a RequestId) -> BoxFuture<'a, Encoded> {
         Box::pin(std::future::ready(self.registry.presence(channel, id)))
     }

@@ -21,6 +21,8 @@ use crate::protocol::{Encoded, RequestId};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+pub use crate::registry::ChannelPage;
+
 /// Instructions every instance applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
@@ -52,6 +54,10 @@ pub trait Bus: Send + Sync + 'static {
     fn publish_remote(&self, _channel: &str, _frame: Message, _origin: u64) {}
     /// Applies `ctl` on every instance, this one included.
     fn control(&self, ctl: Control);
+    /// One page of the channels whose name starts with `prefix` that have members, with their
+    /// member counts (distinct user+device), cluster-wide; `cursor` is the previous page's
+    /// `next` (`""` for the first page). The in-process bus pages its own registry.
+    fn channels<'a>(&'a self, prefix: &'a str, cursor: &'a str, limit: usize) -> BoxFuture<'a, ChannelPage>;
     /// The `presence` reply (cluster-wide).
     fn presence<'a>(&'a self, channel: &'a str, id: &'a RequestId) -> BoxFuture<'a, Encoded>;
     /// Takes a cluster-wide connection slot for `user` (false: the user is at `max`).

@@ -80,6 +80,14 @@ pub trait ClusterHooks: Send + Sync {
     fn user_released(&self, user: &Arc<str>);
 }
 
+/// A page of active channels: (name, member count), and the cursor of the next page (`None`:
+/// this was the last).
+#[derive(Debug, Default)]
+pub struct ChannelPage {
+    pub channels: Vec<(String, u64)>,
+    pub next: Option<String>,
+}
+
 /// Shared registry; methods take `&self`, all state is sharded inside.
 pub struct Registry {
     channels: DashMap<Arc<str>, ChannelEntry>,
@@ -431,6 +439,29 @@ impl Registry {
             }
             None => protocol::presence(channel, std::iter::empty(), id),
         }
+    }
+
+    /// Up to `limit` channels of this instance whose name starts with `prefix` and sorts after
+    /// `cursor`, in name order, with their member counts (distinct user+device); `next` is the
+    /// last name when more may follow.
+    pub fn channel_page(&self, prefix: &str, cursor: &str, limit: usize) -> ChannelPage {
+        let mut all: Vec<(String, u64)> = self
+            .channels
+            .iter()
+            .filter(|e| e.key().starts_with(prefix) && &**e.key() > cursor)
+            .map(|e| {
+                let members = match e.value() {
+                    ChannelEntry::One(_) => 1,
+                    ChannelEntry::Many(m) => m.presence.len() as u64,
+                };
+                (e.key().to_string(), members)
+            })
+            .collect();
+        all.sort_unstable();
+        let more = all.len() > limit;
+        all.truncate(limit);
+        let next = if more { all.last().map(|(c, _)| c.clone()) } else { None };
+        ChannelPage { channels: all, next }
     }
 
     /// Number of connections subscribed to `channel`.

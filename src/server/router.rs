@@ -188,6 +188,7 @@ async fn api_routes(state: Arc<AppState>, peer: SocketAddr, req: Request<Incomin
         }
         (&Method::POST, "/api/publish") => server_api::publish(state, req).await,
         (&Method::GET, "/api/presence") => server_api::presence(state, req).await,
+        (&Method::GET, "/api/channels") => server_api::channels(state, req).await,
         (&Method::GET, "/api/status") => server_api::status(state, req).await,
         (&Method::GET, "/api/server-key") => Ok(server_api::server_key(&state)),
         (&Method::POST, "/api/disconnect") => server_api::disconnect(state, req).await,

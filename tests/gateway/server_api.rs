@@ -120,3 +120,67 @@ async fn presence_across_instances() {
     s1.stop().await;
     s2.stop().await;
 }
+
+async fn channel_pages(s: &Server, prefix: &str, limit: usize) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..1000 {
+        let path = format!("/api/channels?prefix={prefix}&limit={limit}&cursor={cursor}");
+        let (status, v) = http_json(s.addr, "GET", &path, Some(KEY), "").await;
+        assert_eq!(status, 200, "{v}");
+        for c in v["channels"].as_array().unwrap() {
+            out.push((c["channel"].as_str().unwrap().to_string(), c["members"].as_u64().unwrap()));
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => {
+                out.sort();
+                out.dedup();
+                return out;
+            }
+        }
+    }
+    panic!("the pages never ended");
+}
+
+/// `GET /api/channels`: every active channel with its member count, page by page, on the local
+/// bus and across two instances over Redis.
+#[tokio::test]
+async fn active_channels_page_by_page() {
+    let p = crate::cluster::prefix();
+    let redis = [("REDIS_URL", crate::cluster::REDIS), ("SYNCGATE_REDIS_PREFIX", p.as_str())];
+    let local = Server::start(&env(&[])).await;
+    let (s1, s2) = (Server::start(&env(&redis)).await, Server::start(&env(&redis)).await);
+    let mut keep = Vec::new();
+    for (s, i) in [(&local, 0), (&s1, 1), (&s2, 2)] {
+        for room in 0..7 {
+            let mut c = s.client(&format!("u{i}-{room}"), "d").await;
+            assert_eq!(c.subscribe(&format!("room:r{room}")).await["type"], "subscribed");
+            keep.push(c);
+        }
+    }
+    // A second device of one user in room:r0 on s2: two members there across the cluster, one
+    // more connection of the same member does not count twice.
+    let mut twice = s2.client("u2-0", "d2").await;
+    assert_eq!(twice.subscribe("room:r0").await["type"], "subscribed");
+    let local_rooms = channel_pages(&local, "room:", 3).await;
+    assert_eq!(local_rooms, (0..7).map(|r| (format!("room:r{r}"), 1)).collect::<Vec<_>>());
+    let want: Vec<(String, u64)> = (0..7).map(|r| (format!("room:r{r}"), if r == 0 { 3 } else { 2 })).collect();
+    for s in [&s1, &s2] {
+        let seen = eventually(Duration::from_secs(5), || async {
+            let got = channel_pages(s, "room:", 2).await;
+            (got == want).then_some(())
+        })
+        .await;
+        assert!(seen.is_some(), "{:?}", channel_pages(s, "room:", 2).await);
+    }
+    // Another prefix lists the user channels only; bad parameters are 400.
+    assert!(channel_pages(&s1, "user:u1-", 100).await.iter().all(|(c, _)| c.starts_with("user:u1-")));
+    for q in ["limit=0", "limit=1001", "limit=x", "prefix=a%20b", "cursor=a*"] {
+        assert_eq!(http_json(s1.addr, "GET", &format!("/api/channels?{q}"), Some(KEY), "").await.0, 400, "{q}");
+    }
+    drop((keep, twice));
+    for s in [local, s1, s2] {
+        s.stop().await;
+    }
+}

@@ -197,6 +197,10 @@ impl Bus for RedisBus {
         Box::pin(self.cluster_presence(channel, id))
     }
 
+    fn channels<'a>(&'a self, prefix: &'a str, cursor: &'a str, limit: usize) -> BoxFuture<'a, super::ChannelPage> {
+        Box::pin(self.cluster_channels(prefix, cursor, limit))
+    }
+
     fn acquire_user<'a>(&'a self, user: &'a str, max: u32) -> BoxFuture<'a, bool> {
         Box::pin(self.acquire_user_slot(user, max))
     }

@@ -98,6 +98,29 @@ impl RedisBus {
         }
     }
 
+    /// One `SCAN` page over the channels' presence hashes (`pc:<channel>`) whose names start with
+    /// `prefix` (channel names hold no glob characters), each with its member count (`HLEN`);
+    /// what this instance knows when Redis is down.
+    pub(super) async fn cluster_channels(&self, prefix: &str, cursor: &str, limit: usize) -> super::super::ChannelPage {
+        let head = self.key("pc:");
+        let pattern = format!("{head}{prefix}*");
+        let cursor = if cursor.is_empty() { "0" } else { cursor };
+        let page: Result<(String, Vec<String>), _> =
+            self.client.scan_page(cursor.to_string(), pattern, Some(limit as u32), None).await;
+        let Ok((next, keys)) = page else {
+            return self.registry.channel_page(prefix, "", limit);
+        };
+        let mut channels = Vec::with_capacity(keys.len());
+        for key in keys {
+            let n: i64 = self.client.hlen(key.as_str()).await.unwrap_or(0);
+            if let (Some(name), true) = (key.strip_prefix(head.as_str()), n > 0) {
+                channels.push((name.to_string(), n as u64));
+            }
+        }
+        channels.sort_unstable();
+        super::super::ChannelPage { channels, next: (next != "0").then_some(next) }
+    }
+
     /// Takes a cluster-wide connection slot for `user` unless the user holds `max`.
     pub(super) async fn acquire_user_slot(&self, user: &str, max: u32) -> bool {
         let args = vec![self.settings.prefix.clone(), self.instance.to_string(), user.to_string(), max.to_string()];
