@@ -130,8 +130,8 @@ async fn jwks_and_accounts_side_by_side() {
 
 /// A local OIDC issuer over plain HTTP on loopback: `/.well-known/openid-configuration` names
 /// `issuer` (which the test may set to another value) and `jwks_uri`; `/jwks.json` is the JWKS.
-/// Returns the issuer URL and the request paths seen.
-async fn oidc_issuer(jwks: Value, named_issuer: Option<&str>) -> (String, Arc<Mutex<Vec<String>>>) {
+/// `jwks` may be swapped (rotation). Returns the issuer URL and the request paths seen.
+async fn oidc_issuer(jwks: Arc<Mutex<Value>>, named_issuer: Option<&str>) -> (String, Arc<Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -145,7 +145,7 @@ async fn oidc_issuer(jwks: Value, named_issuer: Option<&str>) -> (String, Arc<Mu
     let log = seen.clone();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
-            let (config, jwks, log) = (config.clone(), jwks.to_string(), log.clone());
+            let (config, jwks, log) = (config.clone(), jwks.lock().unwrap().to_string(), log.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let n = sock.read(&mut buf).await.unwrap_or(0);
@@ -173,7 +173,8 @@ async fn oidc_issuer(jwks: Value, named_issuer: Option<&str>) -> (String, Arc<Mu
 #[tokio::test]
 async fn oidc_discovery_against_a_local_issuer() {
     let jwk: Value = serde_json::from_str(&fixture("rsa1.jwk.json")).unwrap();
-    let (issuer, seen) = oidc_issuer(json!({ "keys": [jwk.clone()] }), None).await;
+    let keys = Arc::new(Mutex::new(json!({ "keys": [jwk.clone()] })));
+    let (issuer, seen) = oidc_issuer(keys.clone(), None).await;
     // A trailing slash in the variable is the same issuer.
     let configured = format!("{issuer}/");
     let s = Server::start(&[("SYNCGATE_OIDC_ISSUER", configured.as_str())]).await;
@@ -194,6 +195,14 @@ async fn oidc_discovery_against_a_local_issuer() {
         let t = sign_with(Algorithm::RS256, Some("rsa1"), &rsa, &c);
         assert_eq!(rejected(&s, &t).await.status, 401, "{what}");
     }
+    // Rotation: an unknown kid rediscovers and refetches (once), like a plain JWKS URL.
+    let jwk2: Value = serde_json::from_str(&fixture("rsa2.jwk.json")).unwrap();
+    *keys.lock().unwrap() = json!({ "keys": [jwk2] });
+    let rsa2 = EncodingKey::from_rsa_pem(fixture("rsa2.key.pem").as_bytes()).unwrap();
+    let rotated = sign_with(Algorithm::RS256, Some("rsa2"), &rsa2, &json!({"sub":"o2","exp":exp,"iss":issuer}));
+    assert_eq!(welcomed(&s, &rotated).await["user_id"], "o2");
+    assert_eq!(seen.lock().unwrap().len(), 4, "{:?}", seen.lock().unwrap());
+    assert_eq!(seen.lock().unwrap()[2], "/.well-known/openid-configuration");
     // No secret: HS256 tokens are refused and the account endpoints are off.
     assert_eq!(rejected(&s, &hs256(&json!({"sub":"o","exp":exp,"iss":issuer}))).await.status, 401);
     let creds = json!({"email":"oidc@example.com","password":"correct horse battery"}).to_string();
@@ -205,14 +214,38 @@ async fn oidc_discovery_against_a_local_issuer() {
     let (status, reg) = http_json(s.addr, "POST", "/register", None, &creds).await;
     assert!(status == 200 || status == 201, "{status} {reg}");
     welcomed(&s, reg["access_token"].as_str().unwrap()).await;
-    welcomed(&s, &good).await;
+    welcomed(&s, &rotated).await;
     s.stop().await;
 
     // A discovery document that names another issuer is refused: no keys, no tokens.
-    let (issuer, seen) = oidc_issuer(json!({ "keys": [jwk] }), Some("https://impostor.example")).await;
+    let keys = Arc::new(Mutex::new(json!({ "keys": [jwk] })));
+    let (issuer, seen) = oidc_issuer(keys, Some("https://impostor.example")).await;
     let s = Server::start(&[("SYNCGATE_OIDC_ISSUER", issuer.as_str())]).await;
     let t = sign_with(Algorithm::RS256, Some("rsa1"), &rsa, &json!({"sub":"o","exp":exp,"iss":issuer}));
     assert_eq!(rejected(&s, &t).await.status, 401);
     assert!(!seen.lock().unwrap().iter().any(|p| p == "/jwks.json"), "{:?}", seen.lock().unwrap());
+    s.stop().await;
+}
+
+/// A PEM public key beside the secret works the same way: accounts on, RS256 to the key, HS256
+/// to the secret, nothing crossing over.
+#[tokio::test]
+async fn public_key_beside_the_secret() {
+    let pem = fixture("rsa1.pub.pem");
+    let s = Server::start(&[("SYNCGATE_JWT_SECRET", SECRET), ("SYNCGATE_JWT_PUBLIC_KEY", pem.as_str())]).await;
+    let creds = json!({"email":"pem@example.com","password":"correct horse battery"}).to_string();
+    let (status, reg) = http_json(s.addr, "POST", "/register", None, &creds).await;
+    assert!(status == 200 || status == 201, "{status} {reg}");
+    welcomed(&s, reg["access_token"].as_str().unwrap()).await;
+    let exp = now() + 600;
+    let rsa = EncodingKey::from_rsa_pem(fixture("rsa1.key.pem").as_bytes()).unwrap();
+    // No issuer configured: the external route checks none.
+    let ext = json!({"sub":"p1","exp":exp,"iss":"https://anyone"});
+    assert_eq!(welcomed(&s, &sign_with(Algorithm::RS256, None, &rsa, &ext)).await["user_id"], "p1");
+    welcomed(&s, &hs256(&json!({"sub":"p2","exp":exp}))).await;
+    assert_eq!(rejected(&s, &hs256(&json!({"sub":"p3","exp":exp,"iss":"https://anyone"}))).await.status, 401);
+    assert_eq!(rejected(&s, &hmac_signed_as("RS256", None, &ext)).await.status, 401);
+    let confused = sign_with(Algorithm::HS256, None, &EncodingKey::from_secret(pem.as_bytes()), &ext);
+    assert_eq!(rejected(&s, &confused).await.status, 401);
     s.stop().await;
 }
