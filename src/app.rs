@@ -184,7 +184,7 @@ async fn start_verifier(config: &Config, background: &mut Vec<JoinHandle<()>>) -
     if verifier.development {
         tracing::warn!(
             dir = %config.store.data_dir.display(),
-            "DEVELOPMENT SET-UP: no SYNCGATE_JWT_SECRET, SYNCGATE_JWT_PUBLIC_KEY or SYNCGATE_JWKS_URL; \
+            "DEVELOPMENT SET-UP: no SYNCGATE_JWT_SECRET, SYNCGATE_JWT_PUBLIC_KEY, SYNCGATE_JWKS_URL or SYNCGATE_OIDC_ISSUER; \
              using a generated HS256 secret kept in the data directory. Configure a key for production."
         );
     }

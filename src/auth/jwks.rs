@@ -1,5 +1,6 @@
 //! JWKS key cache: fetched with a timeout, refreshed periodically, refetched on an unknown `kid` at
-//! most once per 30 s (single flight).
+//! most once per 30 s (single flight). With an OIDC issuer, every fetch first reads `jwks_uri` from
+//! the issuer's `/.well-known/openid-configuration` (same timeout, size bound and schedule).
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -13,6 +14,30 @@ use serde::Deserialize;
 pub const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(30);
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// Where the JWKS URL comes from.
+pub(crate) enum Source {
+    /// `SYNCGATE_JWKS_URL`.
+    Url(String),
+    /// `SYNCGATE_OIDC_ISSUER` (no trailing `/`): `jwks_uri` is discovered on every fetch.
+    Oidc(String),
+}
+
+impl Source {
+    /// The configured URL, for logs.
+    fn shown(&self) -> &str {
+        match self {
+            Source::Url(u) | Source::Oidc(u) => u,
+        }
+    }
+}
+
+/// The fields of an OpenID Provider configuration syncgate uses.
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
 
 #[derive(Deserialize)]
 struct JwkSet {
@@ -111,7 +136,7 @@ struct State {
 /// Shared JWKS cache. Readers take a short `std` read lock (never across an await); fetches are
 /// serialised by an async mutex so a burst of unknown `kid`s makes one request.
 pub struct JwksCache {
-    url: String,
+    source: Source,
     max_json_depth: usize,
     timeout: Duration,
     pub refresh: Duration,
@@ -145,13 +170,15 @@ pub enum JwksError {
     Timeout,
     #[error("not a JWKS document: {0}")]
     Document(#[from] crate::util::json::JsonError),
+    #[error("OpenID configuration refused: {0}")]
+    Discovery(String),
 }
 
 impl JwksCache {
-    pub fn new(url: String, timeout: Duration, refresh: Duration, max_json_depth: usize) -> JwksCache {
+    pub(crate) fn new(source: Source, timeout: Duration, refresh: Duration, max_json_depth: usize) -> JwksCache {
         JwksCache {
             max_json_depth,
-            url,
+            source,
             timeout,
             refresh,
             state: RwLock::new(State { keys: Vec::new(), last_unknown_refetch: None }),
@@ -193,7 +220,7 @@ impl JwksCache {
             state.last_unknown_refetch = Some(Instant::now());
         }
         if let Err(e) = Box::pin(self.fetch_locked()).await {
-            tracing::warn!(url = %self.url, error = %e, "JWKS refetch failed");
+            tracing::warn!(url = %self.source.shown(), error = %e, "JWKS refetch failed");
         }
         self.lookup(kid, alg)
     }
@@ -204,10 +231,10 @@ impl JwksCache {
         self.fetch_locked().await
     }
 
-    async fn fetch_locked(&self) -> Result<usize, JwksError> {
-        let uri: http::Uri = self.url.parse()?;
-        let client = client();
-        let body = tokio::time::timeout(self.timeout, async {
+    /// One GET with the timeout and the size bound.
+    async fn get(&self, client: &HttpsClient, url: &str) -> Result<Bytes, JwksError> {
+        let uri: http::Uri = url.parse()?;
+        tokio::time::timeout(self.timeout, async {
             let resp = client.get(uri).await?;
             if !resp.status().is_success() {
                 return Err(JwksError::Status(resp.status()));
@@ -216,11 +243,34 @@ impl JwksCache {
             limited.collect().await.map(|c| c.to_bytes()).map_err(JwksError::Body)
         })
         .await
-        .map_err(|_| JwksError::Timeout)??;
+        .map_err(|_| JwksError::Timeout)?
+    }
+
+    /// The issuer's `jwks_uri`; the document must name the configured issuer (OpenID Connect
+    /// Discovery §4.3) and the keys must come over https (or http on loopback).
+    async fn discover(&self, client: &HttpsClient, issuer: &str) -> Result<String, JwksError> {
+        let body = self.get(client, &format!("{issuer}/.well-known/openid-configuration")).await?;
+        let doc: Discovery = crate::util::json::from_slice(&body, self.max_json_depth)?;
+        if doc.issuer.trim_end_matches('/') != issuer {
+            return Err(JwksError::Discovery(format!("it names the issuer {:?}", doc.issuer)));
+        }
+        if !crate::config::fetchable_url(&doc.jwks_uri) {
+            return Err(JwksError::Discovery(format!("jwks_uri {:?} is not https", doc.jwks_uri)));
+        }
+        Ok(doc.jwks_uri)
+    }
+
+    async fn fetch_locked(&self) -> Result<usize, JwksError> {
+        let client = client();
+        let url = match &self.source {
+            Source::Url(u) => u.clone(),
+            Source::Oidc(issuer) => self.discover(&client, issuer).await?,
+        };
+        let body = self.get(&client, &url).await?;
         let keys = parse_jwks(&body, self.max_json_depth)?;
         let n = keys.len();
         self.state.write().unwrap_or_else(|e| e.into_inner()).keys = keys;
-        tracing::info!(url = %self.url, keys = n, "JWKS loaded");
+        tracing::info!(url = %url, keys = n, "JWKS loaded");
         Ok(n)
     }
 
@@ -229,7 +279,7 @@ impl JwksCache {
         loop {
             tokio::time::sleep(self.refresh).await;
             if let Err(e) = self.refresh_now().await {
-                tracing::warn!(url = %self.url, error = %e, "JWKS refresh failed; keeping cached keys");
+                tracing::warn!(url = %self.source.shown(), error = %e, "JWKS refresh failed; keeping cached keys");
             }
         }
     }

@@ -1,5 +1,7 @@
-//! Authentication: JWT verification where the configured key decides the algorithm (HS256 secret,
-//! PEM public key or JWKS), the persisted development secret, and token minting.
+//! Authentication: JWT verification routed by algorithm — HS256 to the secret (syncgate's own
+//! tokens and backends that share it), every other algorithm to the external issuer's keys (PEM
+//! public key, JWKS or OIDC discovery), each with its own issuer/audience rules — the persisted
+//! development secret, and token minting.
 
 mod jwks;
 pub mod key_login;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Deserialize;
 
-use crate::config::{Config, KeySource};
+use crate::config::{Config, ExternalKeys, SecretSource};
 
 pub use jwks::{usable_keys as jwks_usable_keys, JwksCache};
 
@@ -63,21 +65,43 @@ struct RawClaims {
     /// Read leniently: another issuer's token may use the name for something else.
     #[serde(default)]
     gen: Option<serde_json::Value>,
+    /// Read as any value so that a non-string `iss` is refused where an issuer is checked.
+    #[serde(default)]
+    iss: Option<serde_json::Value>,
 }
 
-enum Keys {
+/// The external issuer's keys (never HS256).
+enum External {
     /// One static key with the algorithms its type allows.
     Static(DecodingKey, Vec<Algorithm>),
     Jwks(Arc<JwksCache>),
 }
 
+/// The `iss`/`aud` rules of one route.
+struct Rules {
+    /// Required `iss` (`jsonwebtoken` checks it).
+    issuer: Option<String>,
+    /// `iss` checked only when the token carries one (syncgate's own tokens beside an external
+    /// issuer): it must be this string.
+    issuer_if_present: Option<String>,
+    /// Required `aud`.
+    audience: Option<String>,
+}
+
 /// Verifies tokens; cheap to share behind an `Arc`.
 pub struct Verifier {
-    keys: Keys,
+    /// HS256 tokens: the configured or generated secret; `None` refuses them.
+    secret: Option<DecodingKey>,
+    secret_rules: Rules,
+    /// Every other algorithm: the external issuer's keys; `None` refuses them.
+    external: Option<External>,
+    external_rules: Rules,
     /// Present when tokens can be minted (HS256 secret or the generated development secret).
     signer: Option<EncodingKey>,
-    issuer: Option<String>,
-    audience: Option<String>,
+    /// `iss` of minted tokens (`SYNCGATE_ACCOUNTS_ISSUER`).
+    mint_issuer: String,
+    /// `aud` of minted tokens: the required audience when the secret is the only key.
+    mint_audience: Option<String>,
     leeway: u64,
     /// True when running on a generated secret.
     pub development: bool,
@@ -149,74 +173,83 @@ fn static_pem(pem: &str) -> Result<(DecodingKey, Vec<Algorithm>), KeyError> {
 impl Verifier {
     /// Builds the verifier from the configuration; generates the development secret if needed.
     pub fn new(config: &Config) -> Result<Verifier, KeyError> {
-        let mut pairing_key = None;
-        let (keys, signer, development) = match &config.auth.key_source {
-            KeySource::Secret(s) => {
-                pairing_key = Some(derive_key(s, PAIRING_KEY_LABEL));
-                (
-                    Keys::Static(DecodingKey::from_secret(s), vec![Algorithm::HS256]),
-                    Some(EncodingKey::from_secret(s)),
-                    false,
-                )
-            }
-            KeySource::Generated => {
-                let s = development_secret(&config.store.data_dir)?;
-                pairing_key = Some(derive_key(&s, PAIRING_KEY_LABEL));
-                (
-                    Keys::Static(DecodingKey::from_secret(&s), vec![Algorithm::HS256]),
-                    Some(EncodingKey::from_secret(&s)),
-                    true,
-                )
-            }
-            KeySource::PublicKeyPem(pem) => {
+        let auth = &config.auth;
+        let (secret, development) = match &auth.secret {
+            SecretSource::Configured(s) => (Some(s.clone()), false),
+            SecretSource::Generated => (Some(development_secret(&config.store.data_dir)?), true),
+            SecretSource::Off => (None, false),
+        };
+        let external = match &auth.external {
+            None => None,
+            Some(ExternalKeys::PublicKeyPem(pem)) => {
                 let (k, algs) = static_pem(pem)?;
-                (Keys::Static(k, algs), None, false)
+                Some(External::Static(k, algs))
             }
-            KeySource::Jwks(url) => (
-                Keys::Jwks(Arc::new(JwksCache::new(
-                    url.clone(),
-                    config.auth.jwks_timeout,
-                    config.auth.jwks_refresh,
-                    config.limits.max_json_depth,
-                ))),
-                None,
-                false,
+            Some(ExternalKeys::Jwks(url)) => Some(External::Jwks(Arc::new(JwksCache::new(
+                jwks::Source::Url(url.clone()),
+                auth.jwks_timeout,
+                auth.jwks_refresh,
+                config.limits.max_json_depth,
+            )))),
+            Some(ExternalKeys::Oidc(issuer)) => Some(External::Jwks(Arc::new(JwksCache::new(
+                jwks::Source::Oidc(issuer.clone()),
+                auth.jwks_timeout,
+                auth.jwks_refresh,
+                config.limits.max_json_depth,
+            )))),
+        };
+        let external_rules =
+            Rules { issuer: auth.jwt_issuer.clone(), issuer_if_present: None, audience: auth.jwt_audience.clone() };
+        // The secret alone: the configured issuer and audience bind every token, as before.
+        // Beside an external issuer: they are the external issuer's; an HS256 token names
+        // syncgate's own issuer or none.
+        let (secret_rules, mint_audience) = match external {
+            None => (
+                Rules { issuer: auth.jwt_issuer.clone(), issuer_if_present: None, audience: auth.jwt_audience.clone() },
+                auth.jwt_audience.clone(),
             ),
+            Some(_) => {
+                (Rules { issuer: None, issuer_if_present: Some(auth.accounts_issuer.clone()), audience: None }, None)
+            }
         };
         Ok(Verifier {
-            keys,
-            signer,
-            issuer: config.auth.jwt_issuer.clone(),
-            audience: config.auth.jwt_audience.clone(),
-            leeway: config.auth.jwt_leeway_secs,
+            signer: secret.as_deref().map(EncodingKey::from_secret),
+            pairing_key: secret.as_deref().map(|s| derive_key(s, PAIRING_KEY_LABEL)),
+            secret: secret.as_deref().map(DecodingKey::from_secret),
+            secret_rules,
+            external,
+            external_rules,
+            mint_issuer: auth.accounts_issuer.clone(),
+            mint_audience,
+            leeway: auth.jwt_leeway_secs,
             development,
-            pairing_key,
         })
     }
 
-    /// The JWKS cache, when keys come from a JWKS URL (the server starts its refresher).
+    /// The JWKS cache, when external keys come from a JWKS URL or OIDC discovery (the server
+    /// starts its refresher).
     pub fn jwks(&self) -> Option<&Arc<JwksCache>> {
-        match &self.keys {
-            Keys::Jwks(j) => Some(j),
-            Keys::Static(..) => None,
+        match &self.external {
+            Some(External::Jwks(j)) => Some(j),
+            _ => None,
         }
     }
 
-    fn validation(&self, alg: Algorithm) -> Validation {
+    fn validation(&self, alg: Algorithm, rules: &Rules) -> Validation {
         let mut v = Validation::new(alg);
         v.leeway = self.leeway;
         v.validate_exp = true;
         v.validate_nbf = true;
         // A configured issuer or audience is required, not only checked when present.
         let mut required = vec!["exp"];
-        match &self.audience {
+        match &rules.audience {
             Some(a) => {
                 v.set_audience(&[a]);
                 required.push("aud");
             }
             None => v.validate_aud = false,
         }
-        if let Some(i) = &self.issuer {
+        if let Some(i) = &rules.issuer {
             v.set_issuer(&[i]);
             required.push("iss");
         }
@@ -231,17 +264,27 @@ impl Verifier {
         }
         // Unknown algorithms (including "none") fail to parse here.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
-        let data = match &self.keys {
-            Keys::Static(key, algs) => {
-                if !algs.contains(&header.alg) {
-                    return Err(AuthError::Invalid);
+        // Routed by algorithm: an HS256 token is never checked against a public key, and no
+        // other algorithm ever against the secret.
+        let (data, rules) = if header.alg == Algorithm::HS256 {
+            let key = self.secret.as_ref().ok_or(AuthError::Invalid)?;
+            let rules = &self.secret_rules;
+            (jsonwebtoken::decode::<RawClaims>(token, key, &self.validation(header.alg, rules)), rules)
+        } else {
+            let rules = &self.external_rules;
+            let data = match self.external.as_ref().ok_or(AuthError::Invalid)? {
+                External::Static(key, algs) => {
+                    if !algs.contains(&header.alg) {
+                        return Err(AuthError::Invalid);
+                    }
+                    jsonwebtoken::decode::<RawClaims>(token, key, &self.validation(header.alg, rules))
                 }
-                jsonwebtoken::decode::<RawClaims>(token, key, &self.validation(header.alg))
-            }
-            Keys::Jwks(cache) => {
-                let key = cache.key_for(header.kid.as_deref(), header.alg).await.ok_or(AuthError::Invalid)?;
-                jsonwebtoken::decode::<RawClaims>(token, &key, &self.validation(header.alg))
-            }
+                External::Jwks(cache) => {
+                    let key = cache.key_for(header.kid.as_deref(), header.alg).await.ok_or(AuthError::Invalid)?;
+                    jsonwebtoken::decode::<RawClaims>(token, &key, &self.validation(header.alg, rules))
+                }
+            };
+            (data, rules)
         };
         let raw = data
             .map_err(|e| match e.kind() {
@@ -249,6 +292,11 @@ impl Verifier {
                 _ => AuthError::Invalid,
             })?
             .claims;
+        if let (Some(want), Some(iss)) = (&rules.issuer_if_present, &raw.iss) {
+            if iss.as_str() != Some(want.as_str()) {
+                return Err(AuthError::Invalid);
+            }
+        }
         let user_id = match raw.sub.or(raw.user_id) {
             Some(serde_json::Value::String(s)) => s,
             // Only a 64-bit integer has one spelling; `1.5`, `15e-1`, `1e2` or `-0` (a float to
@@ -305,11 +353,10 @@ impl Verifier {
         if !channels.is_empty() {
             claims["channels"] = channels.into();
         }
-        // Our own tokens pass our own validation when an issuer or audience is configured.
-        if let Some(i) = &self.issuer {
-            claims["iss"] = i.as_str().into();
-        }
-        if let Some(a) = &self.audience {
+        // Our own tokens name our own issuer, and pass our own validation when the secret is the
+        // only key and an audience is configured.
+        claims["iss"] = self.mint_issuer.as_str().into();
+        if let Some(a) = &self.mint_audience {
             claims["aud"] = a.as_str().into();
         }
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).ok()

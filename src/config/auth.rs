@@ -1,4 +1,5 @@
-//! Who may connect: the JWT key source (only one), JWKS fetching, issuer/audience/leeway, the
+//! Who may connect: the JWT keys (an HS256 secret for syncgate's own tokens and at most one
+//! external issuer: PEM key, JWKS URL or OIDC issuer), JWKS fetching, issuer/audience/leeway, the
 //! first-frame auth timeout, the server API key and the public namespaces.
 
 use std::fmt;
@@ -13,6 +14,11 @@ pub const JWT_SECRET: &str = "SYNCGATE_JWT_SECRET";
 pub const JWT_PUBLIC_KEY: &str = "SYNCGATE_JWT_PUBLIC_KEY";
 /// JWKS URL (`https://`, or `http://` for a loopback address).
 pub const JWKS_URL: &str = "SYNCGATE_JWKS_URL";
+/// OIDC issuer (`https://`, or `http://` for a loopback address): `jwks_uri` is discovered from
+/// its `/.well-known/openid-configuration` and every external token must carry this `iss`.
+pub const OIDC_ISSUER: &str = "SYNCGATE_OIDC_ISSUER";
+/// The `iss` of the tokens syncgate mints itself (accounts, `syncgate token`).
+pub const ACCOUNTS_ISSUER: &str = "SYNCGATE_ACCOUNTS_ISSUER";
 /// Periodic JWKS refresh.
 pub const JWKS_REFRESH_SECS: &str = "SYNCGATE_JWKS_REFRESH_SECS";
 /// Timeout of one JWKS fetch.
@@ -35,26 +41,46 @@ pub const SERVER_KEY: &str = "SYNCGATE_SERVER_KEY";
 /// `1`: devices with a registered key may still connect with a token alone.
 pub const KEYED_DEVICES_ALLOW_TOKEN: &str = "SYNCGATE_KEYED_DEVICES_ALLOW_TOKEN";
 
-/// Where verification keys come from. Exactly one source is active; the key decides the algorithm.
+/// The HS256 secret: syncgate's own tokens (accounts, `syncgate token`) and backends that share it.
 #[derive(Clone, PartialEq, Eq)]
-pub enum KeySource {
-    /// `SYNCGATE_JWT_SECRET` (HS256).
-    Secret(Vec<u8>),
-    /// `SYNCGATE_JWT_PUBLIC_KEY` (PEM; RS256, ES256 or EdDSA by key type).
+pub enum SecretSource {
+    /// `SYNCGATE_JWT_SECRET`.
+    Configured(Vec<u8>),
+    /// Nothing configured at all: a random HS256 secret persisted in the data directory
+    /// (development).
+    Generated,
+    /// No secret but an external issuer: HS256 tokens are refused and nothing can be minted.
+    Off,
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Configured(_) => f.write_str("Configured(***)"),
+            SecretSource::Generated => f.write_str("Generated"),
+            SecretSource::Off => f.write_str("Off"),
+        }
+    }
+}
+
+/// The external issuer's keys (at most one source): they verify RS*/PS*/ES*/EdDSA tokens, never
+/// HS256 ones.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ExternalKeys {
+    /// `SYNCGATE_JWT_PUBLIC_KEY` (PEM; RS*/PS*, ES* or EdDSA by key type).
     PublicKeyPem(String),
     /// `SYNCGATE_JWKS_URL`.
     Jwks(String),
-    /// Nothing configured: a random HS256 secret persisted in the data directory (development).
-    Generated,
+    /// `SYNCGATE_OIDC_ISSUER` (no trailing `/`): the JWKS URL is discovered.
+    Oidc(String),
 }
 
-impl fmt::Debug for KeySource {
+impl fmt::Debug for ExternalKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeySource::Secret(_) => f.write_str("Secret(***)"),
-            KeySource::PublicKeyPem(_) => f.write_str("PublicKeyPem(…)"),
-            KeySource::Jwks(u) => write!(f, "Jwks({u})"),
-            KeySource::Generated => f.write_str("Generated"),
+            ExternalKeys::PublicKeyPem(_) => f.write_str("PublicKeyPem(…)"),
+            ExternalKeys::Jwks(u) => write!(f, "Jwks({u})"),
+            ExternalKeys::Oidc(u) => write!(f, "Oidc({u})"),
         }
     }
 }
@@ -62,15 +88,22 @@ impl fmt::Debug for KeySource {
 /// How tokens are verified and who may call the server API.
 #[derive(Clone)]
 pub struct AuthConfig {
-    /// The one source of verification keys.
-    pub key_source: KeySource,
+    /// The HS256 secret (routes HS256 tokens).
+    pub secret: SecretSource,
+    /// The external issuer's keys, if any (route every other algorithm).
+    pub external: Option<ExternalKeys>,
+    /// `SYNCGATE_ACCOUNTS_ISSUER`: the `iss` syncgate's own tokens carry. Beside an external
+    /// issuer, an HS256 token that carries an `iss` must carry this one. With the secret alone
+    /// and `SYNCGATE_JWT_ISSUER` set, it is that issuer (the two may not differ).
+    pub accounts_issuer: String,
     /// Periodic JWKS refresh.
     pub jwks_refresh: Duration,
     /// Timeout of one JWKS fetch.
     pub jwks_timeout: Duration,
-    /// Required `iss`, when set.
+    /// Required `iss`, when set (the external issuer's tokens; with the secret alone, every token).
+    /// With `SYNCGATE_OIDC_ISSUER`, that issuer.
     pub jwt_issuer: Option<String>,
-    /// Required `aud`, when set.
+    /// Required `aud`, when set (the external issuer's tokens; with the secret alone, every token).
     pub jwt_audience: Option<String>,
     /// Clock leeway for `exp` and `nbf`.
     pub jwt_leeway_secs: u64,
@@ -90,10 +123,17 @@ pub struct AuthConfig {
 
 impl AuthConfig {
     pub(super) fn read(r: &mut Reader) -> Self {
-        let key_source = key_source(r);
+        let (secret, external) = key_sources(r);
         let jwks_refresh = Duration::from_secs(r.ranged(JWKS_REFRESH_SECS, 300, 1, 86_400 * 7));
         let jwks_timeout = Duration::from_millis(r.ranged(JWKS_TIMEOUT_MS, 5_000, 1, 120_000));
-        let jwt_issuer = r.raw(JWT_ISSUER).map(str::to_string);
+        let mut jwt_issuer = r.raw(JWT_ISSUER).map(str::to_string);
+        if let Some(ExternalKeys::Oidc(iss)) = &external {
+            if jwt_issuer.as_ref().is_some_and(|j| j.trim_end_matches('/') != iss) {
+                r.error(format!("{JWT_ISSUER} and {OIDC_ISSUER} differ (the OIDC issuer is the required `iss`)"));
+            }
+            jwt_issuer = Some(iss.clone());
+        }
+        let accounts_issuer = accounts_issuer(r, &secret, &external, &jwt_issuer);
         let jwt_audience = r.raw(JWT_AUDIENCE).map(str::to_string);
         let jwt_leeway_secs = r.ranged(JWT_LEEWAY_SECS, 0, 0, 3600);
         let auth_timeout = Duration::from_millis(r.ranged(AUTH_TIMEOUT_MS, 10_000, 1, 600_000));
@@ -112,7 +152,9 @@ impl AuthConfig {
         AuthConfig {
             keyed_devices_allow_token,
             server_key,
-            key_source,
+            secret,
+            external,
+            accounts_issuer,
             jwks_refresh,
             jwks_timeout,
             jwt_issuer,
@@ -125,22 +167,24 @@ impl AuthConfig {
     }
 
     pub(super) fn describe(&self, rows: &mut Vec<(&'static str, String)>) {
-        let key = match &self.key_source {
-            KeySource::Secret(s) => format!("*** ({} bytes)", s.len()),
-            _ => "(unset)".into(),
+        let key = match &self.secret {
+            SecretSource::Configured(s) => format!("*** ({} bytes)", s.len()),
+            SecretSource::Generated => "(unset: generated in the data directory)".into(),
+            SecretSource::Off => "(unset: no HS256 tokens, accounts off)".into(),
         };
-        let pem = match &self.key_source {
-            KeySource::PublicKeyPem(p) => format!("PEM ({} bytes)", p.len()),
-            _ => "(unset)".into(),
-        };
-        let jwks = match &self.key_source {
-            KeySource::Jwks(u) => mask_url(u),
-            _ => "(unset)".into(),
-        };
+        let (mut pem, mut jwks, mut oidc) = ("(unset)".to_string(), "(unset)".to_string(), "(unset)".to_string());
+        match &self.external {
+            Some(ExternalKeys::PublicKeyPem(p)) => pem = format!("PEM ({} bytes)", p.len()),
+            Some(ExternalKeys::Jwks(u)) => jwks = mask_url(u),
+            Some(ExternalKeys::Oidc(u)) => oidc = mask_url(u),
+            None => {}
+        }
         rows.extend([
             (JWT_SECRET, key),
             (JWT_PUBLIC_KEY, pem),
             (JWKS_URL, jwks),
+            (OIDC_ISSUER, oidc),
+            (ACCOUNTS_ISSUER, self.accounts_issuer.clone()),
             (JWKS_REFRESH_SECS, self.jwks_refresh.as_secs().to_string()),
             (JWKS_TIMEOUT_MS, ms(self.jwks_timeout)),
             (JWT_ISSUER, opt(&self.jwt_issuer)),
@@ -180,34 +224,77 @@ fn server_key(r: &mut Reader) -> Option<Vec<u8>> {
     }
 }
 
-/// The one key source: setting two of secret, PEM and JWKS URL is an error (the key decides the
-/// algorithm); nothing set is the development secret.
-fn key_source(r: &mut Reader) -> KeySource {
+/// The HS256 secret and at most one external source (PEM, JWKS URL or OIDC issuer; setting two
+/// is an error). Both kinds may be set at once: tokens are routed by algorithm. Nothing set at all
+/// is the development secret.
+fn key_sources(r: &mut Reader) -> (SecretSource, Option<ExternalKeys>) {
     let secret = r.raw(JWT_SECRET).map(|s| s.as_bytes().to_vec());
     let pem = r.raw(JWT_PUBLIC_KEY).map(|s| s.replace("\\n", "\n"));
     let jwks = r.raw(JWKS_URL).map(str::to_string);
-    let configured = [secret.is_some(), pem.is_some(), jwks.is_some()].iter().filter(|b| **b).count();
+    let oidc = r.raw(OIDC_ISSUER).map(|s| s.trim_end_matches('/').to_string());
+    let configured = [pem.is_some(), jwks.is_some(), oidc.is_some()].iter().filter(|b| **b).count();
     if configured > 1 {
-        r.error(format!("set only one of {JWT_SECRET}, {JWT_PUBLIC_KEY}, {JWKS_URL} (the key decides the algorithm)"));
+        r.error(format!("set only one of {JWT_PUBLIC_KEY}, {JWKS_URL}, {OIDC_ISSUER} (one external issuer)"));
     }
-    if let Some(s) = secret {
-        if s.len() < 32 {
-            r.error(format!("{JWT_SECRET} must be at least 32 bytes (got {})", s.len()));
-        }
-        KeySource::Secret(s)
-    } else if let Some(p) = pem {
+    let external = if let Some(p) = pem {
         if !p.contains("-----BEGIN") {
             r.error(format!("{JWT_PUBLIC_KEY} must be a PEM public key"));
         }
-        KeySource::PublicKeyPem(p)
+        Some(ExternalKeys::PublicKeyPem(p))
     } else if let Some(u) = jwks {
-        if !(u.starts_with("https://") || is_loopback_http(&u)) {
+        if !fetchable_url(&u) {
             r.error(format!("{JWKS_URL}={u:?} must be an https:// URL (http:// only for a loopback address)"));
         }
-        KeySource::Jwks(u)
+        Some(ExternalKeys::Jwks(u))
+    } else if let Some(u) = oidc {
+        if !fetchable_url(&u) || u.contains(['?', '#']) {
+            r.error(format!(
+                "{OIDC_ISSUER}={u:?} must be an https:// URL without query or fragment (http:// only for a loopback address)"
+            ));
+        }
+        Some(ExternalKeys::Oidc(u))
     } else {
-        KeySource::Generated
+        None
+    };
+    let secret = match secret {
+        Some(s) => {
+            if s.len() < 32 {
+                r.error(format!("{JWT_SECRET} must be at least 32 bytes (got {})", s.len()));
+            }
+            SecretSource::Configured(s)
+        }
+        None if external.is_none() => SecretSource::Generated,
+        None => SecretSource::Off,
+    };
+    (secret, external)
+}
+
+/// `SYNCGATE_ACCOUNTS_ISSUER` [`syncgate`]. With the secret as the only key source and
+/// `SYNCGATE_JWT_ISSUER` set, every token must carry that issuer, so syncgate's own tokens carry
+/// it too: a different explicit accounts issuer is an error.
+fn accounts_issuer(
+    r: &mut Reader,
+    secret: &SecretSource,
+    external: &Option<ExternalKeys>,
+    jwt_issuer: &Option<String>,
+) -> String {
+    let explicit = r.raw(ACCOUNTS_ISSUER).map(str::to_string);
+    match (external, jwt_issuer) {
+        (None, Some(j)) if *secret != SecretSource::Off => {
+            if explicit.as_ref().is_some_and(|e| e != j) {
+                r.error(format!(
+                    "{ACCOUNTS_ISSUER} and {JWT_ISSUER} differ, but with the secret as the only key every token must carry {JWT_ISSUER}"
+                ));
+            }
+            j.clone()
+        }
+        _ => explicit.unwrap_or_else(|| "syncgate".into()),
     }
+}
+
+/// Where keys or discovery documents may be fetched from: https, or http on a loopback address.
+pub fn fetchable_url(url: &str) -> bool {
+    url.starts_with("https://") || is_loopback_http(url)
 }
 
 /// Keys fetched in clear text could be swapped on the way: https only, except a loopback

@@ -244,7 +244,9 @@ mod tests {
     fn defaults() {
         let c = Config::default();
         assert_eq!(c.listener.listen, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(c.auth.key_source, KeySource::Generated);
+        assert_eq!(c.auth.secret, SecretSource::Generated);
+        assert_eq!(c.auth.external, None);
+        assert_eq!(c.auth.accounts_issuer, "syncgate");
         assert_eq!(c.limits.max_message_bytes, 1 << 20);
         assert_eq!(c.limits.messages_per_min, 300);
         assert_eq!(c.limits.max_connections_per_user, 20);
@@ -433,12 +435,29 @@ mod tests {
     }
 
     #[test]
-    fn only_one_key_source() {
-        let err = Config::from_map(&map(&[
-            (JWT_SECRET, "0123456789abcdef0123456789abcdef"),
-            (JWKS_URL, "http://127.0.0.1:1/jwks"),
-        ]))
-        .unwrap_err();
-        assert!(err.to_string().contains(JWKS_URL));
+    fn one_external_issuer_beside_the_secret() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let c = Config::from_map(&map(&[(JWT_SECRET, secret), (JWKS_URL, "http://127.0.0.1:1/jwks")])).unwrap();
+        assert_eq!(c.auth.secret, SecretSource::Configured(secret.as_bytes().to_vec()));
+        assert_eq!(c.auth.external, Some(ExternalKeys::Jwks("http://127.0.0.1:1/jwks".into())));
+        assert_eq!(c.auth.accounts_issuer, "syncgate");
+        // No secret beside an external issuer: no HS256 tokens.
+        let c = Config::from_map(&map(&[(OIDC_ISSUER, "https://idp.example/")])).unwrap();
+        assert_eq!(c.auth.secret, SecretSource::Off);
+        assert_eq!(c.auth.external, Some(ExternalKeys::Oidc("https://idp.example".into())));
+        assert_eq!(c.auth.jwt_issuer.as_deref(), Some("https://idp.example"));
+        // The secret alone with an issuer: own tokens carry that issuer.
+        let c = Config::from_map(&map(&[(JWT_SECRET, secret), (JWT_ISSUER, "https://me")])).unwrap();
+        assert_eq!(c.auth.accounts_issuer, "https://me");
+        for (pairs, named) in [
+            (vec![(JWKS_URL, "http://127.0.0.1:1/jwks"), (OIDC_ISSUER, "https://idp.example")], OIDC_ISSUER),
+            (vec![(JWT_PUBLIC_KEY, "-----BEGIN x"), (JWKS_URL, "https://idp.example/jwks")], JWKS_URL),
+            (vec![(OIDC_ISSUER, "http://idp.example")], OIDC_ISSUER),
+            (vec![(OIDC_ISSUER, "https://idp.example"), (JWT_ISSUER, "https://other")], OIDC_ISSUER),
+            (vec![(JWT_SECRET, secret), (JWT_ISSUER, "https://me"), (ACCOUNTS_ISSUER, "x")], ACCOUNTS_ISSUER),
+        ] {
+            let err = Config::from_map(&map(&pairs)).unwrap_err().to_string();
+            assert!(err.contains(named), "{pairs:?}: {err}");
+        }
     }
 }

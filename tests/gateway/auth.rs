@@ -11,11 +11,11 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::common::*;
 
-fn fixture(name: &str) -> String {
+pub(crate) fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
-fn sign_with(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
+pub(crate) fn sign_with(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
     let mut h = Header::new(alg);
     h.kid = kid.map(str::to_string);
     jsonwebtoken::encode(&h, claims, key).unwrap()
@@ -25,7 +25,7 @@ fn claims(user: &str) -> Value {
     json!({"sub": user, "exp": now() + 600})
 }
 
-async fn rejected(s: &Server, token: &str) -> Rejected {
+pub(crate) async fn rejected(s: &Server, token: &str) -> Rejected {
     match Client::connect(&s.url(&format!("token={token}"))).await {
         Ok(_) => panic!("token {token} was accepted"),
         Err(r) => r,
@@ -153,7 +153,7 @@ async fn public_keys_decide_the_algorithm() {
 }
 
 /// A tiny JWKS HTTP server whose document the test can swap.
-async fn jwks_server(doc: Arc<Mutex<String>>, hits: Arc<Mutex<u32>>) -> String {
+pub(crate) async fn jwks_server(doc: Arc<Mutex<String>>, hits: Arc<Mutex<u32>>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -35,7 +35,7 @@ impl Server {
     /// Starts a server with `SYNCGATE_JWT_SECRET=SECRET` unless `env` names another key source.
     pub async fn start(env: &[(&str, &str)]) -> Server {
         let mut vars: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let has_key = ["SYNCGATE_JWT_SECRET", "SYNCGATE_JWT_PUBLIC_KEY", "SYNCGATE_JWKS_URL"]
+        let has_key = ["SYNCGATE_JWT_SECRET", "SYNCGATE_JWT_PUBLIC_KEY", "SYNCGATE_JWKS_URL", "SYNCGATE_OIDC_ISSUER"]
             .iter()
             .any(|k| vars.contains_key(*k));
         if !has_key {

@@ -46,6 +46,7 @@ mod device_attacks;
 mod device_keys;
 mod durable;
 mod hostile;
+mod issuers;
 mod key_login;
 mod lifecycle;
 mod limits;
