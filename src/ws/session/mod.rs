@@ -263,8 +263,8 @@ mod size_probe {
     fn per_connection_types_stay_small() {
         use std::mem::size_of;
         let bounds = [
-            ("Session", size_of::<super::Session<'static>>(), 232),
-            ("Identity", size_of::<crate::identity::Identity>(), 72),
+            ("Session", size_of::<super::Session<'static>>(), 216),
+            ("Identity", size_of::<crate::identity::Identity>(), 56),
             ("Admitted", size_of::<crate::admission::Admitted>(), 264),
             ("MessageLimiter", size_of::<crate::limits::MessageLimiter>(), 48),
             ("Ws", size_of::<crate::ws::io::Ws>(), 328),
@@ -277,7 +277,9 @@ mod size_probe {
         fn future_size<A, B, C, D, Fut, F: Fn(A, B, C, D) -> Fut>(_: F) -> usize {
             size_of::<Fut>()
         }
+        // 1240 → 1272 with token rights: `Identity` and `Session` shrank by 16 bytes (the globs
+        // moved behind an `Arc<Rights>`), yet the generator's layout of `run` grew by 32.
         let run = future_size(super::run);
-        assert!(run <= 1240, "the connection task is {run} bytes, over its bound of 1240");
+        assert!(run <= 1272, "the connection task is {run} bytes, over its bound of 1272");
     }
 }

@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Message;
 
@@ -144,7 +145,11 @@ impl<'a> Session<'a> {
                     return refused(Cow::Borrowed("invalid token"));
                 }
                 self.identity.exp = claims.exp;
-                self.identity.channels = claims.channels;
+                self.identity.rights = Arc::new(crate::identity::Rights {
+                    channels: claims.channels,
+                    subscribe: claims.subscribe,
+                    publish: claims.publish,
+                });
                 (Message::Text(protocol::auth_ok(&self.identity.user_id, claims.exp, id)), Some(claims.exp))
             }
             Ok(_) => refused(Cow::Borrowed("token is for another user")),

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{error_frame, Session, Step, Subscribe};
-use crate::channel::{self, ChannelError};
+use crate::channel::{self, Action, ChannelError};
 use crate::error::{CloseReason, FrameError};
 use crate::limits::Verdict;
 use crate::metrics::FrameIn;
@@ -107,7 +107,7 @@ impl Session<'_> {
     }
 
     fn on_unsubscribe(&mut self, channel: &str, id: &RequestId) -> Step {
-        let ch = match self.authorize(channel) {
+        let ch = match self.authorize(channel, Action::Subscribe) {
             Ok(ch) => ch,
             Err(e) => return refuse(e, id),
         };
@@ -134,7 +134,7 @@ impl Session<'_> {
         signed: Option<Box<SigFields>>,
         id: RequestId,
     ) -> Step {
-        let ch = match self.authorize(channel) {
+        let ch = match self.authorize(channel, Action::Publish) {
             Ok(ch) => ch,
             Err(e) => return refuse(e, &id),
         };
@@ -158,7 +158,7 @@ impl Session<'_> {
 
     /// Sent to the channel's members only (never routed: no `dm:` fan-out to user channels).
     fn on_typing(&mut self, channel: &str, typing: bool, id: &RequestId) -> Step {
-        let ch = match self.authorize(channel) {
+        let ch = match self.authorize(channel, Action::Subscribe) {
             Ok(ch) => ch,
             Err(e) => return refuse(e, id),
         };
@@ -169,7 +169,7 @@ impl Session<'_> {
 
     /// A cluster-wide query: a pending request.
     fn on_presence(&mut self, channel: &str, id: RequestId) -> Step {
-        match self.authorize(channel) {
+        match self.authorize(channel, Action::Subscribe) {
             Ok(ch) => Step::Presence(ch, id),
             Err(e) => refuse(e, &id),
         }
@@ -178,7 +178,7 @@ impl Session<'_> {
     /// The device has read a durable channel up to `seq` (`read_ack` when the request has an
     /// `id`).
     fn on_ack(&mut self, channel: &str, seq: u64, id: &RequestId) -> Step {
-        let ch = match self.authorize(channel) {
+        let ch = match self.authorize(channel, Action::Subscribe) {
             Ok(ch) => ch,
             Err(e) => return refuse(e, id),
         };
@@ -192,15 +192,15 @@ impl Session<'_> {
         }
     }
 
-    /// The canonical name of a channel this connection may use.
-    pub(super) fn authorize(&self, channel: &str) -> Result<String, ChannelError> {
-        channel::authorize(channel, &self.identity, &self.state.config.auth.public_namespaces)
+    /// The canonical name of a channel this connection may use for `action`.
+    pub(super) fn authorize(&self, channel: &str, action: Action) -> Result<String, ChannelError> {
+        channel::authorize(channel, &self.identity, self.state.config.namespaces(), action)
     }
 
     /// Joins `requested`; `Ok((channel, new))` where `new` means the bus subscription must be
     /// taken (and confirmed) before replying.
     pub(super) fn subscribe(&mut self, requested: &str) -> Result<(String, bool), FrameError> {
-        let ch = self.authorize(requested)?;
+        let ch = self.authorize(requested, Action::Subscribe)?;
         if !self.membership.is_member(&ch)
             && self.membership.count() >= self.state.config.limits.max_channels_per_connection as usize
         {
