@@ -37,6 +37,13 @@ pub enum Decision {
     Unavailable,
 }
 
+/// Cached decisions: allow or deny, and until when.
+struct Cache {
+    decisions: HashMap<Key, (bool, Instant)>,
+    /// When the expired decisions were last dropped (at most once a second when full).
+    purged: Instant,
+}
+
 /// (user, channel, action).
 type Key = (Arc<str>, String, Action);
 type Lookup = Shared<Pin<Box<dyn std::future::Future<Output = Decision> + Send>>>;
@@ -47,7 +54,9 @@ type HttpsClient = hyper_util::client::legacy::Client<
 >;
 
 /// The hook; cheap to share behind an `Arc`. Both maps sit behind std mutexes held only for a
-/// lookup or an insert, never across an await.
+/// lookup or an insert, never across an await. A lookup in flight is a task of its own, shared by
+/// every waiter for the same (user, channel, action); it caches its decision, then leaves the
+/// in-flight map (so each entry lives at most the timeout).
 pub struct Hook {
     inner: Arc<Inner>,
 }
@@ -59,7 +68,7 @@ struct Inner {
     timeout: Duration,
     client: HttpsClient,
     permits: tokio::sync::Semaphore,
-    cache: Mutex<HashMap<Key, (bool, Instant)>>,
+    cache: Mutex<Cache>,
     in_flight: Mutex<HashMap<Key, Lookup>>,
     metrics: Arc<Metrics>,
 }
@@ -79,7 +88,7 @@ impl Hook {
                 timeout: config.timeout,
                 client,
                 permits: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
-                cache: Mutex::new(HashMap::new()),
+                cache: Mutex::new(Cache { decisions: HashMap::new(), purged: Instant::now() }),
                 in_flight: Mutex::new(HashMap::new()),
                 metrics,
             }),
@@ -90,7 +99,7 @@ impl Hook {
     pub fn cached(&self, user: &str, channel: &str, action: Action) -> Option<bool> {
         let key: Key = (Arc::from(user), channel.to_string(), action);
         let cache = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let (allow, until) = cache.get(&key)?;
+        let (allow, until) = cache.decisions.get(&key)?;
         (*until > Instant::now()).then(|| {
             self.inner.metrics.authz_cache_hits.inc();
             *allow
@@ -109,24 +118,24 @@ impl Hook {
             match in_flight.get(&key) {
                 Some(l) => l.clone(),
                 None => {
+                    // A task of its own: the request finishes (and frees its slot) within the
+                    // timeout even when every waiter has gone, and removes its entry itself.
                     let inner = self.inner.clone();
                     let k = key.clone();
+                    let task = tokio::spawn(async move {
+                        let decision = inner.ask(k.clone(), device).await;
+                        inner.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&k);
+                        decision
+                    });
                     let fut: Pin<Box<dyn std::future::Future<Output = Decision> + Send>> =
-                        Box::pin(async move { inner.ask(k, device).await });
+                        Box::pin(async move { task.await.unwrap_or(Decision::Unavailable) });
                     let l = fut.shared();
-                    in_flight.insert(key.clone(), l.clone());
+                    in_flight.insert(key, l.clone());
                     l
                 }
             }
         };
-        let decision = lookup.await;
-        // The first waiter to finish removes the entry (later ones find it gone or a newer one
-        // that is still pending, which they leave alone).
-        let mut in_flight = self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        if in_flight.get(&key).is_some_and(|l| l.peek().is_some()) {
-            in_flight.remove(&key);
-        }
-        decision
+        lookup.await
     }
 }
 
@@ -196,12 +205,53 @@ impl Inner {
     fn remember(&self, key: Key, allow: bool, ttl: Duration) {
         let now = Instant::now();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= MAX_CACHED && !cache.contains_key(&key) {
-            cache.retain(|_, (_, until)| *until > now);
-            if cache.len() >= MAX_CACHED {
+        if cache.decisions.len() >= MAX_CACHED && !cache.decisions.contains_key(&key) {
+            if now.duration_since(cache.purged) >= Duration::from_secs(1) {
+                cache.decisions.retain(|_, (_, until)| *until > now);
+                cache.purged = now;
+            }
+            if cache.decisions.len() >= MAX_CACHED {
                 return;
             }
         }
-        cache.insert(key, (allow, now + ttl));
+        cache.decisions.insert(key, (allow, now + ttl));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook() -> Hook {
+        let mut config = crate::config::Config::default().authz;
+        config.url = Some("http://127.0.0.1:1/authz".into());
+        Hook::new(&config, Arc::new(Metrics::default())).expect("a hook")
+    }
+
+    fn key(i: usize) -> Key {
+        (Arc::from("u"), format!("doc:{i}"), Action::Subscribe)
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_expires() {
+        let h = hook();
+        for i in 0..MAX_CACHED + 10 {
+            h.inner.remember(key(i), true, Duration::from_secs(60));
+        }
+        let len = h.inner.cache.lock().unwrap().decisions.len();
+        assert_eq!(len, MAX_CACHED, "full: new decisions are not cached");
+        assert_eq!(h.cached("u", "doc:1", Action::Subscribe), Some(true));
+        assert_eq!(h.cached("u", "doc:1", Action::Publish), None);
+        assert_eq!(h.cached("u", &format!("doc:{}", MAX_CACHED + 5), Action::Subscribe), None);
+        // Expired decisions are not answered, and make room once a purge may run.
+        let h = hook();
+        for i in 0..MAX_CACHED {
+            h.inner.remember(key(i), false, Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(h.cached("u", "doc:1", Action::Subscribe), None);
+        h.inner.cache.lock().unwrap().purged = Instant::now() - Duration::from_secs(2);
+        h.inner.remember(key(MAX_CACHED), true, Duration::from_secs(60));
+        assert_eq!(h.inner.cache.lock().unwrap().decisions.len(), 1);
     }
 }
