@@ -125,7 +125,11 @@ pub fn identity(claims: crate::auth::Claims, requested_device: Option<&str>) -> 
     Ok(Identity {
         user_id: Arc::from(claims.user_id),
         device_id: Arc::from(device),
-        channels: claims.channels,
+        rights: Arc::new(crate::identity::Rights {
+            channels: claims.channels,
+            subscribe: claims.subscribe,
+            publish: claims.publish,
+        }),
         exp: claims.exp,
         gen: claims.gen,
     })

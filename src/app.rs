@@ -59,6 +59,8 @@ pub struct AppState {
     pub durable: Arc<crate::durable::Durable>,
     /// Signed publishes' nonces, when the bus keeps no cluster-wide memory (purged every 5 s).
     pub nonces: crate::auth::signed::NonceCache,
+    /// The authorization hook (`SYNCGATE_AUTHZ_URL`), when configured.
+    pub authz: Option<crate::authz::Hook>,
     /// Connections admitted (upgrade accepted) and not yet finished: the `SYNCGATE_MAX_CONNECTIONS` gauge.
     pub admitted: Arc<AtomicU64>,
     /// Open connections per client address on this instance (`/api/status`).
@@ -127,6 +129,7 @@ impl AppState {
         };
         tracing::info!(backend = ?store.backend, "store ready");
         let metrics = Arc::new(Metrics::default());
+        let authz = crate::authz::Hook::new(&config.authz, metrics.clone());
         let registry = Arc::new(Registry::with_join_leave_limit(config.limits.join_leave_max_members));
         let devices = crate::devices::Devices::start(store.clone(), &registry).await?;
         let bus = start_bus(&config, &registry, &metrics, instance).await?;
@@ -166,6 +169,7 @@ impl AppState {
             pairing_claims_here: crate::limits::MinuteCounter::default(),
             hasher: crate::auth::password::Hasher::new(config.accounts.hash_concurrency),
             nonces: Default::default(),
+            authz,
             admitted: Arc::new(AtomicU64::new(0)),
             addresses: Arc::default(),
             shutdown: shutdown_rx,

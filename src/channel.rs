@@ -1,5 +1,5 @@
-//! Channel names and who may use them: `user:<id>`, `dm:<a>:<b>`, public namespaces and the
-//! token's `channels` globs.
+//! Channel names and who may use them: `user:<id>`, `dm:<a>:<b>`, public namespaces,
+//! server-publish namespaces and the token's `channels`, `subscribe` and `publish` globs.
 
 use crate::identity::Identity;
 
@@ -13,6 +13,41 @@ pub enum ChannelError {
     Invalid(&'static str),
     /// Valid, but this identity may not use it (`forbidden`).
     Forbidden,
+    /// Valid, outside `user:` and `dm:`, not public and granted by no claim: `forbidden`, unless
+    /// the authorization hook governs its namespace and allows it.
+    NotGranted,
+}
+
+/// What a client asks to do on a channel. Typing, presence, history, `ack` and `unsubscribe`
+/// need subscribe rights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Subscribe,
+    Publish,
+}
+
+impl Action {
+    /// The name used on the wire (the authorization hook's `action`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Subscribe => "subscribe",
+            Action::Publish => "publish",
+        }
+    }
+}
+
+/// The namespace rules from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Namespaces<'a> {
+    /// Anyone may subscribe and publish (`SYNCGATE_PUBLIC_NAMESPACES`).
+    pub public: &'a [String],
+    /// No client may publish, whatever its rights (`SYNCGATE_SERVER_PUBLISH_NAMESPACES`).
+    pub server_publish: &'a [String],
+}
+
+/// The namespace of a channel name (`""` when it has none).
+pub fn namespace(channel: &str) -> &str {
+    channel.split_once(':').map_or("", |(ns, _)| ns)
 }
 
 fn name_byte(b: u8) -> bool {
@@ -107,43 +142,55 @@ pub fn for_each_route(channel: &str, mut f: impl FnMut(&str)) {
     }
 }
 
-/// Resolves the `"user"` alias to the caller's own user channel and checks that `identity` may use
-/// the channel. Returns the canonical name.
-pub fn authorize(requested: &str, identity: &Identity, public_namespaces: &[String]) -> Result<String, ChannelError> {
-    if requested == "user" {
-        return Ok(user_channel(&identity.user_id));
-    }
-    if !valid_name(requested) {
-        return Err(ChannelError::Invalid("channel names are 1-128 bytes of [A-Za-z0-9:_.@=-]"));
-    }
-    let (ns, rest) = match requested.split_once(':') {
-        Some((ns, rest)) => (ns, rest),
-        None => ("", requested),
+/// Whether the token's claims grant `action` on `channel`: a `channels` glob grants both
+/// actions, a `subscribe` or `publish` glob its own.
+pub fn granted(identity: &Identity, action: Action, channel: &str) -> bool {
+    let r = &*identity.rights;
+    let own = match action {
+        Action::Subscribe => &r.subscribe,
+        Action::Publish => &r.publish,
     };
+    r.channels.iter().chain(own).any(|g| glob_match(g, channel))
+}
+
+/// Resolves the `"user"` alias to the caller's own user channel and checks that `identity` may
+/// do `action` on the channel. Returns the canonical name.
+pub fn authorize(
+    requested: &str,
+    identity: &Identity,
+    rules: Namespaces<'_>,
+    action: Action,
+) -> Result<String, ChannelError> {
+    let canonical = if requested == "user" {
+        user_channel(&identity.user_id)
+    } else if valid_name(requested) {
+        requested.to_string()
+    } else {
+        return Err(ChannelError::Invalid("channel names are 1-128 bytes of [A-Za-z0-9:_.@=-]"));
+    };
+    let ns = namespace(&canonical);
+    if action == Action::Publish && !ns.is_empty() && rules.server_publish.iter().any(|p| p == ns) {
+        return Err(ChannelError::Forbidden);
+    }
     match ns {
-        "user" => {
-            if rest == &*identity.user_id {
-                Ok(requested.to_string())
-            } else {
-                Err(ChannelError::Forbidden)
-            }
-        }
+        "user" => match canonical["user:".len()..] == *identity.user_id {
+            true => Ok(canonical),
+            false => Err(ChannelError::Forbidden),
+        },
         "dm" => {
-            let Some((a, b)) = dm_members(requested) else {
+            let Some((a, b)) = dm_members(&canonical) else {
                 return Err(ChannelError::Invalid(DM_RULE));
             };
-            if a == &*identity.user_id || b == &*identity.user_id {
-                Ok(requested.to_string())
-            } else {
-                Err(ChannelError::Forbidden)
+            match a == &*identity.user_id || b == &*identity.user_id {
+                true => Ok(canonical),
+                false => Err(ChannelError::Forbidden),
             }
         }
         _ => {
-            let public = !ns.is_empty() && public_namespaces.iter().any(|p| p == ns);
-            if public || identity.channels.iter().any(|g| glob_match(g, requested)) {
-                Ok(requested.to_string())
-            } else {
-                Err(ChannelError::Forbidden)
+            let public = !ns.is_empty() && rules.public.iter().any(|p| p == ns);
+            match public || granted(identity, action, &canonical) {
+                true => Ok(canonical),
+                false => Err(ChannelError::NotGranted),
             }
         }
     }
@@ -154,11 +201,15 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    fn strings(globs: &[&str]) -> Vec<String> {
+        globs.iter().map(|s| s.to_string()).collect()
+    }
+
     fn who(user: &str, globs: &[&str]) -> Identity {
         Identity {
             user_id: Arc::from(user),
             device_id: Arc::from("d1"),
-            channels: globs.iter().map(|s| s.to_string()).collect(),
+            rights: crate::identity::Rights::channels(strings(globs)),
             exp: u64::MAX,
             gen: 0,
         }
@@ -178,7 +229,10 @@ mod tests {
 
     #[test]
     fn rules() {
-        let pubs = vec!["public".to_string()];
+        let pubs = strings(&["public"]);
+        let srv = strings(&["news", "public"]);
+        let rules = Namespaces { public: &pubs, server_publish: &srv };
+        let authorize = |ch: &str, who: &Identity, _: &[String]| authorize(ch, who, rules, Action::Subscribe);
         let alice = who("alice", &["room:*", "note:abc"]);
         assert_eq!(authorize("user", &alice, &pubs).unwrap(), "user:alice");
         assert_eq!(authorize("user:alice", &alice, &pubs).unwrap(), "user:alice");
@@ -197,9 +251,36 @@ mod tests {
         assert!(authorize("public:lobby", &alice, &pubs).is_ok());
         assert!(authorize("room:1", &alice, &pubs).is_ok());
         assert!(authorize("note:abc", &alice, &pubs).is_ok());
-        assert_eq!(authorize("note:abd", &alice, &pubs), Err(ChannelError::Forbidden));
-        assert_eq!(authorize("secret:x", &alice, &pubs), Err(ChannelError::Forbidden));
+        assert_eq!(authorize("note:abd", &alice, &pubs), Err(ChannelError::NotGranted));
+        assert_eq!(authorize("secret:x", &alice, &pubs), Err(ChannelError::NotGranted));
         assert!(matches!(authorize("bad channel", &alice, &pubs), Err(ChannelError::Invalid(_))));
         assert!(matches!(authorize(&"a".repeat(129), &alice, &pubs), Err(ChannelError::Invalid(_))));
+    }
+
+    #[test]
+    fn rights_and_server_publish() {
+        let pubs = strings(&["public"]);
+        let srv = strings(&["news", "public"]);
+        let rules = Namespaces { public: &pubs, server_publish: &srv };
+        let mut bob = who("bob", &["room:*", "news:*"]);
+        bob.rights = Arc::new(crate::identity::Rights {
+            channels: strings(&["room:*", "news:*"]),
+            subscribe: strings(&["feed:*"]),
+            publish: strings(&["inbox:*"]),
+        });
+        let az = |ch: &str, a: Action| authorize(ch, &bob, rules, a);
+        assert!(az("room:1", Action::Subscribe).is_ok() && az("room:1", Action::Publish).is_ok());
+        assert!(az("feed:1", Action::Subscribe).is_ok());
+        assert_eq!(az("feed:1", Action::Publish), Err(ChannelError::NotGranted));
+        assert!(az("inbox:1", Action::Publish).is_ok());
+        assert_eq!(az("inbox:1", Action::Subscribe), Err(ChannelError::NotGranted));
+        // Server-publish namespaces: subscribe under the usual rules, never publish.
+        assert!(az("news:1", Action::Subscribe).is_ok());
+        assert_eq!(az("news:1", Action::Publish), Err(ChannelError::Forbidden));
+        assert!(az("public:1", Action::Subscribe).is_ok());
+        assert_eq!(az("public:1", Action::Publish), Err(ChannelError::Forbidden));
+        assert_eq!(az("other:1", Action::Subscribe), Err(ChannelError::NotGranted));
+        assert_eq!(namespace("a:b:c"), "a");
+        assert_eq!(namespace("lobby"), "");
     }
 }

@@ -73,7 +73,7 @@ impl From<ChannelError> for HttpError {
     fn from(e: ChannelError) -> Self {
         match e {
             ChannelError::Invalid(m) => HttpError::BadRequest(m.into()),
-            ChannelError::Forbidden => HttpError::Forbidden(NOT_ALLOWED_ON_CHANNEL),
+            ChannelError::Forbidden | ChannelError::NotGranted => HttpError::Forbidden(NOT_ALLOWED_ON_CHANNEL),
         }
     }
 }
@@ -219,7 +219,9 @@ impl From<ChannelError> for FrameError {
     fn from(e: ChannelError) -> Self {
         match e {
             ChannelError::Invalid(m) => FrameError::new(ErrorCode::BadRequest, m),
-            ChannelError::Forbidden => FrameError::new(ErrorCode::Forbidden, NOT_ALLOWED_ON_CHANNEL),
+            ChannelError::Forbidden | ChannelError::NotGranted => {
+                FrameError::new(ErrorCode::Forbidden, NOT_ALLOWED_ON_CHANNEL)
+            }
         }
     }
 }

@@ -20,8 +20,9 @@
 //!                observer trait the cluster bus implements
 //!  5 error       error enums and the one mapping to HTTP status / JSON body / close code
 //!  4 store       sqlx store (SQLite default, PostgreSQL)
-//!  3 auth, oslimits  JWT verification and minting, token generations, signed-frame text,
-//!                Ed25519 check and nonce memory; OS limits at start
+//!  3 auth, authz, oslimits  JWT verification and minting, token generations, signed-frame
+//!                text, Ed25519 check and nonce memory; the authorization hook (cached,
+//!                coalesced, bounded); OS limits at start
 //!  2 config      one typed Config from SYNCGATE_* (bad values stop start-up), one part per
 //!                concern: listener, auth, accounts, limits, durable, redis, store
 //!  1 channel, protocol  channel names and authorization; protocol v1 frames (simd-json in,
@@ -45,6 +46,7 @@ pub mod admission;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod authz;
 pub mod bus;
 pub mod channel;
 pub mod cli;
@@ -82,6 +84,7 @@ mod layout {
         ("protocol", 1),
         ("config", 2),
         ("auth", 3),
+        ("authz", 3),
         ("oslimits", 3),
         ("store", 4),
         ("error", 5),

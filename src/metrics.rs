@@ -337,6 +337,12 @@ pub struct Metrics {
     /// Messages dropped by the per-connection rate limit.
     pub rate_limited: Counter,
     pub auth_failures: Family<AuthFailure, { AuthFailure::COUNT }>,
+    /// Authorization hook: requests sent, their latency, decisions answered from the cache, and
+    /// requests that timed out, failed or were answered with garbage.
+    pub authz_requests: Counter,
+    pub authz_seconds: Histogram,
+    pub authz_cache_hits: Counter,
+    pub authz_failures: Counter,
     /// The Redis bus (exposed only when the gateway runs it).
     pub bus: BusSeries,
     /// Durable streams.
@@ -392,6 +398,10 @@ impl Default for Metrics {
             proxy_header_rejected: Counter::default(),
             rate_limited: Counter::default(),
             auth_failures: Family::default(),
+            authz_requests: Counter::default(),
+            authz_seconds: Histogram::new(&COMMIT_BOUNDS),
+            authz_cache_hits: Counter::default(),
+            authz_failures: Counter::default(),
             bus: BusSeries::default(),
             durable: DurableSeries::default(),
             started: std::time::Instant::now(),
@@ -630,6 +640,22 @@ impl Metrics {
                 &self.rate_limited,
             ),
             family("syncgate_auth_failures_total", "Authentication failures by reason.", &self.auth_failures),
+            counter("syncgate_authz_requests_total", "Requests sent to the authorization hook.", &self.authz_requests),
+            histogram(
+                "syncgate_authz_request_seconds",
+                "Authorization hook request latency, in seconds.",
+                &self.authz_seconds,
+            ),
+            counter(
+                "syncgate_authz_cache_hits_total",
+                "Authorization decisions answered from the cache.",
+                &self.authz_cache_hits,
+            ),
+            counter(
+                "syncgate_authz_failures_total",
+                "Authorization hook requests that timed out, failed or got an unusable answer.",
+                &self.authz_failures,
+            ),
             computed("syncgate_ready", "1 while /ready answers 200.", Type::Gauge, Some(Num::Int(u64::from(live.ready)))),
             computed("syncgate_uptime_seconds", "Seconds since start.", Type::Gauge, Some(Num::Int(self.uptime_secs()))),
         ]

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::authenticate;
 use crate::app::AppState;
+use crate::channel::Action;
 use crate::error::{json_response, HttpError};
 use crate::store::events::StoredEvent;
 
@@ -173,7 +174,7 @@ pub async fn history(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
     let requested = get(&q, "channel").ok_or_else(|| HttpError::BadRequest("channel is required".into()))?;
     let identity = crate::admission::identity(claims, None)
         .map_err(|_| HttpError::Unauthorized(crate::auth::AuthError::Invalid))?;
-    let channel = crate::channel::authorize(requested, &identity, &state.config.auth.public_namespaces)?;
+    let channel = crate::channel::authorize(requested, &identity, state.config.namespaces(), Action::Subscribe)?;
     if !state.durable.is_durable(&channel) {
         return Err(HttpError::BadRequest(format!("{channel} is not a durable channel (SYNCGATE_DURABLE_NAMESPACES)")));
     }

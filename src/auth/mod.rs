@@ -24,6 +24,10 @@ pub use jwks::{usable_keys as jwks_usable_keys, JwksCache};
 pub struct Claims {
     pub user_id: String,
     pub channels: Vec<String>,
+    /// `subscribe`: channel globs the token may subscribe to (not publish).
+    pub subscribe: Vec<String>,
+    /// `publish`: channel globs the token may publish to (not subscribe).
+    pub publish: Vec<String>,
     pub exp: u64,
     /// `did`: the device this token is bound to, if any.
     pub device_id: Option<String>,
@@ -60,6 +64,10 @@ struct RawClaims {
     exp: u64,
     #[serde(default)]
     channels: Option<Vec<String>>,
+    #[serde(default)]
+    subscribe: Option<Vec<String>>,
+    #[serde(default)]
+    publish: Option<Vec<String>>,
     #[serde(default)]
     did: Option<String>,
     /// Read leniently: another issuer's token may use the name for something else.
@@ -314,6 +322,8 @@ impl Verifier {
         Ok(Claims {
             user_id,
             channels: raw.channels.unwrap_or_default(),
+            subscribe: raw.subscribe.unwrap_or_default(),
+            publish: raw.publish.unwrap_or_default(),
             exp: raw.exp,
             device_id: raw.did,
             gen: raw.gen.and_then(|g| g.as_u64()).unwrap_or(0),

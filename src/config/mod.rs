@@ -15,7 +15,8 @@
 //!   devices per user;
 //! - `limits`: message, connection, channel, rate, queue, write-timeout and JSON-depth limits;
 //! - `durable`: durable streams; `redis`: the cluster bus; `store`: database and data directory;
-//! - `signed`: signed frames (namespaces whose publishes carry the device key's signature).
+//! - `signed`: signed frames (namespaces whose publishes carry the device key's signature);
+//! - `authz`: channel authorization beyond the token (server-publish namespaces).
 //!
 //! A check that needs two fields lives in the part holding both (one key source in `auth`,
 //! admin address vs listen address in `listener`); none spans two parts today.
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 mod accounts;
 mod auth;
+mod authz;
 mod durable;
 mod limits;
 mod listener;
@@ -36,6 +38,7 @@ mod store;
 
 pub use accounts::*;
 pub use auth::*;
+pub use authz::*;
 pub use durable::*;
 pub use limits::*;
 pub use listener::*;
@@ -66,6 +69,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Signed frames.
     pub signed: SignedConfig,
+    /// Channel authorization beyond the token.
+    pub authz: AuthzConfig,
 }
 
 /// Every bad variable found, one line each.
@@ -107,6 +112,7 @@ impl Config {
             redis: RedisConfig::read(&mut r),
             store: StoreConfig::read(&mut r),
             signed: SignedConfig::read(&mut r),
+            authz: AuthzConfig::read(&mut r),
         };
         let errors = r.into_errors();
         if !errors.is_empty() {
@@ -126,7 +132,16 @@ impl Config {
         self.redis.describe(&mut rows);
         self.store.describe(&mut rows);
         self.signed.describe(&mut rows);
+        self.authz.describe(&mut rows);
         rows
+    }
+
+    /// The namespace rules channel authorization applies ([`crate::channel::authorize`]).
+    pub fn namespaces(&self) -> crate::channel::Namespaces<'_> {
+        crate::channel::Namespaces {
+            public: &self.auth.public_namespaces,
+            server_publish: &self.authz.server_publish_namespaces,
+        }
     }
 
     /// Whether `origin` is in `SYNCGATE_ALLOWED_ORIGINS` (`*` allows any; the comparison ignores
@@ -157,7 +172,8 @@ masked_debug!(
     DurableConfig,
     RedisConfig,
     StoreConfig,
-    SignedConfig
+    SignedConfig,
+    AuthzConfig
 );
 
 impl fmt::Debug for Config {

@@ -38,6 +38,7 @@ mod account_security;
 mod accounts;
 mod auth;
 mod auth_limits;
+mod authz;
 mod batch;
 mod bus_contract;
 mod cluster;

@@ -131,7 +131,7 @@ async fn key_auth(state: &AppState, ws: &mut Ws, device: Option<&str>) -> Result
     let identity = Identity {
         user_id,
         device_id: Arc::from(answer.device_id),
-        channels: Vec::new(),
+        rights: Default::default(),
         // No token: nothing expires; revocation closes the connection (4003).
         exp: u64::MAX,
         // Password changes void tokens, not device keys.

@@ -6,10 +6,11 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{error_frame, Session, Step, Subscribe};
+use super::{error_frame, HookWait, Session, Step, Subscribe};
 use crate::admission::still_valid;
 use crate::auth::{AuthError, Claims};
 use crate::durable::Replay;
@@ -35,6 +36,17 @@ pub(super) enum Done {
     Durable(Option<Message>),
     /// A signed publish was checked (and sent, stored or refused).
     Signed(crate::publish::SignedDone),
+    /// The authorization hook decided on a subscribe or publish.
+    Hook(Box<HookWait>, crate::authz::Decision),
+}
+
+/// What applying a pending request's result leaves for the loop.
+pub(super) enum Finished {
+    Done,
+    /// A re-auth succeeded: the new token expiry.
+    Expires(u64),
+    /// The hook allowed a request: what it goes on to do (possibly another pending request).
+    Next(Box<Step>),
 }
 
 /// Awaits the future in `slot` (its `select!` branch is disabled while the slot is empty).
@@ -60,6 +72,16 @@ impl<'a> Session<'a> {
                 let verified = state.verifier.verify(&token).await;
                 Done::Reauth(id, verified)
             }),
+            Step::Hook(w) => {
+                let (user, device) = (self.identity.user_id.clone(), self.identity.device_id.clone());
+                Box::pin(async move {
+                    let decision = match &state.authz {
+                        Some(hook) => hook.decide(user, device, w.channel.clone(), w.then.action()).await,
+                        None => crate::authz::Decision::Deny,
+                    };
+                    Done::Hook(w, decision)
+                })
+            }
             Step::Presence(ch, id) => {
                 Box::pin(async move { Done::Presence(Message::Text(state.bus.presence(&ch, &id).await)) })
             }
@@ -93,15 +115,16 @@ impl<'a> Session<'a> {
     }
 
     /// Applies what a pending request produced: its reply goes into the queue. A new token
-    /// expiry when a re-auth succeeded.
-    pub(super) fn finish(&mut self, done: Done) -> Option<u64> {
+    /// expiry when a re-auth succeeded; the next step when the hook allowed a request.
+    pub(super) fn finish(&mut self, done: Done) -> Finished {
         let conn = self.conn().clone();
         match done {
             Done::Reauth(id, verified) => {
                 let (reply, exp) = self.reauthed(&id, verified);
                 conn.push(reply);
-                return exp;
+                return exp.map_or(Finished::Done, Finished::Expires);
             }
+            Done::Hook(w, decision) => return Finished::Next(Box::new(self.hook_decided(*w, decision))),
             Done::Presence(reply) | Done::Durable(Some(reply)) => {
                 conn.push(reply);
             }
@@ -130,7 +153,7 @@ impl<'a> Session<'a> {
                 self.opened(&sub.channel, sub.since, r);
             }
         }
-        None
+        Finished::Done
     }
 
     /// A fresh token was verified (or refused): the reply and, on success, the new expiry.
@@ -144,7 +167,11 @@ impl<'a> Session<'a> {
                     return refused(Cow::Borrowed("invalid token"));
                 }
                 self.identity.exp = claims.exp;
-                self.identity.channels = claims.channels;
+                self.identity.rights = Arc::new(crate::identity::Rights {
+                    channels: claims.channels,
+                    subscribe: claims.subscribe,
+                    publish: claims.publish,
+                });
                 (Message::Text(protocol::auth_ok(&self.identity.user_id, claims.exp, id)), Some(claims.exp))
             }
             Ok(_) => refused(Cow::Borrowed("token is for another user")),

@@ -7,8 +7,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{error_frame, Session, Step, Subscribe};
-use crate::channel::{self, ChannelError};
+use super::{error_frame, HookPublish, HookWait, Session, Step, Subscribe, Then};
+use crate::authz::Decision;
+use crate::channel::{self, Action, ChannelError};
 use crate::error::{CloseReason, FrameError};
 use crate::limits::Verdict;
 use crate::metrics::FrameIn;
@@ -91,8 +92,17 @@ impl Session<'_> {
     /// `subscribed` at once when already a member of a live channel; otherwise the bus
     /// subscription (a new channel) and the stream state (a durable one) are awaited first.
     fn on_subscribe(&mut self, channel: &str, since: Option<u64>, id: RequestId) -> Step {
-        let (ch, new) = match self.subscribe(channel) {
-            Ok(joined) => joined,
+        match self.authorize(channel, Action::Subscribe) {
+            Ok(ch) => self.subscribe_granted(ch, since, id),
+            Err(ChannelError::NotGranted) => self.ask_hook(channel, Then::Subscribe(since), id),
+            Err(e) => refuse(e, &id),
+        }
+    }
+
+    /// A subscribe the rules (or the hook) allowed.
+    pub(super) fn subscribe_granted(&mut self, ch: String, since: Option<u64>, id: RequestId) -> Step {
+        let new = match self.join(&ch) {
+            Ok(new) => new,
             Err(e) => return refuse(e, &id),
         };
         let durable = self.state.durable.is_durable(&ch);
@@ -107,7 +117,7 @@ impl Session<'_> {
     }
 
     fn on_unsubscribe(&mut self, channel: &str, id: &RequestId) -> Step {
-        let ch = match self.authorize(channel) {
+        let ch = match self.authorize(channel, Action::Subscribe) {
             Ok(ch) => ch,
             Err(e) => return refuse(e, id),
         };
@@ -134,10 +144,25 @@ impl Session<'_> {
         signed: Option<Box<SigFields>>,
         id: RequestId,
     ) -> Step {
-        let ch = match self.authorize(channel) {
-            Ok(ch) => ch,
-            Err(e) => return refuse(e, &id),
-        };
+        match self.authorize(channel, Action::Publish) {
+            Ok(ch) => self.publish_granted(ch, event, data, msg_id, signed, id),
+            Err(ChannelError::NotGranted) => {
+                self.ask_hook(channel, Then::Publish(Box::new(HookPublish { event, data, msg_id, signed })), id)
+            }
+            Err(e) => refuse(e, &id),
+        }
+    }
+
+    /// A publish the rules (or the hook) allowed.
+    pub(super) fn publish_granted(
+        &mut self,
+        ch: String,
+        event: String,
+        data: Vec<u8>,
+        msg_id: Option<Box<str>>,
+        signed: Option<Box<SigFields>>,
+        id: RequestId,
+    ) -> Step {
         if self.state.config.signed.is_signed(&ch) {
             return Step::Signed(Box::new(SignedRequest { channel: ch, event, data, msg_id, fields: signed, id }));
         }
@@ -158,7 +183,7 @@ impl Session<'_> {
 
     /// Sent to the channel's members only (never routed: no `dm:` fan-out to user channels).
     fn on_typing(&mut self, channel: &str, typing: bool, id: &RequestId) -> Step {
-        let ch = match self.authorize(channel) {
+        let ch = match self.authorize(channel, Action::Subscribe) {
             Ok(ch) => ch,
             Err(e) => return refuse(e, id),
         };
@@ -169,7 +194,7 @@ impl Session<'_> {
 
     /// A cluster-wide query: a pending request.
     fn on_presence(&mut self, channel: &str, id: RequestId) -> Step {
-        match self.authorize(channel) {
+        match self.authorize(channel, Action::Subscribe) {
             Ok(ch) => Step::Presence(ch, id),
             Err(e) => refuse(e, &id),
         }
@@ -178,7 +203,7 @@ impl Session<'_> {
     /// The device has read a durable channel up to `seq` (`read_ack` when the request has an
     /// `id`).
     fn on_ack(&mut self, channel: &str, seq: u64, id: &RequestId) -> Step {
-        let ch = match self.authorize(channel) {
+        let ch = match self.authorize(channel, Action::Subscribe) {
             Ok(ch) => ch,
             Err(e) => return refuse(e, id),
         };
@@ -192,22 +217,67 @@ impl Session<'_> {
         }
     }
 
-    /// The canonical name of a channel this connection may use.
-    pub(super) fn authorize(&self, channel: &str) -> Result<String, ChannelError> {
-        channel::authorize(channel, &self.identity, &self.state.config.auth.public_namespaces)
+    /// The canonical name of a channel this connection may use for `action`. A channel the
+    /// token does not grant but the hook governs is allowed or refused by a cached decision;
+    /// without one it stays [`ChannelError::NotGranted`] (subscribe and publish ask the hook,
+    /// the other requests are refused).
+    pub(super) fn authorize(&self, channel: &str, action: Action) -> Result<String, ChannelError> {
+        match channel::authorize(channel, &self.identity, self.state.config.namespaces(), action) {
+            Err(ChannelError::NotGranted) => match self.hook_for(channel) {
+                Some(hook) => match hook.cached(&self.identity.user_id, channel, action) {
+                    Some(true) => Ok(channel.to_string()),
+                    Some(false) => Err(ChannelError::Forbidden),
+                    None => Err(ChannelError::NotGranted),
+                },
+                None => Err(ChannelError::Forbidden),
+            },
+            other => other,
+        }
+    }
+
+    /// The hook, when it governs `channel` (a name `authorize` found valid and ungranted).
+    fn hook_for(&self, channel: &str) -> Option<&crate::authz::Hook> {
+        self.state.authz.as_ref().filter(|_| self.state.config.authz.governs(channel))
+    }
+
+    /// No cached decision: the request waits for the hook (a pending request).
+    fn ask_hook(&mut self, channel: &str, then: Then, id: RequestId) -> Step {
+        Step::Hook(Box::new(HookWait { channel: channel.to_string(), then, id }))
+    }
+
+    /// The hook answered a request that waited for it: carried on, or refused.
+    pub(super) fn hook_decided(&mut self, w: HookWait, decision: Decision) -> Step {
+        match decision {
+            Decision::Allow => match w.then {
+                Then::Subscribe(since) => self.subscribe_granted(w.channel, since, w.id),
+                Then::Publish(p) => {
+                    let HookPublish { event, data, msg_id, signed } = *p;
+                    self.publish_granted(w.channel, event, data, msg_id, signed, w.id)
+                }
+            },
+            Decision::Deny => refuse(ChannelError::Forbidden, &w.id),
+            Decision::Unavailable => {
+                refuse(FrameError::new(ErrorCode::Unavailable, "authorization is unavailable; retry"), &w.id)
+            }
+        }
     }
 
     /// Joins `requested`; `Ok((channel, new))` where `new` means the bus subscription must be
-    /// taken (and confirmed) before replying.
+    /// taken (and confirmed) before replying. The hook is not asked (`?channel=` at open).
     pub(super) fn subscribe(&mut self, requested: &str) -> Result<(String, bool), FrameError> {
-        let ch = self.authorize(requested)?;
-        if !self.membership.is_member(&ch)
+        let ch = self.authorize(requested, Action::Subscribe)?;
+        let new = self.join(&ch)?;
+        Ok((ch, new))
+    }
+
+    /// Joins an allowed channel; `new`: the bus subscription must be taken first.
+    fn join(&mut self, ch: &str) -> Result<bool, FrameError> {
+        if !self.membership.is_member(ch)
             && self.membership.count() >= self.state.config.limits.max_channels_per_connection as usize
         {
             return Err(FrameError::new(ErrorCode::BadRequest, "too many channels on this connection"));
         }
-        let new = self.membership.join(&ch) == crate::registry::Subscribed::New;
-        Ok((ch, new))
+        Ok(self.membership.join(ch) == crate::registry::Subscribed::New)
     }
 
     fn count_in(&self, kind: FrameIn, bytes: usize) {
