@@ -174,11 +174,30 @@ pub async fn history(state: Arc<AppState>, req: Request<Incoming>) -> Result<Res
     let requested = get(&q, "channel").ok_or_else(|| HttpError::BadRequest("channel is required".into()))?;
     let identity = crate::admission::identity(claims, None)
         .map_err(|_| HttpError::Unauthorized(crate::auth::AuthError::Invalid))?;
-    let channel = crate::channel::authorize(requested, &identity, state.config.namespaces(), Action::Subscribe)?;
+    let channel = match crate::channel::authorize(requested, &identity, state.config.namespaces(), Action::Subscribe) {
+        // Not granted by the token, on a channel the hook governs: the hook's subscribe decision.
+        Err(crate::channel::ChannelError::NotGranted) => ask_hook(&state, &identity, requested).await?,
+        other => other?,
+    };
     if !state.durable.is_durable(&channel) {
         return Err(HttpError::BadRequest(format!("{channel} is not a durable channel (SYNCGATE_DURABLE_NAMESPACES)")));
     }
     page(&state, &channel, number(&q, "after")?, number(&q, "before")?, limit(&q)?).await
+}
+
+/// The authorization hook's subscribe decision for `channel` (cached or asked): the channel, 403
+/// when denied or not governed by the hook, 503 when the hook is unavailable.
+async fn ask_hook(state: &AppState, identity: &crate::identity::Identity, channel: &str) -> Result<String, HttpError> {
+    use crate::authz::Decision;
+    let Some(hook) = state.authz.as_ref().filter(|_| state.config.authz.governs(channel)) else {
+        return Err(crate::channel::ChannelError::Forbidden.into());
+    };
+    let (user, device) = (identity.user_id.clone(), identity.device_id.clone());
+    match hook.decide(user, device, channel.to_string(), Action::Subscribe).await {
+        Decision::Allow => Ok(channel.to_string()),
+        Decision::Deny => Err(crate::channel::ChannelError::Forbidden.into()),
+        Decision::Unavailable => Err(HttpError::Unavailable),
+    }
 }
 
 /// `GET /api/conversation?with=USER_ID&before=&limit=`: the caller's direct messages with one

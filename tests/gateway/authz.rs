@@ -381,3 +381,37 @@ async fn garbage_and_errors_are_unavailable() {
     s.stop().await;
     s2.stop().await;
 }
+
+/// `GET /api/history` on a hook-governed channel the token does not grant asks the hook (its
+/// subscribe decision): allowed → the events, denied → 403, hook unavailable → 503.
+#[tokio::test]
+async fn history_asks_the_hook() {
+    let hook = TestHook::start(Mode::Decide { delay_ms: 10 }).await;
+    let s = Server::start(&hook_env(&hook.url, &[("SYNCGATE_DURABLE_NAMESPACES", "dm,doc")])).await;
+    for ch in ["doc:hist-ok", "doc:hist-no"] {
+        let body = json!({"channel": ch, "event": "e", "data": {"v": 1}}).to_string();
+        let (status, r) = http_json(s.addr, "POST", "/api/publish", Some(API_KEY), &body).await;
+        assert_eq!(status, 200, "{r}");
+    }
+    let alice = token("alice");
+    let (status, h) = http_json(s.addr, "GET", "/api/history?channel=doc:hist-ok", Some(&alice), "").await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(h["events"][0]["data"], json!({"v": 1}));
+    assert_eq!(hook.seen.lock().unwrap()[0].1["action"], "subscribe");
+    let (status, _) = http_json(s.addr, "GET", "/api/history?channel=doc:hist-no", Some(&alice), "").await;
+    assert_eq!(status, 403);
+    // Cached: the same reads ask nothing more.
+    assert_eq!(http_json(s.addr, "GET", "/api/history?channel=doc:hist-ok", Some(&alice), "").await.0, 200);
+    assert_eq!(hook.count(), 2);
+    // A namespace the hook does not govern stays forbidden without asking.
+    assert_eq!(http_json(s.addr, "GET", "/api/history?channel=other:x", Some(&alice), "").await.0, 403);
+    assert_eq!(hook.count(), 2);
+    s.stop().await;
+
+    let hung = TestHook::start(Mode::Hang).await;
+    let env = hook_env(&hung.url, &[("SYNCGATE_DURABLE_NAMESPACES", "dm,doc"), ("SYNCGATE_AUTHZ_TIMEOUT_MS", "300")]);
+    let s = Server::start(&env).await;
+    let (status, e) = http_json(s.addr, "GET", "/api/history?channel=doc:hist-ok", Some(&alice), "").await;
+    assert_eq!((status, e["error"].as_str()), (503, Some("unavailable")), "{e}");
+    s.stop().await;
+}
