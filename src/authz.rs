@@ -71,6 +71,9 @@ struct Inner {
     cache: Mutex<Cache>,
     in_flight: Mutex<HashMap<Key, Lookup>>,
     metrics: Arc<Metrics>,
+    /// When a failure was last logged (ms since the epoch): at most one warning a second, so a
+    /// dead hook cannot flood the log (every failure is counted in the metrics).
+    last_warned: std::sync::atomic::AtomicU64,
 }
 
 impl Hook {
@@ -91,6 +94,7 @@ impl Hook {
                 cache: Mutex::new(Cache { decisions: HashMap::new(), purged: Instant::now() }),
                 in_flight: Mutex::new(HashMap::new()),
                 metrics,
+                last_warned: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -148,6 +152,14 @@ struct Answer {
 }
 
 impl Inner {
+    /// True at most once a second (see `last_warned`).
+    fn may_warn(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = crate::util::now_millis();
+        let last = self.last_warned.load(Ordering::Relaxed);
+        now >= last + 1000 && self.last_warned.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
     async fn ask(&self, key: Key, device: Arc<str>) -> Decision {
         let started = Instant::now();
         let answer = tokio::time::timeout(self.timeout, self.request(&key, &device)).await;
@@ -156,12 +168,16 @@ impl Inner {
             Ok(Ok(a)) => a,
             Ok(Err(why)) => {
                 self.metrics.authz_failures.inc();
-                tracing::warn!(url = %self.url, channel = %key.1, why, "authorization hook failed");
+                if self.may_warn() {
+                    tracing::warn!(url = %self.url, channel = %key.1, why, "authorization hook failed");
+                }
                 return Decision::Unavailable;
             }
             Err(_) => {
                 self.metrics.authz_failures.inc();
-                tracing::warn!(url = %self.url, channel = %key.1, "authorization hook timed out");
+                if self.may_warn() {
+                    tracing::warn!(url = %self.url, channel = %key.1, "authorization hook timed out");
+                }
                 return Decision::Unavailable;
             }
         };

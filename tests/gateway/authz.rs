@@ -415,3 +415,33 @@ async fn history_asks_the_hook() {
     assert_eq!((status, e["error"].as_str()), (503, Some("unavailable")), "{e}");
     s.stop().await;
 }
+
+/// A dead hook does not flood the log: 30 failures log one warning per second at most (the
+/// binary's own log), and every failure is counted.
+#[tokio::test]
+async fn a_dead_hook_logs_at_most_once_a_second() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/authz", l.local_addr().unwrap())
+    };
+    let (child, addr, logs) = spawn_binary(&[
+        ("SYNCGATE_JWT_SECRET", SECRET),
+        ("SYNCGATE_AUTHZ_URL", dead.as_str()),
+        ("SYNCGATE_AUTHZ_NAMESPACES", "doc"),
+        ("SYNCGATE_AUTHZ_CACHE_SECS", "0"),
+    ]);
+    let _child = Reap(child);
+    let s = Server::attach(addr.parse().unwrap());
+    let mut a = s.client("alice", "d1").await;
+    let started = std::time::Instant::now();
+    for i in 0..30 {
+        assert_eq!(code(&a.subscribe(&format!("doc:x{i}")).await), "unavailable");
+    }
+    let secs = started.elapsed().as_secs() as usize;
+    let m = metrics_text(&s).await;
+    assert!(m.contains("syncgate_authz_failures_total 30"), "{m}");
+    // The log lines arrive through a pipe: give the reader thread a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let warnings = logs.try_iter().filter(|l| l.contains("authorization hook")).count();
+    assert!((1..=1 + secs).contains(&warnings), "{warnings} warnings for 30 failures in {secs} s");
+}
