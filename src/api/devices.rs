@@ -76,8 +76,7 @@ pub async fn register_key(
 
 /// An Ed25519 public key as the API carries it: 43 characters of base64url (32 bytes), no padding.
 pub fn valid_public_key(text: &str) -> bool {
-    use base64::Engine;
-    text.len() == 43 && base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).is_ok_and(|raw| raw.len() == 32)
+    crate::auth::key_login::b64_exact::<32>(text).is_some()
 }
 
 /// Revokes one of the caller's devices: its connections close with 4003 on every instance, its

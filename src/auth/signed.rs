@@ -35,8 +35,7 @@ pub fn signed_text(channel: &str, event: &str, nonce: &str, sig_ts: u64, data: &
 
 /// 16-64 characters of `[A-Za-z0-9_-]`.
 pub fn valid_nonce(nonce: &str) -> bool {
-    (NONCE_MIN..=NONCE_MAX).contains(&nonce.len())
-        && nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    super::key_login::valid_nonce(nonce, NONCE_MIN, NONCE_MAX)
 }
 
 /// base64url without padding → bytes (`None` for anything else, padding included).
@@ -59,7 +58,7 @@ pub struct DeviceKey {
 impl DeviceKey {
     /// The key as stored (`devices.public_key`); `None` when it is not 32 bytes of base64url.
     pub fn parse(text: &str) -> Option<DeviceKey> {
-        let raw: [u8; 32] = b64_decode(text)?.try_into().ok()?;
+        let raw = super::key_login::b64_exact::<32>(text)?;
         Some(DeviceKey { raw, text: text.into() })
     }
 
