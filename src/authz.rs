@@ -17,9 +17,6 @@ use crate::channel::Action;
 use crate::config::AuthzConfig;
 use crate::metrics::Metrics;
 
-/// Requests in flight to the hook at once (per instance); more wait for a slot within their
-/// timeout.
-pub const MAX_IN_FLIGHT: usize = 64;
 /// Decisions kept (per instance). When full, expired ones are dropped; if none has expired, the
 /// new decision is not cached (the next lookup asks again).
 pub const MAX_CACHED: usize = 100_000;
@@ -90,7 +87,7 @@ impl Hook {
                 default_ttl: config.cache,
                 timeout: config.timeout,
                 client,
-                permits: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+                permits: tokio::sync::Semaphore::new(config.concurrency),
                 cache: Mutex::new(Cache { decisions: HashMap::new(), purged: Instant::now() }),
                 in_flight: Mutex::new(HashMap::new()),
                 metrics,

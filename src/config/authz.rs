@@ -15,6 +15,8 @@ pub const AUTHZ_NAMESPACES: &str = "SYNCGATE_AUTHZ_NAMESPACES";
 pub const AUTHZ_CACHE_SECS: &str = "SYNCGATE_AUTHZ_CACHE_SECS";
 /// A hook request that takes longer (waiting for a free slot included) is a failure.
 pub const AUTHZ_TIMEOUT_MS: &str = "SYNCGATE_AUTHZ_TIMEOUT_MS";
+/// Hook requests in flight at once per instance (more wait for a slot within their timeout).
+pub const AUTHZ_CONCURRENCY: &str = "SYNCGATE_AUTHZ_CONCURRENCY";
 
 /// Namespaces where clients may subscribe (under the usual rules) but never publish: only the
 /// server API and external Redis publishes reach them (comma list; empty: none).
@@ -35,6 +37,8 @@ pub struct AuthzConfig {
     pub cache: Duration,
     /// Per-request deadline.
     pub timeout: Duration,
+    /// Requests in flight at once.
+    pub concurrency: usize,
 }
 
 impl AuthzConfig {
@@ -66,7 +70,8 @@ impl AuthzConfig {
         }
         let cache = Duration::from_secs(r.ranged(AUTHZ_CACHE_SECS, 60, 0, 3600));
         let timeout = Duration::from_millis(r.ranged(AUTHZ_TIMEOUT_MS, 1000, 1, 60_000));
-        AuthzConfig { server_publish_namespaces, url, token, namespaces, cache, timeout }
+        let concurrency = r.ranged(AUTHZ_CONCURRENCY, 64, 1, 10_000) as usize;
+        AuthzConfig { server_publish_namespaces, url, token, namespaces, cache, timeout, concurrency }
     }
 
     pub(super) fn describe(&self, rows: &mut Vec<(&'static str, String)>) {
@@ -77,6 +82,7 @@ impl AuthzConfig {
             (AUTHZ_NAMESPACES, self.namespaces.join(",")),
             (AUTHZ_CACHE_SECS, self.cache.as_secs().to_string()),
             (AUTHZ_TIMEOUT_MS, self.timeout.as_millis().to_string()),
+            (AUTHZ_CONCURRENCY, self.concurrency.to_string()),
         ]);
     }
 

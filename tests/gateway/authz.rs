@@ -125,6 +125,8 @@ async fn bad_settings_stop_start_up() {
         ("SYNCGATE_AUTHZ_NAMESPACES", "doc,dm"),
         ("SYNCGATE_AUTHZ_CACHE_SECS", "3601"),
         ("SYNCGATE_AUTHZ_TIMEOUT_MS", "0"),
+        ("SYNCGATE_AUTHZ_CONCURRENCY", "0"),
+        ("SYNCGATE_AUTHZ_CONCURRENCY", "many"),
     ] {
         let mut v = vars.clone();
         v.insert("SYNCGATE_AUTHZ_URL".into(), "http://127.0.0.1:1/authz".into());
@@ -305,6 +307,31 @@ async fn hook_allows_denies_and_caches() {
     assert!(metrics.contains("syncgate_authz_requests_total 5"), "{metrics}");
     assert!(metrics.contains("syncgate_authz_request_seconds_count 5"), "{metrics}");
     assert!(!metrics.contains("syncgate_authz_cache_hits_total 0\n"), "{metrics}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn channels_requested_at_connect_ask_the_hook() {
+    let hook = TestHook::start(Mode::Decide { delay_ms: 20 }).await;
+    let s = Server::start(&hook_env(&hook.url, &[])).await;
+    let mut a = s.client_with(&token("alice"), "d1", "&channel=doc:open-ok&channel=doc:open-no").await;
+    let first = a.recv().await;
+    assert_eq!((first["type"].as_str(), first["channel"].as_str()), (Some("subscribed"), Some("doc:open-ok")), "{first}");
+    let second = a.recv().await;
+    assert_eq!(code(&second), "forbidden", "{second}");
+    assert_eq!(hook.count(), 2);
+    // The allowed one is a real membership: a publish there reaches it.
+    let mut b = s.client_with(&token_channels("bob", &["doc:*"]), "d2", "").await;
+    assert_eq!(b.request(publish("doc:open-ok", "p")).await["type"], "ack");
+    assert_eq!(a.recv_type("event").await["channel"], "doc:open-ok");
+    s.stop().await;
+
+    // A hook that does not answer: `unavailable` for that channel, the connection opens.
+    let dead = TestHook::start(Mode::Hang).await;
+    let s = Server::start(&hook_env(&dead.url, &[("SYNCGATE_AUTHZ_TIMEOUT_MS", "200")])).await;
+    let mut c = s.client_with(&token("carol"), "d1", "&channel=feed:x").await;
+    assert_eq!(code(&c.recv().await), "unavailable");
+    assert_eq!(c.request(json!({"type": "ping", "id": "x"})).await["type"], "pong");
     s.stop().await;
 }
 

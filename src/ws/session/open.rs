@@ -271,7 +271,7 @@ impl Session<'_> {
     /// channel's).
     async fn join_at_open(&mut self, requested: &str) -> Message {
         let state = self.state;
-        let (ch, new) = match self.subscribe(requested) {
+        let (ch, new) = match self.subscribe_at_open(requested).await {
             Ok(joined) => joined,
             Err(e) => return error_frame(e, &None),
         };

@@ -262,10 +262,28 @@ impl Session<'_> {
         }
     }
 
-    /// Joins `requested`; `Ok((channel, new))` where `new` means the bus subscription must be
-    /// taken (and confirmed) before replying. The hook is not asked (`?channel=` at open).
-    pub(super) fn subscribe(&mut self, requested: &str) -> Result<(String, bool), FrameError> {
-        let ch = self.authorize(requested, Action::Subscribe)?;
+    /// Joins `requested` (`?channel=` at open), asking the hook when it governs a channel the
+    /// token does not grant (the connection is not serving yet, so this may wait);
+    /// `Ok((channel, new))` where `new` means the bus subscription must be taken (and
+    /// confirmed) before replying.
+    pub(super) async fn subscribe_at_open(&mut self, requested: &str) -> Result<(String, bool), FrameError> {
+        let ch = match self.authorize(requested, Action::Subscribe) {
+            Ok(ch) => ch,
+            Err(ChannelError::NotGranted) => {
+                let Some(hook) = self.hook_for(requested) else {
+                    return Err(ChannelError::Forbidden.into());
+                };
+                let (user, device) = (self.identity.user_id.clone(), self.identity.device_id.clone());
+                match hook.decide(user, device, requested.to_string(), Action::Subscribe).await {
+                    Decision::Allow => requested.to_string(),
+                    Decision::Deny => return Err(ChannelError::Forbidden.into()),
+                    Decision::Unavailable => {
+                        return Err(FrameError::new(ErrorCode::Unavailable, "authorization is unavailable; retry"))
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
         let new = self.join(&ch)?;
         Ok((ch, new))
     }
