@@ -133,8 +133,20 @@ impl AppState {
         let registry = Arc::new(Registry::with_join_leave_limit(config.limits.join_leave_max_members));
         let devices = crate::devices::Devices::start(store.clone(), &registry).await?;
         let bus = start_bus(&config, &registry, &metrics, instance).await?;
-        let (durable, durable_tasks) =
-            crate::durable::Durable::start(&config, store.clone(), bus.clone(), registry.clone(), metrics.clone());
+        let webhooks =
+            crate::webhooks::Webhooks::start(&config.webhooks, &registry, bus.clone(), metrics.clone(), instance)
+                .map(|(w, tasks)| {
+                    background.extend(tasks);
+                    w
+                });
+        let (durable, durable_tasks) = crate::durable::Durable::start(
+            &config,
+            store.clone(),
+            bus.clone(),
+            registry.clone(),
+            metrics.clone(),
+            webhooks.clone(),
+        );
         background.extend(durable_tasks);
         let state = Arc::new(AppState {
             durable,
@@ -256,6 +268,7 @@ impl AppState {
             ready: self.ready(),
             // The Redis bus runs exactly when REDIS_URL is set; its `healthy` is both connections up.
             redis_up: self.config.redis.url.is_some().then(|| self.bus.healthy()),
+            webhooks: self.config.webhooks.url.is_some(),
         })
     }
 }

@@ -5,19 +5,21 @@
 //! `layout` test below, which fails when a lower layer imports a higher one).
 //!
 //! ```text
-//! 12 server      accept loop (PROXY header first when configured; the admin listener), routing,
+//! 13 server      accept loop (PROXY header first when configured; the admin listener), routing,
 //!                two-step shutdown
-//! 11 ws, api     the WebSocket session (open, reader, writer, durable replays, echo endpoint);
+//! 12 ws, api     the WebSocket session (open, reader, writer, durable replays, echo endpoint);
 //!                REST handlers (accounts, devices, history, login page, server API, OpenAPI)
-//! 10 admission, publish  the checks in front of the upgrade and the one rule for verified
+//! 11 admission, publish  the checks in front of the upgrade and the one rule for verified
 //!                claims; publishing an event (live or durable) for the session and the server API,
 //!                signed publishes checked first (device key, Ed25519, window, nonce)
-//!  9 app, cli    AppState::build: the shared state and every background task; `syncgate token`
-//!  8 durable     durable streams: group-committed writer, per-channel seq, replay, positions,
+//! 10 app, cli    AppState::build: the shared state and every background task; `syncgate token`
+//!  9 durable     durable streams: group-committed writer, per-channel seq, replay, positions,
 //!                retention, per-user quotas
+//!  8 webhooks    presence transitions and undelivered dm events, queued (bounded) and POSTed in
+//!                signed batches with retries
 //!  7 bus, devices  Bus trait (in-process, Redis via fred); batched device sightings
 //!  6 registry    sharded channel membership, presence, user slots, zero-copy fan-out; the
-//!                observer trait the cluster bus implements
+//!                observer traits the cluster bus and the webhooks implement
 //!  5 error       error enums and the one mapping to HTTP status / JSON body / close code
 //!  4 store       sqlx store (SQLite default, PostgreSQL)
 //!  3 auth, authz, oslimits  JWT verification and minting, token generations, signed-frame
@@ -67,6 +69,7 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod util;
+pub mod webhooks;
 pub mod ws;
 
 #[cfg(test)]
@@ -91,14 +94,15 @@ mod layout {
         ("registry", 6),
         ("bus", 7),
         ("devices", 7),
-        ("durable", 8),
-        ("app", 9),
-        ("cli", 9),
-        ("admission", 10),
-        ("publish", 10),
-        ("api", 11),
-        ("ws", 11),
-        ("server", 12),
+        ("webhooks", 8),
+        ("durable", 9),
+        ("app", 10),
+        ("cli", 10),
+        ("admission", 11),
+        ("publish", 11),
+        ("api", 12),
+        ("ws", 12),
+        ("server", 13),
     ];
 
     fn layer(module: &str) -> Option<u8> {

@@ -347,6 +347,8 @@ pub struct Metrics {
     pub bus: BusSeries,
     /// Durable streams.
     pub durable: DurableSeries,
+    /// Webhooks (exposed only when they run).
+    pub webhooks: WebhookSeries,
     started: std::time::Instant,
 }
 
@@ -361,6 +363,24 @@ pub struct BusSeries {
     pub rejected: Counter,
     /// Messages per PUBLISH batch.
     pub batch_messages: Histogram,
+}
+
+/// The webhooks' series.
+pub struct WebhookSeries {
+    /// Events queued.
+    pub events: Counter,
+    /// Events accepted by the receiver.
+    pub delivered: Counter,
+    /// Events dropped because the queue was full.
+    pub dropped: Counter,
+    /// Events given up after `SYNCGATE_WEBHOOK_RETRY_SECS` of failed attempts.
+    pub expired: Counter,
+    /// Failed delivery attempts.
+    pub failures: Counter,
+    /// Events waiting.
+    pub queue: Gauge,
+    /// Delivery attempt latency.
+    pub seconds: Histogram,
 }
 
 /// The durable streams' series.
@@ -404,6 +424,7 @@ impl Default for Metrics {
             authz_failures: Counter::default(),
             bus: BusSeries::default(),
             durable: DurableSeries::default(),
+            webhooks: WebhookSeries::default(),
             started: std::time::Instant::now(),
         }
     }
@@ -420,6 +441,46 @@ impl Default for BusSeries {
             rejected: Counter::default(),
             batch_messages: Histogram::new(&BATCH_BOUNDS),
         }
+    }
+}
+
+impl Default for WebhookSeries {
+    fn default() -> Self {
+        WebhookSeries {
+            events: Counter::default(),
+            delivered: Counter::default(),
+            dropped: Counter::default(),
+            expired: Counter::default(),
+            failures: Counter::default(),
+            queue: Gauge::default(),
+            seconds: Histogram::new(&COMMIT_BOUNDS),
+        }
+    }
+}
+
+impl WebhookSeries {
+    fn series(&self) -> Vec<Series<'_>> {
+        vec![
+            counter("syncgate_webhook_events_total", "Webhook events queued.", &self.events),
+            counter("syncgate_webhook_delivered_total", "Webhook events the receiver accepted.", &self.delivered),
+            counter(
+                "syncgate_webhook_dropped_total",
+                "Webhook events dropped because SYNCGATE_WEBHOOK_QUEUE was full.",
+                &self.dropped,
+            ),
+            counter(
+                "syncgate_webhook_expired_total",
+                "Webhook events given up after SYNCGATE_WEBHOOK_RETRY_SECS of failed attempts.",
+                &self.expired,
+            ),
+            counter("syncgate_webhook_failures_total", "Failed webhook delivery attempts.", &self.failures),
+            gauge("syncgate_webhook_queue", "Webhook events waiting for delivery.", &self.queue),
+            histogram(
+                "syncgate_webhook_request_seconds",
+                "Webhook delivery attempt latency, in seconds.",
+                &self.seconds,
+            ),
+        ]
     }
 }
 
@@ -451,6 +512,8 @@ pub struct Live {
     pub ready: bool,
     /// `Some(up)` with the Redis bus, whose series are then exposed; `None` with the in-process bus.
     pub redis_up: Option<bool>,
+    /// Webhooks run: their series are exposed.
+    pub webhooks: bool,
 }
 
 /// A sample computed at scrape time.
@@ -586,6 +649,9 @@ impl Metrics {
             all.extend(self.bus.series(up));
         }
         all.extend(self.durable.series());
+        if live.webhooks {
+            all.extend(self.webhooks.series());
+        }
         all.extend(process.series());
         all
     }
@@ -800,7 +866,7 @@ mod tests {
         assert!(out.contains("x_count 2"));
     }
 
-    const WITH_REDIS: Live = Live { deliveries: 0, ready: true, redis_up: Some(true) };
+    const WITH_REDIS: Live = Live { deliveries: 0, ready: true, redis_up: Some(true), webhooks: false };
 
     /// A page without its sample values: comment lines whole, sample lines up to the value.
     fn shape(page: &str) -> Vec<&str> {
@@ -822,8 +888,9 @@ mod tests {
     #[test]
     fn every_declared_series_appears_once_with_its_type() {
         let m = Metrics::default();
-        let page = m.render(&WITH_REDIS);
-        let series = m.series(&WITH_REDIS, &Process::read());
+        let every = Live { webhooks: true, ..WITH_REDIS };
+        let page = m.render(&every);
+        let series = m.series(&every, &Process::read());
         let mut names: Vec<&str> = series.iter().map(|s| s.name).collect();
         names.sort_unstable();
         names.dedup();

@@ -55,6 +55,10 @@ impl Bus for LocalBus {
         Box::pin(std::future::ready(self.registry.presence(channel, id)))
     }
 
+    fn user_connected<'a>(&'a self, user: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(std::future::ready(self.registry.user_connected(user)))
+    }
+
     fn acquire_user<'a>(&'a self, _user: &'a str, _max: u32) -> BoxFuture<'a, bool> {
         // The registry's local slot is the whole cap on one instance.
         Box::pin(std::future::ready(true))

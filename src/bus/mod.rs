@@ -60,6 +60,9 @@ pub trait Bus: Send + Sync + 'static {
     fn channels<'a>(&'a self, prefix: &'a str, cursor: &'a str, limit: usize) -> BoxFuture<'a, ChannelPage>;
     /// The `presence` reply (cluster-wide).
     fn presence<'a>(&'a self, channel: &'a str, id: &'a RequestId) -> BoxFuture<'a, Encoded>;
+    /// Whether `user` has a connection anywhere in the cluster (what this instance knows when
+    /// Redis is unreachable).
+    fn user_connected<'a>(&'a self, user: &'a str) -> BoxFuture<'a, bool>;
     /// Takes a cluster-wide connection slot for `user` (false: the user is at `max`).
     fn acquire_user<'a>(&'a self, user: &'a str, max: u32) -> BoxFuture<'a, bool>;
     /// Takes one durable event of `bytes` from `user`'s budget for the current minute, shared by

@@ -16,7 +16,8 @@
 //! - `limits`: message, connection, channel, rate, queue, write-timeout and JSON-depth limits;
 //! - `durable`: durable streams; `redis`: the cluster bus; `store`: database and data directory;
 //! - `signed`: signed frames (namespaces whose publishes carry the device key's signature);
-//! - `authz`: channel authorization beyond the token (server-publish namespaces).
+//! - `authz`: channel authorization beyond the token (server-publish namespaces, the hook);
+//! - `webhooks`: the webhook receiver, its secret, retries and queue.
 //!
 //! A check that needs two fields lives in the part holding both (one key source in `auth`,
 //! admin address vs listen address in `listener`); none spans two parts today.
@@ -35,6 +36,7 @@ mod reader;
 mod redis;
 mod signed;
 mod store;
+mod webhooks;
 
 pub use accounts::*;
 pub use auth::*;
@@ -45,6 +47,7 @@ pub use listener::*;
 pub use redis::*;
 pub use signed::*;
 pub use store::*;
+pub use webhooks::*;
 
 use reader::Reader;
 
@@ -71,6 +74,8 @@ pub struct Config {
     pub signed: SignedConfig,
     /// Channel authorization beyond the token.
     pub authz: AuthzConfig,
+    /// Webhooks.
+    pub webhooks: WebhookConfig,
 }
 
 /// Every bad variable found, one line each.
@@ -113,6 +118,7 @@ impl Config {
             store: StoreConfig::read(&mut r),
             signed: SignedConfig::read(&mut r),
             authz: AuthzConfig::read(&mut r),
+            webhooks: WebhookConfig::read(&mut r),
         };
         let errors = r.into_errors();
         if !errors.is_empty() {
@@ -133,6 +139,7 @@ impl Config {
         self.store.describe(&mut rows);
         self.signed.describe(&mut rows);
         self.authz.describe(&mut rows);
+        self.webhooks.describe(&mut rows);
         rows
     }
 
@@ -173,7 +180,8 @@ masked_debug!(
     RedisConfig,
     StoreConfig,
     SignedConfig,
-    AuthzConfig
+    AuthzConfig,
+    WebhookConfig
 );
 
 impl fmt::Debug for Config {

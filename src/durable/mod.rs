@@ -114,6 +114,8 @@ pub struct Durable {
     max_queued_bytes: u64,
     /// Committed events at which the next early ANALYZE runs (0: no more).
     next_analyze: std::sync::atomic::AtomicU64,
+    /// Told about every stored `dm` event (`message_undelivered`), when webhooks run.
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     /// Per-user budget of client publishes.
     pub quota: quota::Quota,
 }
@@ -137,6 +139,7 @@ impl Durable {
         bus: Arc<dyn Bus>,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
+        webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     ) -> (Arc<Durable>, Vec<tokio::task::JoinHandle<()>>) {
         let (tx, rx) = mpsc::channel(config.durable.queue);
         let durable = Arc::new(Durable {
@@ -157,6 +160,7 @@ impl Durable {
             queued_bytes: std::sync::atomic::AtomicU64::new(0),
             max_queued_bytes: config.durable.queue_bytes,
             next_analyze: std::sync::atomic::AtomicU64::new(1_000),
+            webhooks,
         });
         let tasks = vec![
             tokio::spawn(durable.clone().writer(rx, bus, registry.clone(), config.durable.batch_max)),

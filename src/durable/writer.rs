@@ -193,6 +193,9 @@ impl Durable {
                     stored = true;
                     self.metrics.durable.events.inc();
                     deliver(bus, registry, &p, a.seq);
+                    if let Some(w) = &self.webhooks {
+                        w.stored(&p.channel, a.seq, p.from.as_ref().map(|(u, _)| &**u));
+                    }
                     if let Some(t) = touched.as_mut() {
                         t.insert(p.channel.clone(), a.seq);
                     }

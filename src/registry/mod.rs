@@ -72,12 +72,40 @@ pub enum Subscribed {
 /// What the registry tells a cluster bus about local membership changes (sync, never blocks:
 /// implementations queue the work).
 pub trait ClusterHooks: Send + Sync {
-    /// A user+device started (`joined`) or stopped being present in `channel` on this instance.
-    fn presence_changed(&self, channel: &str, user: &Arc<str>, device: &Arc<str>, joined: bool, origin: u64);
+    /// A user+device started (`joined`) or stopped being present in `channel` on this instance;
+    /// `announce`: the channel is small enough for `join`/`leave` frames (the cluster count is
+    /// kept either way).
+    fn presence_changed(
+        &self,
+        channel: &str,
+        user: &Arc<str>,
+        device: &Arc<str>,
+        joined: bool,
+        origin: u64,
+        announce: bool,
+    );
     /// One local member left `channel` (pairs with the bus's `subscribe`).
     fn member_left(&self, channel: &str);
     /// A cluster connection slot (the bus's `acquire_user`) was released.
     fn user_released(&self, user: &Arc<str>);
+}
+
+/// Presence transitions for webhooks (defined by the registry, which never imports them).
+/// Without a cluster bus the registry reports them, with its shard lock held, so the
+/// transitions of one channel (or user) are reported in the order they happen; with one, the
+/// bus reports the cluster-wide ones (each by exactly one instance) and the registry none.
+/// Implementations only queue.
+pub trait Transitions: Send + Sync {
+    /// A channel (never a user channel) got its first member or lost its last one.
+    fn channel_changed(&self, channel: &str, occupied: bool);
+    /// A user's first connection joined, or last one left, a channel (never a user channel).
+    fn member_changed(&self, channel: &str, user: &Arc<str>, added: bool);
+    /// A user's first connection opened, or last one closed.
+    fn user_changed(&self, user: &Arc<str>, online: bool);
+    /// One instance, no cluster bus: a user+device started (`joined`) or stopped being present
+    /// in a channel (never a user channel); the implementation counts devices per user to
+    /// report [`Transitions::member_changed`].
+    fn device_changed(&self, channel: &str, user: &Arc<str>, device: &Arc<str>, joined: bool);
 }
 
 /// A page of active channels: (name, member count), and the cursor of the next page (`None`:
@@ -100,6 +128,9 @@ pub struct Registry {
     /// Set when a cluster bus runs: presence changes and departures are reported to it, and
     /// join/leave are announced cluster-wide by the bus instead of locally.
     hooks: std::sync::OnceLock<Arc<dyn ClusterHooks>>,
+    /// Set when webhooks run: presence transitions are reported to it (by the registry without
+    /// a cluster bus, by the bus with one).
+    transitions: std::sync::OnceLock<Arc<dyn Transitions>>,
     /// In-order live delivery of durable events (see [`sequencer`]).
     sequencer: sequencer::Sequencer,
     /// `user\x1fdevice` of every revoked device: such a device never connects again.
@@ -155,6 +186,7 @@ impl Registry {
             deliveries: AtomicU64::new(0),
             join_leave_max: max_members,
             hooks: std::sync::OnceLock::new(),
+            transitions: std::sync::OnceLock::new(),
             sequencer: sequencer::Sequencer::default(),
             revoked: dashmap::DashSet::new(),
             keyed: dashmap::DashSet::new(),
@@ -266,15 +298,37 @@ impl Registry {
         let _ = self.hooks.set(hooks);
     }
 
+    /// Connects the webhooks' transition sink (once, at start-up).
+    pub fn set_transitions(&self, t: Arc<dyn Transitions>) {
+        let _ = self.transitions.set(t);
+    }
+
+    /// The webhooks' transition sink, when webhooks run.
+    pub fn transitions(&self) -> Option<&Arc<dyn Transitions>> {
+        self.transitions.get()
+    }
+
+    /// The sink, when this registry reports transitions itself (no cluster bus).
+    fn local_transitions(&self) -> Option<&Arc<dyn Transitions>> {
+        match self.hooks.get() {
+            Some(_) => None,
+            None => self.transitions.get(),
+        }
+    }
+
     /// Join/leave for `who` in `channel`: announced locally, or reported to the cluster bus.
     fn presence_changed(&self, entry: &ChannelEntry, channel: &str, who: &ConnHandle, joined: bool) {
         match self.hooks.get() {
             Some(h) => {
-                if entry.len() <= self.join_leave_max {
-                    h.presence_changed(channel, &who.user_id, &who.device_id, joined, who.id);
-                }
+                let announce = entry.len() <= self.join_leave_max;
+                h.presence_changed(channel, &who.user_id, &who.device_id, joined, who.id, announce);
             }
-            None => announce(entry, if joined { "join" } else { "leave" }, channel, who, self.join_leave_max),
+            None => {
+                if let Some(t) = self.transitions.get().filter(|_| announces_presence(channel)) {
+                    t.device_changed(channel, &who.user_id, &who.device_id, joined);
+                }
+                announce(entry, if joined { "join" } else { "leave" }, channel, who, self.join_leave_max)
+            }
         }
     }
 
@@ -285,7 +339,10 @@ impl Registry {
             dashmap::Entry::Vacant(v) => {
                 let entry = v.insert(ChannelEntry::One(conn.clone()));
                 if let Some(h) = self.hooks.get() {
-                    h.presence_changed(channel, &conn.user_id, &conn.device_id, true, conn.id);
+                    h.presence_changed(channel, &conn.user_id, &conn.device_id, true, conn.id, true);
+                } else if let Some(t) = self.transitions.get().filter(|_| announces_presence(channel)) {
+                    t.channel_changed(channel, true);
+                    t.device_changed(channel, &conn.user_id, &conn.device_id, true);
                 }
                 drop(entry);
                 return Subscribed::New;
@@ -353,15 +410,27 @@ impl Registry {
         }
         if gone && (left > 0 || self.hooks.get().is_some()) {
             self.presence_changed(&entry, channel, conn, false);
+        } else if gone {
+            // The last member: no one to announce a leave to, but a transition to report.
+            if let Some(t) = self.local_transitions().filter(|_| announces_presence(channel)) {
+                t.device_changed(channel, &conn.user_id, &conn.device_id, false);
+            }
         }
         drop(entry);
         if let Some(h) = self.hooks.get() {
             h.member_left(channel);
         }
         if left == 0 {
-            self.channels.remove_if(channel, |_, e| match e {
-                ChannelEntry::One(c) => c.id == conn.id,
-                ChannelEntry::Many(m) => m.subs.is_empty(),
+            self.channels.remove_if(channel, |_, e| {
+                let empty = match e {
+                    ChannelEntry::One(c) => c.id == conn.id,
+                    ChannelEntry::Many(m) => m.subs.is_empty(),
+                };
+                // Reported under the shard lock: a new first member reports after this.
+                if let Some(t) = self.local_transitions().filter(|_| empty && announces_presence(channel)) {
+                    t.channel_changed(channel, false);
+                }
+                empty
             });
         }
         true
@@ -520,6 +589,11 @@ impl Registry {
         n
     }
 
+    /// Whether `user` holds a connection slot here (a connection admitted and not yet gone).
+    pub fn user_connected(&self, user: &str) -> bool {
+        self.user_slots.contains_key(user)
+    }
+
     /// Takes one of `user`'s connection slots if fewer than `max` are in use. The slot is released
     /// when the returned guard drops, on every exit path.
     pub fn acquire_slot(self: &Arc<Self>, user: &Arc<str>, max: u32) -> Option<UserSlot> {
@@ -528,6 +602,12 @@ impl Registry {
             return None;
         }
         *n += 1;
+        if *n == 1 {
+            if let Some(t) = self.local_transitions() {
+                t.user_changed(user, true);
+            }
+        }
+        drop(n);
         Some(UserSlot { registry: self.clone(), user: user.clone(), cluster: false })
     }
 }
@@ -549,10 +629,17 @@ impl UserSlot {
 
 impl Drop for UserSlot {
     fn drop(&mut self) {
-        if let Some(mut n) = self.registry.user_slots.get_mut(&self.user) {
+        // Decremented and removed under one lock, so a new first connection is always
+        // reported after this last one.
+        self.registry.user_slots.remove_if_mut(&self.user, |user, n| {
             *n = n.saturating_sub(1);
-        }
-        self.registry.user_slots.remove_if(&self.user, |_, n| *n == 0);
+            if *n == 0 {
+                if let Some(t) = self.registry.local_transitions() {
+                    t.user_changed(user, false);
+                }
+            }
+            *n == 0
+        });
         if self.cluster {
             if let Some(h) = self.registry.hooks.get() {
                 h.user_released(&self.user);

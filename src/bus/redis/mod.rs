@@ -201,6 +201,10 @@ impl Bus for RedisBus {
         Box::pin(self.cluster_channels(prefix, cursor, limit))
     }
 
+    fn user_connected<'a>(&'a self, user: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(self.cluster_user_connected(user))
+    }
+
     fn acquire_user<'a>(&'a self, user: &'a str, max: u32) -> BoxFuture<'a, bool> {
         Box::pin(self.acquire_user_slot(user, max))
     }
@@ -257,13 +261,22 @@ impl Bus for RedisBus {
 }
 
 impl ClusterHooks for RedisBus {
-    fn presence_changed(&self, channel: &str, user: &Arc<str>, device: &Arc<str>, joined: bool, origin: u64) {
+    fn presence_changed(
+        &self,
+        channel: &str,
+        user: &Arc<str>,
+        device: &Arc<str>,
+        joined: bool,
+        origin: u64,
+        announce: bool,
+    ) {
         self.queue_presence_op(PresenceOp::Changed {
             channel: Arc::from(channel),
             user: user.clone(),
             device: device.clone(),
             joined,
             origin,
+            announce,
         });
     }
 

@@ -28,7 +28,7 @@ const REAP_LUA: &str = include_str!("reap.lua");
 
 /// Work for the presence worker, queued by the registry hooks.
 pub(super) enum PresenceOp {
-    Changed { channel: Arc<str>, user: Arc<str>, device: Arc<str>, joined: bool, origin: u64 },
+    Changed { channel: Arc<str>, user: Arc<str>, device: Arc<str>, joined: bool, origin: u64, announce: bool },
     UserReleased(Arc<str>),
     Unsubscribe(String),
 }
@@ -38,14 +38,20 @@ impl RedisBus {
     pub(super) async fn presence_worker(self: Arc<Self>, mut rx: mpsc::Receiver<PresenceOp>) {
         while let Some(op) = rx.recv().await {
             match op {
-                PresenceOp::Changed { channel, user, device, joined, origin } => {
-                    self.presence_update(&channel, &user, &device, joined, origin).await
+                PresenceOp::Changed { channel, user, device, joined, origin, announce } => {
+                    self.presence_update(&channel, &user, &device, joined, origin, announce).await
                 }
                 PresenceOp::Unsubscribe(key) => self.unsubscribe_key(key).await,
                 PresenceOp::UserReleased(user) => {
                     let args = vec![self.settings.prefix.clone(), self.instance.to_string(), user.to_string()];
-                    if let Err(e) = self.client.eval::<i64, _, _, _>(RELEASE_LUA, Vec::<String>::new(), args).await {
-                        tracing::debug!(error = %e, "user slot release failed");
+                    match self.client.eval::<i64, _, _, _>(RELEASE_LUA, Vec::<String>::new(), args).await {
+                        Ok(0) => {
+                            if let Some(t) = self.registry.transitions() {
+                                t.user_changed(&user, false);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "user slot release failed"),
                     }
                 }
             }
@@ -53,9 +59,20 @@ impl RedisBus {
     }
 
     /// Counts one user+device joining or leaving `channel` here; announces `join` when it is the
-    /// first in the cluster and `leave` when it was the last.
-    async fn presence_update(&self, channel: &str, user: &str, device: &str, joined: bool, origin: u64) {
+    /// first in the cluster and `leave` when it was the last (unless `announce` is off: a large
+    /// channel), and reports the cluster-wide transitions this change made to the webhooks.
+    async fn presence_update(
+        &self,
+        channel: &str,
+        user: &Arc<str>,
+        device: &str,
+        joined: bool,
+        origin: u64,
+        announce: bool,
+    ) {
         let delta = if joined { "1" } else { "-1" };
+        let user_channel = crate::channel::is_user_channel(channel);
+        let transitions = self.registry.transitions().filter(|_| !user_channel);
         let args = vec![
             self.settings.prefix.clone(),
             self.instance.to_string(),
@@ -63,12 +80,16 @@ impl RedisBus {
             user.to_string(),
             device.to_string(),
             delta.into(),
+            if transitions.is_some() { "1" } else { "0" }.into(),
         ];
-        match self.client.eval::<i64, _, _, _>(PRESENCE_LUA, Vec::<String>::new(), args).await {
-            Ok(total) => {
+        match self.client.eval::<(i64, i64), _, _, _>(PRESENCE_LUA, Vec::<String>::new(), args).await {
+            Ok((total, flags)) => {
+                if let Some(t) = transitions {
+                    report(&**t, channel, user, flags);
+                }
                 // User channels carry no join/leave; their presence is still kept.
                 let announce =
-                    !crate::channel::is_user_channel(channel) && if joined { total == 1 } else { total <= 0 };
+                    announce && !user_channel && if joined { total == 1 } else { total <= 0 };
                 if announce {
                     let kind = if joined { "join" } else { "leave" };
                     let frame = protocol::membership(kind, channel, user, device);
@@ -121,11 +142,26 @@ impl RedisBus {
         super::super::ChannelPage { channels, next: (next != "0").then_some(next) }
     }
 
-    /// Takes a cluster-wide connection slot for `user` unless the user holds `max`.
+    /// Whether `user` holds a connection slot anywhere (`uc`); what this instance knows when
+    /// Redis is down.
+    pub(super) async fn cluster_user_connected(&self, user: &str) -> bool {
+        match self.client.hexists::<bool, _, _>(self.key("uc"), user).await {
+            Ok(found) => found,
+            Err(_) => self.registry.user_connected(user),
+        }
+    }
+
+    /// Takes a cluster-wide connection slot for `user` unless the user holds `max`; the user's
+    /// first connection in the cluster is reported to the webhooks.
     pub(super) async fn acquire_user_slot(&self, user: &str, max: u32) -> bool {
         let args = vec![self.settings.prefix.clone(), self.instance.to_string(), user.to_string(), max.to_string()];
         match self.client.eval::<i64, _, _, _>(ACQUIRE_LUA, Vec::<String>::new(), args).await {
-            Ok(n) => n == 1,
+            Ok(n) => {
+                if let Some(t) = self.registry.transitions().filter(|_| n == 1) {
+                    t.user_changed(&Arc::from(user), true);
+                }
+                n >= 1
+            }
             // Redis down: the local cap still applies; do not lock users out.
             Err(_) => true,
         }
@@ -162,21 +198,51 @@ impl RedisBus {
     /// Removes stopped instance `inst`'s records and sends `leave` for the members that left the
     /// cluster with it (nothing when another instance reaped it first).
     async fn reap(&self, inst: String) {
-        let args = vec![self.settings.prefix.clone(), inst.clone()];
-        let leaves: Vec<String> = match self.client.eval(REAP_LUA, Vec::<String>::new(), args).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!(error = %e, "reap failed");
-                return;
-            }
-        };
-        tracing::info!(instance = %inst, leaves = leaves.len(), "reaped a stopped instance");
-        for field in leaves {
-            let mut parts = field.split('\u{1f}');
+        let transitions = self.registry.transitions();
+        let flag = if transitions.is_some() { "1" } else { "0" };
+        let args = vec![self.settings.prefix.clone(), inst.clone(), flag.to_string()];
+        let (leaves, offline): (Vec<String>, Vec<String>) =
+            match self.client.eval(REAP_LUA, Vec::<String>::new(), args).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reap failed");
+                    return;
+                }
+            };
+        tracing::info!(instance = %inst, leaves = leaves.len() / 2, "reaped a stopped instance");
+        for pair in leaves.chunks_exact(2) {
+            let mut parts = pair[0].split('\u{1f}');
             if let (Some(ch), Some(u), Some(d)) = (parts.next(), parts.next(), parts.next()) {
-                let frame = protocol::membership("leave", ch, u, d);
-                self.publish(ch, Message::Text(frame), 0);
+                if let Some(t) = transitions {
+                    report(&**t, ch, &Arc::from(u), pair[1].parse().unwrap_or(0));
+                }
+                if !crate::channel::is_user_channel(ch) {
+                    let frame = protocol::membership("leave", ch, u, d);
+                    self.publish(ch, Message::Text(frame), 0);
+                }
             }
         }
+        if let Some(t) = transitions {
+            for user in offline {
+                t.user_changed(&Arc::from(user), false);
+            }
+        }
+    }
+}
+
+/// Reports the transitions presence.lua or reap.lua flagged (1 occupied, 2 vacated, 4 member
+/// added, 8 member removed).
+fn report(t: &dyn crate::registry::Transitions, channel: &str, user: &Arc<str>, flags: i64) {
+    if flags & 1 != 0 {
+        t.channel_changed(channel, true);
+    }
+    if flags & 4 != 0 {
+        t.member_changed(channel, user, true);
+    }
+    if flags & 8 != 0 {
+        t.member_changed(channel, user, false);
+    }
+    if flags & 2 != 0 {
+        t.channel_changed(channel, false);
     }
 }
