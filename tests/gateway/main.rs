@@ -60,3 +60,4 @@ mod quotas;
 mod server_api;
 mod server_key;
 mod signed;
+mod webhooks;
