@@ -134,11 +134,12 @@ impl AppState {
         let devices = crate::devices::Devices::start(store.clone(), &registry).await?;
         let bus = start_bus(&config, &registry, &metrics, instance).await?;
         let webhooks =
-            crate::webhooks::Webhooks::start(&config.webhooks, &registry, bus.clone(), metrics.clone(), instance)
-                .map(|(w, tasks)| {
+            crate::webhooks::Webhooks::start(&config.webhooks, &registry, bus.clone(), metrics.clone(), instance).map(
+                |(w, tasks)| {
                     background.extend(tasks);
                     w
-                });
+                },
+            );
         let (durable, durable_tasks) = crate::durable::Durable::start(
             &config,
             store.clone(),

@@ -2,8 +2,9 @@
 //! its id, and POSTs `{"time_ms":T,"events":[…]}` signed with `X-Syncgate-Signature:
 //! sha256=<hex HMAC-SHA256 of the body>`. Any 2xx accepts the batch; anything else (a status,
 //! a connection error, no answer within `SYNCGATE_WEBHOOK_TIMEOUT_MS`) is retried with the same
-//! body after 100 ms, doubling up to 10 s between attempts, until `SYNCGATE_WEBHOOK_RETRY_SECS`
-//! have passed since the first attempt; then the batch is given up (counted). Batches go one at
+//! body after 100 ms, doubling up to 10 s between attempts (the last one when
+//! `SYNCGATE_WEBHOOK_RETRY_SECS` have passed since the first); then the batch is given up
+//! (counted). Batches go one at
 //! a time, so the receiver sees events in the order they were reported.
 
 use std::sync::Arc;
@@ -129,7 +130,8 @@ impl Sender {
                 Err(_) => "timed out".to_string(),
             };
             self.metrics.webhooks.failures.inc();
-            let give_up = started.elapsed() + backoff > self.retry;
+            let spent = started.elapsed();
+            let give_up = spent >= self.retry;
             if self.last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 self.last_warned = Some(Instant::now());
                 tracing::warn!(url = %self.url, events = n, why, give_up, "webhook delivery failed");
@@ -138,7 +140,8 @@ impl Sender {
                 self.metrics.webhooks.expired.add(n);
                 return;
             }
-            tokio::time::sleep(backoff).await;
+            // The last attempt is made when the retry time is up.
+            tokio::time::sleep(backoff.min(self.retry - spent)).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }

@@ -33,15 +33,34 @@ use crate::registry::{Registry, Transitions};
 /// One webhook event (its `id` is given when it is batched).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    ChannelOccupied { channel: Arc<str> },
-    ChannelVacated { channel: Arc<str> },
-    MemberAdded { channel: Arc<str>, user: Arc<str> },
-    MemberRemoved { channel: Arc<str>, user: Arc<str> },
-    UserOnline { user: Arc<str> },
-    UserOffline { user: Arc<str> },
+    ChannelOccupied {
+        channel: Arc<str>,
+    },
+    ChannelVacated {
+        channel: Arc<str>,
+    },
+    MemberAdded {
+        channel: Arc<str>,
+        user: Arc<str>,
+    },
+    MemberRemoved {
+        channel: Arc<str>,
+        user: Arc<str>,
+    },
+    UserOnline {
+        user: Arc<str>,
+    },
+    UserOffline {
+        user: Arc<str>,
+    },
     /// A durable `dm` event stored while `user` (its recipient) had no connection anywhere;
     /// `from` is the sender's user id (`server` for the server API).
-    MessageUndelivered { channel: Arc<str>, seq: u64, user: Arc<str>, from: Arc<str> },
+    MessageUndelivered {
+        channel: Arc<str>,
+        seq: u64,
+        user: Arc<str>,
+        from: Arc<str>,
+    },
 }
 
 impl Event {
@@ -91,12 +110,8 @@ impl Webhooks {
         let secret = config.secret.clone()?;
         let (tx, rx) = mpsc::channel(config.queue);
         let (checks_tx, checks_rx) = mpsc::channel(config.queue);
-        let hooks = Arc::new(Webhooks {
-            queue: tx,
-            checks: checks_tx,
-            devices: DashMap::new(),
-            metrics: metrics.clone(),
-        });
+        let hooks =
+            Arc::new(Webhooks { queue: tx, checks: checks_tx, devices: DashMap::new(), metrics: metrics.clone() });
         let sender = delivery::Sender::new(url, secret.as_bytes(), config, metrics, instance);
         let tasks = vec![
             tokio::spawn(sender.run(rx, config.batch)),

@@ -316,7 +316,11 @@ async fn channels_requested_at_connect_ask_the_hook() {
     let s = Server::start(&hook_env(&hook.url, &[])).await;
     let mut a = s.client_with(&token("alice"), "d1", "&channel=doc:open-ok&channel=doc:open-no").await;
     let first = a.recv().await;
-    assert_eq!((first["type"].as_str(), first["channel"].as_str()), (Some("subscribed"), Some("doc:open-ok")), "{first}");
+    assert_eq!(
+        (first["type"].as_str(), first["channel"].as_str()),
+        (Some("subscribed"), Some("doc:open-ok")),
+        "{first}"
+    );
     let second = a.recv().await;
     assert_eq!(code(&second), "forbidden", "{second}");
     assert_eq!(hook.count(), 2);

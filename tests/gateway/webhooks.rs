@@ -877,3 +877,69 @@ async fn receiver_self_check() {
     assert_eq!(metric("# HELP a b\na_total 3\na_total_x 9\nb{x=\"1\"} 2\nb{x=\"2\"} 5\n", "b"), 7);
     assert_eq!(metric("a_total 3\na_total_x 9\n", "a_total"), 3);
 }
+
+/// An instance killed with SIGKILL: the instance that reaps it reports what left with it, once.
+#[tokio::test]
+async fn a_killed_instance_is_reported_by_its_reaper() {
+    let hook = Receiver::start(Behaviour::FailFirst(0)).await;
+    let p = crate::cluster::prefix();
+    let ttl = [("SYNCGATE_PRESENCE_TTL_MS", "2000")];
+    let s1 = instance(&p, &hook.url, &ttl).await;
+    let s2 = instance(&p, &hook.url, &ttl).await;
+    let mut bob = s1.client("bob", "d1").await;
+    join(&mut bob, "room:k").await;
+    // The victim: a real process on the same Redis, with the same webhook.
+    let dir = temp_dir();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_syncgate"))
+        .env_clear()
+        .env("SYNCGATE_LISTEN", "127.0.0.1:0")
+        .env("SYNCGATE_DATA_DIR", &dir)
+        .env("SYNCGATE_JWT_SECRET", SECRET)
+        .env("REDIS_URL", crate::cluster::REDIS)
+        .env("SYNCGATE_REDIS_PREFIX", &p)
+        .env("SYNCGATE_PUBLIC_NAMESPACES", "room")
+        .env("SYNCGATE_PRESENCE_TTL_MS", "2000")
+        .env("SYNCGATE_WEBHOOK_URL", &hook.url)
+        .env("SYNCGATE_WEBHOOK_SECRET", HOOK_SECRET)
+        .env("SYNCGATE_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = crate::lifecycle::read_addr(child.stderr.take().unwrap());
+    let mut victim = Client::connect(&format!("ws://{addr}/ws?token={}&device_id=d", token("vic"))).await.unwrap();
+    assert_eq!(victim.recv().await["type"], "welcome");
+    join(&mut victim, "room:k").await;
+    join(&mut victim, "room:solo").await;
+    hook.wait_count(("member_added", "room:solo", "vic"), 1).await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    // Reaped by s1 or s2 (whichever sees the silence first), reported once.
+    hook.wait_for("the victim's departures", |evs| {
+        count(evs, ("user_offline", "", "vic")) >= 1
+            && count(evs, ("member_removed", "room:k", "vic")) >= 1
+            && count(evs, ("channel_vacated", "room:solo", "")) >= 1
+    })
+    .await;
+    // bob is still in room:k: it stays occupied. Give a late duplicate the time to show.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let evs = hook.events();
+    for k in [
+        ("user_online", "", "vic"),
+        ("user_offline", "", "vic"),
+        ("member_added", "room:k", "vic"),
+        ("member_removed", "room:k", "vic"),
+        ("channel_occupied", "room:solo", ""),
+        ("member_added", "room:solo", "vic"),
+        ("member_removed", "room:solo", "vic"),
+        ("channel_vacated", "room:solo", ""),
+        ("channel_occupied", "room:k", ""),
+    ] {
+        assert_eq!(count(&evs, k), 1, "{k:?}: {evs:#?}");
+    }
+    assert_eq!(count(&evs, ("channel_vacated", "room:k", "")), 0, "{evs:#?}");
+    assert_unique_ids(&evs);
+    hook.assert_clean();
+    drop(victim);
+    s1.stop().await;
+    s2.stop().await;
+}

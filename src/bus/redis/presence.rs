@@ -88,8 +88,7 @@ impl RedisBus {
                     report(&**t, channel, user, flags);
                 }
                 // User channels carry no join/leave; their presence is still kept.
-                let announce =
-                    announce && !user_channel && if joined { total == 1 } else { total <= 0 };
+                let announce = announce && !user_channel && if joined { total == 1 } else { total <= 0 };
                 if announce {
                     let kind = if joined { "join" } else { "leave" };
                     let frame = protocol::membership(kind, channel, user, device);
