@@ -16,13 +16,7 @@ const SUBSCRIBERS: usize = 100;
 const BURST: usize = 1000;
 
 fn settings(prefix: &str) -> RedisSettings {
-    RedisSettings {
-        url: "redis://127.0.0.1:6379".into(),
-        prefix: prefix.into(),
-        flush: Duration::from_micros(200),
-        presence_ttl: Duration::from_secs(15),
-        max_json_depth: 128,
-    }
+    RedisSettings::for_url("redis://127.0.0.1:6379", prefix).expect("a valid URL")
 }
 
 fn bench(c: &mut Criterion) {

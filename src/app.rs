@@ -222,11 +222,14 @@ async fn start_bus(
     metrics: &Arc<Metrics>,
     instance: crate::util::InstanceId,
 ) -> Result<Arc<dyn Bus>, StartError> {
-    Ok(match &config.redis.url {
-        None => Arc::new(LocalBus::new(registry.clone())),
-        Some(url) => {
+    // The configuration parses REDIS_URL into `target` whenever it is set.
+    Ok(match (&config.redis.url, &config.redis.target) {
+        (None, _) | (_, None) => Arc::new(LocalBus::new(registry.clone())),
+        (Some(url), Some(target)) => {
             let settings = RedisSettings {
                 url: url.clone(),
+                target: target.clone(),
+                ca_file: config.redis.ca_file.clone(),
                 prefix: config.redis.prefix.clone(),
                 flush: config.redis.flush,
                 presence_ttl: config.redis.presence_ttl,

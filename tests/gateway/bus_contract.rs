@@ -22,11 +22,8 @@ async fn local() -> Node {
 async fn redis(prefix: &str) -> (Node, Arc<RedisBus>) {
     let registry = Arc::new(Registry::new());
     let settings = RedisSettings {
-        url: crate::cluster::REDIS.into(),
-        prefix: prefix.into(),
-        flush: Duration::from_micros(200),
         presence_ttl: Duration::from_secs(5),
-        max_json_depth: 128,
+        ..RedisSettings::for_url(crate::cluster::REDIS, prefix).unwrap()
     };
     let bus = RedisBus::start(settings, registry.clone()).await.unwrap();
     registry.set_hooks(bus.clone());

@@ -1,6 +1,7 @@
 //! Outgoing publishes: a bounded queue drained by one task that coalesces what arrives within
-//! `SYNCGATE_REDIS_FLUSH_US` into one PUBLISH per channel (several frames per payload, see
-//! [`crate::bus::wire`]), sent as one pipeline.
+//! `SYNCGATE_REDIS_FLUSH_US` into one PUBLISH per channel (SPUBLISH on a Redis Cluster: only
+//! the channel's shard sees it; several frames per payload, see [`crate::bus::wire`]), sent as
+//! one pipeline.
 //!
 //! Full queue or Redis down: the messages are dropped and counted (`dropped`), never buffered
 //! without bound; local members were already served before anything is queued.
@@ -72,7 +73,10 @@ impl RedisBus {
         let pipeline = self.client.pipeline();
         let mut commands = 0u64;
         for (channel, payload) in batches.drain() {
-            let _: Result<(), _> = pipeline.publish(self.key(&channel), payload.freeze()).await;
+            let _: Result<(), _> = match self.cluster {
+                true => pipeline.spublish(self.key(&channel), payload.freeze()).await,
+                false => pipeline.publish(self.key(&channel), payload.freeze()).await,
+            };
             commands += 1;
         }
         match pipeline.all::<Vec<Value>>().await {

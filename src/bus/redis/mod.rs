@@ -24,6 +24,7 @@
 //! Every Lua script sits next to these files as a `.lua` file, loaded with `include_str!`.
 
 mod batcher;
+mod connect;
 mod presence;
 mod quota;
 mod receiver;
@@ -52,6 +53,9 @@ pub use receiver::{external_event, ExternalError};
 pub enum BusError {
     #[error("REDIS_URL: {0}")]
     Url(fred::error::Error),
+    /// `SYNCGATE_REDIS_CA_FILE` is not a usable PEM CA.
+    #[error("SYNCGATE_REDIS_CA_FILE: {0}")]
+    Tls(String),
 }
 use receiver::CONTROL;
 
@@ -59,6 +63,10 @@ use receiver::CONTROL;
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
     pub url: String,
+    /// `url`, parsed (one node, Sentinel or Cluster; TLS).
+    pub target: crate::config::RedisTarget,
+    /// A private CA for TLS.
+    pub ca_file: Option<std::path::PathBuf>,
     pub prefix: String,
     pub flush: Duration,
     pub presence_ttl: Duration,
@@ -68,6 +76,22 @@ pub struct RedisSettings {
 
 /// Capacity of the outgoing-publish queue and of the presence-op queue (full: dropped, counted).
 const OUT_QUEUE: usize = 65_536;
+
+impl RedisSettings {
+    /// Settings for `url` with the defaults of the configuration (200 µs flush, 15 s presence
+    /// TTL, depth 128); `Err` names what is wrong with the URL.
+    pub fn for_url(url: &str, prefix: &str) -> Result<RedisSettings, String> {
+        Ok(RedisSettings {
+            url: url.to_string(),
+            target: crate::config::RedisTarget::parse(url)?,
+            ca_file: None,
+            prefix: prefix.to_string(),
+            flush: Duration::from_micros(200),
+            presence_ttl: Duration::from_secs(15),
+            max_json_depth: 128,
+        })
+    }
+}
 
 pub struct RedisBus {
     settings: RedisSettings,
@@ -80,6 +104,8 @@ pub struct RedisBus {
     subs: tokio::sync::Mutex<HashMap<String, usize>>,
     out: mpsc::Sender<Outgoing>,
     presence_ops: mpsc::Sender<PresenceOp>,
+    /// A Redis Cluster: channel traffic on sharded pub/sub.
+    cluster: bool,
     /// The process's registry: the bus counts into `metrics.bus` and publishes
     /// `metrics.connections` with each heartbeat.
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -103,7 +129,8 @@ impl RedisBus {
         instance: crate::util::InstanceId,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Arc<RedisBus>, BusError> {
-        let config = Config::from_url(&settings.url).map_err(BusError::Url)?;
+        let config = connect::fred_config(&settings.target, settings.ca_file.as_deref())?;
+        let cluster = settings.target.kind == crate::config::RedisKind::Cluster;
         let mut builder = Builder::from_config(config);
         builder
             .with_performance_config(|p| {
@@ -130,6 +157,7 @@ impl RedisBus {
             subs: tokio::sync::Mutex::new(HashMap::new()),
             out: out_tx,
             presence_ops: pres_tx,
+            cluster,
             metrics,
             tasks: std::sync::Mutex::new(Vec::new()),
         });

@@ -1,13 +1,23 @@
-//! Cluster-wide presence and per-user connection caps, kept in Redis hashes with a record per
-//! instance, plus the heartbeat that lets any instance reap one that stopped.
+//! Cluster-wide presence and per-user connection caps in Redis, plus the heartbeat that lets any
+//! instance reap one that stopped.
+//!
+//! Keys are hash-tagged so that every Lua script touches one Redis Cluster slot, and presence
+//! spreads over the shards: a channel's keys carry `{channel}` (`pc:` user+device → connections,
+//! `pm:` user → devices, `pi:` what each instance holds, `pn:` per instance), a user's carry
+//! `{user}` (`uc:` connections, `ui:` per instance), an instance's carry `{instance}` (`ic:` the
+//! channels and `iu:` the users it holds, for reaping). `instances`, `conns` and `tops` are small
+//! cluster-wide keys.
 //!
 //! - Membership changes and slot releases come from the registry through [`super::ClusterHooks`]
-//!   (sync) and are queued, in order, to one worker task that runs the Lua scripts and announces
+//!   (sync) and are queued, in order, to one worker task that runs the scripts and announces
 //!   `join`/`leave` when a user+device enters or leaves a channel cluster-wide. Unsubscribes
-//!   travel in the same queue so they stay ordered with the presence updates.
-//! - Every instance heartbeats into the `instances` sorted set (and writes its open connections
-//!   into `conns`); an instance silent for half of `SYNCGATE_PRESENCE_TTL_MS` is reaped by any
-//!   other (`reap.lua`, atomic: only one reaper wins), which sends `leave` for its members.
+//!   travel in the same queue so they stay ordered with the presence updates, and so do the
+//!   `ic:`/`iu:` updates, so each set matches what the scripts counted.
+//! - Every instance heartbeats into the `instances` sorted set (its open connections into
+//!   `conns`, its busiest users into `tops`); an instance silent for half of
+//!   `SYNCGATE_PRESENCE_TTL_MS` is reaped by any other (`ZREM` decides which one), which removes
+//!   its presence channel by channel and its slots user by user, and sends `leave` for its
+//!   members.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,15 +35,45 @@ const PRESENCE_LUA: &str = include_str!("presence.lua");
 const ACQUIRE_LUA: &str = include_str!("acquire.lua");
 const RELEASE_LUA: &str = include_str!("release.lua");
 const REAP_LUA: &str = include_str!("reap.lua");
+const REAP_USER_LUA: &str = include_str!("reap_user.lua");
+
+/// Users per instance written into `tops` for `/api/status`.
+const TOPS: usize = 20;
 
 /// Work for the presence worker, queued by the registry hooks.
 pub(super) enum PresenceOp {
-    Changed { channel: Arc<str>, user: Arc<str>, device: Arc<str>, joined: bool, origin: u64, announce: bool },
+    Changed {
+        channel: Arc<str>,
+        user: Arc<str>,
+        device: Arc<str>,
+        joined: bool,
+        origin: u64,
+        announce: bool,
+    },
     UserReleased(Arc<str>),
+    /// This instance took its first slot of the user: remember it for reaping (`iu:`).
+    UserTaken(Arc<str>),
     Unsubscribe(String),
 }
 
 impl RedisBus {
+    /// A channel's presence keys: `[pc, pm, pi, pn]`, all in the channel's slot.
+    fn channel_keys(&self, channel: &str) -> Vec<String> {
+        let p = &self.settings.prefix;
+        ["pc", "pm", "pi", "pn"].iter().map(|k| format!("{p}{k}:{{{channel}}}")).collect()
+    }
+
+    /// A user's slot keys: `[uc, ui]`, in the user's slot.
+    fn user_keys(&self, user: &str) -> Vec<String> {
+        let p = &self.settings.prefix;
+        vec![format!("{p}uc:{{{user}}}"), format!("{p}ui:{{{user}}}")]
+    }
+
+    /// The channels (`ic`) or users (`iu`) instance `inst` holds.
+    fn instance_set(&self, kind: &str, inst: &str) -> String {
+        format!("{}{kind}:{{{inst}}}", self.settings.prefix)
+    }
+
     /// Background task: applies queued [`PresenceOp`]s one by one, in order.
     pub(super) async fn presence_worker(self: Arc<Self>, mut rx: mpsc::Receiver<PresenceOp>) {
         while let Some(op) = rx.recv().await {
@@ -42,19 +82,32 @@ impl RedisBus {
                     self.presence_update(&channel, &user, &device, joined, origin, announce).await
                 }
                 PresenceOp::Unsubscribe(key) => self.unsubscribe_key(key).await,
-                PresenceOp::UserReleased(user) => {
-                    let args = vec![self.settings.prefix.clone(), self.instance.to_string(), user.to_string()];
-                    match self.client.eval::<i64, _, _, _>(RELEASE_LUA, Vec::<String>::new(), args).await {
-                        Ok(0) => {
-                            if let Some(t) = self.registry.transitions() {
-                                t.user_changed(&user, false);
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::debug!(error = %e, "user slot release failed"),
+                PresenceOp::UserTaken(user) => {
+                    let key = self.instance_set("iu", &self.instance.to_string());
+                    let _: Result<i64, _> = self.client.sadd(key, user.to_string()).await;
+                }
+                PresenceOp::UserReleased(user) => self.release_user_slot(&user).await,
+            }
+        }
+    }
+
+    /// Releases one of this instance's cluster slots of `user`; reports the user offline when it
+    /// was the last anywhere.
+    async fn release_user_slot(&self, user: &Arc<str>) {
+        let me = self.instance.to_string();
+        let keys = self.user_keys(user);
+        match self.client.eval::<(i64, i64), _, _, _>(RELEASE_LUA, keys, vec![me.clone()]).await {
+            Ok((left, mine)) => {
+                if left == 0 {
+                    if let Some(t) = self.registry.transitions() {
+                        t.user_changed(user, false);
                     }
                 }
+                if mine <= 0 {
+                    let _: Result<i64, _> = self.client.srem(self.instance_set("iu", &me), user.to_string()).await;
+                }
             }
+            Err(e) => tracing::debug!(error = %e, "user slot release failed"),
         }
     }
 
@@ -73,17 +126,22 @@ impl RedisBus {
         let delta = if joined { "1" } else { "-1" };
         let user_channel = crate::channel::is_user_channel(channel);
         let transitions = self.registry.transitions().filter(|_| !user_channel);
+        let me = self.instance.to_string();
         let args = vec![
-            self.settings.prefix.clone(),
-            self.instance.to_string(),
-            channel.to_string(),
+            me.clone(),
             user.to_string(),
             device.to_string(),
             delta.into(),
             if transitions.is_some() { "1" } else { "0" }.into(),
         ];
-        match self.client.eval::<(i64, i64), _, _, _>(PRESENCE_LUA, Vec::<String>::new(), args).await {
+        match self.client.eval::<(i64, i64), _, _, _>(PRESENCE_LUA, self.channel_keys(channel), args).await {
             Ok((total, flags)) => {
+                // Which channels this instance holds presence in, for its reaper.
+                if flags & 16 != 0 {
+                    let _: Result<i64, _> = self.client.sadd(self.instance_set("ic", &me), channel).await;
+                } else if flags & 32 != 0 {
+                    let _: Result<i64, _> = self.client.srem(self.instance_set("ic", &me), channel).await;
+                }
                 if let Some(t) = transitions {
                     report(&**t, channel, user, flags);
                 }
@@ -102,7 +160,7 @@ impl RedisBus {
     /// The cluster-wide `presence` reply for `channel`; what this instance knows when Redis is
     /// down.
     pub(super) async fn cluster_presence(&self, channel: &str, id: &RequestId) -> Encoded {
-        let key = self.key(&format!("pc:{channel}"));
+        let key = self.channel_keys(channel).swap_remove(0);
         match self.client.hgetall::<HashMap<String, i64>, _>(key).await {
             Ok(map) => {
                 let mut members: Vec<(String, String)> = map
@@ -118,34 +176,54 @@ impl RedisBus {
         }
     }
 
-    /// One `SCAN` page over the channels' presence hashes (`pc:<channel>`) whose names start with
+    /// One page of the channels' presence hashes (`pc:{channel}`) whose names start with
     /// `prefix` (channel names hold no glob characters), each with its member count (`HLEN`);
-    /// what this instance knows when Redis is down.
+    /// what this instance knows when Redis is down. One `SCAN` step per page; on a Redis Cluster
+    /// the primaries are scanned one after the other (the cursor names which one).
     pub(super) async fn cluster_channels(&self, prefix: &str, cursor: &str, limit: usize) -> super::super::ChannelPage {
-        let head = self.key("pc:");
+        let head = format!("{}pc:{{", self.settings.prefix);
         let pattern = format!("{head}{prefix}*");
-        let cursor = if cursor.is_empty() { "0" } else { cursor };
-        let page: Result<(String, Vec<String>), _> =
-            self.client.scan_page(cursor.to_string(), pattern, Some(limit as u32), None).await;
+        let (node, cursor) = match cursor.split_once('-') {
+            Some((n, c)) => (n.parse::<usize>().unwrap_or(0), c.to_string()),
+            None => (0, if cursor.is_empty() { "0".to_string() } else { cursor.to_string() }),
+        };
+        let nodes: Vec<fred::types::config::Server> = match self.cluster {
+            true => self.client.cached_cluster_state().map(|s| s.unique_primary_nodes()).unwrap_or_default(),
+            false => Vec::new(),
+        };
+        let page: Result<(String, Vec<String>), _> = match nodes.get(node) {
+            Some(server) => {
+                self.client.with_cluster_node(server.clone()).scan_page(cursor, pattern, Some(limit as u32), None).await
+            }
+            None if self.cluster => Ok(("0".to_string(), Vec::new())),
+            None => self.client.scan_page(cursor, pattern, Some(limit as u32), None).await,
+        };
         let Ok((next, keys)) = page else {
             return self.registry.channel_page(prefix, "", limit);
         };
         let mut channels = Vec::with_capacity(keys.len());
         for key in keys {
             let n: i64 = self.client.hlen(key.as_str()).await.unwrap_or(0);
-            if let (Some(name), true) = (key.strip_prefix(head.as_str()), n > 0) {
+            let name = key.strip_prefix(head.as_str()).and_then(|k| k.strip_suffix('}'));
+            if let (Some(name), true) = (name, n > 0) {
                 channels.push((name.to_string(), n as u64));
             }
         }
         channels.sort_unstable();
-        super::super::ChannelPage { channels, next: (next != "0").then_some(next) }
+        let next = match (next != "0", node + 1 < nodes.len()) {
+            (true, _) if self.cluster => Some(format!("{node}-{next}")),
+            (true, _) => Some(next),
+            (false, true) => Some(format!("{}-0", node + 1)),
+            (false, false) => None,
+        };
+        super::super::ChannelPage { channels, next }
     }
 
-    /// Whether `user` holds a connection slot anywhere (`uc`); what this instance knows when
-    /// Redis is down.
+    /// Whether `user` holds a connection slot anywhere (`uc:{user}`); what this instance knows
+    /// when Redis is down.
     pub(super) async fn cluster_user_connected(&self, user: &str) -> bool {
-        match self.client.hexists::<bool, _, _>(self.key("uc"), user).await {
-            Ok(found) => found,
+        match self.client.exists::<i64, _>(self.user_keys(user).swap_remove(0)).await {
+            Ok(n) => n > 0,
             Err(_) => self.registry.user_connected(user),
         }
     }
@@ -153,11 +231,15 @@ impl RedisBus {
     /// Takes a cluster-wide connection slot for `user` unless the user holds `max`; the user's
     /// first connection in the cluster is reported to the webhooks.
     pub(super) async fn acquire_user_slot(&self, user: &str, max: u32) -> bool {
-        let args = vec![self.settings.prefix.clone(), self.instance.to_string(), user.to_string(), max.to_string()];
-        match self.client.eval::<i64, _, _, _>(ACQUIRE_LUA, Vec::<String>::new(), args).await {
-            Ok(n) => {
+        let args = vec![self.instance.to_string(), max.to_string()];
+        match self.client.eval::<(i64, i64), _, _, _>(ACQUIRE_LUA, self.user_keys(user), args).await {
+            Ok((n, mine)) => {
+                let user: Arc<str> = Arc::from(user);
                 if let Some(t) = self.registry.transitions().filter(|_| n == 1) {
-                    t.user_changed(&Arc::from(user), true);
+                    t.user_changed(&user, true);
+                }
+                if mine == 1 {
+                    self.queue_presence_op(PresenceOp::UserTaken(user));
                 }
                 n >= 1
             }
@@ -166,13 +248,14 @@ impl RedisBus {
         }
     }
 
-    /// Background task: heartbeat into `instances` (with the open-connection count into `conns`)
-    /// and reap instances that stopped heartbeating.
+    /// Background task: heartbeat into `instances` (with the open-connection count into `conns`
+    /// and the busiest users into `tops`) and reap instances that stopped heartbeating.
     pub(super) async fn heartbeat(self: Arc<Self>) {
         let ttl = self.settings.presence_ttl;
         let every = (ttl / 5).max(Duration::from_millis(20));
         let key = self.key("instances");
         let conns_key = self.key("conns");
+        let tops_key = self.key("tops");
         let me = self.instance.to_string();
         let mut tick = tokio::time::interval(every);
         loop {
@@ -182,6 +265,9 @@ impl RedisBus {
                 self.client.zadd(key.as_str(), None, None, false, false, (now as f64, me.as_str())).await;
             let n = self.metrics.connections.get();
             let _: Result<i64, _> = self.client.hset(conns_key.as_str(), (me.as_str(), n)).await;
+            let (top, _) = self.registry.top_users(TOPS);
+            let top: Vec<&str> = top.iter().map(|(u, _)| u.as_str()).collect();
+            let _: Result<i64, _> = self.client.hset(tops_key.as_str(), (me.as_str(), top.join("\u{1f}"))).await;
             let dead_before = now.saturating_sub(ttl.as_millis() as u64 / 2);
             let dead: Vec<String> =
                 match self.client.zrangebyscore(key.as_str(), "-inf", dead_before as f64, false, None).await {
@@ -195,37 +281,53 @@ impl RedisBus {
     }
 
     /// Removes stopped instance `inst`'s records and sends `leave` for the members that left the
-    /// cluster with it (nothing when another instance reaped it first).
+    /// cluster with it (nothing when another instance reaped it first: `ZREM` picks one reaper).
     async fn reap(&self, inst: String) {
+        match self.client.zrem::<i64, _, _>(self.key("instances"), inst.as_str()).await {
+            Ok(1) => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "reap failed");
+                return;
+            }
+        }
         let transitions = self.registry.transitions();
-        let flag = if transitions.is_some() { "1" } else { "0" };
-        let args = vec![self.settings.prefix.clone(), inst.clone(), flag.to_string()];
-        let (leaves, offline): (Vec<String>, Vec<String>) =
-            match self.client.eval(REAP_LUA, Vec::<String>::new(), args).await {
+        let channels: Vec<String> = self.client.smembers(self.instance_set("ic", &inst)).await.unwrap_or_default();
+        let mut leaves = 0usize;
+        for ch in &channels {
+            let user_channel = crate::channel::is_user_channel(ch);
+            let tr = transitions.filter(|_| !user_channel);
+            let args = vec![inst.clone(), if tr.is_some() { "1" } else { "0" }.to_string()];
+            let left: Vec<String> = match self.client.eval(REAP_LUA, self.channel_keys(ch), args).await {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::debug!(error = %e, "reap failed");
-                    return;
+                    tracing::debug!(error = %e, channel = %ch, "reap of a channel failed");
+                    continue;
                 }
             };
-        tracing::info!(instance = %inst, leaves = leaves.len() / 2, "reaped a stopped instance");
-        for pair in leaves.chunks_exact(2) {
-            let mut parts = pair[0].split('\u{1f}');
-            if let (Some(ch), Some(u), Some(d)) = (parts.next(), parts.next(), parts.next()) {
-                if let Some(t) = transitions {
+            for pair in left.chunks_exact(2) {
+                let Some((u, d)) = pair[0].split_once('\u{1f}') else { continue };
+                leaves += 1;
+                if let Some(t) = tr {
                     report(&**t, ch, &Arc::from(u), pair[1].parse().unwrap_or(0));
                 }
-                if !crate::channel::is_user_channel(ch) {
+                if !user_channel {
                     let frame = protocol::membership("leave", ch, u, d);
                     self.publish(ch, Message::Text(frame), 0);
                 }
             }
         }
-        if let Some(t) = transitions {
-            for user in offline {
+        let users: Vec<String> = self.client.smembers(self.instance_set("iu", &inst)).await.unwrap_or_default();
+        for user in users {
+            let left = self.client.eval::<i64, _, _, _>(REAP_USER_LUA, self.user_keys(&user), vec![inst.clone()]).await;
+            if let (Ok(0), Some(t)) = (left, transitions) {
                 t.user_changed(&Arc::from(user), false);
             }
         }
+        let _: Result<i64, _> = self.client.del((self.instance_set("ic", &inst), self.instance_set("iu", &inst))).await;
+        let _: Result<i64, _> = self.client.hdel(self.key("conns"), inst.as_str()).await;
+        let _: Result<i64, _> = self.client.hdel(self.key("tops"), inst.as_str()).await;
+        tracing::info!(instance = %inst, leaves, "reaped a stopped instance");
     }
 }
 

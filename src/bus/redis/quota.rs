@@ -15,9 +15,9 @@ impl RedisBus {
     /// unreachable (the caller counts on this instance alone).
     pub(super) async fn take_quota(&self, user: &str, bytes: u64, events_max: u64, bytes_max: u64) -> Option<bool> {
         let minute = crate::util::now_millis() / 60_000;
-        let key = format!("{}dq:{user}:{minute}", self.settings.prefix);
-        let args = vec![key, events_max.to_string(), bytes_max.to_string(), bytes.to_string()];
-        match self.client.eval::<i64, _, _, _>(DURABLE_QUOTA_LUA, Vec::<String>::new(), args).await {
+        let key = format!("{}dq:{{{user}}}:{minute}", self.settings.prefix);
+        let args = vec![events_max.to_string(), bytes_max.to_string(), bytes.to_string()];
+        match self.client.eval::<i64, _, _, _>(DURABLE_QUOTA_LUA, vec![key], args).await {
             Ok(n) => Some(n == 1),
             // Redis down: the caller counts on this instance alone.
             Err(_) => None,

@@ -1,9 +1,8 @@
--- Releases a connection slot taken with acquire.lua (cluster count and the instance's record).
--- ARGV: prefix, instance, user. Returns the user's connections left in the cluster (0: the
--- user just went offline; negative: the slot was never counted, Redis was down then).
-local p = ARGV[1]
-local left = redis.call('HINCRBY', p .. 'uc', ARGV[3], -1)
-if left <= 0 then redis.call('HDEL', p .. 'uc', ARGV[3]) end
-local k = p .. 'inst:' .. ARGV[2] .. ':users'
-if redis.call('HINCRBY', k, ARGV[3], -1) <= 0 then redis.call('HDEL', k, ARGV[3]) end
-return left
+-- Releases a connection slot taken with acquire.lua. KEYS: uc, ui (the user's). ARGV: instance.
+-- Returns {connections left in the cluster (0: the user just went offline; negative: the slot
+-- was never counted, Redis was down then), this instance's}.
+local left = redis.call('DECR', KEYS[1])
+if left <= 0 then redis.call('DEL', KEYS[1]) end
+local mine = redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
+if mine <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
+return {left, mine}

@@ -1,5 +1,6 @@
 //! What the Redis bus reports about the cluster: the `/api/status` cluster view (live
-//! instances with their connection counts, users with most connections). Its counters are
+//! instances with their connection counts, users with most connections: each instance's
+//! busiest users, counted cluster-wide). Its counters are
 //! `metrics::BusSeries`, in the process's one registry.
 
 use std::collections::HashMap;
@@ -21,13 +22,24 @@ impl RedisBus {
             .await
             .unwrap_or_default();
         let conns: HashMap<String, u64> = self.client.hgetall(self.key("conns")).await.unwrap_or_default();
-        let mut users: Vec<(String, i64)> = self
-            .client
-            .hgetall::<HashMap<String, i64>, _>(self.key("uc"))
-            .await
-            .unwrap_or_default()
-            .into_iter()
+        // Candidates: each live instance's busiest users (`tops`); their counts are the
+        // cluster-wide ones (`uc:{user}`).
+        let tops: HashMap<String, String> = self.client.hgetall(self.key("tops")).await.unwrap_or_default();
+        let mut candidates: Vec<&str> = alive
+            .iter()
+            .filter_map(|i| tops.get(i))
+            .flat_map(|t| t.split('\u{1f}'))
+            .filter(|u| !u.is_empty())
             .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut users: Vec<(String, i64)> = Vec::with_capacity(candidates.len());
+        for u in candidates {
+            let n: Option<i64> = self.client.get(format!("{}uc:{{{u}}}", self.settings.prefix)).await.unwrap_or(None);
+            if let Some(n) = n.filter(|n| *n > 0) {
+                users.push((u.to_string(), n));
+            }
+        }
         users.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         users.truncate(top);
         let instances: Vec<serde_json::Value> = alive
