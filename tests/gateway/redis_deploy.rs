@@ -308,12 +308,20 @@ async fn durable_exactly_once(a: &Server, b: &Server, kill: impl FnOnce()) {
     let mut fresh = b.client("bob", "d2").await;
     fresh.send(json!({"type":"subscribe","channel":"dm:alice:bob","since":since,"id":"s"})).await;
     let mut replayed = Vec::new();
-    while replayed.len() < (total - since) as usize {
+    let mut subscribed = false;
+    while !subscribed || replayed.len() < (total - since) as usize {
         let v = tokio::time::timeout(Duration::from_secs(5), fresh.recv()).await.expect("replay");
-        if v["type"] == "event" {
-            replayed.push(v["seq"].as_u64().unwrap());
+        match v["type"].as_str() {
+            Some("event") => replayed.push(v["seq"].as_u64().unwrap()),
+            Some("subscribed") => subscribed = true,
+            _ => {}
         }
     }
+    eprintln!(
+        "durable across the outage: {} of {total} live, {} replayed after since={since}",
+        seen.len(),
+        replayed.len()
+    );
     assert_eq!(replayed, ((since + 1)..=total).collect::<Vec<_>>());
     fresh.silent(300).await;
 }
@@ -567,6 +575,33 @@ async fn cluster_sharded_pubsub_presence_and_a_killed_primary() {
     assert!(resumed <= Duration::from_secs(5), "resumed after {resumed:?}");
     // Channels on the other shards kept working too.
     assert!(until_delivered(&mut x, &mut y, "room:alpha", Duration::from_secs(5)).await.is_some());
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn cluster_primary_loss_loses_no_durable_event_and_duplicates_none() {
+    let mut procs = Procs::new();
+    let primaries = start_cluster(&mut procs);
+    let url = format!("redis-cluster://127.0.0.1:{}", primaries[0]);
+    let (a, b) = pair(&url, &[]).await;
+    // bob's connections get dm events through his user channel: kill the shard that carries it.
+    let key_probe = a.client("bob", "probe").await;
+    let shard_key = eventually(Duration::from_secs(5), || async {
+        primaries
+            .iter()
+            .flat_map(|p| cli(*p, &["pubsub", "shardchannels"]).lines().map(str::to_string).collect::<Vec<_>>())
+            .find(|k| k.ends_with("user:bob"))
+    })
+    .await
+    .expect("bob's user channel is a shard channel");
+    drop(key_probe);
+    let victim = owner(&primaries, &shard_key);
+    let pid = procs.children.iter().find(|(p, _)| *p == victim).map(|(_, c)| c.id()).unwrap();
+    durable_exactly_once(&a, &b, move || {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }
