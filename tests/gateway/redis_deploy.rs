@@ -365,12 +365,14 @@ async fn sentinel_failover_resumes_delivery() {
     procs.kill(primary);
     let killed = Instant::now();
     // The outage shows on /ready while it lasts.
-    let mut saw_503 = false;
-    while killed.elapsed() < Duration::from_millis(800) && !saw_503 {
-        saw_503 = ready(&b).await == 503;
+    let (mut saw_503, mut saw_down) = (false, false);
+    while killed.elapsed() < Duration::from_millis(900) && !(saw_503 && saw_down) {
+        saw_503 |= ready(&b).await == 503;
+        saw_down |= metrics_text(&b).await.contains("syncgate_redis_up 0\n");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(saw_503, "/ready never showed the outage");
+    assert!(saw_down, "syncgate_redis_up never showed the outage");
     let took = until_delivered(&mut x, &mut y, "room:f", Duration::from_secs(10)).await;
     let resumed = killed.elapsed();
     assert!(took.is_some(), "delivery did not resume after the failover");
