@@ -9,7 +9,8 @@
 //! cluster-wide keys.
 //!
 //! - Membership changes and slot releases come from the registry through [`super::ClusterHooks`]
-//!   (sync) and are queued, in order, to one worker task that runs the scripts and announces
+//!   (sync) and are queued, in order, to one worker task that runs the scripts (whatever is
+//!   queued as one pipelined round) and announces
 //!   `join`/`leave` when a user+device enters or leaves a channel cluster-wide. Unsubscribes
 //!   travel in the same queue so they stay ordered with the presence updates, and so do the
 //!   `ic:`/`iu:` updates, so each set matches what the scripts counted.
@@ -28,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::RedisBus;
-use crate::bus::Bus;
+use crate::bus::{BoxFuture, Bus};
 use crate::protocol::{self, Encoded, RequestId};
 
 const PRESENCE_LUA: &str = include_str!("presence.lua");
@@ -39,6 +40,8 @@ const REAP_USER_LUA: &str = include_str!("reap_user.lua");
 
 /// Users per instance written into `tops` for `/api/status`.
 const TOPS: usize = 20;
+/// Presence ops sent to Redis in one pipelined round at most.
+const BATCH: usize = 512;
 
 /// Work for the presence worker, queued by the registry hooks.
 pub(super) enum PresenceOp {
@@ -74,87 +77,115 @@ impl RedisBus {
         format!("{}{kind}:{{{inst}}}", self.settings.prefix)
     }
 
-    /// Background task: applies queued [`PresenceOp`]s one by one, in order.
+    /// Background task: applies queued [`PresenceOp`]s in order. Whatever is queued (up to
+    /// [`BATCH`]) goes to Redis as one pipelined round of scripts — sent in queue order on each
+    /// connection, so Redis applies them in that order — and their effects (join/leave frames,
+    /// webhook transitions, then the `ic:`/`iu:` updates as a second round) follow in queue
+    /// order. An unsubscribe ends a round: it waits for the ones before it.
     pub(super) async fn presence_worker(self: Arc<Self>, mut rx: mpsc::Receiver<PresenceOp>) {
-        while let Some(op) = rx.recv().await {
+        let mut ops = Vec::with_capacity(BATCH);
+        let mut round = Vec::with_capacity(BATCH);
+        loop {
+            if rx.recv_many(&mut ops, BATCH).await == 0 {
+                return;
+            }
+            for op in ops.drain(..) {
+                match op {
+                    PresenceOp::Unsubscribe(key) => {
+                        self.run_round(&mut round).await;
+                        self.unsubscribe_key(key).await;
+                    }
+                    op => round.push(op),
+                }
+            }
+            self.run_round(&mut round).await;
+        }
+    }
+
+    /// Runs one round of presence ops (emptied): their scripts pipelined, then their effects in
+    /// order, then the instance-set updates they call for, pipelined.
+    async fn run_round(&self, round: &mut Vec<PresenceOp>) {
+        if round.is_empty() {
+            return;
+        }
+        let me = self.instance.to_string();
+        let sends = round.iter().map(|op| -> BoxFuture<'_, Result<(i64, i64), fred::error::Error>> {
+            match op {
+                PresenceOp::Changed { channel, user, device, joined, .. } => {
+                    let tracked = self.registry.transitions().is_some() && !crate::channel::is_user_channel(channel);
+                    let args = vec![
+                        me.clone(),
+                        user.to_string(),
+                        device.to_string(),
+                        if *joined { "1" } else { "-1" }.to_string(),
+                        if tracked { "1" } else { "0" }.to_string(),
+                    ];
+                    Box::pin(self.client.eval(PRESENCE_LUA, self.channel_keys(channel), args))
+                }
+                PresenceOp::UserReleased(user) => {
+                    Box::pin(self.client.eval(RELEASE_LUA, self.user_keys(user), vec![me.clone()]))
+                }
+                PresenceOp::UserTaken(user) => {
+                    let (client, key, user) = (self.client.clone(), self.instance_set("iu", &me), user.to_string());
+                    Box::pin(async move { client.sadd::<i64, _, _>(key, user).await.map(|_| (0, 0)) })
+                }
+                PresenceOp::Unsubscribe(_) => Box::pin(std::future::ready(Ok((0, 0)))),
+            }
+        });
+        let results = futures_util::future::join_all(sends).await;
+        let mut follow: Vec<(bool, String, String)> = Vec::new();
+        for (op, result) in round.drain(..).zip(results) {
+            let (a, b) = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "presence update failed");
+                    continue;
+                }
+            };
             match op {
                 PresenceOp::Changed { channel, user, device, joined, origin, announce } => {
-                    self.presence_update(&channel, &user, &device, joined, origin, announce).await
-                }
-                PresenceOp::Unsubscribe(key) => self.unsubscribe_key(key).await,
-                PresenceOp::UserTaken(user) => {
-                    let key = self.instance_set("iu", &self.instance.to_string());
-                    let _: Result<i64, _> = self.client.sadd(key, user.to_string()).await;
-                }
-                PresenceOp::UserReleased(user) => self.release_user_slot(&user).await,
-            }
-        }
-    }
-
-    /// Releases one of this instance's cluster slots of `user`; reports the user offline when it
-    /// was the last anywhere.
-    async fn release_user_slot(&self, user: &Arc<str>) {
-        let me = self.instance.to_string();
-        let keys = self.user_keys(user);
-        match self.client.eval::<(i64, i64), _, _, _>(RELEASE_LUA, keys, vec![me.clone()]).await {
-            Ok((left, mine)) => {
-                if left == 0 {
-                    if let Some(t) = self.registry.transitions() {
-                        t.user_changed(user, false);
+                    let (total, flags) = (a, b);
+                    // Which channels this instance holds presence in, for its reaper.
+                    if flags & 16 != 0 {
+                        follow.push((true, self.instance_set("ic", &me), channel.to_string()));
+                    } else if flags & 32 != 0 {
+                        follow.push((false, self.instance_set("ic", &me), channel.to_string()));
+                    }
+                    let user_channel = crate::channel::is_user_channel(&channel);
+                    if let Some(t) = self.registry.transitions().filter(|_| !user_channel) {
+                        report(&**t, &channel, &user, flags);
+                    }
+                    // User channels carry no join/leave; their presence is still kept.
+                    if announce && !user_channel && if joined { total == 1 } else { total <= 0 } {
+                        let kind = if joined { "join" } else { "leave" };
+                        let frame = protocol::membership(kind, &channel, &user, &device);
+                        self.publish(&channel, Message::Text(frame), origin);
                     }
                 }
-                if mine <= 0 {
-                    let _: Result<i64, _> = self.client.srem(self.instance_set("iu", &me), user.to_string()).await;
+                PresenceOp::UserReleased(user) => {
+                    let (left, mine) = (a, b);
+                    if left == 0 {
+                        if let Some(t) = self.registry.transitions() {
+                            t.user_changed(&user, false);
+                        }
+                    }
+                    if mine <= 0 {
+                        follow.push((false, self.instance_set("iu", &me), user.to_string()));
+                    }
                 }
+                PresenceOp::UserTaken(_) | PresenceOp::Unsubscribe(_) => {}
             }
-            Err(e) => tracing::debug!(error = %e, "user slot release failed"),
         }
-    }
-
-    /// Counts one user+device joining or leaving `channel` here; announces `join` when it is the
-    /// first in the cluster and `leave` when it was the last (unless `announce` is off: a large
-    /// channel), and reports the cluster-wide transitions this change made to the webhooks.
-    async fn presence_update(
-        &self,
-        channel: &str,
-        user: &Arc<str>,
-        device: &str,
-        joined: bool,
-        origin: u64,
-        announce: bool,
-    ) {
-        let delta = if joined { "1" } else { "-1" };
-        let user_channel = crate::channel::is_user_channel(channel);
-        let transitions = self.registry.transitions().filter(|_| !user_channel);
-        let me = self.instance.to_string();
-        let args = vec![
-            me.clone(),
-            user.to_string(),
-            device.to_string(),
-            delta.into(),
-            if transitions.is_some() { "1" } else { "0" }.into(),
-        ];
-        match self.client.eval::<(i64, i64), _, _, _>(PRESENCE_LUA, self.channel_keys(channel), args).await {
-            Ok((total, flags)) => {
-                // Which channels this instance holds presence in, for its reaper.
-                if flags & 16 != 0 {
-                    let _: Result<i64, _> = self.client.sadd(self.instance_set("ic", &me), channel).await;
-                } else if flags & 32 != 0 {
-                    let _: Result<i64, _> = self.client.srem(self.instance_set("ic", &me), channel).await;
-                }
-                if let Some(t) = transitions {
-                    report(&**t, channel, user, flags);
-                }
-                // User channels carry no join/leave; their presence is still kept.
-                let announce = announce && !user_channel && if joined { total == 1 } else { total <= 0 };
-                if announce {
-                    let kind = if joined { "join" } else { "leave" };
-                    let frame = protocol::membership(kind, channel, user, device);
-                    self.publish(channel, Message::Text(frame), origin);
-                }
+        let updates = follow.into_iter().map(|(add, key, member)| async move {
+            let done: Result<i64, _> = match add {
+                true => self.client.sadd(key, member).await,
+                false => self.client.srem(key, member).await,
+            };
+            if let Err(e) = done {
+                tracing::debug!(error = %e, "instance set update failed");
             }
-            Err(e) => tracing::debug!(error = %e, "presence update failed"),
-        }
+        });
+        futures_util::future::join_all(updates).await;
     }
 
     /// The cluster-wide `presence` reply for `channel`; what this instance knows when Redis is
