@@ -49,7 +49,7 @@ fn compose_file_parses_and_matches_readme_dockerfile_and_haproxy() {
         assert_eq!(env, first_env, "{gw} must share gw1's environment");
 
         // HAProxy's server line for this instance names the address compose gives it.
-        let address = text(get(get(get(svc, "networks"), "syncgate"), "ipv4_address"));
+        let address = text(get(get(svc, "networks"), "syncgate"), "ipv4_address");
         let server = haproxy
             .lines()
             .map(str::trim)
@@ -73,6 +73,18 @@ fn compose_file_parses_and_matches_readme_dockerfile_and_haproxy() {
     // The shared secrets come from tuning/.env and stop `docker compose up` when missing.
     for secret in ["SYNCGATE_JWT_SECRET", "SYNCGATE_SERVER_KEY", "SYNCGATE_API_KEY"] {
         assert_eq!(var(secret), format!("${{{secret}:?set {secret} in tuning/.env}}"));
+    }
+
+    // HAProxy refuses to start when it cannot get about two descriptors per `maxconn`.
+    let maxconn: u64 = haproxy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("maxconn "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("tuning/haproxy.cfg sets a global maxconn");
+    let nofile = get(get(get(services, "haproxy"), "ulimits"), "nofile");
+    for limit in ["soft", "hard"] {
+        let n = get(nofile, limit).as_u64().unwrap_or_default();
+        assert!(n > 2 * maxconn, "haproxy nofile {limit} {n} is too low for maxconn {maxconn}");
     }
 
     // HAProxy runs tuning/haproxy.cfg itself, and only the balancer publishes a port.
