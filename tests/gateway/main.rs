@@ -43,6 +43,7 @@ mod batch;
 mod bus_contract;
 mod cluster;
 mod common;
+mod compose;
 mod device_attacks;
 mod device_keys;
 mod durable;
