@@ -57,6 +57,7 @@ mod pairing;
 mod protocol;
 mod proxy;
 mod quotas;
+mod seam;
 mod server_api;
 mod server_key;
 mod signed;
