@@ -292,9 +292,8 @@ impl Streams {
         }
         t.reading = false;
         t.more = frames.len() as u64 == PAGE;
-        if let Some(last) = last {
-            t.cursor = t.cursor.max(last);
-        }
+        // Read after `req.1` (past what was given, possibly beyond the cursor).
+        t.cursor = t.cursor.max(req.1).max(last.unwrap_or(0));
         self.backlog.extend(frames);
         self.push_backlog(conn);
     }
