@@ -367,6 +367,84 @@ mod tests {
     }
 
     #[test]
+    fn given_remembers_holes_near_the_top_and_a_range_below() {
+        let mut g = Given::default();
+        assert!(!g.has(1));
+        for seq in [5, 6, 8] {
+            g.add(seq);
+        }
+        assert!(g.has(5) && g.has(6) && g.has(8));
+        assert!(!g.has(7), "a hole near the top is exact");
+        assert!(!g.has(4) && !g.has(9));
+        assert_eq!(g.run_end(4), 6);
+        assert_eq!(g.run_end(6), 6, "7 is missing");
+        g.add(7);
+        assert_eq!(g.run_end(4), 8);
+        // Far above: everything from 5 up to 64 below the top counts as given.
+        g.add(200);
+        assert!(g.has(100) && g.has(136) && !g.has(137) && g.has(200));
+        assert_eq!(g.run_end(4), 136);
+        // A run far below is not recorded by `add`, only by `fill` once it joins.
+        g.add(2);
+        assert!(!g.has(2));
+        g.fill(1, 4);
+        assert!((1..=136).all(|s| g.has(s)));
+        assert!(!g.has(0));
+        // A fill near the top sets the window's bits.
+        g.fill(150, 160);
+        assert!((150..=160).all(|s| g.has(s)) && !g.has(149) && !g.has(161));
+    }
+
+    #[test]
+    fn live_events_given_before_a_subscribe_are_not_replayed() {
+        let conn = ConnHandle::new(1, "u".into(), "d".into(), 1024, 1 << 20, Arc::default());
+        let mut s = Streams::default();
+        // 100..=110 arrive live before any subscribe (the user channel's route).
+        for seq in 100..=110 {
+            assert!(s.admit(&ev("dm:a:b", seq)));
+        }
+        assert!(!s.admit(&ev("dm:a:b", 105)), "never twice, even untracked");
+        // Subscribe with since 5: 6..=99 come from the store, 100..=110 are skipped.
+        s.hold("dm:a:b");
+        assert!(!s.admit(&ev("dm:a:b", 111)), "held");
+        s.replay("dm:a:b", 5, (6..=69).map(|q| ev("dm:a:b", q)).collect(), 69, &conn);
+        for seq in 6..=69 {
+            assert!(s.admit(&ev("dm:a:b", seq)), "{seq}");
+        }
+        let req = s.next_read().expect("more to read");
+        assert_eq!(req.1, 69);
+        s.page_read(&req, (70..=111).map(|q| ev("dm:a:b", q)).collect(), Some(111), &conn);
+        for seq in 70..=111 {
+            assert_eq!(s.admit(&ev("dm:a:b", seq)), !(100..=110).contains(&seq), "{seq}");
+        }
+        assert!(s.next_read().is_none());
+        assert!(s.admit(&ev("dm:a:b", 112)), "live, caught up");
+        assert!(s.tracked.is_empty());
+        // Subscribed again with an older since: only 1..=5 were never given.
+        s.hold("dm:a:b");
+        s.replay("dm:a:b", 0, (1..=64).map(|q| ev("dm:a:b", q)).collect(), 64, &conn);
+        for seq in 1..=64 {
+            assert_eq!(s.admit(&ev("dm:a:b", seq)), seq <= 5, "{seq}");
+        }
+        assert_eq!(s.next_read().map(|r| r.1), Some(112), "the next page starts past what was given");
+    }
+
+    #[test]
+    fn own_publishes_near_the_top_are_replayed() {
+        let conn = ConnHandle::new(1, "u".into(), "d".into(), 1024, 1 << 20, Arc::default());
+        let mut s = Streams::default();
+        // 3 was this connection's own publish: never sent to it live.
+        for seq in [1, 2, 4] {
+            assert!(s.admit(&ev("dm:a:b", seq)));
+        }
+        s.hold("dm:a:b");
+        s.replay("dm:a:b", 0, (1..=4).map(|q| ev("dm:a:b", q)).collect(), 4, &conn);
+        let written: Vec<u64> = (1..=4).filter(|&q| s.admit(&ev("dm:a:b", q))).collect();
+        assert_eq!(written, vec![3]);
+        assert!(s.admit(&ev("dm:a:b", 5)));
+    }
+
+    #[test]
     fn stale_pages_are_dropped() {
         let conn = ConnHandle::new(1, "u".into(), "d".into(), 1024, 1 << 20, Arc::default());
         let mut s = Streams::default();
