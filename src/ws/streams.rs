@@ -221,54 +221,17 @@ impl Streams {
 
     /// Whether durable event `seq` of `channel` is written (recorded as given if so).
     fn admit_seq(&mut self, channel: &[u8], seq: u64) -> bool {
-        if !self.given.contains_key(channel) && self.given.len() < MAX_GIVEN {
-            self.given.insert(channel.into(), Given::default());
+        let Streams { tracked, backlog, given, .. } = self;
+        // One lookup for a channel seen before; a new one is remembered once it was given one.
+        if let Some(g) = given.get_mut(channel) {
+            return admit_in(g, tracked, backlog.is_empty(), channel, seq);
         }
-        let mut unremembered = Given::default();
-        let g = self.given.get_mut(channel).unwrap_or(&mut unremembered);
-        if g.has(seq) {
-            return false;
+        let mut fresh = Given::default();
+        let written = admit_in(&mut fresh, tracked, backlog.is_empty(), channel, seq);
+        if !fresh.is_empty() && given.len() < MAX_GIVEN {
+            given.insert(channel.into(), fresh);
         }
-        let Some(i) = self.tracked.iter().position(|t| t.channel.as_bytes() == channel) else {
-            g.add(seq);
-            return true;
-        };
-        let t = &mut self.tracked[i];
-        if t.hold {
-            t.gap = t.gap.max(seq);
-            return false;
-        }
-        if seq <= t.last {
-            return false;
-        }
-        if seq > t.last + 1 {
-            // While a replay is being read or queued, an event past the next one is read back
-            // from the store in order. Once caught up, a jump is an event this connection is
-            // never sent live (its own publishes): written as it is.
-            let catching_up = t.reading || t.more || t.gap > t.cursor || t.last < t.cursor || !self.backlog.is_empty();
-            if catching_up {
-                t.gap = t.gap.max(seq);
-                return false;
-            }
-        }
-        let prev = t.last;
-        t.last = seq;
-        if t.merged {
-            g.add(seq);
-        } else if g.is_empty() || seq + 1 >= g.low {
-            // The run after `since` joins what was given before: recorded from here on, and
-            // whatever was given right after it is skipped.
-            g.fill(t.start, prev);
-            g.add(seq);
-            t.merged = true;
-        }
-        t.last = g.run_end(t.last);
-        // A live event past everything read from the store, nothing missing: caught up. Live
-        // delivery is in seq order, so no stale copy can follow; stop filtering this channel.
-        if !t.reading && !t.more && t.gap <= t.cursor && seq > t.cursor {
-            self.tracked.swap_remove(i);
-        }
-        true
+        written
     }
 
     /// The next page to read, if any tracked channel needs one (marked as reading).
@@ -312,6 +275,54 @@ impl Streams {
             }
         }
     }
+}
+
+/// [`Streams::admit_seq`] with the channel's record `g` (`backlog_empty`: no replay frame waits
+/// outside the queue).
+fn admit_in(g: &mut Given, tracked: &mut Vec<Tracked>, backlog_empty: bool, channel: &[u8], seq: u64) -> bool {
+    if g.has(seq) {
+        return false;
+    }
+    let Some(i) = tracked.iter().position(|t| t.channel.as_bytes() == channel) else {
+        g.add(seq);
+        return true;
+    };
+    let t = &mut tracked[i];
+    if t.hold {
+        t.gap = t.gap.max(seq);
+        return false;
+    }
+    if seq <= t.last {
+        return false;
+    }
+    if seq > t.last + 1 {
+        // While a replay is being read or queued, an event past the next one is read back
+        // from the store in order. Once caught up, a jump is an event this connection is
+        // never sent live (its own publishes): written as it is.
+        let catching_up = t.reading || t.more || t.gap > t.cursor || t.last < t.cursor || !backlog_empty;
+        if catching_up {
+            t.gap = t.gap.max(seq);
+            return false;
+        }
+    }
+    let prev = t.last;
+    t.last = seq;
+    if t.merged {
+        g.add(seq);
+    } else if g.is_empty() || seq + 1 >= g.low {
+        // The run after `since` joins what was given before: recorded from here on, and
+        // whatever was given right after it is skipped.
+        g.fill(t.start, prev);
+        g.add(seq);
+        t.merged = true;
+    }
+    t.last = g.run_end(t.last);
+    // A live event past everything read from the store, nothing missing: caught up. Live
+    // delivery is in seq order, so no stale copy can follow; stop filtering this channel.
+    if !t.reading && !t.more && t.gap <= t.cursor && seq > t.cursor {
+        tracked.swap_remove(i);
+    }
+    true
 }
 
 #[cfg(test)]
