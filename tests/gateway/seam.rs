@@ -128,9 +128,17 @@ async fn connect(s: &Server, user: &str, channel: &str, since: u64, by_query: bo
 /// Rounds of connect + replay while a publisher hammers `channel` (bounded in count and time):
 /// every round, each seq at most once, everything after `since` received, and every event
 /// after the subscribe reply in increasing order. Returns (rounds, events received).
-async fn hammer(s: &Server, publisher: (&str, &str), reader: &str, channel: &str, by_query: bool) -> (usize, usize) {
+/// The publisher connects to `ps`, the reader to `s` (the same server or another instance).
+async fn hammer(
+    ps: &Server,
+    s: &Server,
+    publisher: (&str, &str),
+    reader: &str,
+    channel: &str,
+    by_query: bool,
+) -> (usize, usize) {
     let stop = Arc::new(AtomicBool::new(false));
-    let mut p = s.client(publisher.0, publisher.1).await;
+    let mut p = ps.client(publisher.0, publisher.1).await;
     let (ch, flag) = (channel.to_string(), stop.clone());
     let pub_task = tokio::spawn(async move {
         let mut id = 0;
@@ -194,7 +202,7 @@ async fn hammer(s: &Server, publisher: (&str, &str), reader: &str, channel: &str
 async fn dm_seam_under_hammering_publisher() {
     let s = Server::start(&[("SYNCGATE_DURABLE_EVENTS_PER_MIN", "1000000"), ("SYNCGATE_MESSAGES_PER_MIN", "1000000")])
         .await;
-    let (rounds, received) = hammer(&s, ("erin", "phone"), "frank", "dm:erin:frank", false).await;
+    let (rounds, received) = hammer(&s, &s, ("erin", "phone"), "frank", "dm:erin:frank", false).await;
     assert!(rounds >= 10, "{rounds} rounds");
     eprintln!("dm seam: {rounds} rounds, {received} events received");
     s.stop().await;
@@ -208,8 +216,29 @@ async fn user_channel_since_at_connect_under_hammering_publisher() {
         ("SYNCGATE_MESSAGES_PER_MIN", "1000000"),
     ])
     .await;
-    let (rounds, received) = hammer(&s, ("gina", "desk"), "gina", "user", true).await;
+    let (rounds, received) = hammer(&s, &s, ("gina", "desk"), "gina", "user", true).await;
     assert!(rounds >= 10, "{rounds} rounds");
     eprintln!("user seam: {rounds} rounds, {received} events received");
     s.stop().await;
+}
+
+/// The publisher on one instance, the reader on another: live events come through Redis (and
+/// the cluster sequencer), replays from the shared PostgreSQL database.
+#[tokio::test]
+async fn dm_seam_across_instances() {
+    let db = crate::accounts::fresh_pg_database().await;
+    let prefix = format!("sgtest:{}:", syncgate::util::random_hex(6));
+    let env = [
+        ("DATABASE_URL", db.as_str()),
+        ("REDIS_URL", crate::cluster::REDIS),
+        ("SYNCGATE_REDIS_PREFIX", prefix.as_str()),
+        ("SYNCGATE_DURABLE_EVENTS_PER_MIN", "1000000"),
+        ("SYNCGATE_MESSAGES_PER_MIN", "1000000"),
+    ];
+    let (a, b) = (Server::start(&env).await, Server::start(&env).await);
+    let (rounds, received) = hammer(&a, &b, ("hana", "phone"), "ivan", "dm:hana:ivan", false).await;
+    assert!(rounds >= 10, "{rounds} rounds");
+    eprintln!("dm seam across instances: {rounds} rounds, {received} events received");
+    a.stop().await;
+    b.stop().await;
 }
