@@ -59,6 +59,7 @@ mod protocol;
 mod proxy;
 mod quotas;
 mod redis_deploy;
+mod seam;
 mod server_api;
 mod server_key;
 mod signed;

@@ -32,10 +32,9 @@ pub(super) async fn drain(
             return Ok(());
         }
         for m in spare.drain(..) {
-            if let Some(st) = s.streams.as_deref_mut() {
-                if !st.admit(&m) {
-                    continue;
-                }
+            // Durable events: never twice, and in order on tracked channels.
+            if !crate::ws::streams::admit(&mut s.streams, &m) {
+                continue;
             }
             let kind = match &m {
                 Message::Text(_) => FrameOut::Text,
