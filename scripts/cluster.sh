@@ -110,7 +110,7 @@ server_state() {
   echo "show stat" | socat - "UNIX-CONNECT:$DIR/haproxy.sock" 2>/dev/null |
     awk -F, -v sv="$1" '
       NR == 1 { for (i = 1; i <= NF; i++) { h = $i; sub(/^# /, "", h); col[h] = i }; next }
-      $col["svname"] == sv { print $col["status"], $col["check_status"] }'
+      $col["svname"] == sv { print $col["status"], $col["check_status"] }' || true
 }
 
 # Starts instance N (environment from DIR/env) and records its PID.

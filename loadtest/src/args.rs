@@ -40,6 +40,7 @@ pub enum Pattern {
 pub const USAGE: &str = "\
 usage: loadtest <connect|idle|fanout|broadcast|cluster|churn> [flags]
        loadtest accounts --host URL --run-time T [goose flags]   (see loadtest accounts --help)
+       loadtest failover --disrupt CMD [flags]   (see loadtest failover --help)
 
 target and auth:
   --url URL              gateway URL, repeatable (default ws://127.0.0.1:8080/ws)

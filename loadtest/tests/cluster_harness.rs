@@ -1,0 +1,192 @@
+//! `scripts/cluster.sh` and `loadtest failover` together: HAProxy (tuning/haproxy.cfg, mode tcp,
+//! send-proxy-v2) in front of three real syncgate processes sharing Redis, a fresh PostgreSQL
+//! database and the keys. One instance SIGKILLed under load, then a rolling restart: every client
+//! of a lost instance comes back through the balancer and no durable event is lost or repeated.
+//!
+//! The gateway binary is `$SYNCGATE_BIN`, else the workspace's `target/debug/syncgate` (built by
+//! `cargo build --workspace`, as scripts/test.sh does). Needs haproxy, socat, Redis on
+//! 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (user postgres).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf()
+}
+
+fn gateway_bin() -> String {
+    let bin = std::env::var("SYNCGATE_BIN").unwrap_or_else(|_| root().join("target/debug/syncgate").display().to_string());
+    assert!(Path::new(&bin).is_file(), "no gateway binary at {bin}: cargo build --workspace (or set SYNCGATE_BIN)");
+    bin
+}
+
+fn free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A port base with base+1..=base+3 free (instances), and the same for admin ports, and a
+/// balancer port.
+fn ports() -> (u16, u16, u16) {
+    let seed = std::process::id() as u64 ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut pick = seed;
+    let mut next = || {
+        loop {
+            pick = pick.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let base = 21000 + ((pick >> 33) % 20000) as u16;
+            if (0..=3).all(|i| free(base + i)) {
+                return base;
+            }
+        }
+    };
+    (next(), next(), next())
+}
+
+/// A cluster from scripts/cluster.sh; `down` when dropped.
+struct Cluster {
+    dir: PathBuf,
+    env: BTreeMap<String, String>,
+}
+
+impl Cluster {
+    fn up(extra: &[(&str, &str)]) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("cluster-it-{}", syncgate::util::random_hex(6)));
+        let (lb, base, admin) = ports();
+        let mut cmd = Command::new(root().join("scripts/cluster.sh"));
+        cmd.args(["up", "--dir"])
+            .arg(&dir)
+            .env("SYNCGATE_BIN", gateway_bin())
+            .env("CLUSTER_LB_PORT", lb.to_string())
+            .env("CLUSTER_PORT_BASE", base.to_string())
+            .env("CLUSTER_ADMIN_BASE", admin.to_string())
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("scripts/cluster.sh runs");
+        let mut cluster = Cluster { dir, env: BTreeMap::new() };
+        assert!(
+            out.status.success(),
+            "cluster.sh up failed\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(cluster.dir.join("env")).expect("DIR/env");
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                cluster.env.insert(k.to_string(), v.trim_matches('\'').to_string());
+            }
+        }
+        cluster
+    }
+
+    fn script(&self, args: &str) -> String {
+        format!("{} {args} --dir {}", root().join("scripts/cluster.sh").display(), self.dir.display())
+    }
+
+    /// Open WebSocket connections on instance `n`, from its admin port's /metrics.
+    fn connections(&self, n: u16) -> u64 {
+        let base: u16 = self.env["CLUSTER_ADMIN_BASE"].parse().unwrap();
+        let out = Command::new("curl")
+            .args(["-fsS", &format!("http://127.0.0.1:{}/metrics", base + n)])
+            .output()
+            .expect("curl runs");
+        let page = String::from_utf8_lossy(&out.stdout);
+        page.lines()
+            .find_map(|l| l.strip_prefix("syncgate_connections "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no syncgate_connections on gw{n}: {page}")) as u64
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/cluster.sh")).args(["down", "--dir"]).arg(&self.dir).output();
+    }
+}
+
+/// `loadtest failover …`: (exit code, report).
+fn failover(c: &Cluster, args: &str, disrupt: &str) -> (i32, Value) {
+    let json = c.dir.join(format!("report-{}.json", syncgate::util::random_hex(4)));
+    let mut all: Vec<String> = args.split_whitespace().map(String::from).collect();
+    all.extend([
+        "--url".into(),
+        c.env["CLUSTER_LB_URL"].clone(),
+        "--jwt-secret".into(),
+        c.env["SYNCGATE_JWT_SECRET"].clone(),
+        "--disrupt".into(),
+        disrupt.into(),
+        "--json".into(),
+        json.display().to_string(),
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest")).arg("failover").args(&all).output().unwrap();
+    let report = std::fs::read_to_string(&json).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| {
+        panic!("no report\nstdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+fn n(r: &Value, k: &str) -> u64 {
+    r[k].as_u64().unwrap_or_else(|| panic!("{k} missing: {r:#}"))
+}
+
+#[test]
+fn sigkill_one_of_three_behind_haproxy_loses_and_repeats_nothing() {
+    let c = Cluster::up(&[]);
+    // 600 clients in 300 durable dm pairs; gw2 dies after 2 s of traffic.
+    let (gw1, gw2, gw3) = (c.connections(1), c.connections(2), c.connections(3));
+    assert_eq!((gw1, gw2, gw3), (0, 0, 0));
+    let started = std::time::Instant::now();
+    let (code, r) = failover(&c, "--pairs 300 --rate 150 --warmup 2 --after 3 --drain 20 --quiet", &c.script("kill 2"));
+    eprintln!("failover (kill) took {:?}: {r:#}", started.elapsed());
+    assert!(r["disrupt_ok"].as_bool().unwrap(), "{r:#}");
+    let clients = n(&r, "clients");
+    assert_eq!(clients, 600);
+    // Only gw2's clients lost their connection (leastconn spread them a third each), every one of
+    // them came back through HAProxy, the others never saw anything but events and acks.
+    let lost_clients = n(&r, "clients_disconnected");
+    assert!(lost_clients > clients / 6 && lost_clients < clients / 2, "{lost_clients} of {clients}: {r:#}");
+    assert_eq!(n(&r, "reconnects"), n(&r, "disconnects"), "{r:#}");
+    assert_eq!(n(&r, "not_connected_at_end"), 0, "{r:#}");
+    let others: BTreeMap<String, u64> = serde_json::from_value(r["other_frames_undisturbed"].clone()).unwrap();
+    assert!(others.keys().all(|k| k == "leave"), "{others:?}");
+    // The killed instance's clients all went to the survivors.
+    assert_eq!(c.connections(1) + c.connections(3), clients, "{r:#}");
+    // Every durable event seen exactly once, in order, by both ends of its channel.
+    assert!(n(&r, "published") > 0 && n(&r, "acked") == n(&r, "published"), "{r:#}");
+    assert_eq!(n(&r, "lost"), 0, "{r:#}");
+    assert_eq!(n(&r, "out_of_order"), 0, "{r:#}");
+    assert_eq!(n(&r, "duplicated"), 0, "{r:#}");
+    assert_eq!(n(&r, "unacked_at_end"), 0, "{r:#}");
+    assert_eq!(code, 0, "{r:#}");
+    // One burst: the crash drops every connection of gw2 at once.
+    assert!(r["reconnect_ms"]["p99"].as_f64().unwrap() < 10_000.0, "{r:#}");
+}
+
+#[test]
+fn rolling_restart_spreads_the_closes_and_loses_nothing() {
+    let c = Cluster::up(&[("SYNCGATE_DRAIN_SPREAD_MS", "2000"), ("SYNCGATE_DRAIN_DELAY_MS", "5000")]);
+    let (code, r) = failover(&c, "--pairs 150 --rate 100 --warmup 1 --after 1 --drain 20 --quiet", &c.script("roll"));
+    eprintln!("failover (roll): {r:#}");
+    assert!(r["disrupt_ok"].as_bool().unwrap(), "{r:#}");
+    assert_eq!(n(&r, "lost"), 0, "{r:#}");
+    assert_eq!(n(&r, "duplicated"), 0, "{r:#}");
+    assert_eq!(n(&r, "out_of_order"), 0, "{r:#}");
+    assert_eq!(n(&r, "not_connected_at_end"), 0, "{r:#}");
+    // Three drains, each a burst of 1001 closes spread over the 2 s window (not all at once).
+    let bursts = r["close_bursts"].as_array().unwrap();
+    assert_eq!(bursts.len(), 3, "{r:#}");
+    for b in bursts {
+        let closes = b["closes"].as_u64().unwrap();
+        assert_eq!(b["codes"]["1001"].as_u64(), Some(closes), "only going-away closes: {b:#}");
+        let spread = b["spread_ms"].as_f64().unwrap();
+        if closes >= 20 {
+            assert!(spread >= 1000.0 && spread <= 3000.0, "spread {spread} ms: {b:#}");
+            assert!(b["max_per_100ms"].as_u64().unwrap() * 4 < closes, "a storm: {b:#}");
+        }
+    }
+    assert_eq!(code, 0, "{r:#}");
+}
