@@ -520,7 +520,10 @@ fn jitter(s: &str) -> f64 {
 /// Runs the scenario.
 pub async fn run(o: Opts) -> Result<Report, String> {
     let o = Arc::new(o);
-    let tag = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros());
+    let tag = format!(
+        "{:x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros()
+    );
     let mut clients = Vec::with_capacity(o.pairs * 2);
     for i in 0..o.pairs {
         let a = format!("fa{tag}x{i}");
@@ -655,7 +658,8 @@ pub async fn run(o: Opts) -> Result<Report, String> {
             if st.disconnects > 0 {
                 r.clients_disconnected += 1;
             }
-            let frames = if st.disconnects > 0 { &mut r.other_frames_disturbed } else { &mut r.other_frames_undisturbed };
+            let frames =
+                if st.disconnects > 0 { &mut r.other_frames_disturbed } else { &mut r.other_frames_undisturbed };
             for (k, v) in &st.other_frames {
                 *frames.entry(k.clone()).or_insert(0) += v;
             }
@@ -724,7 +728,10 @@ pub fn print_summary(r: &Report) {
             b.first_ms, b.closes, b.spread_ms, b.max_per_100ms, b.codes
         );
     }
-    println!("  other frames: undisturbed clients {:?}, disturbed {:?}", r.other_frames_undisturbed, r.other_frames_disturbed);
+    println!(
+        "  other frames: undisturbed clients {:?}, disturbed {:?}",
+        r.other_frames_undisturbed, r.other_frames_disturbed
+    );
     if !r.errors.is_empty() {
         println!("  errors {:?}", r.errors);
     }
@@ -737,10 +744,8 @@ mod tests {
 
     #[test]
     fn bursts_split_on_gaps_and_count_windows() {
-        let closes = [0.0, 50.0, 90.0, 400.0, 2000.0, 2010.0]
-            .iter()
-            .map(|t| (*t, "1001".to_string()))
-            .collect::<Vec<_>>();
+        let closes =
+            [0.0, 50.0, 90.0, 400.0, 2000.0, 2010.0].iter().map(|t| (*t, "1001".to_string())).collect::<Vec<_>>();
         let b = bursts(closes, 1000.0);
         assert_eq!(b.len(), 2);
         assert_eq!((b[0].closes, b[0].spread_ms, b[0].max_per_100ms), (4, 400.0, 3));

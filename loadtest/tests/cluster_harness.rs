@@ -18,7 +18,8 @@ fn root() -> PathBuf {
 }
 
 fn gateway_bin() -> String {
-    let bin = std::env::var("SYNCGATE_BIN").unwrap_or_else(|_| root().join("target/debug/syncgate").display().to_string());
+    let bin =
+        std::env::var("SYNCGATE_BIN").unwrap_or_else(|_| root().join("target/debug/syncgate").display().to_string());
     assert!(Path::new(&bin).is_file(), "no gateway binary at {bin}: cargo build --workspace (or set SYNCGATE_BIN)");
     bin
 }
@@ -30,15 +31,14 @@ fn free(port: u16) -> bool {
 /// A port base with base+1..=base+3 free (instances), and the same for admin ports, and a
 /// balancer port.
 fn ports() -> (u16, u16, u16) {
-    let seed = std::process::id() as u64 ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let mut pick = seed;
-    let mut next = || {
-        loop {
-            pick = pick.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let base = 21000 + ((pick >> 33) % 20000) as u16;
-            if (0..=3).all(|i| free(base + i)) {
-                return base;
-            }
+    let mut next = || loop {
+        pick = pick.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let base = 21000 + ((pick >> 33) % 20000) as u16;
+        if (0..=3).all(|i| free(base + i)) {
+            return base;
         }
     };
     (next(), next(), next())
@@ -86,20 +86,6 @@ impl Cluster {
     fn script(&self, args: &str) -> String {
         format!("{} {args} --dir {}", root().join("scripts/cluster.sh").display(), self.dir.display())
     }
-
-    /// Open WebSocket connections on instance `n`, from its admin port's /metrics.
-    fn connections(&self, n: u16) -> u64 {
-        let base: u16 = self.env["CLUSTER_ADMIN_BASE"].parse().unwrap();
-        let out = Command::new("curl")
-            .args(["-fsS", &format!("http://127.0.0.1:{}/metrics", base + n)])
-            .output()
-            .expect("curl runs");
-        let page = String::from_utf8_lossy(&out.stdout);
-        page.lines()
-            .find_map(|l| l.strip_prefix("syncgate_connections "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no syncgate_connections on gw{n}: {page}")) as u64
-    }
 }
 
 impl Drop for Cluster {
@@ -124,7 +110,11 @@ fn failover(c: &Cluster, args: &str, disrupt: &str) -> (i32, Value) {
     ]);
     let out = Command::new(env!("CARGO_BIN_EXE_loadtest")).arg("failover").args(&all).output().unwrap();
     let report = std::fs::read_to_string(&json).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| {
-        panic!("no report\nstdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "no report\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     (out.status.code().unwrap_or(-1), report)
 }
@@ -136,11 +126,17 @@ fn n(r: &Value, k: &str) -> u64 {
 #[test]
 fn sigkill_one_of_three_behind_haproxy_loses_and_repeats_nothing() {
     let c = Cluster::up(&[]);
-    // 600 clients in 300 durable dm pairs; gw2 dies after 2 s of traffic.
-    let (gw1, gw2, gw3) = (c.connections(1), c.connections(2), c.connections(3));
-    assert_eq!((gw1, gw2, gw3), (0, 0, 0));
+    // 600 clients in 300 durable dm pairs; gw2 dies after 2 s of traffic. Its open connections
+    // are read from its admin port's /metrics just before.
+    let admin2 = c.env["CLUSTER_ADMIN_BASE"].parse::<u16>().unwrap() + 2;
+    let before = c.dir.join("gw2-connections");
+    let disrupt = format!(
+        "curl -fsS http://127.0.0.1:{admin2}/metrics | awk '$1 == \"syncgate_connections\" {{ print $2 }}' > {} && {}",
+        before.display(),
+        c.script("kill 2")
+    );
     let started = std::time::Instant::now();
-    let (code, r) = failover(&c, "--pairs 300 --rate 150 --warmup 2 --after 3 --drain 20 --quiet", &c.script("kill 2"));
+    let (code, r) = failover(&c, "--pairs 300 --rate 150 --warmup 2 --after 3 --drain 20 --quiet", &disrupt);
     eprintln!("failover (kill) took {:?}: {r:#}", started.elapsed());
     assert!(r["disrupt_ok"].as_bool().unwrap(), "{r:#}");
     let clients = n(&r, "clients");
@@ -151,10 +147,11 @@ fn sigkill_one_of_three_behind_haproxy_loses_and_repeats_nothing() {
     assert!(lost_clients > clients / 6 && lost_clients < clients / 2, "{lost_clients} of {clients}: {r:#}");
     assert_eq!(n(&r, "reconnects"), n(&r, "disconnects"), "{r:#}");
     assert_eq!(n(&r, "not_connected_at_end"), 0, "{r:#}");
+    let on_gw2: u64 = std::fs::read_to_string(&before).unwrap().trim().parse().unwrap();
+    assert_eq!(lost_clients, on_gw2, "every client of gw2 and only those: {r:#}");
+    // Presence of the peers (join when a peer subscribes, leave when one is gone) and nothing else.
     let others: BTreeMap<String, u64> = serde_json::from_value(r["other_frames_undisturbed"].clone()).unwrap();
-    assert!(others.keys().all(|k| k == "leave"), "{others:?}");
-    // The killed instance's clients all went to the survivors.
-    assert_eq!(c.connections(1) + c.connections(3), clients, "{r:#}");
+    assert!(others.keys().all(|k| k == "leave" || k == "join"), "{others:?}");
     // Every durable event seen exactly once, in order, by both ends of its channel.
     assert!(n(&r, "published") > 0 && n(&r, "acked") == n(&r, "published"), "{r:#}");
     assert_eq!(n(&r, "lost"), 0, "{r:#}");
@@ -162,8 +159,10 @@ fn sigkill_one_of_three_behind_haproxy_loses_and_repeats_nothing() {
     assert_eq!(n(&r, "duplicated"), 0, "{r:#}");
     assert_eq!(n(&r, "unacked_at_end"), 0, "{r:#}");
     assert_eq!(code, 0, "{r:#}");
-    // One burst: the crash drops every connection of gw2 at once.
-    assert!(r["reconnect_ms"]["p99"].as_f64().unwrap() < 10_000.0, "{r:#}");
+    // One burst: the crash drops every connection of gw2 at once; they are back within seconds
+    // (HAProxy retries a refused connect on another server).
+    assert_eq!(r["close_bursts"].as_array().unwrap().len(), 1, "{r:#}");
+    assert!(r["reconnect_ms"]["p99"].as_f64().unwrap() < 5_000.0, "{r:#}");
 }
 
 #[test]
