@@ -9,7 +9,9 @@
 //! lost = a seq up to the channel's latest that a client never saw (event or own ack), duplicated =
 //! the same seq twice on one connection (split into a repeat after `subscribed` and a replay of a
 //! live event that arrived between `welcome` and `subscribed`), out of order = a seq not above the
-//! previous one after `subscribed`. Exit 0 only when nothing is lost, duplicated, out of order or
+//! previous one after `subscribed`. At the end every client unsubscribes and subscribes again
+//! without `since` to learn its channel's latest seq from the server, so an event stored but never
+//! delivered (nor acknowledged) counts as lost too. Exit 0 only when nothing is lost, duplicated, out of order or
 //! left unconnected.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -143,6 +145,9 @@ pub fn parse(argv: &[String]) -> Result<Opts, String> {
 enum Phase {
     Traffic,
     Quiet,
+    /// Every connected client asks for its channel's latest seq (unsubscribe, subscribe without
+    /// `since`: nothing replayed), so an event stored but never delivered counts as lost.
+    Verify,
     End,
 }
 
@@ -175,6 +180,8 @@ struct State {
     msg_id_twice: u64,
     msg_seq: HashMap<String, u64>,
     errors: BTreeMap<String, u64>,
+    /// The channel's latest seq from the verification `subscribed`.
+    latest: Option<u64>,
 }
 
 impl State {
@@ -227,6 +234,12 @@ pub struct Report {
     pub msg_id_twice: u64,
     pub unrecovered: u64,
     pub unacked_at_end: u64,
+    /// Clients that could not ask for their channel's latest seq at the end.
+    pub not_verified: usize,
+    /// Up to 10 publishes never acknowledged: `msg_id (disconnects of its client)`.
+    pub unacked_examples: Vec<String>,
+    /// Up to 10 lost events: `channel seq N missed by USER (disconnects of its client)`.
+    pub lost_examples: Vec<String>,
     /// Frames other than welcome/subscribed/event/ack seen by clients that never lost their
     /// connection, and by those that did.
     pub other_frames_undisturbed: BTreeMap<String, u64>,
@@ -361,6 +374,8 @@ async fn client(o: Arc<Opts>, c: Arc<Client>, t0: Instant, interval: Duration, m
         let mut after: HashSet<u64> = HashSet::new();
         let mut last_after: u64 = since;
         let mut retry: Vec<u64> = Vec::new();
+        // The verification's unsubscribe and subscribe were sent on this connection.
+        let mut verifying = false;
         let close: String = loop {
             let phase = *phase_rx.borrow();
             let send_at = if subscribed && phase == Phase::Traffic {
@@ -372,9 +387,18 @@ async fn client(o: Arc<Opts>, c: Arc<Client>, t0: Instant, interval: Duration, m
             };
             tokio::select! {
                 changed = phase_rx.changed() => {
-                    if changed.is_err() || *phase_rx.borrow() == Phase::End {
+                    let now = *phase_rx.borrow();
+                    if changed.is_err() || now == Phase::End {
                         let _ = ws.close(None).await;
                         break 'outer;
+                    }
+                    if now == Phase::Verify && subscribed && !verifying {
+                        verifying = true;
+                        let un = format!("{{\"type\":\"unsubscribe\",\"channel\":\"{}\"}}", c.channel);
+                        let sub = format!("{{\"type\":\"subscribe\",\"channel\":\"{}\"}}", c.channel);
+                        if ws.send(Message::text(un)).await.is_err() || ws.send(Message::text(sub)).await.is_err() {
+                            break "send failed".into();
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(send_at) => {
@@ -412,6 +436,11 @@ async fn client(o: Arc<Opts>, c: Arc<Client>, t0: Instant, interval: Duration, m
                         let mut st = lock(&c);
                         match kind {
                             "welcome" => Vec::new(),
+                            "subscribed" if verifying => {
+                                st.latest = v["seq"].as_u64();
+                                Vec::new()
+                            }
+                            "unsubscribed" | "join" | "leave" if verifying => Vec::new(),
                             "subscribed" => {
                                 subscribed = true;
                                 st.connected = true;
@@ -594,6 +623,11 @@ pub async fn run(o: Opts) -> Result<Report, String> {
     while !settled(&clients) && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let _ = phase_tx.send(Phase::Verify);
+    let verify_deadline = Instant::now() + Duration::from_secs(10);
+    while clients.iter().any(|c| lock(c).latest.is_none()) && Instant::now() < verify_deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let _ = phase_tx.send(Phase::End);
     for t in tasks {
         let _ = t.await;
@@ -624,6 +658,9 @@ pub async fn run(o: Opts) -> Result<Report, String> {
         msg_id_twice: 0,
         unrecovered: 0,
         unacked_at_end: 0,
+        not_verified: 0,
+        unacked_examples: Vec::new(),
+        lost_examples: Vec::new(),
         other_frames_undisturbed: BTreeMap::new(),
         other_frames_disturbed: BTreeMap::new(),
         close_codes: BTreeMap::new(),
@@ -636,10 +673,18 @@ pub async fn run(o: Opts) -> Result<Report, String> {
     let mut not_connected = 0;
     for pair in clients.chunks(2) {
         let s: Vec<_> = pair.iter().map(|c| lock(c)).collect();
-        let top = s.iter().filter_map(|st| st.seen.last().copied()).max().unwrap_or(0);
+        // The channel's latest: what the server says, or more if a client saw more.
+        let top = s.iter().filter_map(|st| st.seen.last().copied().max(st.latest)).max().unwrap_or(0);
         r.events_expected += top;
-        for st in &s {
-            r.lost += (1..=top).filter(|q| !st.seen.contains(q)).count() as u64;
+        r.not_verified += s.iter().filter(|st| st.latest.is_none()).count();
+        for (st, c) in s.iter().zip(pair) {
+            for q in (1..=top).filter(|q| !st.seen.contains(q)) {
+                r.lost += 1;
+                if r.lost_examples.len() < 10 {
+                    r.lost_examples
+                        .push(format!("{} seq {q} missed by {} ({} disconnects)", c.channel, c.user, st.disconnects));
+                }
+            }
             r.published += st.published;
             r.acked += st.acked;
             r.ack_duplicates += st.ack_duplicates;
@@ -651,6 +696,11 @@ pub async fn run(o: Opts) -> Result<Report, String> {
             r.msg_id_twice += st.msg_id_twice;
             r.unrecovered += st.unrecovered;
             r.unacked_at_end += st.pending.len() as u64;
+            for m in st.pending.keys() {
+                if r.unacked_examples.len() < 10 {
+                    r.unacked_examples.push(format!("{m} ({} disconnects)", st.disconnects));
+                }
+            }
             reconnect.extend(st.reconnect_ms.iter().copied());
             closes.extend(st.closes.iter().cloned());
             // The final disconnect at the end of the run is ours, not counted: `closes` only holds
@@ -683,6 +733,7 @@ pub async fn run(o: Opts) -> Result<Report, String> {
         && r.out_of_order == 0
         && r.not_connected_at_end == 0
         && r.unacked_at_end == 0
+        && r.not_verified == 0
         && r.unrecovered == 0;
     Ok(r)
 }
@@ -699,8 +750,8 @@ pub fn print_summary(r: &Report) {
         r.disrupt_took_ms
     );
     println!(
-        "  published {} acked {} (duplicate acks {}), unacked at end {}; events per channel summed {}",
-        r.published, r.acked, r.ack_duplicates, r.unacked_at_end, r.events_expected
+        "  published {} acked {} (duplicate acks {}), unacked at end {}; events per channel summed {} (clients not verified {})",
+        r.published, r.acked, r.ack_duplicates, r.unacked_at_end, r.events_expected, r.not_verified
     );
     println!(
         "  disconnected clients {} (disconnects {}), reconnected {}, failed attempts {}, not connected at end {}",
@@ -732,6 +783,12 @@ pub fn print_summary(r: &Report) {
         "  other frames: undisturbed clients {:?}, disturbed {:?}",
         r.other_frames_undisturbed, r.other_frames_disturbed
     );
+    if !r.lost_examples.is_empty() {
+        println!("  lost: {:?}", r.lost_examples);
+    }
+    if !r.unacked_examples.is_empty() {
+        println!("  never acknowledged: {:?}", r.unacked_examples);
+    }
     if !r.errors.is_empty() {
         println!("  errors {:?}", r.errors);
     }
