@@ -183,7 +183,7 @@ fn rolling_restart_spreads_the_closes_and_loses_nothing() {
         assert_eq!(b["codes"]["1001"].as_u64(), Some(closes), "only going-away closes: {b:#}");
         let spread = b["spread_ms"].as_f64().unwrap();
         if closes >= 20 {
-            assert!(spread >= 1000.0 && spread <= 3000.0, "spread {spread} ms: {b:#}");
+            assert!((1000.0..=3000.0).contains(&spread), "spread {spread} ms: {b:#}");
             assert!(b["max_per_100ms"].as_u64().unwrap() * 4 < closes, "a storm: {b:#}");
         }
     }
