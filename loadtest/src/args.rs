@@ -40,6 +40,7 @@ pub enum Pattern {
 pub const USAGE: &str = "\
 usage: loadtest <connect|idle|fanout|broadcast|cluster|churn> [flags]
        loadtest accounts --host URL --run-time T [goose flags]   (see loadtest accounts --help)
+       loadtest failover --disrupt CMD [flags]   (see loadtest failover --help)
 
 target and auth:
   --url URL              gateway URL, repeatable (default ws://127.0.0.1:8080/ws)
@@ -51,6 +52,8 @@ target and auth:
   --spawn                start the gateway binary (--gateway-bin, default target/release/syncgate) and sample it
   --gateway-bin PATH     binary for --spawn
   --env K=V              extra env for --spawn, repeatable
+  --metrics HOST:PORT    where the bus counters are scraped (/metrics), repeatable (default: the
+                         --url hosts); behind a balancer: each instance's SYNCGATE_ADMIN_LISTEN
   --server-pid PID       sample an already running gateway's memory and CPU (churn: also its open fds)
 
 sizes, rates, durations (defaults in brackets):
@@ -91,6 +94,9 @@ pub struct Args {
     pub gateway_bin: String,
     pub env: Vec<(String, String)>,
     pub server_pid: Option<u32>,
+    /// `--metrics`: the gateways' /metrics addresses (host:port) for the bus counters.
+    #[serde(default)]
+    pub metrics: Vec<String>,
     pub connections: usize,
     pub rate: f64,
     pub duration_s: f64,
@@ -232,6 +238,7 @@ impl Args {
             gateway_bin: "target/release/syncgate".into(),
             env: Vec::new(),
             server_pid: None,
+            metrics: Vec::new(),
             connections: 1000,
             rate: default_rate,
             duration_s: default_duration,
@@ -272,6 +279,7 @@ impl Args {
                 a.env.push((k.to_string(), v.to_string()));
             }
             "--server-pid" => a.server_pid = Some(num(flag, val()?)?),
+            "--metrics" => a.metrics.push(val()?.to_string()),
             "--connections" => a.connections = num(flag, val()?)?,
             "--rate" => a.rate = positive(flag, num(flag, val()?)?)?,
             "--duration" => a.duration_s = positive(flag, secs(flag, val()?)?)?,

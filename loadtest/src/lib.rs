@@ -7,6 +7,9 @@
 //! - [`worker`]: a worker process: paced connects, traffic, latency from intended send times.
 //! - [`churn`]: connections that connect, subscribe, publish and leave in rounds; server RSS and
 //!   open fds after every round (`loadtest churn`).
+//! - [`failover`]: durable dm pairs through a balancer while a command kills or restarts
+//!   instances behind it: reconnect times, lost and duplicated events, the closes' spread
+//!   (`loadtest failover`).
 //! - [`run`]: the parent: spawns workers (and optionally the gateway), drives steps, merges.
 //! - [`hist`]: HDR histograms (µs), sharded recording, lossless merge across processes.
 //! - [`slo`]: thresholds from TOML and their evaluation (exit code 1 when broken).
@@ -15,6 +18,7 @@
 pub mod accounts;
 pub mod args;
 pub mod churn;
+pub mod failover;
 pub mod hist;
 pub mod keys;
 pub mod plan;

@@ -22,6 +22,9 @@ fn main() -> ExitCode {
     if matches!(argv.first().map(String::as_str), Some("accounts" | "auth" | "login")) {
         return accounts(&runtime, &argv[1..]);
     }
+    if argv.first().map(String::as_str) == Some("failover") {
+        return failover(&runtime, &argv[1..]);
+    }
     if argv.is_empty() || argv.iter().any(|a| a == "-h" || a == "--help") {
         print!("{}", loadtest::args::USAGE);
         return ExitCode::SUCCESS;
@@ -55,6 +58,39 @@ fn worker(runtime: &tokio::runtime::Runtime, argv: &[String]) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("loadtest worker: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `loadtest failover …`: its own flags, driver and report; exit 1 when an event was lost or
+/// duplicated or a client did not come back.
+fn failover(runtime: &tokio::runtime::Runtime, argv: &[String]) -> ExitCode {
+    if argv.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{}", loadtest::failover::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    let opts = match loadtest::failover::parse(argv) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("loadtest: {e}\n\n{}", loadtest::failover::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let json = opts.json.clone();
+    match runtime.block_on(loadtest::failover::run(opts)) {
+        Ok(report) => {
+            loadtest::failover::print_summary(&report);
+            if let Some(path) = json {
+                if let Err(e) = write_json(std::path::Path::new(&path), &report) {
+                    eprintln!("loadtest: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            slo_exit(report.ok)
+        }
+        Err(e) => {
+            eprintln!("loadtest: {e}");
             ExitCode::from(2)
         }
     }

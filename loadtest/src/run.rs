@@ -408,7 +408,7 @@ async fn traffic_step(
     opened: u64,
 ) -> Result<StepResult, String> {
     let pid = samples.pid;
-    let bus0 = bus_counters(&args.urls).await;
+    let bus0 = bus_counters(&metrics_urls(args)).await;
     let cpu0 = pid.and_then(sampler::sample);
     for w in workers.iter_mut() {
         w.stdin.write_all(format!("GO {rate}\n").as_bytes()).await.map_err(|e| format!("worker stdin: {e}"))?;
@@ -427,7 +427,7 @@ async fn traffic_step(
         }
     }
     let cpu1 = pid.and_then(sampler::sample);
-    let bus1 = bus_counters(&args.urls).await;
+    let bus1 = bus_counters(&metrics_urls(args)).await;
     let bus_commands_per_message = match (bus0, bus1) {
         (Some((m0, c0)), Some((m1, c1))) if m1 > m0 => Some((c1 - c0) as f64 / (m1 - m0) as f64),
         _ => None,
@@ -520,6 +520,14 @@ pub(crate) async fn stop_workers(workers: &mut [Worker], rx: &mut Lines, procs: 
         let _ = tokio::time::timeout(Duration::from_secs(5), w.child.wait()).await;
         let _ = w.child.start_kill();
     }
+}
+
+/// Where the bus counters are read: `--metrics` addresses, else the `--url`s.
+fn metrics_urls(args: &Args) -> Vec<String> {
+    if args.metrics.is_empty() {
+        return args.urls.clone();
+    }
+    args.metrics.iter().map(|a| format!("ws://{a}/")).collect()
 }
 
 /// Sums `syncgate_bus_messages_total` and `syncgate_bus_publish_commands_total` over the
