@@ -57,6 +57,14 @@ ensure_haproxy() {
     echo "installing haproxy"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
   fi
+  # scripts/cluster.sh (the three-instance harness the loadtest cluster tests drive) reads
+  # HAProxy's stats socket with socat; the Redis deployment tests need openssl for their CA.
+  for tool in socat openssl; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+      echo "installing $tool"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null
+    fi
+  done
 }
 
 ensure_redis

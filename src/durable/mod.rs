@@ -164,7 +164,7 @@ impl Durable {
         });
         let tasks = vec![
             tokio::spawn(durable.clone().writer(rx, bus, registry.clone(), config.durable.batch_max)),
-            tokio::spawn(writer::sequencer_ticks(registry)),
+            tokio::spawn(writer::sequencer_ticks(registry, durable.store.clone())),
             tokio::spawn(durable.clone().position_flusher()),
             tokio::spawn(durable.clone().retention(
                 config.durable.retention_interval,

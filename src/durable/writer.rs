@@ -265,9 +265,15 @@ fn deliver(bus: &dyn Bus, registry: &Registry, p: &Publish, seq: u64) {
     });
 }
 
+/// Most events read from the store to fill one sequencer gap.
+const REPAIR_MAX: u64 = 1000;
+
 /// Releases sequencer gaps every few milliseconds while any stream waits; sleeps otherwise (an
-/// idle gateway does not wake up for it). Forgets idle streams now and then.
-pub(super) async fn sequencer_ticks(registry: Arc<Registry>) {
+/// idle gateway does not wake up for it). A gap after events already delivered is first filled
+/// from the store: an event another instance committed whose live path was lost (it died before
+/// relaying it, or Redis dropped it) still reaches the connections here, in order. Forgets idle
+/// streams now and then.
+pub(super) async fn sequencer_ticks(registry: Arc<Registry>, store: Store) {
     let mut last_evict = Instant::now();
     loop {
         if !registry.sequencer_waiting() {
@@ -275,7 +281,25 @@ pub(super) async fn sequencer_ticks(registry: Arc<Registry>) {
             let _ = tokio::time::timeout(Duration::from_secs(10), registry.sequencer_wait()).await;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
-        registry.sequencer_tick();
+        registry.sequencer_tick(|route, channel, first, last| {
+            let (registry, store) = (registry.clone(), store.clone());
+            let (route, channel) = (route.to_string(), channel.to_string());
+            tokio::spawn(async move {
+                let want = (last + 1 - first).min(REPAIR_MAX);
+                match store.events(&channel, first - 1, Some(last + 1), want, false).await {
+                    Ok(events) => {
+                        for e in &events {
+                            let frame = Message::Text(super::stored_frame(&channel, e));
+                            registry.fan_out_durable(&route, &channel, e.seq, frame, 0);
+                        }
+                        if !events.is_empty() {
+                            tracing::debug!(%channel, first, last, found = events.len(), "sequencer gap filled from the store");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, %channel, "sequencer gap not readable from the store"),
+                }
+            });
+        });
         if last_evict.elapsed() >= Duration::from_secs(10) {
             registry.sequencer_evict_idle();
             last_evict = Instant::now();

@@ -468,11 +468,16 @@ impl Registry {
         n
     }
 
-    /// Releases durable events that waited too long for a missing predecessor.
-    pub fn sequencer_tick(&self) {
-        self.sequencer.tick(|route, m, e| {
-            self.fan_out(route, &m, e);
-        });
+    /// Releases durable events that waited too long for a missing predecessor; `repair` is
+    /// asked to read a gap's events from the store (route, channel, first and last missing seq)
+    /// and hand them back through [`Registry::fan_out_durable`].
+    pub fn sequencer_tick(&self, repair: impl FnMut(&str, &str, u64, u64)) {
+        self.sequencer.tick(
+            |route, m, e| {
+                self.fan_out(route, &m, e);
+            },
+            repair,
+        );
     }
 
     /// True while some durable stream waits for a missing event.

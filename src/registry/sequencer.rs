@@ -7,8 +7,12 @@
 //! whose members receive it (the channel itself, or a user channel for `dm:`):
 //!
 //! - the next expected `seq` is delivered at once, followed by any buffered successors;
-//! - a later one waits (bounded) for the gap to fill; [`Sequencer::tick`] releases what waited
-//!   longer than [`GAP_WAIT`] in order, so a lost path never stalls a stream;
+//! - a later one waits (bounded) for the gap to fill. After [`GAP_WAIT`], [`Sequencer::tick`]
+//!   asks for the missing `seq`s to be read from the store (a gap after events delivered here:
+//!   the event was committed but its live path was lost, say its instance died before relaying
+//!   it); what the store has comes back through `offer`, in order. What is still missing
+//!   [`REPAIR_WAIT`] later is given up and the buffered events go out in order, so a lost path
+//!   never stalls a stream;
 //! - an earlier one is a duplicate and dropped, unless it is one that was skipped (released past
 //!   by `tick`, or older than the stream's first event here): then it is delivered late, once.
 //!
@@ -21,8 +25,10 @@ use std::time::{Duration, Instant};
 
 use tokio_tungstenite::tungstenite::Message;
 
-/// How long an event waits for a missing predecessor.
+/// How long an event waits for a missing predecessor before the store is asked for it.
 pub const GAP_WAIT: Duration = Duration::from_millis(25);
+/// How much longer it waits for the store's answer before the gap is given up.
+pub const REPAIR_WAIT: Duration = Duration::from_millis(500);
 /// Streams without traffic for this long are forgotten.
 pub const IDLE: Duration = Duration::from_secs(120);
 /// Most events buffered per stream; beyond it the oldest are released at once.
@@ -42,6 +48,8 @@ struct Stream {
     floor: u64,
     pending: BTreeMap<u64, Pending>,
     waiting_since: Option<Instant>,
+    /// The store was asked for the current gap.
+    repair_asked: bool,
     /// Seqs passed over (or below `floor`) that may still arrive: delivered late, once.
     skipped: BTreeSet<u64>,
     /// Below-floor seqs already delivered late.
@@ -122,6 +130,7 @@ impl Sequencer {
                     floor: start,
                     pending: BTreeMap::new(),
                     waiting_since: None,
+                    repair_asked: false,
                     skipped: BTreeSet::new(),
                     late: BTreeSet::new(),
                     last_used: now,
@@ -176,9 +185,13 @@ impl Sequencer {
         self.woken.notified().await
     }
 
-    /// Releases streams that waited longer than [`GAP_WAIT`]. Call every few milliseconds;
-    /// `deliver` gets (route, message, connection to skip).
-    pub fn tick(&self, mut deliver: impl FnMut(&str, Message, u64)) {
+    /// Streams that waited [`GAP_WAIT`] for a gap after events already delivered here ask
+    /// `repair` (route, channel, first missing seq, last missing seq) once to read the missing
+    /// events from the store (they come back through [`Sequencer::offer`]); streams that
+    /// waited [`GAP_WAIT`] for predecessors of their first event here, or [`REPAIR_WAIT`] more
+    /// for the store, are released. Call every few milliseconds; `deliver` gets (route, message,
+    /// connection to skip).
+    pub fn tick(&self, mut deliver: impl FnMut(&str, Message, u64), mut repair: impl FnMut(&str, &str, u64, u64)) {
         let now = Instant::now();
         for shard in &self.shards {
             let Ok(mut guard) = shard.lock() else { continue };
@@ -189,7 +202,15 @@ impl Sequencer {
             let before = waiting.len();
             waiting.retain(|key| {
                 let Some(st) = streams.get_mut(&key.0).and_then(|m| m.get_mut(&key.1)) else { return false };
-                if st.waiting_since.is_some_and(|t| now.duration_since(t) >= GAP_WAIT) {
+                let waited = st.waiting_since.map_or(Duration::ZERO, |t| now.duration_since(t));
+                // A gap after delivered events (not the look-back of a new stream).
+                let gap_after_delivered = st.next > st.floor;
+                if waited >= GAP_WAIT && gap_after_delivered && !st.repair_asked {
+                    if let Some((&first, _)) = st.pending.first_key_value() {
+                        st.repair_asked = true;
+                        repair(&key.0, &key.1, st.next, first - 1);
+                    }
+                } else if waited >= GAP_WAIT && (!gap_after_delivered || waited >= GAP_WAIT + REPAIR_WAIT) {
                     release(st, &mut |m, e| deliver(&key.0, m, e));
                 }
                 st.waiting_since.is_some()
@@ -229,6 +250,7 @@ fn drain(st: &mut Stream, deliver: &mut impl FnMut(Message, u64)) {
         st.next += 1;
     }
     st.waiting_since = if st.pending.is_empty() { None } else { Some(Instant::now()) };
+    st.repair_asked = false;
 }
 
 /// Gives up on the gap before the first buffered event: the missing seqs become `skipped`
@@ -271,22 +293,42 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_is_released_after_the_wait_and_the_missing_one_still_arrives() {
+    fn a_gap_asks_the_store_then_is_released_and_the_missing_one_still_arrives() {
         let q = Sequencer::default();
         let mut out = Vec::new();
         run(&q, 1, &mut out);
-        run(&q, 3, &mut out);
+        run(&q, 4, &mut out);
         assert_eq!(out, vec![1]);
         let mut routed = Vec::new();
-        q.tick(|r, m, _| routed.push((r.to_string(), m.to_text().unwrap().to_string())));
-        assert!(routed.is_empty(), "not yet");
+        let mut asked = Vec::new();
+        let mut tick = |routed: &mut Vec<(String, String)>, asked: &mut Vec<(String, String, u64, u64)>| {
+            q.tick(
+                |r, m, _| routed.push((r.to_string(), m.to_text().unwrap().to_string())),
+                |r, c, a, b| asked.push((r.to_string(), c.to_string(), a, b)),
+            )
+        };
+        tick(&mut routed, &mut asked);
+        assert!(routed.is_empty() && asked.is_empty(), "not yet");
         std::thread::sleep(GAP_WAIT + Duration::from_millis(5));
-        q.tick(|r, m, _| routed.push((r.to_string(), m.to_text().unwrap().to_string())));
-        assert_eq!(routed, vec![("user:a".to_string(), "3".to_string())]);
+        tick(&mut routed, &mut asked);
+        // The store is asked for 2..=3, once; nothing is released meanwhile.
+        assert_eq!(asked, vec![("user:a".to_string(), "dm:a:b".to_string(), 2, 3)]);
+        tick(&mut routed, &mut asked);
+        assert_eq!((routed.len(), asked.len()), (0, 1));
+        // The store had 2 but not 3: 2 goes out at once; the new gap (3) asks again later.
         run(&q, 2, &mut out);
-        run(&q, 2, &mut out);
-        run(&q, 4, &mut out);
-        assert_eq!(out, vec![1, 2, 4]);
+        assert_eq!(out, vec![1, 2]);
+        std::thread::sleep(GAP_WAIT + Duration::from_millis(5));
+        tick(&mut routed, &mut asked);
+        assert_eq!(asked.last(), Some(&("user:a".to_string(), "dm:a:b".to_string(), 3, 3)));
+        // Given up REPAIR_WAIT later: 4 goes out; 3 is still delivered once if it comes.
+        std::thread::sleep(REPAIR_WAIT + Duration::from_millis(5));
+        tick(&mut routed, &mut asked);
+        assert_eq!(routed, vec![("user:a".to_string(), "4".to_string())]);
+        run(&q, 3, &mut out);
+        run(&q, 3, &mut out);
+        run(&q, 5, &mut out);
+        assert_eq!(out, vec![1, 2, 3, 5]);
     }
 
     #[test]
@@ -305,7 +347,7 @@ mod tests {
         q2.offer("user:a", "dm:a:c", 40, Message::text("40"), 0, 8, |_, _| panic!("not yet"));
         std::thread::sleep(GAP_WAIT + Duration::from_millis(5));
         let mut routed = 0;
-        q2.tick(|_, _, _| routed += 1);
+        q2.tick(|_, _, _| routed += 1, |_, _, _, _| panic!("no repair for a new stream's look-back"));
         assert_eq!(routed, 1);
     }
 
