@@ -301,7 +301,7 @@ mod tests {
         assert_eq!(out, vec![1]);
         let mut routed = Vec::new();
         let mut asked = Vec::new();
-        let mut tick = |routed: &mut Vec<(String, String)>, asked: &mut Vec<(String, String, u64, u64)>| {
+        let tick = |routed: &mut Vec<(String, String)>, asked: &mut Vec<(String, String, u64, u64)>| {
             q.tick(
                 |r, m, _| routed.push((r.to_string(), m.to_text().unwrap().to_string())),
                 |r, c, a, b| asked.push((r.to_string(), c.to_string(), a, b)),
