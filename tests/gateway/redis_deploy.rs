@@ -570,6 +570,14 @@ async fn cluster_sharded_pubsub_presence_and_a_killed_primary() {
     let victim = owner(&primaries, &key);
     procs.kill(victim);
     let killed = Instant::now();
+    let (mut saw_503, mut saw_down) = (false, false);
+    while killed.elapsed() < Duration::from_millis(900) && !(saw_503 && saw_down) {
+        saw_503 |= ready(&b).await == 503;
+        saw_down |= metrics_text(&b).await.contains("syncgate_redis_up 0\n");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_503, "/ready never showed the lost shard");
+    assert!(saw_down, "syncgate_redis_up never showed the lost shard");
     let took = until_delivered(&mut x, &mut y, channel, Duration::from_secs(15)).await;
     let resumed = killed.elapsed();
     assert!(took.is_some(), "delivery on {channel} did not resume after its primary died");
