@@ -615,3 +615,38 @@ async fn cluster_primary_loss_loses_no_durable_event_and_duplicates_none() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn cluster_subscribed_means_subscribed() {
+    let mut procs = Procs::new();
+    let primaries = start_cluster(&mut procs);
+    let url = format!("redis-cluster://127.0.0.1:{}", primaries[0]);
+    let (a, b) = pair(&url, &[]).await;
+    let mut publisher = a.client("pub", "d1").await;
+    for round in 0..5 {
+        let channel = format!("room:z{round}");
+        let mut subs = Vec::new();
+        for i in 0..100 {
+            let mut c = b.client(&format!("s{round}-{i}"), "d1").await;
+            assert_eq!(c.subscribe(&channel).await["type"], "subscribed");
+            subs.push(c);
+        }
+        publisher.send(json!({"type":"publish","channel":channel,"event":"once","data":{}})).await;
+        let mut missing = 0;
+        for c in subs.iter_mut() {
+            let got = tokio::time::timeout(Duration::from_secs(3), async {
+                loop {
+                    let v = c.recv().await;
+                    if v["event"] == "once" {
+                        return;
+                    }
+                }
+            })
+            .await;
+            missing += usize::from(got.is_err());
+        }
+        assert_eq!(missing, 0, "round {round}: {missing} of 100 subscribers missed the event");
+    }
+    a.stop().await;
+    b.stop().await;
+}
