@@ -326,9 +326,9 @@ async fn durable_exactly_once(a: &Server, b: &Server, kill: impl FnOnce()) {
     fresh.silent(300).await;
 }
 
-#[tokio::test]
-async fn sentinel_failover_resumes_delivery() {
-    let mut procs = Procs::new();
+/// A primary, its replica (in sync) and one sentinel watching them as `mymaster` (quorum 1,
+/// down after 1 s): their ports.
+fn start_sentinel(procs: &mut Procs) -> (u16, u16, u16) {
     let (primary, replica, sentinel) = (free_port(), free_port(), free_port());
     let base = |port: u16| vec![s("--port"), port.to_string(), s("--bind"), s("127.0.0.1"), s("--save"), s("")];
     procs.start(primary, &base(primary), false);
@@ -352,6 +352,13 @@ async fn sentinel_failover_resumes_delivery() {
         assert!(Instant::now() < deadline, "replica never synced");
         std::thread::sleep(Duration::from_millis(50));
     }
+    (primary, replica, sentinel)
+}
+
+#[tokio::test]
+async fn sentinel_failover_resumes_delivery() {
+    let mut procs = Procs::new();
+    let (primary, replica, sentinel) = start_sentinel(&mut procs);
     let url = format!("redis-sentinel://127.0.0.1:{sentinel}/mymaster");
     let (a, b) = pair(&url, &[]).await;
     let _members = traffic_flows(&a, &b).await;
@@ -393,27 +400,7 @@ async fn sentinel_failover_resumes_delivery() {
 #[tokio::test]
 async fn sentinel_failover_loses_no_durable_event_and_duplicates_none() {
     let mut procs = Procs::new();
-    let (primary, replica, sentinel) = (free_port(), free_port(), free_port());
-    let base = |port: u16| vec![s("--port"), port.to_string(), s("--bind"), s("127.0.0.1"), s("--save"), s("")];
-    procs.start(primary, &base(primary), false);
-    let mut r = base(replica);
-    r.extend([s("--replicaof"), s("127.0.0.1"), primary.to_string()]);
-    procs.start(replica, &r, false);
-    let conf = procs.dir.join("sentinel.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "port {sentinel}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {primary} 1\n\
-             sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n"
-        ),
-    )
-    .unwrap();
-    procs.start(sentinel, &[conf.display().to_string(), s("--sentinel")], false);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cli(replica, &["info", "replication"]).contains("master_link_status:up") {
-        assert!(Instant::now() < deadline, "replica never synced");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (primary, _replica, sentinel) = start_sentinel(&mut procs);
     let url = format!("redis-sentinel://127.0.0.1:{sentinel}/mymaster");
     let (a, b) = pair(&url, &[]).await;
     let pid = procs.children.iter().find(|(p, _)| *p == primary).map(|(_, c)| c.id()).unwrap();
