@@ -101,6 +101,12 @@ pub trait Bus: Send + Sync + 'static {
     fn healthy(&self) -> bool;
     /// Short state for `/ready` and logs: `"local"`, `"up"`, `"down"`.
     fn state(&self) -> &'static str;
+    /// Leaves the cluster at a graceful shutdown: this instance's presence and connection
+    /// slots are removed at once (the other instances announce the `leave`s and report the
+    /// transitions now, not after `SYNCGATE_PRESENCE_TTL_MS`). A no-op for the in-process bus.
+    fn leave<'a>(&'a self) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
     /// Stops the bus's background tasks (the server has stopped serving). A no-op for the
     /// in-process bus.
     fn stop(&self) {}

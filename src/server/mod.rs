@@ -177,10 +177,23 @@ async fn stop(state: Arc<AppState>, background: Vec<tokio::task::JoinHandle<()>>
     let timeout = state.config.listener.shutdown_timeout;
     // Read positions acknowledged so far are written before the background tasks stop.
     state.durable.flush_positions().await;
+    // Leave the cluster now, while the background tasks still run: the other instances announce
+    // the leaves at once and the webhooks report the departures (given a moment to send them).
+    if tokio::time::timeout(Duration::from_secs(3), state.bus.leave()).await.is_err() {
+        tracing::warn!(
+            "leaving the cluster timed out; the other instances reap this one after SYNCGATE_PRESENCE_TTL_MS"
+        );
+    }
+    if state.config.webhooks.url.is_some() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while state.metrics.webhooks.queue.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     for task in background {
         task.abort();
     }
-    // The bus's own tasks too: a stopped server neither heartbeats nor receives.
+    // Then the bus's own tasks: a stopped server neither heartbeats nor receives.
     state.bus.stop();
     let alive = state.alive.clone();
     drop(state);

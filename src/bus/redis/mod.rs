@@ -112,6 +112,8 @@ pub struct RedisBus {
     /// The background tasks (receiver, resubscriber, batcher, presence worker, heartbeat),
     /// aborted by [`Bus::stop`] so a stopped server stops heartbeating.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The presence worker and the heartbeat: stopped first when the instance leaves.
+    presence_tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl RedisBus {
@@ -160,6 +162,7 @@ impl RedisBus {
             cluster,
             metrics,
             tasks: std::sync::Mutex::new(Vec::new()),
+            presence_tasks: std::sync::Mutex::new(Vec::new()),
         });
         // The connection tasks run detached for the process's life (reconnecting per policy).
         drop(bus.client.connect());
@@ -177,10 +180,10 @@ impl RedisBus {
             tokio::spawn(bus.clone().receive(bus.subscriber.message_rx())),
             tokio::spawn(bus.clone().resubscribe_on_reconnect()),
             tokio::spawn(bus.clone().batcher(out_rx)),
-            tokio::spawn(bus.clone().presence_worker(pres_rx)),
-            tokio::spawn(bus.clone().heartbeat()),
         ];
         *bus.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+        *bus.presence_tasks.lock().unwrap_or_else(|e| e.into_inner()) =
+            vec![tokio::spawn(bus.clone().presence_worker(pres_rx)), tokio::spawn(bus.clone().heartbeat())];
         bus.subscribe_key(bus.key(CONTROL)).await;
         Ok(bus)
     }
@@ -263,7 +266,14 @@ impl Bus for RedisBus {
         Box::pin(self.cluster_status(top))
     }
 
+    fn leave<'a>(&'a self) -> BoxFuture<'a, ()> {
+        Box::pin(self.leave_cluster())
+    }
+
     fn stop(&self) {
+        for task in self.presence_tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
         for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             task.abort();
         }

@@ -40,6 +40,8 @@ const REAP_USER_LUA: &str = include_str!("reap_user.lua");
 
 /// Users per instance written into `tops` for `/api/status`.
 const TOPS: usize = 20;
+/// `SCAN` steps one `/api/channels` page may take while they find nothing.
+const SCAN_STEPS: usize = 16;
 /// Presence ops sent to Redis in one pipelined round at most.
 const BATCH: usize = 512;
 
@@ -222,13 +224,28 @@ impl RedisBus {
             true => self.client.cached_cluster_state().map(|s| s.unique_primary_nodes()).unwrap_or_default(),
             false => Vec::new(),
         };
-        let page: Result<(String, Vec<String>), _> = match nodes.get(node) {
-            Some(server) => {
-                self.client.with_cluster_node(server.clone()).scan_page(cursor, pattern, Some(limit as u32), None).await
+        // Up to SCAN_STEPS steps until one finds a channel: a sparse keyspace (other keys, other
+        // prefixes) does not cost the caller one request per empty step.
+        let mut page: Result<(String, Vec<String>), fred::error::Error> = Ok((cursor, Vec::new()));
+        for _ in 0..SCAN_STEPS {
+            let at = match &page {
+                Ok((c, keys)) if keys.is_empty() => c.clone(),
+                _ => break,
+            };
+            page = match nodes.get(node) {
+                Some(server) => {
+                    self.client
+                        .with_cluster_node(server.clone())
+                        .scan_page(at, pattern.as_str(), Some(limit as u32), None)
+                        .await
+                }
+                None if self.cluster => Ok(("0".to_string(), Vec::new())),
+                None => self.client.scan_page(at, pattern.as_str(), Some(limit as u32), None).await,
+            };
+            if matches!(&page, Ok((c, _)) if c == "0") {
+                break;
             }
-            None if self.cluster => Ok(("0".to_string(), Vec::new())),
-            None => self.client.scan_page(cursor, pattern, Some(limit as u32), None).await,
-        };
+        }
         let Ok((next, keys)) = page else {
             return self.registry.channel_page(prefix, "", limit);
         };
@@ -309,6 +326,16 @@ impl RedisBus {
                 self.reap(inst).await;
             }
         }
+    }
+
+    /// A graceful exit: stops counting and heartbeating, then reaps this instance itself (the
+    /// `leave`s go out through the batcher, which gets a moment to send them).
+    pub(super) async fn leave_cluster(&self) {
+        for task in self.presence_tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+        self.reap(self.instance.to_string()).await;
+        tokio::time::sleep(self.settings.flush + Duration::from_millis(50)).await;
     }
 
     /// Removes stopped instance `inst`'s records and sends `leave` for the members that left the
