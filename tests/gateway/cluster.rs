@@ -515,3 +515,30 @@ async fn one_instance_id_everywhere() {
     assert!(welcome_id.starts_with(&format!("{id}-")), "{welcome_id} vs {id}");
     s.stop().await;
 }
+
+/// A graceful stop leaves the cluster at once: the others announce the leave well within the
+/// presence TTL, and the instance leaves no presence or slot keys behind.
+#[tokio::test]
+async fn a_stopped_instance_leaves_at_once_and_cleans_up() {
+    let p = prefix();
+    let ttl = [("SYNCGATE_PRESENCE_TTL_MS", "30000")];
+    let s1 = instance(&p, &ttl).await;
+    let s2 = instance(&p, &ttl).await;
+    let mut watcher = s1.client("w", "d").await;
+    watcher.subscribe("room:g").await;
+    let mut leaving = s2.client("v", "d").await;
+    leaving.subscribe("room:g").await;
+    assert_eq!(watcher.recv_type("join").await["user_id"], "v");
+    let stopped = std::time::Instant::now();
+    s2.stop().await;
+    let leave = tokio::time::timeout(Duration::from_secs(5), watcher.recv_type("leave")).await.expect("a leave");
+    assert_eq!(leave["user_id"], "v");
+    assert!(stopped.elapsed() < Duration::from_secs(10), "{:?}", stopped.elapsed());
+    drop(leaving);
+    drop(watcher);
+    s1.stop().await;
+    let redis = redis_client().await;
+    let left: Vec<Value> = redis.custom(fred::cmd!("KEYS"), vec![format!("{p}*")]).await.unwrap();
+    let left: Vec<String> = left.into_iter().filter_map(|v| v.as_string()).collect();
+    assert!(left.iter().all(|k| !k.contains("pc:") && !k.contains("uc:") && !k.contains("pi:")), "{left:?}");
+}
