@@ -41,14 +41,15 @@ async fn callback_server() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>
     (port, rx)
 }
 
-struct Browser {
+/// A headless Chromium driven over the DevTools protocol (one page target).
+pub struct Browser {
     child: std::process::Child,
     ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     next_id: u64,
 }
 
 impl Browser {
-    async fn launch() -> Browser {
+    pub async fn launch() -> Browser {
         let profile = temp_dir();
         let child = std::process::Command::new("chromium")
             .args([
@@ -93,7 +94,7 @@ impl Browser {
         Browser { child, ws, next_id: 0 }
     }
 
-    async fn call(&mut self, method: &str, params: Value) -> Value {
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         self.ws.send(Message::text(json!({"id": id, "method": method, "params": params}).to_string())).await.unwrap();
@@ -112,12 +113,12 @@ impl Browser {
         }
     }
 
-    async fn eval(&mut self, js: &str) -> Value {
+    pub async fn eval(&mut self, js: &str) -> Value {
         let r = self.call("Runtime.evaluate", json!({"expression": js, "returnByValue": true})).await;
         r["result"]["result"]["value"].clone()
     }
 
-    async fn wait_for(&mut self, js: &str) {
+    pub async fn wait_for(&mut self, js: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.eval(js).await != json!(true) {
             if Instant::now() >= deadline {

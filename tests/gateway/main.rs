@@ -49,6 +49,7 @@ mod device_keys;
 mod durable;
 mod hostile;
 mod issuers;
+mod js_client;
 mod key_login;
 mod lifecycle;
 mod limits;
