@@ -72,5 +72,22 @@ ensure_postgres
 ensure_chromium
 ensure_haproxy
 
+ensure_node() {
+  # The JavaScript client's tests run under Node >= 20 (its experimental global WebSocket).
+  if ! command -v node >/dev/null 2>&1; then
+    echo "installing nodejs"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
+  fi
+  local major
+  major="$(node -p 'process.versions.node.split(".")[0]')"
+  if [ "$major" -lt 20 ]; then
+    echo "node $major is too old for clients/js (needs >= 20)" >&2
+    exit 1
+  fi
+}
+ensure_node
+
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+# The JavaScript client against the binary built above (the browser test is tests/gateway/js_client.rs).
+node --experimental-websocket --no-warnings --test clients/js/test/

@@ -206,6 +206,13 @@ export class SyncgateClient extends Emitter {
     }
     this._ws = ws;
     this._token = token;
+    // No welcome in time (a black-holed address, a stuck upgrade): give up on this attempt.
+    this._timers.open = setTimeout(() => {
+      if (ws !== this._ws || this.state === 'connected') return;
+      this._ws = null;
+      try { ws.close(); } catch { /* never opened */ }
+      this._closed(1006, 'connect timeout');
+    }, this.options.ackTimeoutMs);
     ws.onopen = () => {
       // The token travels in the first frame, never in the URL.
       ws.send(JSON.stringify({ type: 'auth', token }));
@@ -222,7 +229,13 @@ export class SyncgateClient extends Emitter {
       }
       this._frame(frame);
     };
-    ws.onerror = () => { /* the close event follows */ };
+    ws.onerror = () => {
+      // A connection that never opened: some implementations (Node 20's) send no close event.
+      if (ws !== this._ws || this.state === 'connected') return;
+      this._ws = null;
+      try { ws.close(); } catch { /* never opened */ }
+      this._closed(1006, 'connection failed');
+    };
     ws.onclose = (ev) => {
       if (ws !== this._ws) return;
       this._ws = null;
@@ -254,6 +267,8 @@ export class SyncgateClient extends Emitter {
         const retriable = f.code === 'unavailable' || f.code === 'rate_limited';
         p.reject(new PublishError(f.message ?? f.code, { code: f.code, retriable }));
       } else {
+        // A durable ack always says whether it was a duplicate.
+        if (f.type === 'ack' && typeof f.seq === 'number') f.duplicate = f.duplicate === true;
         p.resolve(f);
       }
     }
@@ -268,6 +283,7 @@ export class SyncgateClient extends Emitter {
   }
 
   _welcomed(w) {
+    clearTimeout(this._timers.open);
     this.welcome = w;
     this._setState('connected');
     this._emit('connected', w);
@@ -319,6 +335,7 @@ export class SyncgateClient extends Emitter {
     clearTimeout(this._timers.reset);
     clearTimeout(this._timers.refresh);
     clearTimeout(this._timers.reconnect);
+    clearTimeout(this._timers.open);
     this._timers = {};
   }
 
@@ -411,6 +428,7 @@ export class SyncgateClient extends Emitter {
         if (typeof r.seq === 'number') sub.durable = true;
         if (sub.lastSeq == null && typeof r.seq === 'number') sub.lastSeq = r.seq;
         if (r.recovered != null) sub._emit('recovered', { recovered: r.recovered, seq: r.seq });
+        sub.ready = true;
         sub._emit('subscribed', r);
       },
       reject: (e) => sub._emit('error', e),
@@ -438,7 +456,9 @@ export class SyncgateClient extends Emitter {
     return new Promise((resolve, reject) => {
       const frame = { type: 'publish', channel, event, data, msg_id: msgId ?? randomId('m-'), id: `p${++this._nextId}` };
       const p = { frame, resolve, reject, timer: null, publish: true };
-      if (this.state === 'connected' && this._ws) {
+      if (this.state === 'closed') {
+        reject(new PublishError('client closed', { code: 'closed', retriable: false }));
+      } else if (this.state === 'connected' && this._ws) {
         this._sendPublish(p);
       } else if (this._queue.length >= this.options.maxQueued) {
         reject(new QueueFullError());
