@@ -177,6 +177,18 @@ async fn ready(s: &Server) -> u16 {
     http_json(s.addr, "GET", "/ready", None, "").await.0
 }
 
+/// Within 900 ms of `since`, `/ready` answers 503 and `syncgate_redis_up` reads 0 on `s`.
+async fn outage_shows(s: &Server, since: Instant) {
+    let (mut saw_503, mut saw_down) = (false, false);
+    while since.elapsed() < Duration::from_millis(900) && !(saw_503 && saw_down) {
+        saw_503 |= ready(s).await == 503;
+        saw_down |= metrics_text(s).await.contains("syncgate_redis_up 0\n");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_503, "/ready never showed the outage");
+    assert!(saw_down, "syncgate_redis_up never showed the outage");
+}
+
 /// Cross-instance traffic over `url`: fan-out both ways on several channels, presence. Returns
 /// the two clients (still members of the four channels).
 async fn traffic_flows(a: &Server, b: &Server) -> (Client, Client) {
@@ -371,15 +383,8 @@ async fn sentinel_failover_resumes_delivery() {
     assert!(until_delivered(&mut x, &mut y, "room:f", Duration::from_secs(5)).await.is_some());
     procs.kill(primary);
     let killed = Instant::now();
-    // The outage shows on /ready while it lasts.
-    let (mut saw_503, mut saw_down) = (false, false);
-    while killed.elapsed() < Duration::from_millis(900) && !(saw_503 && saw_down) {
-        saw_503 |= ready(&b).await == 503;
-        saw_down |= metrics_text(&b).await.contains("syncgate_redis_up 0\n");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(saw_503, "/ready never showed the outage");
-    assert!(saw_down, "syncgate_redis_up never showed the outage");
+    // The outage shows on /ready and in the metrics while it lasts.
+    outage_shows(&b, killed).await;
     let took = until_delivered(&mut x, &mut y, "room:f", Duration::from_secs(10)).await;
     let resumed = killed.elapsed();
     assert!(took.is_some(), "delivery did not resume after the failover");
@@ -557,14 +562,7 @@ async fn cluster_sharded_pubsub_presence_and_a_killed_primary() {
     let victim = owner(&primaries, &key);
     procs.kill(victim);
     let killed = Instant::now();
-    let (mut saw_503, mut saw_down) = (false, false);
-    while killed.elapsed() < Duration::from_millis(900) && !(saw_503 && saw_down) {
-        saw_503 |= ready(&b).await == 503;
-        saw_down |= metrics_text(&b).await.contains("syncgate_redis_up 0\n");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(saw_503, "/ready never showed the lost shard");
-    assert!(saw_down, "syncgate_redis_up never showed the lost shard");
+    outage_shows(&b, killed).await;
     let took = until_delivered(&mut x, &mut y, channel, Duration::from_secs(15)).await;
     let resumed = killed.elapsed();
     assert!(took.is_some(), "delivery on {channel} did not resume after its primary died");
