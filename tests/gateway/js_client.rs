@@ -55,14 +55,14 @@ async fn static_server() -> u16 {
 
 /// The gateway binary on `port` with data in `dir` (the same on a restart), and its log lines
 /// (kept: the process logs to a pipe that must stay open).
-fn gateway(port: u16, dir: &std::path::Path) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+fn gateway(port: u16, dir: &std::path::Path) -> (Reap, std::sync::mpsc::Receiver<String>) {
     let (child, addr, logs) = spawn_binary(&[
         ("SYNCGATE_LISTEN", &format!("127.0.0.1:{port}")),
         ("SYNCGATE_DATA_DIR", &dir.display().to_string()),
         ("SYNCGATE_JWT_SECRET", SECRET),
     ]);
     assert_eq!(addr, format!("127.0.0.1:{port}"));
-    (child, logs)
+    (Reap(child), logs)
 }
 
 /// Publishes `text` to alice's user channel from Node, with the client module itself.
@@ -96,7 +96,7 @@ async fn open_tab(page: &str) -> Browser {
 async fn clipboard_example_syncs_two_tabs_and_survives_a_restart() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = temp_dir();
-    let (mut server, _logs) = gateway(port, &dir);
+    let (server, _logs) = gateway(port, &dir);
     let web = static_server().await;
     let page = |device: &str| {
         format!(
@@ -121,13 +121,12 @@ async fn clipboard_example_syncs_two_tabs_and_survives_a_restart() {
     }
 
     // The gateway restarts on the same port: both tabs reconnect by themselves.
-    server.kill().unwrap();
-    let _ = server.wait();
+    drop(server);
     for tab in [&mut a, &mut b] {
         tab.wait_for("window.syncgate.state !== 'connected'").await;
     }
     let restarted = Instant::now();
-    let (mut server, _logs2) = gateway(port, &dir);
+    let (server, _logs2) = gateway(port, &dir);
     for tab in [&mut a, &mut b] {
         tab.wait_for("window.syncgate.state === 'connected' && window.syncgate.connects >= 2").await;
     }
@@ -150,6 +149,5 @@ async fn clipboard_example_syncs_two_tabs_and_survives_a_restart() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("clipboard.png");
     std::fs::write(&out, &png).unwrap();
     eprintln!("screenshot: {}", out.display());
-    server.kill().unwrap();
-    let _ = server.wait();
+    drop(server);
 }
