@@ -84,10 +84,18 @@ ensure_node() {
     echo "node $major is too old for clients/js (needs >= 20)" >&2
     exit 1
   fi
+  # Its one dev dependency (the `ws` package, for the test of Node without a global WebSocket).
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "installing npm"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
+  fi
+  npm ci --prefix clients/js --no-audit --no-fund --loglevel=error
 }
 ensure_node
 
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
 # The JavaScript client against the binary built above (the browser test is tests/gateway/js_client.rs).
-node --experimental-websocket --no-warnings --test clients/js/test/
+node --experimental-websocket --no-warnings --test clients/js/test/client.test.js clients/js/test/resilience.test.js
+# ... and with the `ws` package's constructor, in a Node without the global WebSocket.
+node --no-warnings --test clients/js/test/ws-package.test.js

@@ -2,7 +2,8 @@
 //! `clients/js/examples/clipboard.html` loads the module from a local static server, two tabs
 //! (two devices of one user) sync a text area through the real gateway binary, a Node client
 //! (the same module under `node`) publishes to both, and after the gateway restarts on the same
-//! port both tabs reconnect by themselves and keep syncing. The test saves a screenshot.
+//! port both tabs reconnect by themselves and keep syncing. The test saves a screenshot. A tab
+//! without a device id keeps its generated one across a reload.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -149,5 +150,21 @@ async fn clipboard_example_syncs_two_tabs_and_survives_a_restart() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("clipboard.png");
     std::fs::write(&out, &png).unwrap();
     eprintln!("screenshot: {}", out.display());
+
+    // Without a device id the client generates one, keeps it in localStorage, and after a reload
+    // the page connects as the same device (msg_id de-duplication is per device).
+    let anon = format!(
+        "http://127.0.0.1:{web}/examples/clipboard.html#ws=ws://127.0.0.1:{port}/ws&token={}&user=alice",
+        token("alice")
+    );
+    let mut c = open_tab(&anon).await;
+    c.wait_for("window.syncgate?.state === 'connected'").await;
+    let first = c.eval("window.syncgate.client.welcome.device_id").await;
+    assert!(first.as_str().is_some_and(|d| d.starts_with("d-") && d.len() > 10), "{first}");
+    assert_eq!(c.eval("localStorage.getItem('syncgate-device-id')").await, first);
+    c.eval("window.beforeReload = true").await;
+    c.call("Page.reload", json!({})).await;
+    c.wait_for("window.beforeReload === undefined && window.syncgate?.state === 'connected'").await;
+    assert_eq!(c.eval("window.syncgate.client.welcome.device_id").await, first);
     drop(server);
 }

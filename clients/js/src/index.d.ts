@@ -13,6 +13,9 @@ export interface ClientOptions {
   maxReconnectMs?: number;
   ackTimeoutMs?: number;
   maxQueued?: number;
+  /** Namespaces whose channels are durable (`SYNCGATE_DURABLE_NAMESPACES`), default `['dm']`;
+   * a namespace is also learnt as durable when the server sends a `seq` on one of its channels. */
+  durableNamespaces?: string[];
 }
 
 export interface Welcome {

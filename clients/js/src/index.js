@@ -48,6 +48,9 @@ class Emitter {
   }
 }
 
+const namespace = (channel) => channel.split(':', 1)[0];
+const encoder = new TextEncoder();
+
 function randomId(prefix) {
   const bytes = new Uint8Array(12);
   globalThis.crypto.getRandomValues(bytes);
@@ -149,6 +152,9 @@ export class SyncgateClient extends Emitter {
     this._acks = new Map();
     this._stopped = true;
     this._lastFrameAt = 0;
+    // Namespaces whose channels are durable (they de-duplicate by msg_id): the configured ones,
+    // plus every namespace the server showed to be durable (a `seq` on its events or acks).
+    this._durableNs = new Set(options.durableNamespaces ?? ['dm']);
   }
 
   _setState(s) {
@@ -244,6 +250,7 @@ export class SyncgateClient extends Emitter {
   }
 
   _frame(f) {
+    if (typeof f.seq === 'number' && typeof f.channel === 'string') this._durableNs.add(namespace(f.channel));
     switch (f.type) {
       case 'welcome':
         return this._welcomed(f);
@@ -298,6 +305,8 @@ export class SyncgateClient extends Emitter {
     const resend = [...this._pending.values()];
     this._pending.clear();
     for (const p of [...resend, ...this._queue.splice(0)]) this._sendPublish(p);
+    // Read positions acked while disconnected.
+    this._flushAcks();
   }
 
   _liveness(hb) {
@@ -385,14 +394,22 @@ export class SyncgateClient extends Emitter {
   }
 
   _dedupes(channel) {
-    if (channel.startsWith('dm:')) return true;
+    if (this._durableNs.has(namespace(channel))) return true;
     return this._subsFor(channel).some((s) => s.durable);
   }
 
+  /** Whether `text` is over the server's `max_message_bytes` (it would close with 1009). */
+  _tooLarge(text) {
+    const max = this.welcome?.max_message_bytes;
+    if (typeof max !== 'number' || text.length <= max / 3) return false;
+    return encoder.encode(text).length > max;
+  }
+
+  /** Sends `frame` (an object, or its JSON text) if connected. */
   _sendNow(frame) {
     if (this.state !== 'connected' || !this._ws) return false;
     try {
-      this._ws.send(JSON.stringify(frame));
+      this._ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
       return true;
     } catch {
       return false;
@@ -419,6 +436,13 @@ export class SyncgateClient extends Emitter {
   _sendSubscribe(sub) {
     const frame = { type: 'subscribe', channel: sub.channel, id: `s${++this._nextId}` };
     if (sub.lastSeq != null) frame.since = sub.lastSeq;
+    if (this._tooLarge(JSON.stringify(frame))) {
+      // Sent, it would close the connection (1009) on every reconnect: refused here for good.
+      sub.active = false;
+      this._forget(sub);
+      sub._emit('error', new PublishError('channel name over max_message_bytes', { code: 'too_large', retriable: false }));
+      return;
+    }
     const timer = setTimeout(() => this._pending.delete(frame.id), this.options.ackTimeoutMs);
     this._pending.set(frame.id, {
       frame,
@@ -470,12 +494,18 @@ export class SyncgateClient extends Emitter {
 
   _sendPublish(p) {
     clearTimeout(p.timer);
+    const text = JSON.stringify(p.frame);
+    if (this._tooLarge(text)) {
+      // The server would close the connection (1009), and a retry would do it again.
+      p.reject(new PublishError('publish over max_message_bytes', { code: 'too_large', retriable: false }));
+      return;
+    }
     p.timer = setTimeout(() => {
       this._pending.delete(p.frame.id);
       p.reject(new PublishError('no ack in time', { code: 'timeout', retriable: true }));
     }, this.options.ackTimeoutMs);
     this._pending.set(p.frame.id, p);
-    if (!this._sendNow(p.frame)) {
+    if (!this._sendNow(text)) {
       // Not connected after all: it waits for the next connection.
       this._pending.delete(p.frame.id);
       clearTimeout(p.timer);

@@ -1,85 +1,9 @@
 // syncgate-client under Node against the real syncgate binary (target/debug/syncgate, built by
 // `cargo build --workspace`; or $SYNCGATE_BIN). Run: node --experimental-websocket --test test/
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createHmac } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createServer } from 'node:net';
 import { SyncgateClient } from '../src/index.js';
-
-const root = join(dirname(fileURLToPath(import.meta.url)), '../../..');
-const BIN = process.env.SYNCGATE_BIN ?? join(root, 'target/debug/syncgate');
-const SECRET = 'js-client-test-secret-0123456789abcdef';
-const API_KEY = 'js-client-test-api-key-0123456789';
-const procs = new Set();
-after(() => { for (const p of procs) p.kill('SIGKILL'); });
-
-const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-function token(sub, ttlSecs = 3600) {
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + ttlSecs })}`;
-  return `${body}.${createHmac('sha256', SECRET).update(body).digest('base64url')}`;
-}
-
-async function freePort() {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-/** The gateway on `port` with its data in `dir`; resolves once it listens. */
-function gateway(port, dir) {
-  const child = spawn(BIN, [], {
-    env: {
-      SYNCGATE_LISTEN: `127.0.0.1:${port}`, SYNCGATE_DATA_DIR: dir, SYNCGATE_JWT_SECRET: SECRET,
-      SYNCGATE_API_KEY: API_KEY, SYNCGATE_PUBLIC_NAMESPACES: 'room', SYNCGATE_LOG_FORMAT: 'json',
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  procs.add(child);
-  child.on('exit', () => procs.delete(child));
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    child.stderr.on('data', (d) => {
-      buf += d;
-      if (buf.includes('"addr"')) resolve(child);
-    });
-    child.on('exit', (code) => reject(new Error(`gateway exited ${code}: ${buf}`)));
-  });
-}
-
-async function started() {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'syncgate-js-'));
-  const proc = await gateway(port, dir);
-  return { port, dir, proc, url: `ws://127.0.0.1:${port}/ws` };
-}
-
-function client(url, user, deviceId, extra = {}) {
-  return new SyncgateClient(url, { getToken: async () => token(user), deviceId, minReconnectMs: 50, maxReconnectMs: 400, ...extra });
-}
-
-const until = (emitter, name, pred = () => true, ms = 10000) => new Promise((resolve, reject) => {
-  const t = setTimeout(() => reject(new Error(`no ${name} in ${ms} ms`)), ms);
-  const fn = (v) => { if (pred(v)) { clearTimeout(t); emitter.off(name, fn); resolve(v); } };
-  emitter.on(name, fn);
-});
-
-/** Resolves when `c` is connected (at once if it already is). */
-const connected = (c) => (c.state === 'connected' ? Promise.resolve() : until(c, 'connected'));
-/** Resolves when `sub` has its `subscribed` reply (at once if it had it). */
-const subscribed = (sub) => (sub.ready ? Promise.resolve() : until(sub, 'subscribed'));
-
-const waitFor = async (pred, ms = 10000) => {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
+import { API_KEY, token, freePort, gateway, started, client, until, connected, subscribed, waitFor } from './helpers.js';
 
 test('publish, subscribe, acks and presence', async () => {
   const g = await started();
