@@ -72,6 +72,9 @@ sizes, rates, durations (defaults in brackets):
   --sweep r1,r2,...      broadcast/cluster: step the rate, stop at the first step that breaks the SLO
   --pattern broadcast|fanout   cluster traffic shape [broadcast]
   --open-rate R          connections opened per second before traffic [5000]
+  --checkpoint N         idle, with --spawn/--server-pid: pause after N connections, let the server
+                         settle and sample its RSS, then open the rest; the two samples give the
+                         fixed and the marginal memory cost [half of --connections; 0: no pause]
   --drain SECS           wait for in-flight messages after sending stops [2]
   --timeout SECS         connect timeout [10]
 
@@ -124,6 +127,9 @@ pub struct Args {
     /// longer connect with a token, so every run registers new devices.
     #[serde(default)]
     pub key_run_tag: String,
+    /// idle: connections open at the memory checkpoint (`None`: half; `Some(0)`: none).
+    #[serde(default)]
+    pub checkpoint: Option<usize>,
     /// churn: round length and the longest settle wait after a round, in seconds.
     #[serde(default = "default_round")]
     pub round_s: f64,
@@ -140,6 +146,16 @@ fn default_settle() -> f64 {
 }
 
 impl Args {
+    /// idle with a sampled server: how many connections are open when its memory is sampled
+    /// mid-way (`--checkpoint`, half by default); `None`: no pause.
+    pub fn checkpoint_at(&self) -> Option<usize> {
+        if self.scenario != Scenario::Idle || self.server_pid.is_none() {
+            return None;
+        }
+        let k = self.checkpoint.unwrap_or(self.connections / 2);
+        (k > 0 && k < self.connections).then_some(k)
+    }
+
     pub fn duration(&self) -> Duration {
         Duration::from_secs_f64(self.duration_s)
     }
@@ -259,6 +275,7 @@ impl Args {
             durable: false,
             key_login: false,
             key_run_tag: String::new(),
+            checkpoint: None,
             round_s: default_round(),
             settle_s: default_settle(),
         }
@@ -308,6 +325,7 @@ impl Args {
             "--slo" => a.slo = Some(PathBuf::from(val()?)),
             "--json" => a.json = Some(PathBuf::from(val()?)),
             "--quiet" => a.quiet = true,
+            "--checkpoint" => a.checkpoint = Some(num(flag, val()?)?),
             "--durable" => a.durable = true,
             "--auth" => {
                 a.key_login = match val()? {
@@ -348,6 +366,14 @@ impl Args {
         }
         if a.key_login && !matches!(a.scenario, Scenario::Connect | Scenario::Idle) {
             return Err("--auth key is for the connect and idle scenarios".into());
+        }
+        if let Some(k) = a.checkpoint {
+            if a.scenario != Scenario::Idle {
+                return Err("--checkpoint is for the idle scenario".into());
+            }
+            if k >= a.connections {
+                return Err(format!("--checkpoint {k} must be below --connections {}", a.connections));
+            }
         }
         if a.key_login {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -392,6 +418,16 @@ mod tests {
         assert_eq!(p("idle --jwt-secret s --duration 500ms").unwrap().duration_s, 0.5);
         assert_eq!(p("idle --jwt-secret s --duration 2m").unwrap().duration_s, 120.0);
         assert_eq!(p("idle --jwt-secret s --duration 3s").unwrap().duration_s, 3.0);
+        // The idle memory checkpoint: half by default when the server is sampled, none otherwise.
+        let mut a = p("idle --jwt-secret s --connections 1000").unwrap();
+        assert_eq!(a.checkpoint_at(), None);
+        a.server_pid = Some(1);
+        assert_eq!(a.checkpoint_at(), Some(500));
+        a.checkpoint = Some(0);
+        assert_eq!(a.checkpoint_at(), None);
+        assert_eq!(p("idle --jwt-secret s --connections 1000 --checkpoint 200").unwrap().checkpoint, Some(200));
+        assert!(p("idle --jwt-secret s --connections 1000 --checkpoint 1000").unwrap_err().contains("--checkpoint"));
+        assert!(p("connect --jwt-secret s --checkpoint 10").unwrap_err().contains("idle"));
     }
 
     #[test]

@@ -24,6 +24,19 @@ pub struct ServerReport {
     pub rss_before_kib: u64,
     pub rss_after_open_kib: u64,
     pub memory_per_conn_bytes: Option<f64>,
+    /// idle checkpoint (`--checkpoint`): connections open and server RSS at the mid-way sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_connections: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_at_checkpoint_kib: Option<u64>,
+    /// What each further connection costs: the RSS growth between the checkpoint and the end
+    /// over the connections opened in between.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marginal_bytes_per_conn: Option<f64>,
+    /// What does not grow with the count: the growth over the run minus the marginal cost of
+    /// every connection (allocator retention, per-thread caches, buffers kept after the burst).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_kib: Option<f64>,
     pub cpu_seconds: f64,
     pub cpu_percent_of_one_core: f64,
 }
@@ -71,6 +84,8 @@ pub struct Report {
 
 pub(crate) enum Line {
     Ready(OpenReport),
+    /// Idle memory checkpoint reached; the worker's open connections.
+    Half(u64),
     Progress(Progress),
     Step(StepReport),
     /// churn: one round as one worker saw it.
@@ -87,6 +102,7 @@ fn parse_line(line: &str) -> Option<Line> {
     let (tag, body) = line.split_once(' ').unwrap_or((line, ""));
     match tag {
         "READY" => serde_json::from_str(body).ok().map(Line::Ready),
+        "HALF" => body.trim().parse().ok().map(Line::Half),
         "P" => serde_json::from_str(body).ok().map(Line::Progress),
         "S" => serde_json::from_str(body).ok().map(Line::Step),
         "C" => serde_json::from_str(body).ok().map(|r| Line::Round(Box::new(r))),
@@ -284,13 +300,13 @@ pub async fn run(mut args: Args) -> Result<Report, String> {
     let mut workers = spawn_workers(&args, tx).await?;
     let target = plan::build(&args).len() as u64;
     let mut progress = ProgressLine::new(&args, target);
-    let open = open_phase(&args, &mut rx, &mut progress, target).await?;
+    let open = open_phase(&args, &mut rx, &mut workers, &mut progress, target).await?;
 
     // Let the server settle before sampling memory after the open phase.
     if pid.is_some() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let samples = ServerSamples { pid, before, after_open: pid.and_then(sampler::sample) };
+    let samples = ServerSamples { pid, before, checkpoint: open.checkpoint, after_open: pid.and_then(sampler::sample) };
 
     let rates: Vec<f64> = match args.scenario {
         Scenario::Connect | Scenario::Idle => vec![0.0],
@@ -349,22 +365,39 @@ struct OpenPhase {
     connect_hist: hdrhistogram::Histogram<u64>,
     connects_per_s: f64,
     error_rate: f64,
+    checkpoint: Option<(u64, Sample)>,
 }
 
 /// Waits until every worker has opened its connections (its READY line) and merges their reports.
 async fn open_phase(
     args: &Args,
     rx: &mut Lines,
+    workers: &mut [Worker],
     progress: &mut ProgressLine,
     target: u64,
 ) -> Result<OpenPhase, String> {
     let open_rate = if args.scenario == Scenario::Connect { args.rate } else { args.open_rate };
     let open_deadline = Instant::now() + Duration::from_secs_f64(target as f64 / open_rate + args.timeout_s + 30.0);
     let mut opens: Vec<Option<OpenReport>> = vec![None; args.procs];
+    let mut halves: Vec<Option<u64>> = vec![None; args.procs];
+    let mut checkpoint = None;
     while opens.iter().any(Option::is_none) {
         let left = open_deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, rx.recv()).await {
             Ok(Some((w, Line::Ready(r)))) => opens[w] = Some(r),
+            Ok(Some((w, Line::Half(n)))) => {
+                halves[w] = Some(n);
+                if halves.iter().all(Option::is_some) {
+                    // Every worker paused at the checkpoint: let the server settle, sample it.
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    let open_now: u64 = halves.iter().flatten().sum();
+                    checkpoint = args.server_pid.and_then(sampler::sample).map(|s| (open_now, s));
+                    for wk in workers.iter_mut() {
+                        wk.stdin.write_all(b"CONTINUE\n").await.map_err(|e| format!("worker stdin: {e}"))?;
+                        wk.stdin.flush().await.map_err(|e| e.to_string())?;
+                    }
+                }
+            }
             Ok(Some((w, Line::Progress(p)))) => progress.update(w, p),
             Ok(Some(_)) => {}
             Ok(None) => return Err("a worker exited during the open phase".into()),
@@ -386,13 +419,15 @@ async fn open_phase(
     let last = opens.iter().map(|o| o.last_us).max().unwrap_or(0);
     let connects_per_s = if last > first { opened as f64 / ((last - first) as f64 / 1e6) } else { 0.0 };
     let error_rate = if attempted > 0 { (attempted - opened) as f64 / attempted as f64 } else { 0.0 };
-    Ok(OpenPhase { attempted, opened, failures, connect_hist, connects_per_s, error_rate })
+    Ok(OpenPhase { attempted, opened, failures, connect_hist, connects_per_s, error_rate, checkpoint })
 }
 
 /// The sampled server (`--spawn` / `--server-pid`): before start and after the open phase.
 struct ServerSamples {
     pid: Option<u32>,
     before: Option<Sample>,
+    /// idle: connections open and the sample at the checkpoint.
+    checkpoint: Option<(u64, Sample)>,
     after_open: Option<Sample>,
 }
 
@@ -432,8 +467,7 @@ async fn traffic_step(
         (Some((m0, c0)), Some((m1, c1))) if m1 > m0 => Some((c1 - c0) as f64 / (m1 - m0) as f64),
         _ => None,
     };
-    let server =
-        pid.map(|pid| server_report(pid, &samples.before, &samples.after_open, &cpu0, &cpu1, opened, args.duration_s));
+    let server = pid.map(|pid| server_report(pid, samples, &cpu0, &cpu1, opened, args.duration_s));
     let reports: Vec<StepReport> = reports.into_iter().flatten().collect();
     Ok(step_result(args, rate, &reports, server, bus_commands_per_message))
 }
@@ -569,15 +603,22 @@ async fn bus_counters(urls: &[String]) -> Option<(u64, u64)> {
 
 fn server_report(
     pid: u32,
-    before: &Option<Sample>,
-    after_open: &Option<Sample>,
+    samples: &ServerSamples,
     cpu0: &Option<Sample>,
     cpu1: &Option<Sample>,
     opened: u64,
     secs: f64,
 ) -> ServerReport {
+    let (before, after_open) = (&samples.before, &samples.after_open);
     let rss_before = before.as_ref().map(|s| s.rss_kib).unwrap_or(0);
     let rss_after = after_open.as_ref().map(|s| s.rss_kib).unwrap_or(0);
+    // Two points (checkpoint, end) on the RSS-over-connections line: its slope is the marginal
+    // cost, what is left of the total growth is fixed.
+    let two_points = samples.checkpoint.as_ref().filter(|(n, _)| *n > 0 && opened > *n && rss_after > 0);
+    let marginal = two_points.map(|(n, s)| (rss_after as f64 - s.rss_kib as f64) * 1024.0 / (opened - n) as f64);
+    let fixed = marginal
+        .filter(|_| before.is_some())
+        .map(|m| (rss_after as f64 - rss_before as f64) - m * opened as f64 / 1024.0);
     let cpu = match (cpu0, cpu1) {
         (Some(a), Some(b)) => (b.cpu_seconds - a.cpu_seconds).max(0.0),
         _ => 0.0,
@@ -588,6 +629,10 @@ fn server_report(
         rss_after_open_kib: rss_after,
         memory_per_conn_bytes: (opened > 0 && rss_after > 0 && before.is_some())
             .then(|| (rss_after as f64 - rss_before as f64) * 1024.0 / opened as f64),
+        checkpoint_connections: two_points.map(|(n, _)| *n),
+        rss_at_checkpoint_kib: two_points.map(|(_, s)| s.rss_kib),
+        marginal_bytes_per_conn: marginal,
+        fixed_kib: fixed,
         cpu_seconds: cpu,
         cpu_percent_of_one_core: cpu / secs * 100.0,
     }
@@ -637,6 +682,18 @@ fn print_step(args: &Args, s: &StepResult) {
             sv.cpu_seconds,
             sv.cpu_percent_of_one_core
         );
+        if let (Some(n), Some(rss), Some(m), Some(f)) =
+            (sv.checkpoint_connections, sv.rss_at_checkpoint_kib, sv.marginal_bytes_per_conn, sv.fixed_kib)
+        {
+            println!(
+                "  memory: fixed {:.1} MiB + marginal {:.2} KiB per connection (rss {} KiB at {} connections, {} KiB at the end)",
+                f / 1024.0,
+                m / 1024.0,
+                rss,
+                n,
+                sv.rss_after_open_kib
+            );
+        }
     }
     for c in &s.slo {
         if !c.ok {

@@ -3,7 +3,9 @@
 //! time (open-loop: a slow server shows up as latency, not as a lower send rate).
 //!
 //! Line protocol with the parent: worker → `READY`, `P {progress}`, `S {step}`, `R {final}`;
-//! parent → `GO <rate>` (one traffic step), `END`.
+//! parent → `GO <rate>` (one traffic step), `END`. With an idle memory checkpoint
+//! ([`Args::checkpoint_at`]) the worker stops opening there: worker → `HALF <open>`, parent
+//! (after sampling the server) → `CONTINUE`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -456,10 +458,35 @@ pub async fn run(args: Args, index: usize, count: usize) -> Result<(), String> {
         true => Some(Arc::new(crate::keys::setup(&specs, &args.jwt_secret, source, args.timeout()).await?)),
         false => None,
     };
-    let (open_report, conns) = open_all(&args, specs, source, &shared, &phase_rx, keys).await;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    // Up to the idle memory checkpoint, a pause while the parent samples the server, the rest.
+    let (first, rest): (Vec<ConnSpec>, Vec<ConnSpec>) =
+        specs.into_iter().partition(|c| args.checkpoint_at().is_none_or(|k| c.idx < k));
+    let (mut open_report, mut conns) = open_all(&args, first, 0, source, &shared, &phase_rx, keys.clone()).await;
+    if let Some(k) = args.checkpoint_at() {
+        emit(&stdout, format!("HALF {}", shared.counters.open.load(Ordering::Relaxed))).await;
+        let paused = Instant::now();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.trim() == "CONTINUE" {
+                break;
+            }
+        }
+        let (more, tasks) = open_all(&args, rest, k, source, &shared, &phase_rx, keys).await;
+        // The connect rate leaves out the pause.
+        let pause_us = paused.elapsed().as_micros() as u64;
+        open_report.attempted += more.attempted;
+        open_report.opened = more.opened;
+        open_report.failures.extend(more.failures);
+        let mut hist = new_hist();
+        open_report.connect_latency.merge_into(&mut hist);
+        more.connect_latency.merge_into(&mut hist);
+        open_report.connect_latency = Recorded::from_hist(&hist);
+        open_report.first_us += pause_us;
+        open_report.last_us = open_report.last_us.max(more.last_us);
+        conns.extend(tasks);
+    }
     emit(&stdout, format!("READY {}", serde_json::to_string(&open_report).unwrap_or_default())).await;
 
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut step = 0u32;
     while let Ok(Some(line)) = lines.next_line().await {
         let line = line.trim();
@@ -509,6 +536,7 @@ fn spawn_progress(shared: Arc<Shared>, stdout: Arc<Mutex<std::io::Stdout>>) -> t
 async fn open_all(
     args: &Arc<Args>,
     specs: Vec<ConnSpec>,
+    first_idx: usize,
     source: Option<Ipv4Addr>,
     shared: &Arc<Shared>,
     phase_rx: &watch::Receiver<Phase>,
@@ -524,8 +552,9 @@ async fn open_all(
     let tokens: HashMap<String, String> =
         specs.iter().map(|s| (s.user.clone(), token(&args.jwt_secret, &s.user))).collect();
     for spec in specs {
-        let at = open_start + Duration::from_secs_f64(spec.idx as f64 / open_rate);
-        let scheduled_wall = open_wall + (spec.idx as f64 / open_rate * 1e6) as u64;
+        let slot = spec.idx.saturating_sub(first_idx) as f64;
+        let at = open_start + Duration::from_secs_f64(slot / open_rate);
+        let scheduled_wall = open_wall + (slot / open_rate * 1e6) as u64;
         let token = tokens.get(&spec.user).cloned().unwrap_or_default();
         let (args, shared, rx) = (args.clone(), shared.clone(), phase_rx.clone());
         let (hist, failures, last_us) = (connect_hist.clone(), failures.clone(), last_us.clone());
