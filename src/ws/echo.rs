@@ -47,6 +47,6 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, _place: AdmitGuard
         }
     };
     if let Some(r) = reason {
-        io::close(&state, &mut ws, r).await;
+        io::close(&state, &mut ws, r, None).await;
     }
 }

@@ -75,9 +75,19 @@ pub(crate) fn classify(e: &WsError) -> Option<CloseReason> {
 /// Closing a socket with unread bytes would make the kernel send a reset, which can destroy the
 /// close frame before the client reads it (RFC 6455 §7.1.1: the server closes the TCP
 /// connection first, but only after the close handshake).
-pub(crate) async fn close(state: &AppState, ws: &mut Ws, reason: CloseReason) {
+///
+/// `torn`: the rest of a frame whose raw write was cut short (see `session::writer`); it goes
+/// first, and when it cannot be written in time no close frame follows (it would land inside a
+/// frame): the connection is only shut.
+pub(crate) async fn close(state: &AppState, ws: &mut Ws, reason: CloseReason, torn: Option<Vec<u8>>) {
     let linger = state.config.limits.close_linger;
     let deadline = tokio::time::Instant::now() + linger.max(Duration::from_millis(100));
+    if let Some(rest) = torn {
+        if !matches!(tokio::time::timeout_at(deadline, ws.get_mut().write_all(&rest)).await, Ok(Ok(()))) {
+            linger_close(ws, deadline).await;
+            return;
+        }
+    }
     if reason == CloseReason::TooLarge {
         let m = Message::Text(protocol::error(ErrorCode::TooLarge, "message exceeds max_message_bytes", &None));
         let _ = tokio::time::timeout_at(deadline, ws.send(m)).await;

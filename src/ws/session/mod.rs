@@ -231,15 +231,15 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
 
     // Everything the connection writes goes through its bounded queue (replies and replays
     // included), so there is one write path: swap the queue out, feed every frame, flush once.
-    let reason: Option<CloseReason> = 'session: loop {
+    let (reason, torn): writer::Stop = 'session: loop {
         s.read_next_page(&mut page);
         tokio::select! {
             biased;
             _ = conn.notified() => {
                 // Boxed: the write futures are large, and an idle connection should not carry
                 // them in its task (one allocation per wake-up, none per frame).
-                if let Err(r) = Box::pin(writer::drain(&state, &mut s, &mut ws, &conn, &mut spare)).await {
-                    break 'session r;
+                if let Err(stop) = Box::pin(writer::drain(&state, &mut s, &mut ws, &conn, &mut spare)).await {
+                    break 'session stop;
                 }
             }
             done = poll_slot(&mut request) => {
@@ -256,24 +256,24 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
             (req, read) = poll_slot(&mut page) => {
                 page = None;
                 if let Err(r) = s.page_read(&req, read) {
-                    break Some(r);
+                    break (Some(r), None);
                 }
             }
             // The next request is read once the pending one is answered (replies in order).
             msg = ws.next(), if request.is_none() => match msg {
-                None => break None,
+                None => break (None, None),
                 Some(Ok(m)) => {
                     clock.last_seen = tokio::time::Instant::now();
                     match s.on_message(m) {
-                        Step::Close(r) => break Some(r),
+                        Step::Close(r) => break (Some(r), None),
                         step => request = s.start(step),
                     }
                 }
-                Some(Err(e)) => break io::classify(&e),
+                Some(Err(e)) => break (io::classify(&e), None),
             },
             _ = &mut timer => {
                 if let Err(r) = s.on_timer(&mut clock, &mut spare, request.is_some()) {
-                    break Some(r);
+                    break (Some(r), None);
                 }
                 timer.as_mut().reset(clock.next());
             }
@@ -283,7 +283,7 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
     drop(page);
     let user = leave(s);
     if let Some(r) = reason {
-        Box::pin(io::close(&state, &mut ws, r)).await;
+        Box::pin(io::close(&state, &mut ws, r, torn)).await;
     }
     // No close reason: the peer vanished (1006, abnormal closure).
     let code = reason.map(|r| r.code()).unwrap_or(1006);

@@ -162,7 +162,7 @@ pub(super) async fn open<'a>(
     let (identity, slot, device_key) = match authenticated {
         Ok(x) => x,
         Err(reason) => {
-            io::close(state, ws, reason).await;
+            io::close(state, ws, reason, None).await;
             return None;
         }
     };
@@ -194,7 +194,7 @@ pub(super) async fn open<'a>(
     let (user, device) = (&s.identity.user_id, &s.identity.device_id);
     if state.registry.is_revoked(user, device) || !state.registry.gen_current(user, s.identity.gen) {
         drop(s);
-        io::close(state, ws, CloseReason::Forbidden).await;
+        io::close(state, ws, CloseReason::Forbidden, None).await;
         return None;
     }
     let user_durable = state.durable.is_durable(&s.user_channel);
@@ -213,7 +213,7 @@ pub(super) async fn open<'a>(
     // registry (server::run sets the flag, then closes every registered connection).
     if *state.shutdown.borrow() {
         drop(s);
-        io::close(state, ws, CloseReason::GoingAway).await;
+        io::close(state, ws, CloseReason::GoingAway, None).await;
         return None;
     }
     tracing::info!(user = %s.identity.user_id, device = %s.identity.device_id, conn = %conn_id, %peer, "connection open");

@@ -1,10 +1,21 @@
-//! The one write path: swap the connection's queue out, feed every frame, flush once. It never
+//! The one write path: swap the connection's queue out, write every frame, flush once. It never
 //! waits on a request: a pending request runs beside the loop, and its reply comes through the
 //! queue like every other frame.
+//!
+//! Text frames — nearly everything a connection is sent — bypass tungstenite's write buffer: a
+//! server frame is unmasked, so its 2–10 byte header depends on the payload length alone. Each
+//! header is built on the stack and written with the payload `Bytes` that every recipient shares
+//! in one vectored write per run of up to [`BATCH`] frames; the payload is never copied into a
+//! per-connection buffer, and an idle connection keeps no write buffer. Control frames (pings)
+//! still go through tungstenite, whose buffer is flushed before any raw write, so the bytes on the
+//! wire stay in order.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 
 use futures_util::SinkExt;
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::Session;
@@ -14,8 +25,109 @@ use crate::metrics::FrameOut;
 use crate::registry::ConnHandle;
 use crate::ws::io::{self, Ws};
 
+/// Most text frames one vectored write carries (two slices each: header and payload).
+const BATCH: usize = 64;
+
+/// The header of an unmasked, unfragmented server text frame of `len` payload bytes
+/// (RFC 6455 §5.2): the bytes in `out` and how many there are.
+pub(crate) fn text_header(len: usize, out: &mut [u8; 10]) -> usize {
+    out[0] = 0x81; // FIN + text
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if len <= u16::MAX as usize {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
+}
+
+/// Writes the text frames `frames` (at most [`BATCH`], all `Message::Text`) straight to the
+/// socket: headers on the stack, payloads shared, one vectored write (more only when the socket
+/// takes a part). `written` counts the bytes the socket took, for [`finish_torn`].
+async fn write_texts<'m>(
+    ws: &mut Ws,
+    frames: impl ExactSizeIterator<Item = &'m Message>,
+    written: &mut usize,
+) -> Result<(), WsError> {
+    let count = frames.len().min(BATCH);
+    let mut headers = [[0u8; 10]; BATCH];
+    let mut slices = [IoSlice::new(&[]); 2 * BATCH];
+    let mut payloads: [&[u8]; BATCH] = [&[]; BATCH];
+    let mut lens = [0usize; BATCH];
+    for (i, m) in frames.take(count).enumerate() {
+        if let Message::Text(t) = m {
+            payloads[i] = t.as_bytes();
+        }
+        lens[i] = text_header(payloads[i].len(), &mut headers[i]);
+    }
+    for i in 0..count {
+        slices[2 * i] = IoSlice::new(&headers[i][..lens[i]]);
+        slices[2 * i + 1] = IoSlice::new(payloads[i]);
+    }
+    let mut left = &mut slices[..2 * count];
+    let io = ws.get_mut();
+    while !left.is_empty() {
+        let n = io.write_vectored(left).await?;
+        if n == 0 {
+            return Err(WsError::Io(std::io::ErrorKind::WriteZero.into()));
+        }
+        *written += n;
+        IoSlice::advance_slices(&mut left, n);
+    }
+    Ok(())
+}
+
+/// A raw write stopped (timeout, close request) after `written` bytes of `frames`: when that is
+/// inside a frame, the rest of that one frame, which must reach the socket before the close frame
+/// so that the close lands on a frame boundary ([`io::close`] writes it first).
+fn torn_rest<'m>(frames: impl Iterator<Item = &'m Message>, mut written: usize) -> Option<Vec<u8>> {
+    for m in frames {
+        let Message::Text(t) = m else { continue };
+        let mut header = [0u8; 10];
+        let hlen = text_header(t.len(), &mut header);
+        if written >= hlen + t.len() {
+            written -= hlen + t.len();
+            continue;
+        }
+        if written == 0 {
+            return None;
+        }
+        let mut rest = Vec::with_capacity(hlen + t.len() - written);
+        if written < hlen {
+            rest.extend_from_slice(&header[written..hlen]);
+        }
+        rest.extend_from_slice(&t.as_bytes()[written.saturating_sub(hlen)..]);
+        return Some(rest);
+    }
+    None
+}
+
+/// Why [`drain`] stopped: the close reason (`None`: the socket failed) and the rest of a frame
+/// cut short, to be written before the close frame.
+pub(super) type Stop = (Option<CloseReason>, Option<Vec<u8>>);
+
+/// One run of text frames, `spare[start..end]`, under the write timeout.
+async fn send_run(
+    state: &AppState,
+    conn: &ConnHandle,
+    ws: &mut Ws,
+    spare: &VecDeque<Message>,
+    start: usize,
+    end: usize,
+) -> Result<(), Stop> {
+    let mut written = 0;
+    // A stalled write still notices a close request (slow consumer, kick).
+    let r = io::timed(state, Some(conn), write_texts(ws, spare.range(start..end), &mut written)).await;
+    r.map_err(|reason| (reason, reason.and_then(|_| torn_rest(spare.range(start..end), written))))
+}
+
 /// Writes everything queued until the queue stays empty (frames queued while flushing are
-/// written in the next round): each frame fed and each flush bounded by the write timeout.
+/// written in the next round): each write and each flush bounded by the write timeout.
 /// `Err(Some(r))`: close with `r`; `Err(None)`: the socket failed.
 pub(super) async fn drain(
     state: &AppState,
@@ -23,20 +135,24 @@ pub(super) async fn drain(
     ws: &mut Ws,
     conn: &ConnHandle,
     spare: &mut VecDeque<Message>,
-) -> Result<(), Option<CloseReason>> {
+) -> Result<(), Stop> {
+    let plain = |r: Option<CloseReason>| (r, None);
+    // Whatever tungstenite still holds (a pong it owes the peer) goes before any raw write.
+    io::timed(state, Some(conn), ws.flush()).await.map_err(plain)?;
     loop {
         if let Some(r) = conn.take(spare) {
-            return Err(Some(r));
+            return Err((Some(r), None));
         }
         if spare.is_empty() {
             return Ok(());
         }
-        for m in spare.drain(..) {
-            // Durable events: never twice, and in order on tracked channels.
-            if !crate::ws::streams::admit(&mut s.streams, &m) {
-                continue;
-            }
-            let kind = match &m {
+        // Durable events: never twice, and in order on tracked channels.
+        spare.retain(|m| crate::ws::streams::admit(&mut s.streams, m));
+        // Runs of text frames go out raw, up to BATCH per write; anything else via tungstenite.
+        let mut run: Option<usize> = None;
+        for i in 0..spare.len() {
+            let m = &spare[i];
+            let kind = match m {
                 Message::Text(_) => FrameOut::Text,
                 Message::Binary(_) => FrameOut::Binary,
                 Message::Ping(_) => FrameOut::Ping,
@@ -44,13 +160,57 @@ pub(super) async fn drain(
             };
             state.metrics.frames_out.inc(kind);
             state.metrics.bytes_out.add(m.len() as u64);
-            // A stalled feed still notices a close request (slow consumer, kick).
-            io::timed(state, Some(conn), ws.feed(m)).await?;
+            if matches!(m, Message::Text(_)) {
+                let start = *run.get_or_insert(i);
+                if i + 1 - start == BATCH {
+                    send_run(state, conn, ws, spare, start, i + 1).await?;
+                    run = None;
+                }
+                continue;
+            }
+            if let Some(start) = run.take() {
+                send_run(state, conn, ws, spare, start, i).await?;
+            }
+            io::timed(state, Some(conn), ws.feed(m.clone())).await.map_err(plain)?;
+            io::timed(state, Some(conn), ws.flush()).await.map_err(plain)?;
         }
+        if let Some(start) = run {
+            send_run(state, conn, ws, spare, start, spare.len()).await?;
+        }
+        spare.clear();
         conn.written();
-        io::timed(state, Some(conn), ws.flush()).await?;
+        io::timed(state, Some(conn), ws.flush()).await.map_err(plain)?;
         if let Some(st) = s.streams.as_deref_mut() {
             st.push_backlog(conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_header;
+
+    #[test]
+    fn headers_follow_rfc_6455_length_encoding() {
+        let mut h = [0u8; 10];
+        let mut head = |len| {
+            let n = text_header(len, &mut h);
+            h[..n].to_vec()
+        };
+        assert_eq!(head(0), [0x81, 0]);
+        assert_eq!(head(125), [0x81, 125]);
+        assert_eq!(head(126), [0x81, 126, 0, 126]);
+        assert_eq!(head(65535), [0x81, 126, 0xff, 0xff]);
+        assert_eq!(head(65536), [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+        // The same bytes tungstenite writes for an unmasked server text frame.
+        for len in [0usize, 1, 125, 126, 127, 65535, 65536, 1 << 20] {
+            use tokio_tungstenite::tungstenite::protocol::frame::{coding::Data, coding::OpCode, Frame};
+            let frame = Frame::message(vec![b'a'; len], OpCode::Data(Data::Text), true);
+            let mut theirs = Vec::new();
+            frame.format(&mut theirs).unwrap();
+            let n = text_header(len, &mut h);
+            assert_eq!(&theirs[..n], &h[..n], "len {len}");
+            assert_eq!(theirs.len(), n + len);
         }
     }
 }
