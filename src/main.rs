@@ -5,6 +5,29 @@ use mimalloc::MiMalloc;
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
+extern "C" {
+    /// mimalloc's: gives the calling thread's free pages back to the OS (linked with `mimalloc`).
+    fn mi_collect(force: bool);
+}
+
+/// Runs on a tokio worker about to park (go idle): at most once per `every` per thread, its free
+/// allocator pages go back to the OS. mimalloc purges a thread's freed pages only when that
+/// thread allocates or frees again, so without this an idle gateway keeps the peak of the last
+/// burst (handshake buffers of a connect storm) resident.
+fn collect_on_park(every: std::time::Duration) -> impl Fn() + Send + Sync + 'static {
+    move || {
+        thread_local! {
+            static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+        }
+        let now = std::time::Instant::now();
+        if LAST.get().is_none_or(|t| now.duration_since(t) >= every) {
+            LAST.set(Some(now));
+            // SAFETY: mi_collect takes no pointers and may be called from any thread at any time.
+            unsafe { mi_collect(false) };
+        }
+    }
+}
+
 use std::process::ExitCode;
 
 use syncgate::config::{Config, LogFormat};
@@ -102,7 +125,12 @@ fn serve(config: Config) -> ExitCode {
     for w in syncgate::oslimits::warnings(&config) {
         tracing::warn!("{w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(every) = config.listener.alloc_collect {
+        builder.on_thread_park(collect_on_park(every));
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("syncgate: cannot start the runtime: {e}");

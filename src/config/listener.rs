@@ -25,6 +25,7 @@ pub const ALLOWED_ORIGINS: &str = "SYNCGATE_ALLOWED_ORIGINS";
 pub const WS_READ_BUFFER: &str = "SYNCGATE_WS_READ_BUFFER";
 /// Bytes batched before a socket write while flushing a queue.
 pub const WS_WRITE_BUFFER: &str = "SYNCGATE_WS_WRITE_BUFFER";
+pub const ALLOC_COLLECT_MS: &str = "SYNCGATE_ALLOC_COLLECT_MS";
 /// Path of the unauthenticated echo endpoint for conformance runs.
 pub const ECHO_PATH: &str = "SYNCGATE_ECHO_PATH";
 /// After the 1001 closes, how long to wait for connections to finish.
@@ -77,6 +78,9 @@ pub struct ListenerConfig {
     pub ws_read_buffer: usize,
     /// Bytes batched before a socket write.
     pub ws_write_buffer: usize,
+    /// A worker thread going idle gives its free allocator pages back, at most this often
+    /// (`None`: never; the allocator then keeps a burst's peak until the thread is busy again).
+    pub alloc_collect: Option<Duration>,
     /// Unauthenticated echo endpoint for conformance runs (`None`: off).
     pub echo_path: Option<String>,
     /// After the 1001 closes, the longest wait for connections to finish.
@@ -97,6 +101,10 @@ impl ListenerConfig {
         let shutdown_timeout = Duration::from_millis(r.ranged(SHUTDOWN_TIMEOUT_MS, 10_000, 0, 600_000));
         let ws_read_buffer = r.ranged(WS_READ_BUFFER, 512, 128, 1 << 20) as usize;
         let ws_write_buffer = r.ranged(WS_WRITE_BUFFER, 64 * 1024, 0, 16 << 20) as usize;
+        let alloc_collect = match r.ranged(ALLOC_COLLECT_MS, 100, 0, 3_600_000) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
         let handshake_timeout = Duration::from_millis(r.ranged(HANDSHAKE_TIMEOUT_MS, 10_000, 1, 600_000));
         let echo_path = echo_path(r);
         let proxy_protocol = proxy_protocol(r);
@@ -130,6 +138,7 @@ impl ListenerConfig {
             allowed_origins,
             ws_read_buffer,
             ws_write_buffer,
+            alloc_collect,
             echo_path,
             shutdown_timeout,
             drain_delay,
@@ -150,6 +159,7 @@ impl ListenerConfig {
             (ALLOWED_ORIGINS, self.allowed_origins.join(",")),
             (WS_READ_BUFFER, self.ws_read_buffer.to_string()),
             (WS_WRITE_BUFFER, self.ws_write_buffer.to_string()),
+            (ALLOC_COLLECT_MS, self.alloc_collect.map(ms).unwrap_or_else(|| "0".into())),
             (ECHO_PATH, opt(&self.echo_path)),
             (SHUTDOWN_TIMEOUT_MS, ms(self.shutdown_timeout)),
             (DRAIN_DELAY_MS, ms(self.drain_delay)),

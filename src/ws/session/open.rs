@@ -187,6 +187,7 @@ pub(super) async fn open<'a>(
         streams: None,
         device_key,
         identity,
+        opened: true,
     };
     s.membership.join(&s.user_channel);
     // Registered now: a revocation or password change from here on closes us through the
