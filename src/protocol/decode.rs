@@ -1,8 +1,10 @@
 //! Inbound text frames → [`Frame`]. Every malformed input becomes a [`DecodeError`] that names the
 //! problem; nothing here panics on client bytes.
 
+use std::cell::Cell;
+
 use simd_json::prelude::*;
-use simd_json::tape::Value as TapeValue;
+use simd_json::tape::{Node, Tape, Value as TapeValue};
 
 use super::{ErrorCode, Frame, Request, RequestId, SigFields};
 
@@ -119,40 +121,71 @@ fn shallow_id(text: &[u8]) -> RequestId {
     }
 }
 
+/// simd-json's working memory (its stage buffers and the tape), kept per thread so a decode
+/// allocates neither. Per worker thread, not per connection: idle connections hold none of it.
+type Scratch = (simd_json::Buffers, Tape<'static>);
+
+thread_local! {
+    static SCRATCH: Cell<Option<Scratch>> = const { Cell::new(None) };
+}
+
+/// After a frame this long, or a tape this big (bytes), the thread's scratch is dropped instead
+/// of kept, so one huge frame does not pin its buffers (about twice the frame, plus the
+/// structural index and the tape) in every worker thread for good.
+const SCRATCH_KEEP_MAX: usize = 64 * 1024;
+
 /// Decodes one text frame. `buf` is scratch space that simd-json parses in place (reused by the
-/// caller across frames, so decoding does not allocate a buffer per frame). Nesting deeper than
-/// `max_depth`, and what simd-json would misread instead of refusing, are refused by an
-/// iterative pre-scan ([`crate::util::json::check_frame`]) before simd-json sees the frame.
+/// caller across frames, so decoding does not allocate a buffer per frame); simd-json's own
+/// buffers and tape are reused per thread. Nesting deeper than `max_depth`, and what simd-json
+/// would misread instead of refusing, are refused by an iterative pre-scan
+/// ([`crate::util::json::check_frame`]) before simd-json sees the frame.
 pub fn decode(text: &[u8], buf: &mut Vec<u8>, max_depth: usize) -> Result<Frame, DecodeError> {
     if let Err(e) = crate::util::json::check_frame(text, max_depth) {
         return Err(bad(e.to_string(), &shallow_id(text)));
     }
     buf.clear();
     buf.extend_from_slice(text);
-    let none: RequestId = None;
+    // Taken out of the thread-local for the duration (decode never re-enters itself); a panic
+    // in between merely loses it.
+    let (mut buffers, tape) =
+        SCRATCH.with(Cell::take).unwrap_or_else(|| (simd_json::Buffers::default(), Tape(Vec::new())));
+    // `reset` empties the tape and ties it to this frame's bytes, then back to `'static`.
+    let mut tape: Tape<'_> = tape.reset();
     // The tape, not a `Value` tree: no map is built, so an object of many identical keys costs
     // linear time (simd-json's maps are quadratic in duplicate keys), and fields are found by a
     // scan of the top level (the first of duplicate keys wins); `data` is written from the tape.
-    let tape = simd_json::to_tape(buf).map_err(|_| bad("malformed JSON", &none))?;
-    let value = tape.as_value();
+    let frame = match simd_json::fill_tape(buf.as_mut_slice(), &mut buffers, &mut tape) {
+        Ok(()) => frame(text, &tape.as_value()),
+        Err(_) => Err(bad("malformed JSON", &None)),
+    };
+    let tape: Tape<'static> = tape.reset();
+    if text.len() <= SCRATCH_KEEP_MAX && tape.0.capacity() * std::mem::size_of::<Node<'_>>() <= SCRATCH_KEEP_MAX {
+        SCRATCH.with(|s| s.set(Some((buffers, tape))));
+    }
+    frame
+}
+
+/// The frame of a parsed top-level value (`text` is the frame's raw JSON).
+fn frame(text: &[u8], value: &TapeValue<'_, '_>) -> Result<Frame, DecodeError> {
+    let none: RequestId = None;
     if value.as_object().is_none() {
         return Err(bad("a frame must be a JSON object", &none));
     }
-    let id = request_id(&value)?;
-    let kind = str_field(&value, "type", &id)?;
-    let channel = || str_field(&value, "channel", &id).map(str::to_string);
+    let id = request_id(value)?;
+    let kind = str_field(value, "type", &id)?;
+    let channel = || str_field(value, "channel", &id).map(str::to_string);
     let request = match kind {
-        "auth" => Request::Auth { token: str_field(&value, "token", &id)?.to_string() },
-        "subscribe" => Request::Subscribe { channel: channel()?, since: seq_field(&value, "since", &id)? },
+        "auth" => Request::Auth { token: str_field(value, "token", &id)?.to_string() },
+        "subscribe" => Request::Subscribe { channel: channel()?, since: seq_field(value, "since", &id)? },
         "ack" => Request::Ack {
             channel: channel()?,
-            seq: seq_field(&value, "seq", &id)?.ok_or_else(|| bad("missing field `seq`", &id))?,
+            seq: seq_field(value, "seq", &id)?.ok_or_else(|| bad("missing field `seq`", &id))?,
         },
         "unsubscribe" => Request::Unsubscribe { channel: channel()? },
-        "publish" => publish(text, &value, channel()?, &id)?,
+        "publish" => publish(text, value, channel()?, &id)?,
         "typing" => {
             let channel = channel()?;
-            let typing = match str_field(&value, "state", &id)? {
+            let typing = match str_field(value, "state", &id)? {
                 "start" => true,
                 "stop" => false,
                 _ => return Err(bad("`state` must be \"start\" or \"stop\"", &id)),
@@ -494,6 +527,36 @@ mod tests {
         }
         let f = d(r#"{"type":"publish","channel":"a:b","event":"e"}"#).unwrap();
         assert!(matches!(f.request, Request::Publish { signed: None, .. }));
+    }
+
+    /// Whether this thread holds decode scratch.
+    fn kept() -> bool {
+        SCRATCH.with(|s| {
+            let v = s.take();
+            let kept = v.is_some();
+            s.set(v);
+            kept
+        })
+    }
+
+    #[test]
+    fn scratch_is_reused_and_huge_frames_give_it_back() {
+        let ok = r#"{"type":"publish","id":1,"channel":"a:b","event":"e","data":{"k":[1,2,"v"]}}"#;
+        let want = d(ok).unwrap();
+        // A malformed frame and a non-object in between leave nothing behind for the next one.
+        assert!(d(r#"{"type":"publish","channel":"#).is_err());
+        assert!(d("[1,2,3]").is_err());
+        assert_eq!(d(ok).unwrap(), want);
+        assert!(kept());
+        // A frame over the limit: decoded, then the thread's buffers are dropped, not kept.
+        let big = "x".repeat(SCRATCH_KEEP_MAX);
+        let f = d(&format!(r#"{{"type":"publish","channel":"a:b","event":"e","data":"{big}"}}"#)).unwrap();
+        assert!(matches!(f.request, Request::Publish { ref data, .. } if data.len() == big.len() + 2));
+        assert!(!kept());
+        assert_eq!(d(ok).unwrap(), want);
+        assert!(kept());
+        // Threads do not share it.
+        std::thread::spawn(move || assert_eq!(d(ok).unwrap(), want)).join().unwrap();
     }
 
     #[test]
