@@ -43,6 +43,8 @@ struct Queue {
     inflight_bytes: usize,
     /// Set once: the connection must close with this reason after writing nothing more.
     closing: Option<CloseReason>,
+    /// A frame other than a ping was queued since the last [`ConnHandle::shrink_if_idle`].
+    active: bool,
 }
 
 /// Result of [`ConnHandle::push`].
@@ -101,6 +103,7 @@ impl ConnHandle {
                 inflight: 0,
                 inflight_bytes: 0,
                 closing: None,
+                active: false,
             }),
             notify: Notify::new(),
             metrics,
@@ -135,6 +138,8 @@ impl ConnHandle {
     /// Appends a frame that fits; wakes the connection task when the queue was empty.
     fn enqueue(&self, mut q: std::sync::MutexGuard<'_, Queue>, msg: Message, len: usize) {
         let was_empty = q.items.is_empty();
+        // The heartbeat's own ping is not traffic.
+        q.active |= !matches!(msg, Message::Ping(_));
         q.items.push_back(msg);
         q.bytes += len;
         drop(q);
@@ -215,6 +220,14 @@ impl ConnHandle {
     }
 
     /// Frees queue memory of an idle connection.
+    /// [`Self::shrink`] when nothing was queued since the last call: a connection that is sent
+    /// frames keeps its buffers (freeing them would make the next fan-out allocate for it).
+    pub fn shrink_if_idle(&self, spare: &mut VecDeque<Message>) {
+        if !std::mem::take(&mut self.lock().active) {
+            self.shrink(spare);
+        }
+    }
+
     pub fn shrink(&self, spare: &mut VecDeque<Message>) {
         spare.shrink_to_fit();
         let mut q = self.lock();
@@ -227,6 +240,27 @@ impl ConnHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeat_shrink_keeps_a_busy_connections_buffers() {
+        let c = ConnHandle::new(1, "u".into(), "d".into(), 64, 1 << 20, Arc::new(Metrics::default()));
+        let mut spare = VecDeque::new();
+        for _ in 0..8 {
+            c.push(Message::text("a"));
+        }
+        c.take(&mut spare);
+        spare.clear();
+        assert!(spare.capacity() >= 8);
+        // Traffic since the last heartbeat: kept.
+        c.shrink_if_idle(&mut spare);
+        assert!(spare.capacity() >= 8);
+        // Only the heartbeat's ping since: given back.
+        c.push(Message::Ping(Default::default()));
+        c.take(&mut spare);
+        spare.clear();
+        c.shrink_if_idle(&mut spare);
+        assert_eq!(spare.capacity(), 0);
+    }
 
     #[test]
     fn overflow_closes_as_slow_consumer() {

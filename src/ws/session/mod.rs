@@ -166,8 +166,9 @@ impl Session<'_> {
             }
             self.conn().push(Message::Ping(Default::default()));
             clock.next_ping = now + clock.heartbeat;
-            // Idle connections give back buffers grown by bursts.
-            self.conn().shrink(spare);
+            // Idle connections give back buffers grown by bursts (busy ones keep theirs: the
+            // fan-out would otherwise allocate them again).
+            self.conn().shrink_if_idle(spare);
             if self.scratch.capacity() > 4096 {
                 self.scratch = Vec::new();
             }
