@@ -143,6 +143,11 @@ pub struct Registry {
     /// user → current token generation, for users whose tokens were invalidated at least once
     /// (absent: 0). Tokens and connections of an older generation are refused and closed.
     token_gens: DashMap<Box<str>, u64>,
+    /// Set once anything was put in `revoked`, `keyed` or `token_gens`: the checks every connect
+    /// makes skip the maps while they are empty (`DashMap::is_empty` locks every shard).
+    any_revoked: std::sync::atomic::AtomicBool,
+    any_keyed: std::sync::atomic::AtomicBool,
+    any_gen: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Registry {
@@ -192,25 +197,32 @@ impl Registry {
             keyed: dashmap::DashSet::new(),
             key_owners: DashMap::with_shard_amount(SHARDS),
             token_gens: DashMap::with_shard_amount(SHARDS),
+            any_revoked: Default::default(),
+            any_keyed: Default::default(),
+            any_gen: Default::default(),
         }
     }
 
     pub fn is_revoked(&self, user: &str, device: &str) -> bool {
-        !self.revoked.is_empty() && self.revoked.contains(&format!("{user}\u{1f}{device}"))
+        self.any_revoked.load(std::sync::atomic::Ordering::Acquire)
+            && self.revoked.contains(&format!("{user}\u{1f}{device}"))
     }
 
     pub fn mark_revoked(&self, user: &str, device: &str) {
         self.revoked.insert(format!("{user}\u{1f}{device}"));
+        self.any_revoked.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Whether the device has registered a public key (it then connects with key login only).
     pub fn is_keyed(&self, user: &str, device: &str) -> bool {
-        !self.keyed.is_empty() && self.keyed.contains(&format!("{user}\u{1f}{device}"))
+        self.any_keyed.load(std::sync::atomic::Ordering::Acquire)
+            && self.keyed.contains(&format!("{user}\u{1f}{device}"))
     }
 
     /// Marks the device keyed and remembers its key for key login (a key belongs to one device).
     pub fn mark_keyed(&self, user: &str, device: &str, public_key: &str) {
         self.keyed.insert(format!("{user}\u{1f}{device}"));
+        self.any_keyed.store(true, std::sync::atomic::Ordering::Release);
         self.remember_key_owner(device, public_key, user);
     }
 
@@ -242,7 +254,7 @@ impl Registry {
 
     /// The user's current token generation (0 until the password first changes).
     pub fn token_gen(&self, user: &str) -> u64 {
-        if self.token_gens.is_empty() {
+        if !self.any_gen.load(std::sync::atomic::Ordering::Acquire) {
             return 0;
         }
         self.token_gens.get(user).map_or(0, |g| *g)
@@ -258,6 +270,7 @@ impl Registry {
     pub fn set_token_gen(&self, user: &str, gen: u64) -> usize {
         {
             let mut g = self.token_gens.entry(Box::from(user)).or_insert(0);
+            self.any_gen.store(true, std::sync::atomic::Ordering::Release);
             if *g < gen {
                 *g = gen;
             }
