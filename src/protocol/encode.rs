@@ -237,6 +237,26 @@ fn event_frame(
 
 /// `{"type":"event","channel":C,"event":E,"data":D,"from":{"user_id":U,"device_id":D},"ts":MS}`.
 /// `data` must already be JSON text.
+/// The header of an unmasked, unfragmented server text frame of `len` payload bytes
+/// (RFC 6455 §5.2): the bytes in `out` and how many there are. A server frame is never masked,
+/// so this depends on the length alone: the connection writer sends it from the stack before the
+/// payload every recipient shares (`ws::session::writer`).
+pub fn text_frame_header(len: usize, out: &mut [u8; 10]) -> usize {
+    out[0] = 0x81; // FIN + text
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if len <= u16::MAX as usize {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
+}
+
 pub fn event(channel: &str, event: &str, data: &[u8], user_id: &str, device_id: &str, ts: u64) -> Encoded {
     event_frame(channel, event, data, Some((user_id, device_id)), ts, None, None)
 }

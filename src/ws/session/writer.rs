@@ -28,23 +28,7 @@ use crate::ws::io::{self, Ws};
 /// Most text frames one vectored write carries (two slices each: header and payload).
 const BATCH: usize = 64;
 
-/// The header of an unmasked, unfragmented server text frame of `len` payload bytes
-/// (RFC 6455 §5.2): the bytes in `out` and how many there are.
-pub(crate) fn text_header(len: usize, out: &mut [u8; 10]) -> usize {
-    out[0] = 0x81; // FIN + text
-    if len < 126 {
-        out[1] = len as u8;
-        2
-    } else if len <= u16::MAX as usize {
-        out[1] = 126;
-        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-        4
-    } else {
-        out[1] = 127;
-        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    }
-}
+use crate::protocol::text_frame_header as text_header;
 
 /// Writes the text frames `frames` (at most [`BATCH`], all `Message::Text`) straight to the
 /// socket: headers on the stack, payloads shared, one vectored write (more only when the socket
