@@ -375,7 +375,7 @@ impl Args {
                 return Err(format!("--checkpoint {k} must be below --connections {}", a.connections));
             }
         }
-        if a.key_login {
+        if a.key_login || a.durable {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             a.key_run_tag = format!("{:x}{:x}", now.as_micros(), std::process::id());
         }

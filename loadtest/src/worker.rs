@@ -337,9 +337,12 @@ fn first_send(args: &Args, phase: Phase, role: &Role) -> Option<(u64, Instant, f
 }
 
 /// A publish carrying its sender, sequence number and intended send time (µs) in `data`, padded
-/// to `--payload`; with `--durable` a `msg_id` too.
+/// to `--payload`; with `--durable` a `msg_id` too, unique to this run (the gateway answers a
+/// `msg_id` it already stored for the device as a duplicate and delivers nothing: a second run
+/// against the same gateway would otherwise measure no deliveries at all).
 fn publish_text(args: &Args, channel: &str, sender: u32, seq: u64, intended: u64, pad: &str) -> String {
-    let msg_id = if args.durable { format!(",\"msg_id\":\"{sender}-{seq}\"") } else { String::new() };
+    let msg_id =
+        if args.durable { format!(",\"msg_id\":\"{}-{sender}-{seq}\"", args.key_run_tag) } else { String::new() };
     format!(
         "{{\"type\":\"publish\",\"channel\":\"{channel}\",\"event\":\"lt\",\"data\":{{\"s\":{sender},\"q\":{seq},\"t\":{intended},\"p\":\"{pad}\"}}{msg_id}}}"
     )
