@@ -26,7 +26,7 @@ use crate::registry::ConnHandle;
 use crate::ws::io::{self, Ws};
 
 /// Most text frames one vectored write carries (two slices each: header and payload).
-const BATCH: usize = 64;
+const BATCH: usize = 32;
 
 use crate::protocol::text_frame_header as text_header;
 
@@ -40,18 +40,18 @@ async fn write_texts<'m>(
 ) -> Result<(), WsError> {
     let count = frames.len().min(BATCH);
     let mut headers = [[0u8; 10]; BATCH];
-    let mut slices = [IoSlice::new(&[]); 2 * BATCH];
-    let mut payloads: [&[u8]; BATCH] = [&[]; BATCH];
-    let mut lens = [0usize; BATCH];
+    let mut lens = [0u8; BATCH];
+    let mut payloads = [&[][..]; BATCH];
     for (i, m) in frames.take(count).enumerate() {
         if let Message::Text(t) = m {
             payloads[i] = t.as_bytes();
         }
-        lens[i] = text_header(payloads[i].len(), &mut headers[i]);
+        lens[i] = text_header(payloads[i].len(), &mut headers[i]) as u8;
     }
-    for i in 0..count {
-        slices[2 * i] = IoSlice::new(&headers[i][..lens[i]]);
-        slices[2 * i + 1] = IoSlice::new(payloads[i]);
+    let mut slices = [IoSlice::new(&[]); 2 * BATCH];
+    for (i, pair) in slices.chunks_exact_mut(2).take(count).enumerate() {
+        pair[0] = IoSlice::new(&headers[i][..usize::from(lens[i])]);
+        pair[1] = IoSlice::new(payloads[i]);
     }
     let mut left = &mut slices[..2 * count];
     let io = ws.get_mut();
