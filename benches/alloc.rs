@@ -23,6 +23,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mimalloc::MiMalloc;
 use syncgate::protocol;
 use syncgate::registry::{ConnHandle, Membership, Registry};
+
+#[path = "support/mod.rs"]
+mod support;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Counts every `alloc`, `alloc_zeroed` and `realloc` (frees are not counted).
@@ -79,28 +82,7 @@ struct Fan {
 
 impl Fan {
     fn new(n: usize) -> Fan {
-        let registry = Arc::new(Registry::new());
-        let stats = Arc::new(syncgate::metrics::Metrics::default());
-        let conns: Vec<Arc<ConnHandle>> = (0..n as u64)
-            .map(|i| {
-                Arc::new(ConnHandle::new(
-                    i + 1,
-                    Arc::from(format!("user{i}")),
-                    Arc::from("d"),
-                    1 << 16,
-                    usize::MAX,
-                    stats.clone(),
-                ))
-            })
-            .collect();
-        let members = conns
-            .iter()
-            .map(|c| {
-                let mut m = Membership::new(registry.clone(), c.clone());
-                m.join("room:lobby");
-                m
-            })
-            .collect();
+        let (registry, conns, members) = support::lobby(n);
         let spares = (0..n).map(|_| VecDeque::new()).collect();
         let mut fan = Fan { registry, conns, spares, _members: members };
         fan.drain();

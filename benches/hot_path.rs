@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use syncgate::protocol;
-use syncgate::registry::{ConnHandle, Membership, Registry};
+use syncgate::registry::{ConnHandle, Membership};
+
+#[path = "support/mod.rs"]
+mod support;
 use tokio_tungstenite::tungstenite::Message;
 
 const PUBLISH: &[u8] = br#"{"type":"publish","id":17,"channel":"room:lobby","event":"message:created","data":{"text":"hello there, this is a typical chat message","attachments":[],"n":42}}"#;
@@ -53,28 +56,8 @@ fn codec(c: &mut Criterion) {
 
 fn fan_out(c: &mut Criterion) {
     const N: usize = 10_000;
-    let registry = Arc::new(Registry::new());
+    let (registry, conns, _members) = support::lobby(N);
     let stats = Arc::new(syncgate::metrics::Metrics::default());
-    let conns: Vec<Arc<ConnHandle>> = (0..N as u64)
-        .map(|i| {
-            Arc::new(ConnHandle::new(
-                i + 1,
-                Arc::from(format!("user{i}")),
-                Arc::from("d"),
-                1 << 16,
-                usize::MAX,
-                stats.clone(),
-            ))
-        })
-        .collect();
-    let _members: Vec<Membership> = conns
-        .iter()
-        .map(|c| {
-            let mut m = Membership::new(registry.clone(), c.clone());
-            m.join("room:lobby");
-            m
-        })
-        .collect();
     let mut spare = VecDeque::new();
     for c in &conns {
         c.take(&mut spare);

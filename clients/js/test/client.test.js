@@ -3,19 +3,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SyncgateClient } from '../src/index.js';
-import { API_KEY, token, freePort, gateway, started, client, until, connected, subscribed, waitFor } from './helpers.js';
+import { API_KEY, token, freePort, gateway, started, client, until, connected, subscribed, waitFor, aliceAndBob } from './helpers.js';
 
 test('publish, subscribe, acks and presence', async () => {
   const g = await started();
-  const alice = client(g.url, 'alice', 'a1');
-  const bob = client(g.url, 'bob', 'b1');
-  const got = [];
-  const sub = alice.subscribe('room:1');
-  sub.on('event', (e) => got.push(e.data.n));
-  alice.connect();
-  bob.connect();
-  await subscribed(sub);
-  await connected(bob);
+  const { alice, bob, sub, got } = await aliceAndBob(g.url, g.url, 'room:1', (e) => e.data.n);
   for (let n = 1; n <= 5; n++) {
     const ack = await bob.publish('room:1', 'count', { n });
     assert.equal(ack.type, 'ack');
@@ -31,15 +23,7 @@ test('publish, subscribe, acks and presence', async () => {
 
 test('durable events survive a SIGKILL of the gateway: exactly once, in order', async () => {
   const g = await started();
-  const alice = client(g.url, 'alice', 'a1');
-  const bob = client(g.url, 'bob', 'b1');
-  const seqs = [];
-  const sub = alice.subscribe('dm:alice:bob');
-  sub.on('event', (e) => seqs.push(e.seq));
-  alice.connect();
-  bob.connect();
-  await subscribed(sub);
-  await connected(bob);
+  const { alice, bob, sub, got: seqs } = await aliceAndBob(g.url, g.url, 'dm:alice:bob', (e) => e.seq);
   for (let i = 1; i <= 10; i++) assert.equal((await bob.publish('dm:alice:bob', 'm', { i })).seq, i);
   await waitFor(() => seqs.length === 10);
   // Killed: both reconnect to the restarted gateway on the same port and data.

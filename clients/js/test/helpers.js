@@ -123,3 +123,20 @@ export const waitFor = async (pred, ms = 10000, what = 'condition') => {
     await sleep(20);
   }
 };
+
+/**
+ * Alice (device a1, on `aliceUrl`) subscribed to `channel`, every event's `pick(e)` pushed to
+ * `got`, and Bob (device b1, on `bobUrl`) connected: the two ends most tests start from.
+ */
+export async function aliceAndBob(aliceUrl, bobUrl, channel, pick = (e) => e) {
+  const alice = client(aliceUrl, 'alice', 'a1');
+  const bob = client(bobUrl, 'bob', 'b1');
+  const got = [];
+  const sub = alice.subscribe(channel);
+  sub.on('event', (e) => got.push(pick(e)));
+  alice.connect();
+  bob.connect();
+  await subscribed(sub);
+  await connected(bob);
+  return { alice, bob, sub, got };
+}

@@ -4,20 +4,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SyncgateClient, QueueFullError, PublishError } from '../src/index.js';
-import { token, tempDir, freePort, gateway, started, relay, client, until, connected, subscribed, sleep, waitFor } from './helpers.js';
+import { token, tempDir, freePort, gateway, started, relay, client, until, connected, subscribed, sleep, waitFor, aliceAndBob } from './helpers.js';
 
 test('a durable publish whose ack was lost is sent again with its msg_id: stored and delivered once', async () => {
   const g = await started();
   const net = await relay(g.port);
-  const alice = client(g.url, 'alice', 'a1');
-  const bob = client(net.url, 'bob', 'b1');
-  const got = [];
-  const sub = alice.subscribe('dm:alice:bob');
-  sub.on('event', (e) => got.push(e));
-  alice.connect();
-  bob.connect();
-  await subscribed(sub);
-  await connected(bob);
+  const { alice, bob, sub, got } = await aliceAndBob(g.url, net.url, 'dm:alice:bob', (e) => e);
   assert.equal((await bob.publish('dm:alice:bob', 'm', { n: 1 })).seq, 1);
   await waitFor(() => got.length === 1);
 
@@ -48,15 +40,7 @@ test('a durable publish whose ack was lost is sent again with its msg_id: stored
 test('a publish in flight on a channel that does not de-duplicate rejects, retriable, and is not resent', async () => {
   const g = await started();
   const net = await relay(g.port);
-  const alice = client(g.url, 'alice', 'a1');
-  const bob = client(net.url, 'bob', 'b1');
-  const got = [];
-  const sub = alice.subscribe('room:1');
-  sub.on('event', (e) => got.push(e.data.n));
-  alice.connect();
-  bob.connect();
-  await subscribed(sub);
-  await connected(bob);
+  const { alice, bob, sub, got } = await aliceAndBob(g.url, net.url, 'room:1', (e) => e.data.n);
   net.blockDown();
   const inFlight = bob.publish('room:1', 'm', { n: 1 });
   await waitFor(() => got.length === 1);
