@@ -113,4 +113,24 @@ async fn redis_bus_meets_the_contract_and_crosses_instances() {
     assert!(n1.bus.acquire_user("capped", 2).await);
     assert!(n2.bus.acquire_user("capped", 2).await);
     assert!(!n1.bus.acquire_user("capped", 2).await);
+    forget_prefix(&prefix);
+}
+
+/// Deletes what the test left under `prefix` in the shared Redis: its buses end without the
+/// graceful leave, and the instance keys (`tops`, `instances`, …) have no expiry.
+fn forget_prefix(prefix: &str) {
+    let cli = |args: &[&str]| {
+        std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", "6379"])
+            .args(args)
+            .output()
+            .expect("redis-cli")
+    };
+    let out = cli(&["--scan", "--pattern", &format!("{prefix}*")]);
+    let keys: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    if !keys.is_empty() {
+        let mut args = vec!["del"];
+        args.extend(keys.iter().map(String::as_str));
+        cli(&args);
+    }
 }
