@@ -1,6 +1,9 @@
 //! `syncgate` binary: `syncgate` serves; `syncgate token --user U …` mints a development token.
 
+use std::process::ExitCode;
+
 use mimalloc::MiMalloc;
+use syncgate::config::{Config, LogFormat};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -27,10 +30,6 @@ fn collect_on_park(every: std::time::Duration) -> impl Fn() + Send + Sync + 'sta
         }
     }
 }
-
-use std::process::ExitCode;
-
-use syncgate::config::{Config, LogFormat};
 
 /// Logs to stderr, filtered by `RUST_LOG` (validated with the configuration; `info` when unset).
 /// Text is coloured only on a terminal, never in a file or a pipe; JSON never.

@@ -778,4 +778,28 @@ mod tests {
         assert_eq!(parse(&welcome("u", "d", "c", 1, 2, Some(&st)))["read_seq"], 4);
         assert_eq!(parse(&read_ack(&None, "dm:a:b", 4))["read_seq"], 4);
     }
+
+    #[test]
+    fn headers_follow_rfc_6455_length_encoding() {
+        let mut h = [0u8; 10];
+        let mut head = |len| {
+            let n = text_frame_header(len, &mut h);
+            h[..n].to_vec()
+        };
+        assert_eq!(head(0), [0x81, 0]);
+        assert_eq!(head(125), [0x81, 125]);
+        assert_eq!(head(126), [0x81, 126, 0, 126]);
+        assert_eq!(head(65535), [0x81, 126, 0xff, 0xff]);
+        assert_eq!(head(65536), [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+        // The same bytes tungstenite writes for an unmasked server text frame.
+        for len in [0usize, 1, 125, 126, 127, 65535, 65536, 1 << 20] {
+            use tokio_tungstenite::tungstenite::protocol::frame::{coding::Data, coding::OpCode, Frame};
+            let frame = Frame::message(vec![b'a'; len], OpCode::Data(Data::Text), true);
+            let mut theirs = Vec::new();
+            frame.format(&mut theirs).unwrap();
+            let n = text_frame_header(len, &mut h);
+            assert_eq!(&theirs[..n], &h[..n], "len {len}");
+            assert_eq!(theirs.len(), n + len);
+        }
+    }
 }

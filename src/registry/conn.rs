@@ -219,18 +219,23 @@ impl ConnHandle {
         q.inflight_bytes = 0;
     }
 
-    /// Frees queue memory of an idle connection.
-    /// [`Self::shrink`] when nothing was queued since the last call: a connection that is sent
-    /// frames keeps its buffers (freeing them would make the next fan-out allocate for it).
+    /// [`Self::shrink`] when nothing but pings was queued since the last call: a connection
+    /// that is sent frames keeps its buffers (freeing them would make the next fan-out allocate
+    /// for it).
     pub fn shrink_if_idle(&self, spare: &mut VecDeque<Message>) {
-        if !std::mem::take(&mut self.lock().active) {
-            self.shrink(spare);
+        let mut q = self.lock();
+        if !std::mem::take(&mut q.active) {
+            Self::shrink_locked(&mut q, spare);
         }
     }
 
+    /// Frees queue memory of an idle connection.
     pub fn shrink(&self, spare: &mut VecDeque<Message>) {
+        Self::shrink_locked(&mut self.lock(), spare);
+    }
+
+    fn shrink_locked(q: &mut Queue, spare: &mut VecDeque<Message>) {
         spare.shrink_to_fit();
-        let mut q = self.lock();
         if q.items.is_empty() {
             q.items.shrink_to_fit();
         }

@@ -8,7 +8,7 @@ mod conn;
 pub mod sequencer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -145,9 +145,9 @@ pub struct Registry {
     token_gens: DashMap<Box<str>, u64>,
     /// Set once anything was put in `revoked`, `keyed` or `token_gens`: the checks every connect
     /// makes skip the maps while they are empty (`DashMap::is_empty` locks every shard).
-    any_revoked: std::sync::atomic::AtomicBool,
-    any_keyed: std::sync::atomic::AtomicBool,
-    any_gen: std::sync::atomic::AtomicBool,
+    any_revoked: AtomicBool,
+    any_keyed: AtomicBool,
+    any_gen: AtomicBool,
 }
 
 impl Default for Registry {
@@ -204,25 +204,23 @@ impl Registry {
     }
 
     pub fn is_revoked(&self, user: &str, device: &str) -> bool {
-        self.any_revoked.load(std::sync::atomic::Ordering::Acquire)
-            && self.revoked.contains(&format!("{user}\u{1f}{device}"))
+        self.any_revoked.load(Ordering::Acquire) && self.revoked.contains(&format!("{user}\u{1f}{device}"))
     }
 
     pub fn mark_revoked(&self, user: &str, device: &str) {
         self.revoked.insert(format!("{user}\u{1f}{device}"));
-        self.any_revoked.store(true, std::sync::atomic::Ordering::Release);
+        self.any_revoked.store(true, Ordering::Release);
     }
 
     /// Whether the device has registered a public key (it then connects with key login only).
     pub fn is_keyed(&self, user: &str, device: &str) -> bool {
-        self.any_keyed.load(std::sync::atomic::Ordering::Acquire)
-            && self.keyed.contains(&format!("{user}\u{1f}{device}"))
+        self.any_keyed.load(Ordering::Acquire) && self.keyed.contains(&format!("{user}\u{1f}{device}"))
     }
 
     /// Marks the device keyed and remembers its key for key login (a key belongs to one device).
     pub fn mark_keyed(&self, user: &str, device: &str, public_key: &str) {
         self.keyed.insert(format!("{user}\u{1f}{device}"));
-        self.any_keyed.store(true, std::sync::atomic::Ordering::Release);
+        self.any_keyed.store(true, Ordering::Release);
         self.remember_key_owner(device, public_key, user);
     }
 
@@ -254,7 +252,7 @@ impl Registry {
 
     /// The user's current token generation (0 until the password first changes).
     pub fn token_gen(&self, user: &str) -> u64 {
-        if !self.any_gen.load(std::sync::atomic::Ordering::Acquire) {
+        if !self.any_gen.load(Ordering::Acquire) {
             return 0;
         }
         self.token_gens.get(user).map_or(0, |g| *g)
@@ -270,7 +268,7 @@ impl Registry {
     pub fn set_token_gen(&self, user: &str, gen: u64) -> usize {
         {
             let mut g = self.token_gens.entry(Box::from(user)).or_insert(0);
-            self.any_gen.store(true, std::sync::atomic::Ordering::Release);
+            self.any_gen.store(true, Ordering::Release);
             if *g < gen {
                 *g = gen;
             }

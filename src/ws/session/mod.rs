@@ -234,7 +234,7 @@ pub async fn run(state: Arc<AppState>, on_upgrade: OnUpgrade, admitted: Box<Admi
     let mut page: Option<PageRead<'_>> = None;
 
     // Everything the connection writes goes through its bounded queue (replies and replays
-    // included), so there is one write path: swap the queue out, feed every frame, flush once.
+    // included), so there is one write path: swap the queue out, write every frame, flush once.
     let (reason, torn): writer::Stop = 'session: loop {
         s.read_next_page(&mut page);
         tokio::select! {

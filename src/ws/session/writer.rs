@@ -22,17 +22,16 @@ use super::Session;
 use crate::app::AppState;
 use crate::error::CloseReason;
 use crate::metrics::FrameOut;
+use crate::protocol::text_frame_header as text_header;
 use crate::registry::ConnHandle;
 use crate::ws::io::{self, Ws};
 
 /// Most text frames one vectored write carries (two slices each: header and payload).
 const BATCH: usize = 32;
 
-use crate::protocol::text_frame_header as text_header;
-
 /// Writes the text frames `frames` (at most [`BATCH`], all `Message::Text`) straight to the
 /// socket: headers on the stack, payloads shared, one vectored write (more only when the socket
-/// takes a part). `written` counts the bytes the socket took, for [`finish_torn`].
+/// takes a part). `written` counts the bytes the socket took, for [`torn_rest`].
 async fn write_texts<'m>(
     ws: &mut Ws,
     frames: impl ExactSizeIterator<Item = &'m Message>,
@@ -166,35 +165,6 @@ pub(super) async fn drain(
         io::timed(state, Some(conn), ws.flush()).await.map_err(plain)?;
         if let Some(st) = s.streams.as_deref_mut() {
             st.push_backlog(conn);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::text_header;
-
-    #[test]
-    fn headers_follow_rfc_6455_length_encoding() {
-        let mut h = [0u8; 10];
-        let mut head = |len| {
-            let n = text_header(len, &mut h);
-            h[..n].to_vec()
-        };
-        assert_eq!(head(0), [0x81, 0]);
-        assert_eq!(head(125), [0x81, 125]);
-        assert_eq!(head(126), [0x81, 126, 0, 126]);
-        assert_eq!(head(65535), [0x81, 126, 0xff, 0xff]);
-        assert_eq!(head(65536), [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
-        // The same bytes tungstenite writes for an unmasked server text frame.
-        for len in [0usize, 1, 125, 126, 127, 65535, 65536, 1 << 20] {
-            use tokio_tungstenite::tungstenite::protocol::frame::{coding::Data, coding::OpCode, Frame};
-            let frame = Frame::message(vec![b'a'; len], OpCode::Data(Data::Text), true);
-            let mut theirs = Vec::new();
-            frame.format(&mut theirs).unwrap();
-            let n = text_header(len, &mut h);
-            assert_eq!(&theirs[..n], &h[..n], "len {len}");
-            assert_eq!(theirs.len(), n + len);
         }
     }
 }
